@@ -1,0 +1,1 @@
+"""Seeded sample world (citizen registry + telco exports) with ground truth."""

@@ -1,0 +1,1 @@
+"""The stages of a reconciliation run, each a plain function over files."""

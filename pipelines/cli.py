@@ -1,0 +1,83 @@
+"""The ``simrecon`` command: run a reconciliation or regenerate the samples, without Airflow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+
+from pipelines.config import ConfigError
+from pipelines.errors import RegistryError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "config" / "simrecon.yaml"
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.stages import run_all
+
+    outcome = run_all(str(args.config), args.run_date)
+    print(f"run folder:       {outcome['run_dir']}")
+    print(f"report:           {outcome['report']}")
+    for path in outcome["correction_lists"]:
+        print(f"correction list:  {path}")
+    if outcome["failed_telcos"]:
+        print(f"NOT PROCESSED:    {', '.join(outcome['failed_telcos'])} "
+              "(see summary.json and the report)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from data_samples.generator import generate_world
+
+    counts = generate_world(Path(args.out), seed=args.seed, n_citizens=args.citizens,
+                            n_subscriptions=args.subscriptions)
+    print(json.dumps(counts, indent=2, default=str, ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simrecon", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run every stage for one run date")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                     help=f"run configuration YAML (default: {DEFAULT_CONFIG})")
+    run.add_argument("--run-date", default=date.today().isoformat(),
+                     help="YYYY-MM-DD (default: today); rerunning a date replaces its folder")
+    run.set_defaults(func=_cmd_run)
+
+    sample = sub.add_parser("sample", help="regenerate the bundled sample world")
+    sample.add_argument("--out", default=str(REPO_ROOT / "data_samples"))
+    sample.add_argument("--seed", type=int, default=20261128)
+    sample.add_argument("--citizens", type=int, default=2500)
+    sample.add_argument("--subscriptions", type=int, default=4000)
+    sample.set_defaults(func=_cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return args.func(args)
+    except (ConfigError, RegistryError) as exc:
+        print(f"simrecon: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

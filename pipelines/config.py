@@ -1,0 +1,203 @@
+"""Typed run configuration: the main YAML, one YAML mapping per telco, thresholds.
+
+Adding a telco is a new YAML file in ``telcos_dir``, never code. Every
+threshold a rule uses lives here with its default, so a policy change is a
+config change that shows up in review. Relative paths resolve against the
+folder of the file that names them.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipelines.schema import (
+    GENDERS,
+    ID_TYPES,
+    LINE_STATUSES,
+    REQUIRED_FIELDS,
+    SUBSCRIPTION_FIELDS,
+    SUBSCRIPTION_TYPES,
+)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CsvOptions(_Strict):
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    quote_char: str = '"'
+
+    @field_validator("delimiter", "quote_char")
+    @classmethod
+    def _one_char(cls, value: str) -> str:
+        if len(value) != 1:
+            raise ValueError("must be exactly one character")
+        return value
+
+
+_VOCABULARY_TARGETS: dict[str, tuple[str, ...]] = {
+    "gender": GENDERS,
+    "id_type": ID_TYPES,
+    "subscription_type": SUBSCRIPTION_TYPES,
+    "line_status": LINE_STATUSES,
+}
+
+
+class TelcoMapping(_Strict):
+    """How one telco's export maps onto the canonical subscription fields."""
+
+    telco: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    display_name: str
+    source: str
+    format: Literal["csv", "parquet"]
+    csv: CsvOptions = CsvOptions()
+    columns: dict[str, str]
+    defaults: dict[str, str] = {}
+    date_formats: dict[str, list[str]]
+    vocabularies: dict[str, dict[str, str]]
+    # Filled in by the loader: the YAML file this mapping came from.
+    mapping_file: str = ""
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> TelcoMapping:
+        unknown = set(self.columns) - set(SUBSCRIPTION_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown canonical field(s) in columns: {sorted(unknown)}")
+        missing = [f for f in REQUIRED_FIELDS if f not in self.columns and f not in self.defaults]
+        if missing:
+            raise ValueError(f"required canonical field(s) not mapped: {missing}")
+        for field in ("date_of_birth", "activation_date"):
+            if not self.date_formats.get(field):
+                raise ValueError(f"date_formats.{field} must list at least one format")
+        for field, targets in _VOCABULARY_TARGETS.items():
+            vocabulary = self.vocabularies.get(field, {})
+            if field in self.columns and not vocabulary:
+                raise ValueError(f"vocabularies.{field} is required when {field} is mapped")
+            bad = sorted({v for v in vocabulary.values() if v not in targets})
+            if bad:
+                raise ValueError(f"vocabularies.{field} maps to {bad}; allowed: {list(targets)}")
+        return self
+
+    def source_path(self) -> Path:
+        return (Path(self.mapping_file).parent / self.source).resolve()
+
+
+class MatchingSettings(_Strict):
+    """Thresholds of the holder comparison (see docs/matching.md)."""
+
+    name_max_typo_edits: int = Field(1, ge=0, le=3)
+    name_partial_threshold: float = Field(90.0, ge=0, le=100)
+    near_miss_search: bool = True
+    near_miss_min_name_level: str = "ONE_TYPO"
+
+
+class FlagSettings(_Strict):
+    """Thresholds of the flag rules (see docs/flags.md)."""
+
+    max_active_subscriptions_per_holder: int = Field(9, ge=1)
+    bulk_min_activations: int = Field(20, ge=2)
+    bulk_max_distinct_ids: int = Field(3, ge=1)
+    underage_years: int = Field(14, ge=0)
+    duplicate_ignores_statuses: list[str] = ["CANCELLED"]
+    excess_counts_statuses: list[str] = ["ACTIVE"]
+
+
+class RunConfig(_Strict):
+    registry: str
+    telcos_dir: str = "telcos"
+    output_dir: str = "runs"
+    matching: MatchingSettings = MatchingSettings()
+    flags: FlagSettings = FlagSettings()
+    config_file: str = ""
+
+    @cached_property
+    def base_dir(self) -> Path:
+        return Path(self.config_file).parent
+
+    def resolve(self, value: str) -> Path:
+        return (self.base_dir / value).resolve()
+
+    @property
+    def registry_path(self) -> Path:
+        return self.resolve(self.registry)
+
+    @property
+    def output_path(self) -> Path:
+        return self.resolve(self.output_dir)
+
+    def telcos(self) -> list[TelcoMapping]:
+        """Every telco mapping in ``telcos_dir``, sorted by telco name."""
+        folder = self.resolve(self.telcos_dir)
+        files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+        if not files:
+            raise ConfigError(f"{folder}: no telco mapping (*.yaml) found")
+        mappings = [load_telco_mapping(f) for f in files]
+        names = [m.telco for m in mappings]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ConfigError(f"{folder}: telco name(s) defined twice: {duplicated}")
+        return sorted(mappings, key=lambda m: m.telco)
+
+    def telco(self, name: str) -> TelcoMapping:
+        for mapping in self.telcos():
+            if mapping.telco == name:
+                return mapping
+        raise ConfigError(f"no telco mapping named {name!r} in {self.resolve(self.telcos_dir)}")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _validated(model: type[BaseModel], data: dict, path: Path) -> BaseModel:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc
+
+
+def load_telco_mapping(path: Path | str) -> TelcoMapping:
+    path = Path(path).resolve()
+    data = _read_yaml(path)
+    data["mapping_file"] = str(path)
+    return _validated(TelcoMapping, data, path)  # type: ignore[return-value]
+
+
+def load_config(path: Path | str) -> RunConfig:
+    path = Path(path).resolve()
+    data = _read_yaml(path)
+    data["config_file"] = str(path)
+    return _validated(RunConfig, data, path)  # type: ignore[return-value]
+
+
+def parse_run_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"run date {value!r} is not YYYY-MM-DD") from exc

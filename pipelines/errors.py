@@ -1,0 +1,24 @@
+"""Errors a stage raises on purpose, each with a message a data engineer can act on."""
+
+from __future__ import annotations
+
+
+class TelcoInputError(Exception):
+    """One telco's export cannot be used; the message names file, line or column.
+
+    Only that telco stops: the other telcos of the run go on.
+    """
+
+    def __init__(self, telco: str, source: str, problem: str) -> None:
+        self.telco = telco
+        self.source = source
+        self.problem = problem
+        super().__init__(f"telco {telco}: {source}: {problem}")
+
+
+class RegistryError(Exception):
+    """The citizen registry snapshot cannot be used; the whole run stops."""
+
+
+class RunIncompleteError(Exception):
+    """A run finished but some telcos could not be processed."""

@@ -1,0 +1,113 @@
+"""Flag stage: apply every flag rule and decide each subscription's status.
+
+Rules are in ``matching.flags``; this stage assembles their inputs, applies
+the thresholds from the run configuration, and writes ``results.parquet``:
+one row per subscription with status, flags, linked or suggested citizen id
+and the per-field levels that explain the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from matching import flags as rules
+from matching.compare import DOB_AGREEING_LEVELS, DobLevel, GenderLevel
+from matching.names import NameLevel
+from pipelines.config import FlagSettings
+
+log = logging.getLogger("simrecon.flag")
+
+RESULT_COLUMNS = (
+    "telco", "source_file", "source_row", "msisdn", "msisdn_raw", "id_type", "id_number",
+    "activation_date", "subscription_type", "line_status", "point_of_sale",
+    "status", "flags", "matched_citizen_id", "suggested_citizen_id", "link_method",
+    "name_level", "name_score", "dob_level", "gender_level",
+)
+
+
+def _bool(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _in(column: pa.ChunkedArray | pa.Array, values: list[str]) -> np.ndarray:
+    return _bool(pc.is_in(column, value_set=pa.array(values, pa.string())))
+
+
+def flag(matched: pa.Table, settings: FlagSettings) -> pa.Table:
+    """Compute flags and status for every matched subscription."""
+    n = matched.num_rows
+    id_type = matched["id_type"]
+    has_number = _bool(pc.is_valid(matched["id_number"]))
+    valid = _bool(matched["id_valid"])
+    linked = _bool(pc.is_valid(matched["matched_citizen_id"]))
+    passport = _bool(pc.equal(id_type, "PASSPORT"))
+    ambiguous = _bool(matched["link_ambiguous"])
+    name_level = np.asarray(matched["name_level"], dtype=np.int8)
+    dob_level = np.asarray(matched["dob_level"], dtype=np.int8)
+    gender_level = np.asarray(matched["gender_level"], dtype=np.int8)
+    subscriber_dob_missing = _bool(pc.is_null(matched["date_of_birth"]))
+
+    masks: dict[str, np.ndarray] = {}
+    masks["NO_ID"] = ~has_number
+    masks["INVALID_ID"] = has_number & ~valid & ~passport
+    masks["ID_NOT_FOUND"] = has_number & valid & ~passport & ~linked
+    masks["LEGACY_ID"] = _bool(pc.equal(id_type, "CMND")) & has_number
+    judged = linked & ~ambiguous
+    masks["NAME_MISMATCH"] = judged & (name_level <= NameLevel.DIFFERENT)
+    masks["DOB_MISMATCH"] = judged & (
+        subscriber_dob_missing
+        | ~np.isin(dob_level, [int(x) for x in DOB_AGREEING_LEVELS] + [DobLevel.MISSING])
+    )
+    masks["GENDER_MISMATCH"] = judged & (gender_level == GenderLevel.DIFFERENT)
+    partial_name = judged & (name_level == NameLevel.PARTIAL)
+    mismatch = masks["NAME_MISMATCH"] | masks["DOB_MISMATCH"]
+    review = (linked & ambiguous) | ((partial_name | masks["GENDER_MISMATCH"]) & ~mismatch)
+    masks["NEEDS_REVIEW"] = review
+
+    holder_dob = pc.coalesce(matched["holder_date_of_birth"], matched["date_of_birth"])
+    masks["UNDERAGE_HOLDER"] = rules.underage_at_activation(
+        holder_dob, matched["activation_date"], settings.underage_years)
+    masks["DECEASED_HOLDER"] = linked & rules.activated_after_death(
+        matched["activation_date"], matched["holder_date_of_death"])
+
+    # Cross-telco rules work on the run's whole set of subscriptions.
+    document_key = pc.if_else(
+        pa.array(valid & has_number),
+        pc.binary_join_element_wise(pc.fill_null(id_type, "?"), matched["id_number"], ":"),
+        pa.scalar(None, pa.string()),
+    )
+    holder_key = pc.coalesce(matched["matched_citizen_id"], document_key)
+    counted = _in(matched["line_status"], settings.excess_counts_statuses)
+    masks["EXCESS_SUBSCRIPTIONS"] = rules.excess_subscriptions(
+        holder_key, counted, settings.max_active_subscriptions_per_holder)
+    masks["BULK_ACTIVATION"] = rules.bulk_activation(
+        matched["point_of_sale"], matched["activation_date"],
+        pc.coalesce(matched["id_number"], pa.scalar("", pa.string())),
+        min_activations=settings.bulk_min_activations,
+        max_distinct_documents=settings.bulk_max_distinct_ids,
+    )
+    not_ignored = ~_in(matched["line_status"], settings.duplicate_ignores_statuses)
+    masks["DUPLICATE_MSISDN"] = rules.duplicate_msisdn(
+        matched["msisdn"], not_ignored & _bool(pc.is_valid(matched["msisdn"])))
+    masks["INVALID_MSISDN"] = _bool(pc.is_null(matched["msisdn"]))
+
+    status = rules.decide_status(
+        foreign_document=passport,
+        unregistered=masks["NO_ID"] | masks["INVALID_ID"] | masks["ID_NOT_FOUND"],
+        mismatch=mismatch,
+        review=review,
+    )
+    # A passport holder cannot be checked against the citizen registry at all.
+    for name in ("ID_NOT_FOUND", "INVALID_ID"):
+        masks[name] &= ~passport
+
+    results = matched.append_column("status", pa.array(status, pa.string()))
+    results = results.append_column("flags", rules.build_flag_lists(masks, n))
+    results = results.select(list(RESULT_COLUMNS))
+    counts = {k: int(v.sum()) for k, v in masks.items() if v.any()}
+    log.info("flag: %d subscriptions; flags raised: %s", n, counts)
+    return results

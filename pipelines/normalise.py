@@ -1,0 +1,168 @@
+"""Normalise stage: turn one telco's canonical text columns into typed, comparable values.
+
+All work is column-at-a-time (pyarrow compute, via ``matching``). A row whose
+activation date, date of birth or coded fields cannot be interpreted goes to
+the quarantine with its reason and original values; every other row goes on.
+Values that are bad in a way the *flags* speak about (missing or malformed ID,
+non-mobile number) are kept and flagged later, not quarantined.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from matching import dates, ids, normalize, phones
+from pipelines.config import TelcoMapping
+from pipelines.quarantine import empty_quarantine, quarantine_table
+
+log = logging.getLogger("simrecon.normalise")
+
+CODED_FIELDS = ("gender", "id_type", "subscription_type", "line_status")
+
+NORMALISED_SCHEMA = pa.schema(
+    [
+        ("telco", pa.string()),
+        ("source_file", pa.string()),
+        ("source_row", pa.int64()),
+        ("msisdn", pa.string()),
+        ("msisdn_raw", pa.string()),
+        ("msisdn_issue", pa.string()),
+        ("msisdn_legacy_converted", pa.bool_()),
+        ("full_name", pa.string()),
+        ("date_of_birth", pa.date32()),
+        ("dob_precision", pa.string()),
+        ("gender", pa.string()),
+        ("id_type", pa.string()),
+        ("id_number", pa.string()),
+        ("id_valid", pa.bool_()),
+        ("id_issue", pa.string()),
+        ("activation_date", pa.date32()),
+        ("subscription_type", pa.string()),
+        ("line_status", pa.string()),
+        ("point_of_sale", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class NormaliseResult:
+    rows: pa.Table
+    quarantine: pa.Table
+
+
+def _vocabulary_key(values: pa.Array) -> pa.Array:
+    return pc.utf8_lower(normalize.clean_whitespace(normalize.nfc(values)))
+
+
+def map_vocabulary(values: pa.Array, vocabulary: dict[str, str]) -> tuple[pa.Array, np.ndarray]:
+    """Map a coded column through the telco's vocabulary (NFC, case- and space-insensitive).
+
+    Returns the canonical codes and a mask of non-empty values the vocabulary
+    does not know (those rows are quarantined rather than guessed).
+    """
+    keys = _vocabulary_key(values)
+    source = _vocabulary_key(pa.array(list(vocabulary.keys()), pa.string()))
+    targets = pa.array(list(vocabulary.values()), pa.string())
+    index = pc.index_in(keys, value_set=source)
+    mapped = pc.take(targets, index)
+    unknown = pc.and_(pc.is_valid(keys), pc.is_null(index))
+    return mapped, np.asarray(unknown.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> NormaliseResult:
+    """Normalise one telco's ingested rows; see module docstring."""
+    n = rows.num_rows
+    problems: list[tuple[str, str, np.ndarray]] = []
+
+    coded: dict[str, pa.Array] = {}
+    for field in CODED_FIELDS:
+        values = rows[field].combine_chunks()
+        vocabulary = mapping.vocabularies.get(field)
+        if vocabulary is None:
+            coded[field] = pa.nulls(n, pa.string())
+            continue
+        coded[field], unknown = map_vocabulary(values, vocabulary)
+        problems.append(("UNKNOWN_VOCABULARY_VALUE", f"{field} not in vocabulary", unknown))
+
+    activation = dates.parse_dates(
+        rows["activation_date"].combine_chunks(), mapping.date_formats["activation_date"]
+    )
+    activation_missing = np.asarray(
+        pc.is_null(activation.value).to_numpy(zero_copy_only=False), dtype=bool
+    )
+    problems.append(("UNPARSEABLE_ACTIVATION_DATE",
+                     f"activation_date not in {mapping.date_formats['activation_date']}",
+                     activation_missing))
+    birth = dates.parse_dates(
+        rows["date_of_birth"].combine_chunks(), mapping.date_formats["date_of_birth"]
+    )
+    problems.append(("UNPARSEABLE_DATE_OF_BIRTH",
+                     f"date_of_birth not in {mapping.date_formats['date_of_birth']}",
+                     np.asarray(birth.unparsed, dtype=bool)))
+
+    phone = phones.canonical_msisdn(rows["msisdn"].combine_chunks())
+    documents = ids.classify_documents(
+        coded["id_type"], rows["id_number"].combine_chunks(), reference_year=run_date.year
+    )
+    names = normalize.clean_whitespace(normalize.nfc(rows["full_name"].combine_chunks()))
+
+    normalised = pa.table(
+        {
+            "telco": rows["telco"],
+            "source_file": rows["source_file"],
+            "source_row": rows["source_row"],
+            "msisdn": phone["msisdn"],
+            "msisdn_raw": rows["msisdn"],
+            "msisdn_issue": phone["msisdn_issue"],
+            "msisdn_legacy_converted": phone["legacy_converted"],
+            "full_name": names,
+            "date_of_birth": birth.value,
+            "dob_precision": birth.precision,
+            "gender": coded["gender"],
+            "id_type": documents["id_type"],
+            "id_number": documents["id_number"],
+            "id_valid": documents["id_valid"],
+            "id_issue": documents["id_issue"],
+            "activation_date": activation.value,
+            "subscription_type": coded["subscription_type"],
+            "line_status": coded["line_status"],
+            "point_of_sale": normalize.clean_whitespace(rows["point_of_sale"].combine_chunks()),
+        },
+        schema=NORMALISED_SCHEMA,
+    )
+
+    bad = np.zeros(n, dtype=bool)
+    reason = np.full(n, None, dtype=object)
+    detail = np.full(n, None, dtype=object)
+    for code, text, mask in problems:
+        first = mask & ~bad
+        reason[first] = code
+        detail[first] = text
+        bad |= mask
+    if bad.any():
+        bad_idx = np.flatnonzero(bad)
+        raw = rows.take(bad_idx).drop_columns(["telco", "source_file", "source_row"])
+        raw_json = raw.to_pandas().to_json(orient="records", lines=True, force_ascii=False)
+        quarantine = quarantine_table(
+            telco=mapping.telco,
+            source_file=rows["source_file"][0].as_py(),
+            source_rows=rows["source_row"].combine_chunks().take(bad_idx),
+            stage="normalise",
+            reasons=pa.array(reason[bad_idx], pa.string()),
+            details=pa.array(detail[bad_idx], pa.string()),
+            raw_records=pa.array(raw_json.strip().split("\n"), pa.string()),
+        )
+        normalised = normalised.filter(pa.array(~bad))
+    else:
+        quarantine = empty_quarantine()
+    if normalised.num_rows + quarantine.num_rows != n:
+        raise AssertionError(f"{mapping.telco}: row conservation broken at normalise")
+    log.info("normalise %s: %d rows normalised, %d quarantined", mapping.telco,
+             normalised.num_rows, quarantine.num_rows)
+    return NormaliseResult(rows=normalised, quarantine=quarantine)

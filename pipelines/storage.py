@@ -1,0 +1,136 @@
+"""Where a run's files live, and how they are written so readers never see half a file.
+
+A run for date D is built in ``<output_dir>/.staging/D/`` stage by stage, each
+file written to a temporary name and renamed into place. ``publish`` then swaps
+the whole staging folder into ``<output_dir>/D`` with directory renames, so a
+reader sees either the previous complete run or the new complete run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    output_dir: Path
+    run_date: str
+
+    @property
+    def staging(self) -> Path:
+        return self.output_dir / ".staging" / self.run_date
+
+    @property
+    def final(self) -> Path:
+        return self.output_dir / self.run_date
+
+    def ingested(self, telco: str) -> Path:
+        return self.staging / "ingested" / f"{telco}.parquet"
+
+    def normalised(self, telco: str) -> Path:
+        return self.staging / "normalised" / f"{telco}.parquet"
+
+    def quarantine(self, telco: str, stage: str) -> Path:
+        return self.staging / "quarantine" / f"{telco}.{stage}.parquet"
+
+    def telco_error(self, telco: str) -> Path:
+        return self.staging / "errors" / f"{telco}.json"
+
+    @property
+    def matched(self) -> Path:
+        return self.staging / "work" / "matched.parquet"
+
+    @property
+    def results(self) -> Path:
+        return self.staging / "results.parquet"
+
+    @property
+    def summary(self) -> Path:
+        return self.staging / "summary.json"
+
+    @property
+    def report(self) -> Path:
+        return self.staging / "report.html"
+
+    @property
+    def corrections_dir(self) -> Path:
+        return self.staging / "corrections"
+
+    @property
+    def manifest(self) -> Path:
+        return self.staging / "manifest.json"
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_parquet(table: pa.Table, path: Path) -> Path:
+    """Write Parquet atomically (deterministic bytes: no pandas index, fixed settings)."""
+    return _atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def write_bytes(data: bytes, path: Path) -> Path:
+    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(text: str, path: Path, encoding: str = "utf-8") -> Path:
+    return write_bytes(text.encode(encoding), path)
+
+
+def write_json(obj: object, path: Path) -> Path:
+    text = json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str)
+    return write_text(text + "\n", path)
+
+
+def read_json(path: Path) -> object:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def reset_dir(path: Path) -> None:
+    """Empty ``path`` (used for a run's staging folder at the start of a run)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def swap_into_place(staging: Path, final: Path) -> None:
+    """Replace ``final`` by ``staging`` with renames, never exposing a partial folder.
+
+    The old folder is first renamed aside, then the new one renamed in, then the
+    old one deleted. A crash between the two renames leaves the old run under a
+    ``.replaced-*`` name, which the next publish cleans up.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in final.parent.glob(f".replaced-{final.name}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    aside = final.parent / f".replaced-{final.name}-{uuid.uuid4().hex}"
+    if final.exists():
+        os.replace(final, aside)
+    os.replace(staging, final)
+    shutil.rmtree(aside, ignore_errors=True)

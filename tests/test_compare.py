@@ -1,0 +1,40 @@
+"""Date-of-birth and gender comparison levels."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pyarrow as pa
+import pytest
+
+from matching.compare import DobLevel, GenderLevel, compare_dates_of_birth, compare_genders
+
+
+def _d(values: list[date | None]) -> pa.Array:
+    return pa.array(values, pa.date32())
+
+
+@pytest.mark.parametrize(
+    ("left", "lp", "right", "rp", "expected"),
+    [
+        (date(1984, 3, 7), "day", date(1984, 3, 7), "day", DobLevel.EXACT),
+        (date(1984, 1, 1), "year", date(1984, 9, 30), "day", DobLevel.SAME_YEAR_ONE_SIDE_YEAR_ONLY),
+        (date(1984, 9, 30), "day", date(1984, 1, 1), "year", DobLevel.SAME_YEAR_ONE_SIDE_YEAR_ONLY),
+        (date(1983, 1, 1), "year", date(1984, 9, 30), "day", DobLevel.DIFFERENT),
+        (date(1984, 3, 7), "day", date(1984, 7, 3), "day", DobLevel.DAY_MONTH_SWAPPED),
+        (date(1984, 3, 7), "day", date(1985, 3, 7), "day", DobLevel.ONE_DIGIT_OFF),
+        (date(1984, 3, 17), "day", date(1984, 3, 27), "day", DobLevel.ONE_DIGIT_OFF),
+        (date(1984, 3, 7), "day", date(1991, 11, 20), "day", DobLevel.DIFFERENT),
+        (None, None, date(1991, 11, 20), "day", DobLevel.MISSING),
+    ],
+)
+def test_dob_levels(left, lp, right, rp, expected) -> None:
+    level = compare_dates_of_birth(_d([left]), pa.array([lp], pa.string()),
+                                   _d([right]), pa.array([rp], pa.string()))
+    assert level.tolist() == [expected]
+
+
+def test_gender_levels() -> None:
+    level = compare_genders(pa.array(["M", "F", None, "M"]), pa.array(["M", "M", "F", None]))
+    assert level.tolist() == [GenderLevel.EQUAL, GenderLevel.DIFFERENT, GenderLevel.MISSING,
+                              GenderLevel.MISSING]

@@ -1,0 +1,159 @@
+"""A full run on the bundled sample world, scored against its ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from matching.flags import FLAGS
+from pipelines.cli import main
+from pipelines.stages import run_all
+
+from .conftest import REPO
+
+RUN_DATE = "2026-11-28"
+MIN_PRECISION = 0.95
+MIN_RECALL = 0.95
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from .conftest import write_config
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    config = write_config(tmp)
+    outcome = run_all(str(config), RUN_DATE)
+    return Path(outcome["run_dir"]), outcome
+
+
+def _joined(run_dir: Path):
+    results = pq.read_table(run_dir / "results.parquet").to_pandas()
+    truth = pq.read_table(REPO / "data_samples" / "ground_truth.parquet").to_pandas()
+    joined = truth.merge(results, on=["telco", "source_row"], how="left", indicator=True)
+    return results, truth, joined
+
+
+def test_every_row_is_accounted_for(sample_run: tuple[Path, dict]) -> None:
+    run_dir, _ = sample_run
+    results, truth, joined = _joined(run_dir)
+    quarantine = pq.read_table(run_dir / "quarantine").to_pandas() \
+        if (run_dir / "quarantine").exists() else None
+    quarantined = 0 if quarantine is None else len(quarantine)
+    assert len(results) + quarantined == len(truth)
+    missing = joined[joined["_merge"] == "left_only"]
+    assert len(missing) == quarantined, "a row is missing from results without being quarantined"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for telco, stats in summary["telcos"].items():
+        assert stats["rows_conserved"], telco
+
+
+def test_per_flag_precision_and_recall(sample_run: tuple[Path, dict]) -> None:
+    run_dir, _ = sample_run
+    _, _, joined = _joined(run_dir)
+    joined = joined[joined["_merge"] == "both"]
+    lines, failures = [], []
+    for flag in FLAGS:
+        expected = joined["expected_flags"].map(lambda fs, f=flag: f in list(fs))
+        found = joined["flags"].map(lambda fs, f=flag: f in list(fs))
+        tp = int((expected & found).sum())
+        fp = int((~expected & found).sum())
+        fn = int((expected & ~found).sum())
+        if tp + fp + fn == 0:
+            continue
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        lines.append(f"{flag:22s} planted={tp + fn:4d} found={tp + fp:4d} "
+                     f"precision={precision:.3f} recall={recall:.3f}")
+        if flag != "NEEDS_REVIEW" and (precision < MIN_PRECISION or recall < MIN_RECALL):
+            failures.append(lines[-1])
+    print("\nper-flag accuracy on the bundled samples:\n" + "\n".join(lines))
+    assert not failures, "\n".join(failures)
+
+
+def test_status_accuracy(sample_run: tuple[Path, dict]) -> None:
+    run_dir, _ = sample_run
+    _, _, joined = _joined(run_dir)
+    joined = joined[joined["_merge"] == "both"]
+    agree = (joined["status"] == joined["expected_status"]).mean()
+    confusion = joined.groupby(["expected_status", "status"]).size()
+    print(f"\nstatus agreement {agree:.4f}\n{confusion}")
+    assert agree >= 0.98
+
+
+def test_suggestions_name_the_right_citizen(sample_run: tuple[Path, dict]) -> None:
+    run_dir, _ = sample_run
+    _, _, joined = _joined(run_dir)
+    planted = joined[joined["expected_suggested_citizen_id"].notna()]
+    assert len(planted) > 0
+    right = (planted["suggested_citizen_id"] == planted["expected_suggested_citizen_id"]).mean()
+    suggested = joined[joined["suggested_citizen_id"].notna()]
+    wrong = (suggested["suggested_citizen_id"] != suggested["expected_suggested_citizen_id"]).sum()
+    print(f"\nsuggestions: right in {right:.3f} of planted rows, {wrong} wrong")
+    assert right >= 0.95
+    assert wrong == 0
+
+
+def test_outputs_exist_with_manifest(sample_run: tuple[Path, dict]) -> None:
+    run_dir, outcome = sample_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    listed = {f["path"] for f in manifest["files"]}
+    for required in ("results.parquet", "summary.json", "report.html",
+                     "corrections/viettel.csv", "corrections/vinaphone.csv",
+                     "corrections/mobifone.csv", "normalised/viettel.parquet"):
+        assert required in listed
+    for entry in manifest["files"]:
+        from pipelines.storage import sha256_of
+
+        assert sha256_of(run_dir / entry["path"]) == entry["sha256"]
+    assert not (run_dir / "ingested").exists() and not (run_dir / "work").exists()
+    assert outcome["failed_telcos"] == []
+
+
+def test_correction_lists_hold_only_own_rows_and_no_registry_data(
+        sample_run: tuple[Path, dict]) -> None:
+    import pyarrow.csv as pa_csv
+
+    run_dir, _ = sample_run
+    registry = pq.read_table(REPO / "data_samples" / "registry" / "citizens.parquet")
+    registry_names = set(registry["full_name"].to_pylist())
+    for path in sorted((run_dir / "corrections").glob("*.csv")):
+        raw = path.read_bytes()
+        assert raw.startswith(b"\xef\xbb\xbf"), "Excel needs the UTF-8 BOM"
+        table = pa_csv.read_csv(path)
+        assert table.num_rows > 0
+        assert set(table["telco"].to_pylist()) == {path.stem}
+        forbidden = {"full_name", "date_of_birth", "matched_citizen_id", "suggested_citizen_id",
+                     "holder_date_of_birth"}
+        assert not forbidden & set(table.column_names)
+        text = raw.decode("utf-8-sig")
+        assert not any(name in text for name in registry_names if len(name) > 8)
+        assert pc.all(pc.greater(pc.utf8_length(table["reason_vi"]), 0)).as_py()
+
+
+def test_rerun_replaces_the_run_folder_with_identical_results(tmp_path: Path) -> None:
+    from .conftest import write_config
+
+    config = write_config(tmp_path)
+    first = run_all(str(config), RUN_DATE)
+    first_manifest = json.loads((Path(first["run_dir"]) / "manifest.json").read_text())
+    second = run_all(str(config), RUN_DATE)
+    second_manifest = json.loads((Path(second["run_dir"]) / "manifest.json").read_text())
+    digests = {f["path"]: f["sha256"] for f in first_manifest["files"]
+               if f["path"] != "report.html"}
+    assert digests == {f["path"]: f["sha256"] for f in second_manifest["files"]
+                       if f["path"] in digests}
+    assert not list((tmp_path / "runs").glob(".replaced-*"))
+    assert not (tmp_path / "runs" / ".staging" / RUN_DATE).exists()
+
+
+def test_cli_run_prints_where_outputs_are(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from .conftest import write_config
+
+    config = write_config(tmp_path)
+    assert main(["run", "--config", str(config), "--run-date", RUN_DATE]) == 0
+    out = capsys.readouterr().out
+    assert "report.html" in out and "corrections" in out
