@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching import ids
+from matching.columns import as_bool_mask
 from matching.compare import DOB_AGREEING_LEVELS, compare_dates_of_birth
 from matching.names import NameComparisonSettings, NameLevel, compare_names
 
@@ -49,11 +50,9 @@ def link_by_document(
 ) -> IdLinks:
     """Exact link: CCCD -> citizen_id, CMND -> legacy_id (vectorised hash lookups)."""
     n = len(id_number)
-    valid = np.asarray(pc.fill_null(id_valid, False).to_numpy(zero_copy_only=False), dtype=bool)
-    is_cccd = np.asarray(pc.fill_null(pc.equal(id_type, "CCCD"), False)
-                         .to_numpy(zero_copy_only=False), dtype=bool) & valid
-    is_cmnd = np.asarray(pc.fill_null(pc.equal(id_type, "CMND"), False)
-                         .to_numpy(zero_copy_only=False), dtype=bool) & valid
+    valid = as_bool_mask(id_valid)
+    is_cccd = as_bool_mask(pc.equal(id_type, "CCCD")) & valid
+    is_cmnd = as_bool_mask(pc.equal(id_type, "CMND")) & valid
 
     index = np.full(n, -1, dtype=np.int64)
     method = np.full(n, None, dtype=object)

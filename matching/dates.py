@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-ArrayLike = pa.Array | pa.ChunkedArray | pd.Series | Sequence[object]
+from matching.columns import ArrayLike, as_bool_mask, as_string_array
 
 _NULL_STR = pa.scalar(None, pa.string())
 _ISO_DATETIME = (
@@ -51,25 +50,6 @@ class ParsedDates:
     unparsed: np.ndarray
 
 
-def _strings(values: ArrayLike) -> pa.Array:
-    """Coerce any supported column to a flat ``pa.string()`` array (nulls kept)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        try:
-            values = pa.array(values, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed Excel cells
-            series = pd.Series(values, dtype=object)
-            values = pa.array(series.astype(str).where(series.notna(), None), pa.string())
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    if values.type != pa.string():
-        values = pc.cast(values, pa.string())
-    return values
-
-
-def _np_bool(mask: pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _ints(values: pa.Array) -> np.ndarray:
@@ -103,7 +83,7 @@ def _parse_day_format(s: pa.Array, fmt: str) -> tuple[np.ndarray, np.ndarray]:
     pattern, seen = _format_regex(fmt)
     parsed = pc.strptime(s, format=fmt, unit="s", error_is_null=True)
     parts = pc.extract_regex(s, pattern)
-    ok = _np_bool(pc.match_substring_regex(s, pattern)) & _np_bool(pc.is_valid(parsed))
+    ok = as_bool_mask(pc.match_substring_regex(s, pattern)) & as_bool_mask(pc.is_valid(parsed))
     # Read the components back: a rolled-over date (31/02 -> 02/03) disagrees.
     ok &= _ints(pc.day(parsed)) == _ints(pc.struct_field(parts, "d"))
     ok &= _ints(pc.month(parsed)) == _ints(pc.struct_field(parts, "m"))
@@ -125,17 +105,17 @@ def parse_dates(values: ArrayLike, formats: Sequence[str]) -> ParsedDates:
     is among the formats, ISO datetimes (``2024-03-01 00:00:00``,
     ``2024-03-01T00:00:00+07:00``) are accepted too, keeping their written date.
     """
-    s = pc.utf8_trim_whitespace(_strings(values))
+    s = pc.utf8_trim_whitespace(as_string_array(values))
     s = pc.if_else(pc.equal(s, ""), _NULL_STR, s)
     n = len(s)
-    present = _np_bool(pc.is_valid(s))
+    present = as_bool_mask(pc.is_valid(s))
     done = np.zeros(n, dtype=bool)
     days = np.zeros(n, dtype=np.int32)
     year_only = np.zeros(n, dtype=bool)
 
     for fmt in formats:
         if fmt == "%Y":
-            ok = _np_bool(pc.match_substring_regex(s, r"^[0-9]{4}$"))
+            ok = as_bool_mask(pc.match_substring_regex(s, r"^[0-9]{4}$"))
             year = pc.fill_null(pc.cast(pc.if_else(pa.array(ok), s, "1970"), pa.int64()), 1970)
             year = year.to_numpy()
             ok &= year >= 1

@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from matching.columns import as_bool_mask
+
 # Order is the order flags are listed in outputs.
 FLAGS: tuple[str, ...] = (
     "NO_ID",
@@ -32,12 +34,6 @@ FLAGS: tuple[str, ...] = (
     "DUPLICATE_MSISDN",
     "INVALID_MSISDN",
 )
-
-
-def _mask(values: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
-    if isinstance(values, np.ndarray):
-        return values.astype(bool)
-    return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def group_sizes(*keys: np.ndarray | pa.Array, where: np.ndarray) -> np.ndarray:
@@ -101,12 +97,12 @@ def underage_at_activation(birth: pa.Array, activation: pa.Array, years: int) ->
     by, bm, bd = parts(birth)
     ay, am, ad = parts(activation)
     age = ay - by - ((am * 100 + ad) < (bm * 100 + bd)).astype(np.int64)
-    known = _mask(pc.and_(pc.is_valid(birth), pc.is_valid(activation)))
+    known = as_bool_mask(pc.and_(pc.is_valid(birth), pc.is_valid(activation)))
     return known & (age < years)
 
 
 def activated_after_death(activation: pa.Array, death: pa.Array) -> np.ndarray:
-    return _mask(pc.greater(activation, death))
+    return as_bool_mask(pc.greater(activation, death))
 
 
 def build_flag_lists(masks: Mapping[str, np.ndarray], n: int) -> pa.ListArray:

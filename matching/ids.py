@@ -21,13 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching import reference
-
-ArrayLike = pa.Array | pa.ChunkedArray | pd.Series | Sequence[object]
+from matching.columns import ArrayLike, as_bool_mask, as_string_array
 
 DOCUMENT_TYPES = ("CCCD", "CMND", "PASSPORT")
 ISSUES = (
@@ -46,26 +44,6 @@ _NULL_STR = pa.scalar(None, pa.string())
 _VARIANT_CHUNK = 16_384  # rows per block: bounds the (rows, variants, L) temporaries
 
 
-def _strings(values: ArrayLike) -> pa.Array:
-    """Coerce any supported column to a flat ``pa.string()`` array (nulls kept)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        try:
-            values = pa.array(values, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed Excel cells: 79084000999 and "x"
-            series = pd.Series(values, dtype=object)
-            values = pa.array(series.astype(str).where(series.notna(), None), pa.string())
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    if values.type != pa.string():
-        values = pc.cast(values, pa.string())
-    return values
-
-
-def _np_bool(mask: pa.Array) -> np.ndarray:
-    """Boolean Arrow array -> numpy bool, null counted as False."""
-    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _labels(codes: np.ndarray, vocabulary: Sequence[str]) -> pa.Array:
@@ -79,7 +57,7 @@ def clean_document_number(values: ArrayLike) -> pa.Array:
     A trailing Excel float part (``79084000999.0``) is dropped first, otherwise
     removing the dot would append a spurious digit.
     """
-    s = _strings(values)
+    s = as_string_array(values)
     s = pc.replace_substring_regex(s, r"^\s*([0-9]+)\.0+\s*$", r"\1")
     s = pc.utf8_upper(pc.replace_substring_regex(s, _SEPARATORS, ""))
     return pc.if_else(pc.equal(s, ""), _NULL_STR, s)
@@ -87,7 +65,7 @@ def clean_document_number(values: ArrayLike) -> pa.Array:
 
 def _parse_cccd(number: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray, np.ndarray]:
     """Split 12-digit numbers into (is_12_digits, province code, birth year, is_female)."""
-    ok = _np_bool(pc.match_substring_regex(number, r"^[0-9]{12}$"))
+    ok = as_bool_mask(pc.match_substring_regex(number, r"^[0-9]{12}$"))
     s12 = pc.if_else(pa.array(ok), number, _NULL_STR)
     province = pc.utf8_slice_codeunits(s12, 0, 3)
     g = pc.fill_null(pc.cast(pc.utf8_slice_codeunits(s12, 3, 4), pa.int32()), 0).to_numpy()
@@ -120,7 +98,7 @@ def classify_documents(
 
     NON_DIGIT also covers passports with characters other than A-Z/0-9.
     """
-    declared = pc.utf8_upper(pc.utf8_trim_whitespace(_strings(id_type)))
+    declared = pc.utf8_upper(pc.utf8_trim_whitespace(as_string_array(id_type)))
     number = clean_document_number(id_number)
     if len(declared) != len(number):
         raise ValueError("id_type and id_number must have the same length")
@@ -129,8 +107,8 @@ def classify_documents(
     dt = pc.fill_null(pc.index_in(declared, value_set=pa.array(DOCUMENT_TYPES)), -1).to_numpy()
     has = ~np.asarray(number.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     length = pc.fill_null(pc.utf8_length(number), 0).to_numpy()
-    digits = _np_bool(pc.match_substring_regex(number, r"^[0-9]+$"))
-    alnum = _np_bool(pc.match_substring_regex(number, r"^[A-Z0-9]+$"))
+    digits = as_bool_mask(pc.match_substring_regex(number, r"^[0-9]+$"))
+    alnum = as_bool_mask(pc.match_substring_regex(number, r"^[A-Z0-9]+$"))
 
     padded = pc.binary_join_element_wise("0", number, "")
     pad11 = digits & (length == 11)
@@ -229,14 +207,14 @@ def _declared_years(values: ArrayLike) -> pa.Array:
         try:
             values = pa.array(values, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            values = _strings(values)
+            values = as_string_array(values)
     if pa.types.is_temporal(values.type):
         return pc.cast(pc.year(values), pa.int32())
     if pa.types.is_floating(values.type):
         values = pc.if_else(pc.is_finite(values), values, pa.scalar(None, values.type))
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         return pc.cast(values, pa.int32(), safe=False)
-    s = pc.utf8_trim_whitespace(_strings(values))
+    s = pc.utf8_trim_whitespace(as_string_array(values))
     s = pc.if_else(pc.match_substring_regex(s, r"^[0-9]{1,4}$"), s, _NULL_STR)
     return pc.cast(s, pa.int32())
 
@@ -252,7 +230,7 @@ def cccd_agrees_with(id_number: ArrayLike, birth_year: ArrayLike, gender: ArrayL
     """
     parts = cccd_parts(id_number)
     years = _declared_years(birth_year)
-    sex = pc.utf8_upper(pc.utf8_trim_whitespace(_strings(gender)))
+    sex = pc.utf8_upper(pc.utf8_trim_whitespace(as_string_array(gender)))
     sex = pc.if_else(pc.is_in(sex, value_set=pa.array(["M", "F"])), sex, _NULL_STR)
     if not len(years) == len(sex) == parts.num_rows:
         raise ValueError("id_number, birth_year and gender must have the same length")
@@ -261,7 +239,7 @@ def cccd_agrees_with(id_number: ArrayLike, birth_year: ArrayLike, gender: ArrayL
     return pc.and_kleene(year_ok, sex_ok).combine_chunks()
 
 
-def _fixed_width_strings(matrix: np.ndarray) -> pa.Array:
+def _fixed_widthas_string_array(matrix: np.ndarray) -> pa.Array:
     """(m, L) uint8 digit matrix -> StringArray of m strings of length L."""
     m, width = matrix.shape
     data = np.ascontiguousarray(matrix + ord("0"), dtype=np.uint8)
@@ -301,7 +279,7 @@ def _variants_for_width(
         keep[:, n_sub:] = digits[:, :-1] != digits[:, 1:]  # equal digits: no change
     is_swap = np.broadcast_to(np.arange(n_sub + n_swap) >= n_sub, keep.shape)[keep]
     out_rows = np.repeat(rows, keep.sum(axis=1))
-    return out_rows, _fixed_width_strings(cand[keep]), is_swap
+    return out_rows, _fixed_widthas_string_array(cand[keep]), is_swap
 
 
 def near_miss_variants(
@@ -324,10 +302,10 @@ def near_miss_variants(
     Digit strings longer than ``max_length`` (no document number is) get none:
     their variant count grows with the square of the length.
     """
-    s = _strings(id_numbers)
+    s = as_string_array(id_numbers)
     schema = pa.schema([("row", pa.int64()), ("variant", pa.string()), ("edit", pa.string())])
     lengths = pc.fill_null(pc.utf8_length(s), 0).to_numpy()
-    eligible = _np_bool(pc.match_substring_regex(s, r"^[0-9]+$")) & (lengths <= max_length)
+    eligible = as_bool_mask(pc.match_substring_regex(s, r"^[0-9]+$")) & (lengths <= max_length)
     batches = []
     for start in range(0, len(s), _VARIANT_CHUNK):
         stop = min(start + _VARIANT_CHUNK, len(s))
@@ -367,7 +345,7 @@ def mask_id(
     """
     if keep_start < 0 or keep_end < 0 or min_hidden < 0:
         raise ValueError("keep_start, keep_end and min_hidden must be >= 0")
-    s = _strings(values)
+    s = as_string_array(values)
     length = pc.fill_null(pc.utf8_length(s), 0)
     revealable = pc.max_element_wise(pc.subtract(length, min_hidden), 0)
     head_n = pc.min_element_wise(revealable, keep_start)

@@ -8,29 +8,15 @@ spellings (Lý/Lí) vary and must compare equal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-StringColumn = pa.Array | pa.ChunkedArray | pd.Series | Sequence[str | None]
+from matching.columns import ArrayLike, as_string_array
+
+StringColumn = ArrayLike
 
 # Any run of whitespace, including NBSP and other Unicode spaces.
 _SPACES = r"[\s\p{Z}]+"
-
-
-def as_string_array(values: StringColumn) -> pa.Array:
-    """Coerce any column-like input to one flat Arrow string array."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
-    elif isinstance(values, pd.Series):
-        values = pa.array(values.astype(object).where(values.notna(), None), pa.string())
-    elif not isinstance(values, pa.Array):
-        values = pa.array(list(values), pa.string())
-    if pa.types.is_large_string(values.type) or not pa.types.is_string(values.type):
-        values = pc.cast(values, pa.string())
-    return values
 
 
 def nfc(values: StringColumn) -> pa.Array:

@@ -13,16 +13,12 @@ because its prefix belongs to another telco; ``prefix_carrier`` is informational
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching import reference
-
-ArrayLike = pa.Array | pa.ChunkedArray | pd.Series | Sequence[object]
+from matching.columns import ArrayLike, as_bool_mask, as_string_array
 
 ISSUES = ("EMPTY", "NOT_A_NUMBER", "WRONG_LENGTH", "NOT_MOBILE_PREFIX")
 _NULL_STR = pa.scalar(None, pa.string())
@@ -35,32 +31,13 @@ _FORMATTING = r"[\s\p{Z}\p{Pd}.()\x{200B}\x{FEFF}]"
 _SCIENTIFIC = r"^(?P<int>[0-9]+)(?:[.,](?P<frac>[0-9]*))?[eE]\+?(?P<exp>[0-9]{1,2})$"
 
 
-def _strings(values: ArrayLike) -> pa.Array:
-    """Coerce any supported column to a flat ``pa.string()`` array (nulls kept)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        try:
-            values = pa.array(values, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed Excel cells: 912345678 and "x"
-            series = pd.Series(values, dtype=object)
-            values = pa.array(series.astype(str).where(series.notna(), None), pa.string())
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    if values.type != pa.string():
-        values = pc.cast(values, pa.string())
-    return values
-
-
-def _np_bool(mask: pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _undo_excel_float(s: pa.Array) -> pa.Array:
     """``912345678.0`` -> ``912345678``; ``9.12345678E8`` -> ``912345678`` (exact only)."""
     s = pc.replace_substring_regex(s, r"^([0-9]+)[.,]0+$", r"\1")
     parts = pc.extract_regex(s, _SCIENTIFIC)
-    is_sci = _np_bool(pc.match_substring_regex(s, _SCIENTIFIC))
+    is_sci = as_bool_mask(pc.match_substring_regex(s, _SCIENTIFIC))
     frac = pc.struct_field(parts, "frac")
     exp = pc.cast(pc.if_else(pa.array(is_sci), pc.struct_field(parts, "exp"), "0"), pa.int32())
     exact = pc.fill_null(pc.and_(pa.array(is_sci), pc.equal(pc.utf8_length(frac), exp)), False)
@@ -87,23 +64,23 @@ def canonical_msisdn(
     """
     mobile = (mobile_prefixes if mobile_prefixes is not None else reference.mobile_prefixes())
     legacy = (legacy_prefixes if legacy_prefixes is not None else reference.legacy_prefixes())
-    s = _undo_excel_float(pc.utf8_trim_whitespace(_strings(values)))
+    s = _undo_excel_float(pc.utf8_trim_whitespace(as_string_array(values)))
     s = pc.replace_substring_regex(s, _FORMATTING, "")
     n = len(s)
 
-    empty = _np_bool(pc.or_kleene(pc.is_null(s), pc.equal(s, "")))
-    numeric = _np_bool(pc.match_substring_regex(s, r"^\+?[0-9]+$"))
-    plus = _np_bool(pc.starts_with(s, "+"))
+    empty = as_bool_mask(pc.or_kleene(pc.is_null(s), pc.equal(s, "")))
+    numeric = as_bool_mask(pc.match_substring_regex(s, r"^\+?[0-9]+$"))
+    plus = as_bool_mask(pc.starts_with(s, "+"))
     digits = pc.replace_substring(s, "+", "")
 
     # Where the national significant number starts: ordered cases, first match wins.
-    intl_84 = (plus | _np_bool(pc.starts_with(digits, "0084"))) & numeric
-    intl_84 &= _np_bool(pc.match_substring_regex(digits, r"^(0084|84)"))
-    bare_84 = ~plus & numeric & _np_bool(pc.match_substring_regex(digits, r"^84[0-9]{9,10}$"))
+    intl_84 = (plus | as_bool_mask(pc.starts_with(digits, "0084"))) & numeric
+    intl_84 &= as_bool_mask(pc.match_substring_regex(digits, r"^(0084|84)"))
+    bare_84 = ~plus & numeric & as_bool_mask(pc.match_substring_regex(digits, r"^84[0-9]{9,10}$"))
     foreign = numeric & plus & ~intl_84
     cut = np.select(
-        [intl_84 & _np_bool(pc.starts_with(digits, "0084")), intl_84 | bare_84,
-         _np_bool(pc.starts_with(digits, "0"))],
+        [intl_84 & as_bool_mask(pc.starts_with(digits, "0084")), intl_84 | bare_84,
+         as_bool_mask(pc.starts_with(digits, "0"))],
         [4, 2, 1],
         default=0,
     )
@@ -111,7 +88,7 @@ def canonical_msisdn(
     for width in (1, 2, 4):  # per-row cut over the small fixed set of prefix widths
         nsn = pc.if_else(pa.array(cut == width), pc.utf8_slice_codeunits(digits, width), nsn)
     # "+84 (0)90 123 4567": a trunk 0 kept after the country code.
-    trunk = (intl_84 | bare_84) & _np_bool(pc.match_substring_regex(nsn, r"^0[0-9]{9,10}$"))
+    trunk = (intl_84 | bare_84) & as_bool_mask(pc.match_substring_regex(nsn, r"^0[0-9]{9,10}$"))
     nsn = pc.if_else(pa.array(trunk), pc.utf8_slice_codeunits(nsn, 1), nsn)
     nsn_len = pc.fill_null(pc.utf8_length(nsn), 0).to_numpy()
 
@@ -119,17 +96,17 @@ def canonical_msisdn(
     old_keys = pc.utf8_slice_codeunits(legacy["old_prefix"].combine_chunks(), 1)
     legacy_idx = pc.index_in(pc.utf8_slice_codeunits(nsn, 0, 3), value_set=old_keys)
     legacy_new = pc.take(legacy["new_prefix"].combine_chunks(), legacy_idx)
-    is_legacy = numeric & ~foreign & (nsn_len == 10) & _np_bool(pc.is_valid(legacy_idx))
+    is_legacy = numeric & ~foreign & (nsn_len == 10) & as_bool_mask(pc.is_valid(legacy_idx))
     converted = pc.binary_join_element_wise(legacy_new, pc.utf8_slice_codeunits(nsn, 3), "")
     national = pc.binary_join_element_wise("0", nsn, "")
     candidate = pc.if_else(pa.array(is_legacy), converted, national)
 
     ten = numeric & ~foreign & ((nsn_len == 9) | is_legacy)
-    on_mobile = _np_bool(pc.is_in(pc.utf8_slice_codeunits(candidate, 0, 3),
+    on_mobile = as_bool_mask(pc.is_in(pc.utf8_slice_codeunits(candidate, 0, 3),
                                   value_set=mobile["prefix"].combine_chunks()))
     # An 11-digit 01xx not in the table, or 02x + 8 digits (landline since 2017).
     other_11 = numeric & ~foreign & (nsn_len == 10) & ~is_legacy & \
-        _np_bool(pc.match_substring_regex(nsn, r"^[12]"))
+        as_bool_mask(pc.match_substring_regex(nsn, r"^[12]"))
 
     EMPTY, NOT_A_NUMBER, WRONG_LENGTH, NOT_MOBILE = range(4)
     issue = np.full(n, WRONG_LENGTH, dtype=np.int8)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching import flags as rules
+from matching.columns import as_bool_mask
 from matching.compare import DOB_AGREEING_LEVELS, DobLevel, GenderLevel
 from matching.names import NameLevel
 from pipelines.config import FlagSettings
@@ -29,33 +30,29 @@ RESULT_COLUMNS = (
 )
 
 
-def _bool(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
 def _in(column: pa.ChunkedArray | pa.Array, values: list[str]) -> np.ndarray:
-    return _bool(pc.is_in(column, value_set=pa.array(values, pa.string())))
+    return as_bool_mask(pc.is_in(column, value_set=pa.array(values, pa.string())))
 
 
 def flag(matched: pa.Table, settings: FlagSettings) -> pa.Table:
     """Compute flags and status for every matched subscription."""
     n = matched.num_rows
     id_type = matched["id_type"]
-    has_number = _bool(pc.is_valid(matched["id_number"]))
-    valid = _bool(matched["id_valid"])
-    linked = _bool(pc.is_valid(matched["matched_citizen_id"]))
-    passport = _bool(pc.equal(id_type, "PASSPORT"))
-    ambiguous = _bool(matched["link_ambiguous"])
+    has_number = as_bool_mask(pc.is_valid(matched["id_number"]))
+    valid = as_bool_mask(matched["id_valid"])
+    linked = as_bool_mask(pc.is_valid(matched["matched_citizen_id"]))
+    passport = as_bool_mask(pc.equal(id_type, "PASSPORT"))
+    ambiguous = as_bool_mask(matched["link_ambiguous"])
     name_level = np.asarray(matched["name_level"], dtype=np.int8)
     dob_level = np.asarray(matched["dob_level"], dtype=np.int8)
     gender_level = np.asarray(matched["gender_level"], dtype=np.int8)
-    subscriber_dob_missing = _bool(pc.is_null(matched["date_of_birth"]))
+    subscriber_dob_missing = as_bool_mask(pc.is_null(matched["date_of_birth"]))
 
     masks: dict[str, np.ndarray] = {}
     masks["NO_ID"] = ~has_number
     masks["INVALID_ID"] = has_number & ~valid & ~passport
     masks["ID_NOT_FOUND"] = has_number & valid & ~passport & ~linked
-    masks["LEGACY_ID"] = _bool(pc.equal(id_type, "CMND")) & has_number
+    masks["LEGACY_ID"] = as_bool_mask(pc.equal(id_type, "CMND")) & has_number
     judged = linked & ~ambiguous
     masks["NAME_MISMATCH"] = judged & (name_level <= NameLevel.DIFFERENT)
     masks["DOB_MISMATCH"] = judged & (
@@ -92,8 +89,8 @@ def flag(matched: pa.Table, settings: FlagSettings) -> pa.Table:
     )
     not_ignored = ~_in(matched["line_status"], settings.duplicate_ignores_statuses)
     masks["DUPLICATE_MSISDN"] = rules.duplicate_msisdn(
-        matched["msisdn"], not_ignored & _bool(pc.is_valid(matched["msisdn"])))
-    masks["INVALID_MSISDN"] = _bool(pc.is_null(matched["msisdn"]))
+        matched["msisdn"], not_ignored & as_bool_mask(pc.is_valid(matched["msisdn"])))
+    masks["INVALID_MSISDN"] = as_bool_mask(pc.is_null(matched["msisdn"]))
 
     status = rules.decide_status(
         foreign_document=passport,
