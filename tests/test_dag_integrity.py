@@ -1,0 +1,210 @@
+"""The DAG parses in real Airflow and has the shape the runbook describes.
+
+Parsing needs no metadata DB; AIRFLOW_HOME points at a temp folder so the test
+never touches a developer's ~/airflow.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS_DIR = REPO / "dags"
+DAG_FILE = DAGS_DIR / "subscriber_reconciliation.py"
+STAGES_FILE = REPO / "pipelines" / "stages.py"
+DAG_ID = "subscriber_reconciliation"
+
+EXPECTED_TASKS = {
+    "plan",
+    "ingest",
+    "normalise",
+    "match",
+    "flag",
+    "report",
+    "publish",
+    "check",
+}
+# What the DAG file may import: the standard library bits it needs, Airflow,
+# Airflow's logger, and the stage entry points. Anything else is a sign that
+# business logic is creeping into the DAG.
+ALLOWED_IMPORTS = {
+    "__future__",
+    "os",
+    "collections.abc",
+    "datetime",
+    "pathlib",
+    "structlog",
+    "airflow.sdk",
+    "pipelines.stages",
+}
+
+if "AIRFLOW_HOME" not in os.environ:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="simrecon-airflow-")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# The DAG's own retry default is under test, not a one-off override.
+os.environ.pop("SIMRECON_TASK_RETRIES", None)
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR), safe_mode=False)
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    assert DAG_ID in dagbag.dags, f"{DAG_ID} not found; import errors: {dagbag.import_errors}"
+    return dagbag.dags[DAG_ID]
+
+
+def test_dags_folder_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {DAG_ID}
+
+
+def test_dag_file_parses_quickly(dagbag):
+    (stat,) = [s for s in dagbag.dagbag_stats if s.file.endswith(DAG_FILE.name)]
+    # The stages (pandas, pyarrow, ...) must not be imported at parse time.
+    assert stat.duration < timedelta(seconds=2), stat
+
+
+def test_task_ids(dag):
+    assert set(dag.task_ids) == EXPECTED_TASKS
+
+
+def test_dependencies(dag):
+    upstream = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    assert upstream["plan"] == set()
+    assert upstream["ingest"] == {"plan"}
+    assert "ingest" in upstream["normalise"]
+    assert upstream["match"] == {"normalise"}
+    assert upstream["flag"] == {"match"}
+    assert upstream["report"] == {"flag"}
+    assert upstream["publish"] == {"report"}
+    assert upstream["check"] == {"publish"}
+    assert [t.task_id for t in dag.leaves] == ["check"]
+
+
+def test_no_cycles(dag):
+    dag.check_cycle()
+
+
+def test_ingest_and_normalise_are_mapped_per_telco(dag):
+    group = dag.get_task("ingest").get_closest_mapped_task_group()
+    assert group is not None, "ingest must be mapped over the telcos"
+    # One mapped task group: normalise[i] depends on ingest[i] only.
+    assert dag.get_task("normalise").get_closest_mapped_task_group() is group
+    expand_input = group._expand_input.value
+    assert set(expand_input) == {"telco"}
+    assert expand_input["telco"].operator.task_id == "plan"
+    for task_id in EXPECTED_TASKS - {"ingest", "normalise"}:
+        assert dag.get_task(task_id).get_closest_mapped_task_group() is None, task_id
+
+
+def test_schedule_and_run_settings(dag):
+    assert dag.schedule == "@daily"
+    assert dag.timetable.expression == "0 0 * * *"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.start_date is not None
+    assert dag.start_date.tzinfo is not None
+    assert dag.tags
+    assert dag.doc_md
+    assert "check" in dag.doc_md
+
+
+def test_trigger_rules(dag):
+    from airflow.sdk import TriggerRule
+
+    rules = {t.task_id: t.trigger_rule for t in dag.tasks}
+    # match runs on whatever telcos made it through; everything else needs
+    # its upstream to have succeeded.
+    assert rules.pop("match") == TriggerRule.ALL_DONE_MIN_ONE_SUCCESS
+    assert set(rules.values()) == {TriggerRule.ALL_SUCCESS}
+
+
+def test_every_task_retries_except_bad_input(dag):
+    for t in dag.tasks:
+        assert t.retries >= 1, t.task_id
+        assert t.retry_delay <= timedelta(minutes=10), t.task_id
+        policy = t.retry_policy
+        assert policy is not None, t.task_id
+        failing = {path for rule in policy.rules for path in rule.exception}
+        assert "pipelines.errors.TelcoInputError" in failing
+        assert "pipelines.errors.RunIncompleteError" in failing
+
+
+def _dag_module() -> ast.Module:
+    return ast.parse(DAG_FILE.read_text(encoding="utf-8"))
+
+
+def test_dag_file_imports_only_airflow_and_stages():
+    imported = set()
+    for node in ast.walk(_dag_module()):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    assert imported <= ALLOWED_IMPORTS, imported - ALLOWED_IMPORTS
+
+
+def test_dag_file_imports_pipelines_only_inside_tasks():
+    for node in _dag_module().body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+            assert not (module or "").startswith("pipelines"), "import pipelines inside tasks"
+
+
+def test_dag_calls_existing_stage_functions():
+    stage_functions = {
+        node.name
+        for node in ast.parse(STAGES_FILE.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
+    }
+    used = {
+        alias.name
+        for node in ast.walk(_dag_module())
+        if isinstance(node, ast.ImportFrom) and node.module == "pipelines.stages"
+        for alias in node.names
+    }
+    assert used <= stage_functions, used - stage_functions
+    # Every stage of a run is wired (run_all and the like are for the CLI).
+    assert {
+        "plan_run",
+        "ingest_telco",
+        "normalise_telco",
+        "match_subscriptions",
+        "flag_subscriptions",
+        "build_report",
+        "publish_run",
+        "check_run",
+    } <= used
+
+
+def test_retry_policy_names_existing_exceptions():
+    # The policy names exceptions by dotted path, so the DAG file need not
+    # import pipelines; make sure every path names a class that exists.
+    paths = {
+        node.value
+        for node in ast.walk(_dag_module())
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith("pipelines.")
+    }
+    assert "pipelines.errors.TelcoInputError" in paths
+    for path in paths:
+        module, _, name = path.rpartition(".")
+        source = REPO.joinpath(*module.split(".")).with_suffix(".py")
+        classes = {
+            node.name
+            for node in ast.parse(source.read_text(encoding="utf-8")).body
+            if isinstance(node, ast.ClassDef)
+        }
+        assert name in classes, path

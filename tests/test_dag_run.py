@@ -1,0 +1,202 @@
+"""Real DAG runs through Airflow: `airflow dags test` on a temporary SQLite DB.
+
+Airflow runs in a subprocess configured by scripts/airflow_env.sh, exactly as
+scripts/demo.sh runs it; the tests then read the task states and XComs from
+the run's SQLite metadata DB and look at the published run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO, write_config
+
+pytestmark = pytest.mark.slow
+
+DAG_ID = "subscriber_reconciliation"
+AIRFLOW_ENV = REPO / "scripts" / "airflow_env.sh"
+TELCOS_DIR = REPO / "config" / "telcos"
+TELCOS = {"mobifone", "viettel", "vinaphone"}
+STAGE_TASKS = ("plan", "match", "flag", "report", "publish", "check")
+
+
+def _clean_env() -> dict[str, str]:
+    """The caller's environment without any Airflow or pytest settings."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW", "PYTEST", "SIMRECON", "_AIRFLOW"))
+    }
+
+
+def airflow(home: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**_clean_env(), "SIMRECON_AIRFLOW_HOME": str(home)}
+    if config is not None:
+        env["SIMRECON_CONFIG"] = str(config)
+    return subprocess.run(
+        ["bash", "-c", 'source "$0" && exec airflow "$@"', str(AIRFLOW_ENV), *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _output(result: subprocess.CompletedProcess) -> str:
+    out, err = result.stdout[-6000:], result.stderr[-6000:]
+    return f"exit {result.returncode}\n--- stdout\n{out}\n--- stderr\n{err}"
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite metadata DB for every run test of the session."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    result = airflow(home, "db", "migrate")
+    assert result.returncode == 0, _output(result)
+    return home
+
+
+def run_dag(home: Path, config: Path, run_date: str) -> subprocess.CompletedProcess:
+    return airflow(home, "dags", "test", DAG_ID, run_date, config=config)
+
+
+def task_states(home: Path, run_date: str) -> dict[tuple[str, str], str]:
+    """``{(task_id, telco or ""): state}`` for the run with this logical date.
+
+    A mapped instance is named by the telco at its map index in plan's output
+    (an instance that never ran has no rendered name); where it did run, the
+    name shown in the UI must be that telco too.
+    """
+    telcos = xcom(home, run_date, "plan")
+    with sqlite3.connect(home / "airflow.db") as db:
+        rows = db.execute(
+            """
+            SELECT ti.task_id, ti.map_index, ti.rendered_map_index, ti.state
+            FROM task_instance ti
+            JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id
+            WHERE ti.dag_id = ? AND dr.logical_date LIKE ?
+            """,
+            (DAG_ID, f"{run_date}%"),
+        ).fetchall()
+    states = {}
+    for task_id, map_index, rendered, state in rows:
+        telco = "" if map_index < 0 else telcos[map_index]
+        assert rendered in (None, telco or None), (task_id, map_index, rendered)
+        states[(task_id, telco)] = state
+    return states
+
+
+def dag_run_state(home: Path, run_date: str) -> str:
+    with sqlite3.connect(home / "airflow.db") as db:
+        (state,) = db.execute(
+            "SELECT state FROM dag_run WHERE dag_id = ? AND logical_date LIKE ?",
+            (DAG_ID, f"{run_date}%"),
+        ).fetchone()
+    return state
+
+
+def xcom(home: Path, run_date: str, task_id: str) -> object:
+    with sqlite3.connect(home / "airflow.db") as db:
+        (value,) = db.execute(
+            """
+            SELECT x.value FROM xcom x
+            JOIN dag_run dr ON dr.dag_id = x.dag_id AND dr.run_id = x.run_id
+            WHERE x.dag_id = ? AND dr.logical_date LIKE ? AND x.task_id = ?
+              AND x.key = 'return_value' AND x.map_index = -1
+            """,
+            (DAG_ID, f"{run_date}%", task_id),
+        ).fetchone()
+    return json.loads(value)
+
+
+def correction_lists(run_dir: Path) -> dict[str, Path]:
+    return {p.stem: p for p in (run_dir / "corrections").glob("*.csv")}
+
+
+def test_daily_run_processes_every_telco(airflow_home: Path, tmp_path: Path) -> None:
+    run_date = "2026-11-28"
+    config = write_config(tmp_path)
+
+    result = run_dag(airflow_home, config, run_date)
+
+    assert result.returncode == 0, _output(result)
+    assert dag_run_state(airflow_home, run_date) == "success"
+    states = task_states(airflow_home, run_date)
+    expected = {(t, "") for t in STAGE_TASKS}
+    expected |= {(t, telco) for t in ("ingest", "normalise") for telco in TELCOS}
+    assert set(states) == expected, "ingest/normalise must run once per telco"
+    assert {k: s for k, s in states.items() if s != "success"} == {}
+
+    run_dir = tmp_path / "runs" / run_date
+    assert Path(xcom(airflow_home, run_date, "publish")["run_dir"]) == run_dir
+    for name in ("report.html", "manifest.json", "results.parquet"):
+        assert (run_dir / name).is_file(), name
+    assert set(correction_lists(run_dir)) == TELCOS
+    # The one-line summaries reach the console through Airflow's logging.
+    assert f"simrecon publish {run_date}" in result.stdout + result.stderr
+
+
+def _telcos_dir_with_broken_viettel(tmp_path: Path) -> Path:
+    """Copies of the bundled mappings; viettel's export lacks its ID-number column."""
+    folder = tmp_path / "telcos"
+    folder.mkdir()
+    for path in sorted(TELCOS_DIR.glob("*.yaml")):
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+        source = (path.parent / mapping["source"]).resolve()
+        if mapping["telco"] == "viettel":
+            delimiter = mapping.get("csv", {}).get("delimiter", ",")
+            dropped = mapping["columns"]["id_number"]
+            broken = tmp_path / "viettel_missing_id_number.csv"
+            with (
+                source.open(encoding="utf-8-sig", newline="") as src,
+                broken.open("w", encoding="utf-8", newline="") as dst,
+            ):
+                reader = csv.DictReader(src, delimiter=delimiter)
+                kept = [c for c in reader.fieldnames or [] if c != dropped]
+                writer = csv.DictWriter(dst, kept, delimiter=delimiter, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(reader)
+            source = broken
+        mapping["source"] = str(source)
+        (folder / path.name).write_text(
+            yaml.safe_dump(mapping, allow_unicode=True), encoding="utf-8"
+        )
+    return folder
+
+
+def test_broken_telco_fails_the_run_but_others_are_published(
+    airflow_home: Path, tmp_path: Path
+) -> None:
+    run_date = "2026-11-27"
+    config = write_config(tmp_path, telcos_dir=_telcos_dir_with_broken_viettel(tmp_path))
+
+    result = run_dag(airflow_home, config, run_date)
+
+    assert result.returncode != 0, _output(result)
+    assert dag_run_state(airflow_home, run_date) == "failed"
+    states = task_states(airflow_home, run_date)
+    assert states[("ingest", "viettel")] == "failed"
+    assert states[("normalise", "viettel")] == "upstream_failed"
+    for telco in TELCOS - {"viettel"}:
+        assert states[("ingest", telco)] == "success", telco
+        assert states[("normalise", telco)] == "success", telco
+    for task_id in ("match", "flag", "report", "publish"):
+        assert states[(task_id, "")] == "success", task_id
+    assert states[("check", "")] == "failed"
+
+    run_dir = tmp_path / "runs" / run_date
+    assert set(correction_lists(run_dir)) == TELCOS - {"viettel"}
+    assert (run_dir / "report.html").is_file()
+    assert xcom(airflow_home, run_date, "publish")["failed_telcos"] == ["viettel"]
+    # The engineer sees which column is missing, not a bare "task failed".
+    viettel = yaml.safe_load((TELCOS_DIR / "viettel.yaml").read_text(encoding="utf-8"))
+    assert viettel["columns"]["id_number"] in result.stdout + result.stderr
