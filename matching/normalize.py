@@ -1,9 +1,13 @@
 """Vietnamese text normalisation over whole columns (pyarrow compute, no per-row Python).
 
 Facts this encodes (shared/domain/vietnam.md §4): NFC and NFD forms of one name
-are different strings, so NFC comes first; Đ/đ has no Unicode decomposition,
-so folding to ASCII maps it explicitly; tone placement (Hòa/Hoà) and i/y
-spellings (Lý/Lí) vary and must compare equal.
+are different strings, so NFC comes first; Windows-1258 decodes to a mixed form
+that NFC repairs; Đ/đ has no Unicode decomposition, so folding to ASCII maps it
+explicitly; tone placement (Hòa/Hoà, Thủy/Thuỷ) and i/y spellings (Lý/Lí) vary
+and must compare equal.
+
+Every function takes any column :func:`as_string_array` accepts and returns a
+``pa.string()`` array of the same length; nulls stay null.
 """
 
 from __future__ import annotations
@@ -13,10 +17,37 @@ import pyarrow.compute as pc
 
 from matching.columns import ArrayLike, as_string_array
 
+__all__ = [
+    "StringColumn",
+    "as_string_array",
+    "clean_whitespace",
+    "display_name",
+    "fold_diacritics",
+    "name_key",
+    "nfc",
+]
+
 StringColumn = ArrayLike
 
-# Any run of whitespace, including NBSP and other Unicode spaces.
-_SPACES = r"[\s\p{Z}]+"
+_NULL = pa.scalar(None, pa.string())
+# Any run of whitespace: ASCII, NBSP and the other Unicode spaces, line breaks,
+# and control characters (a stray \x00 or \x1f from a legacy export is a separator).
+_SPACES = r"[\s\p{Z}\p{Cc}]+"
+# Invisible characters that copy-paste leaves inside words: soft hyphen,
+# zero-width space / (non-)joiner, word joiner, byte-order mark. They separate nothing.
+_INVISIBLE = r"[\x{00AD}\x{200B}-\x{200D}\x{2060}\x{FEFF}]"
+# Letters with a stroke have no decomposition. U+00D0 (Icelandic Eth) looks exactly
+# like Đ and turns up where Đ was typed from the wrong keyboard table.
+_STROKED_D = (("Đ", "D"), ("đ", "d"), ("\u00d0", "D"))
+# Everything that is not a letter, digit or mark separates words in a name key:
+# dots, commas, hyphens, apostrophes, slashes, brackets...
+_PUNCTUATION = r"[^\p{L}\p{N}\p{M}]+"
+# Old-orthography i/y (Lý/Lí, Mỹ/Mĩ, Kỳ/Kì, Quý/Quí, Thy/Thi): a word that is one
+# Vietnamese initial consonant (or "qu") followed by y. In rhymes (Huy, Duy, Thủy,
+# Mai/May/Mây) y is not interchangeable with i and is kept; so is a mistyped word
+# ("Thhy" for Thúy), which must stay one edit away from "thuy".
+_INITIALS = "b|c|ch|d|g|gh|h|k|kh|l|m|n|ng|ngh|nh|p|ph|qu|r|s|t|th|tr|v|x"
+_CONSONANT_Y = rf"\b({_INITIALS})y\b"
 
 
 def nfc(values: StringColumn) -> pa.Array:
@@ -25,33 +56,47 @@ def nfc(values: StringColumn) -> pa.Array:
 
 
 def clean_whitespace(values: StringColumn) -> pa.Array:
-    """Trim and collapse whitespace runs (NBSP, tabs) to one space; empty becomes null."""
-    collapsed = pc.utf8_trim_whitespace(
-        pc.replace_substring_regex(as_string_array(values), _SPACES, " "))
-    return pc.if_else(pc.equal(collapsed, ""), pa.scalar(None, pa.string()), collapsed)
+    """Trim and collapse whitespace (NBSP, tabs, controls) to one space; empty -> null.
+
+    An all-blank cell means "no value", so it becomes null rather than ``""``:
+    downstream code then has a single notion of missing.
+    """
+    text = pc.replace_substring_regex(as_string_array(values), _INVISIBLE, "")
+    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, _SPACES, " "))
+    return pc.if_else(pc.equal(text, ""), _NULL, text)
 
 
 def fold_diacritics(values: StringColumn) -> pa.Array:
-    """Drop every diacritic; Đ/đ map to D/d explicitly since NFD leaves them intact."""
-    decomposed = pc.utf8_normalize(as_string_array(values), form="NFD")
-    stripped = pc.replace_substring_regex(decomposed, r"\p{Mn}+", "")
-    stripped = pc.replace_substring(pc.replace_substring(stripped, "Đ", "D"), "đ", "d")
+    """Drop every diacritic, mapping Đ/đ to D/d explicitly (NFD leaves them intact).
+
+    Result is NFC; for Vietnamese text it is plain ASCII.
+    """
+    stripped = pc.replace_substring_regex(
+        pc.utf8_normalize(as_string_array(values), form="NFD"), r"\p{Mn}+", "")
+    for letter, plain in _STROKED_D:
+        stripped = pc.replace_substring(stripped, letter, plain)
     return pc.utf8_normalize(stripped, form="NFC")
 
 
 def name_key(values: StringColumn) -> pa.Array:
-    """Comparison key of a personal name: folded, lower case, letters and single spaces.
+    """Comparison key of a personal name: folded, lower case, words split by single spaces.
 
-    Tone placement disappears with the diacritics. A word-final ``y`` becomes
-    ``i`` so that Lý/Lí, Thúy/Thúi-style spellings agree; a ``y`` inside a word
-    (Huỳnh, Uyên) is kept, since it is not an i/y variant there.
+    Exports disagree on case, diacritics, Unicode form, tone placement and
+    punctuation, none of which tells two people apart, so the key drops them
+    all ("Nguyễn-Văn  AN" -> "nguyen van an"). Tone placement (Hòa/Hoà) vanishes
+    with the diacritics. i/y: a word made of one initial consonant (or ``qu``)
+    and ``y`` ends in ``i`` (Lý/Lí -> "li", Mỹ/Mĩ -> "mi", Quý/Quí -> "qui",
+    Thy -> "thi"); a ``y`` in a rhyme is kept, because there i and y spell
+    different names (Mai ≠ Mây/May, Huy, Duy, Thủy), and so is a misspelt word
+    ("Thhy" stays one edit from "thuy"). Letters of other scripts are kept.
+    A name with no letter or digit at all has a null key.
     """
     folded = pc.utf8_lower(fold_diacritics(values))
-    letters = pc.replace_substring_regex(folded, r"[^a-z0-9]+", " ")
-    letters = pc.replace_substring_regex(letters, r"y\b", "i")
-    return clean_whitespace(letters)
+    words = pc.replace_substring_regex(folded, _PUNCTUATION, " ")
+    words = pc.replace_substring_regex(words, _CONSONANT_Y, r"\1i")
+    return clean_whitespace(words)
 
 
 def display_name(values: StringColumn) -> pa.Array:
-    """NFC, single-spaced, each word capitalised: how a name is shown in reports."""
+    """NFC, single-spaced, each word capitalised: one spelling of a name for reports."""
     return pc.utf8_title(clean_whitespace(nfc(values)))
