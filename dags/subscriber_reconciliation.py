@@ -47,10 +47,11 @@ RETRY_POLICY = ExceptionRetryPolicy(
                 "pipelines.errors.TelcoInputError",
                 "pipelines.errors.RegistryError",
                 "pipelines.errors.RunIncompleteError",
+                "pipelines.errors.RunNotPlannedError",
                 "pipelines.config.ConfigError",
             ],
             action=RetryAction.FAIL,
-            reason="bad input or configuration: fix it, then clear the task",
+            reason="bad input or configuration: fix it, then run the date again",
         ),
     ],
 )

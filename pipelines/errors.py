@@ -22,3 +22,8 @@ class RegistryError(Exception):
 
 class RunIncompleteError(Exception):
     """A run finished but some telcos could not be processed."""
+
+
+class RunNotPlannedError(Exception):
+    """A stage was started for a run date that has no plan (never planned or already
+    published); running it would publish a partial run."""

@@ -90,7 +90,7 @@ def describe_outputs(root: Path) -> list[dict]:
     entries = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         relative = path.relative_to(root).as_posix()
-        if relative == "manifest.json" or relative.startswith("work/") or "/." in f"/{relative}":
+        if relative == "manifest.json" or "/." in f"/{relative}":
             continue
         entry = {"path": relative, "bytes": path.stat().st_size, "sha256": sha256_of(path)}
         if path.suffix == ".parquet":

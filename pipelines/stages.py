@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from pipelines import flag, ingest, match, normalise, publish, report
 from pipelines.config import RunConfig, load_config, parse_run_date
-from pipelines.errors import RunIncompleteError, TelcoInputError
+from pipelines.errors import RunIncompleteError, RunNotPlannedError, TelcoInputError
 from pipelines.quarantine import empty_quarantine
 from pipelines.registry import load_registry
 from pipelines.storage import (
@@ -34,8 +34,6 @@ from pipelines.storage import (
 
 log = logging.getLogger("simrecon.stages")
 
-# Staging sub-folders that are working state, not outputs, and are not published.
-_WORKING_DIRS = ("ingested", "work", "stats", "errors")
 
 
 def _context(config_path: str, run_date: str) -> tuple[RunConfig, RunPaths]:
@@ -44,13 +42,22 @@ def _context(config_path: str, run_date: str) -> tuple[RunConfig, RunPaths]:
     return config, RunPaths(config.output_path, run_date)
 
 
+def _planned_context(config_path: str, run_date: str) -> tuple[RunConfig, RunPaths]:
+    """Context of a stage that needs a planned, not yet published run."""
+    config, paths = _context(config_path, run_date)
+    if not paths.plan.exists():
+        raise RunNotPlannedError(
+            f"run {run_date} has no plan (never planned, or already published): "
+            "start again from the plan stage (rerun the whole date)")
+    return config, paths
+
+
 def _failed_telcos(paths: RunPaths) -> dict[str, str]:
     """Telcos with a recorded error, or planned but never normalised (a crashed task)."""
-    folder = paths.staging / "errors"
+    folder = paths.work / "errors"
     failed = {p.stem: read_json(p)["error"] for p in sorted(folder.glob("*.json"))} \
         if folder.exists() else {}
-    plan = paths.staging / "plan.json"
-    planned = read_json(plan)["telcos"] if plan.exists() else []  # type: ignore[index]
+    planned = read_json(paths.plan)["telcos"] if paths.plan.exists() else []  # type: ignore[index]
     for telco in planned:
         if telco not in failed and not paths.normalised(telco).exists():
             failed[telco] = "ingest or normalise did not complete (see the task log)"
@@ -58,7 +65,7 @@ def _failed_telcos(paths: RunPaths) -> dict[str, str]:
 
 
 def _stats(paths: RunPaths, telco: str, stage: str) -> dict:
-    path = paths.staging / "stats" / f"{telco}.{stage}.json"
+    path = paths.stats(telco, stage)
     return read_json(path) if path.exists() else {}  # type: ignore[return-value]
 
 
@@ -67,9 +74,9 @@ def plan_run(config_path: str, run_date: str) -> list[str]:
     config, paths = _context(config_path, run_date)
     telcos = [m.telco for m in config.telcos()]
     reset_dir(paths.staging)
+    reset_dir(paths.work)
     write_json({"run_date": run_date, "telcos": telcos,
-                "started_at": datetime.now(UTC).isoformat(timespec="seconds")},
-               paths.staging / "plan.json")
+                "started_at": datetime.now(UTC).isoformat(timespec="seconds")}, paths.plan)
     log.info("plan %s: telcos %s, staging %s", run_date, telcos, paths.staging)
     return telcos
 
@@ -80,7 +87,7 @@ def ingest_telco(config_path: str, run_date: str, telco: str) -> dict:
     Raises ``TelcoInputError`` (after recording it in staging) when the file
     itself is unusable; unreadable rows are quarantined.
     """
-    config, paths = _context(config_path, run_date)
+    config, paths = _planned_context(config_path, run_date)
     paths.telco_error(telco).unlink(missing_ok=True)
     mapping = config.telco(telco)
     try:
@@ -95,13 +102,13 @@ def ingest_telco(config_path: str, run_date: str, telco: str) -> dict:
     stats = {"telco": telco, "source_file": mapping.source_path().name,
              "rows_in_file": result.rows_in_file, "rows_read": result.rows.num_rows,
              "quarantined_at_ingest": result.quarantine.num_rows}
-    write_json(stats, paths.staging / "stats" / f"{telco}.ingest.json")
+    write_json(stats, paths.stats(telco, "ingest"))
     return stats
 
 
 def normalise_telco(config_path: str, run_date: str, telco: str) -> dict:
     """Normalise one telco's ingested rows; unnormalisable rows are quarantined."""
-    config, paths = _context(config_path, run_date)
+    config, paths = _planned_context(config_path, run_date)
     if not paths.ingested(telco).exists():
         raise TelcoInputError(telco, str(paths.ingested(telco)),
                               "no ingested rows: the ingest stage did not succeed")
@@ -111,7 +118,7 @@ def normalise_telco(config_path: str, run_date: str, telco: str) -> dict:
     write_parquet(result.quarantine, paths.quarantine(telco, "normalise"))
     stats = {"telco": telco, "rows_normalised": result.rows.num_rows,
              "quarantined_at_normalise": result.quarantine.num_rows}
-    write_json(stats, paths.staging / "stats" / f"{telco}.normalise.json")
+    write_json(stats, paths.stats(telco, "normalise"))
     return stats
 
 
@@ -123,7 +130,7 @@ def _normalised_telcos(config: RunConfig, paths: RunPaths) -> list[str]:
 
 def match_subscriptions(config_path: str, run_date: str) -> dict:
     """Link every normalised subscription of every usable telco to the registry."""
-    config, paths = _context(config_path, run_date)
+    config, paths = _planned_context(config_path, run_date)
     telcos = _normalised_telcos(config, paths)
     tables = [pq.read_table(paths.normalised(t)) for t in telcos]
     subscriptions = (pa.concat_tables(tables) if tables
@@ -136,7 +143,7 @@ def match_subscriptions(config_path: str, run_date: str) -> dict:
 
 def flag_subscriptions(config_path: str, run_date: str) -> dict:
     """Apply the flag rules (including those spanning telcos) and decide statuses."""
-    config, paths = _context(config_path, run_date)
+    config, paths = _planned_context(config_path, run_date)
     results = flag.flag(pq.read_table(paths.matched), config.flags)
     write_parquet(results, paths.results)
     return {"subscriptions": results.num_rows}
@@ -150,7 +157,7 @@ def _all_quarantine(paths: RunPaths) -> pa.Table:
 
 def build_report(config_path: str, run_date: str) -> dict:
     """Write summary.json and the HTML compliance report into staging."""
-    config, paths = _context(config_path, run_date)
+    config, paths = _planned_context(config_path, run_date)
     results = pq.read_table(paths.results)
     quarantine = _all_quarantine(paths)
     failed = _failed_telcos(paths)
@@ -173,7 +180,11 @@ def build_report(config_path: str, run_date: str) -> dict:
 
 def publish_run(config_path: str, run_date: str) -> dict:
     """Write correction lists and manifest, then atomically replace runs/<run_date>."""
-    config, paths = _context(config_path, run_date)
+    config, paths = _planned_context(config_path, run_date)
+    if not paths.staging.exists() and (paths.final / "manifest.json").exists():
+        # A retry after the swap already happened: finish the clean-up only.
+        shutil.rmtree(paths.work, ignore_errors=True)
+        return _published(paths, read_json(paths.final / "summary.json"))  # type: ignore[arg-type]
     results = pq.read_table(paths.results)
     lists = []
     for telco in _normalised_telcos(config, paths):
@@ -182,9 +193,6 @@ def publish_run(config_path: str, run_date: str) -> dict:
         publish.write_correction_csv(table, path)
         lists.append(path.name)
     failed = _failed_telcos(paths)
-    for name in _WORKING_DIRS:
-        shutil.rmtree(paths.staging / name, ignore_errors=True)
-    (paths.staging / "plan.json").unlink(missing_ok=True)
     manifest = {
         "run_date": run_date,
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -194,13 +202,18 @@ def publish_run(config_path: str, run_date: str) -> dict:
     }
     write_json(manifest, paths.manifest)
     swap_into_place(paths.staging, paths.final)
+    shutil.rmtree(paths.work, ignore_errors=True)
     log.info("publish %s: run folder %s, %d correction list(s)", run_date, paths.final,
              len(lists))
+    return _published(paths, {"failed_telcos": failed})
+
+
+def _published(paths: RunPaths, summary: dict) -> dict:
     return {
         "run_dir": str(paths.final),
         "report": str(paths.final / "report.html"),
-        "correction_lists": [str(paths.final / "corrections" / n) for n in lists],
-        "failed_telcos": sorted(failed),
+        "correction_lists": sorted(str(p) for p in (paths.final / "corrections").glob("*.csv")),
+        "failed_telcos": sorted(summary["failed_telcos"]),
     }
 
 

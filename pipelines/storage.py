@@ -1,9 +1,13 @@
 """Where a run's files live, and how they are written so readers never see half a file.
 
-A run for date D is built in ``<output_dir>/.staging/D/`` stage by stage, each
-file written to a temporary name and renamed into place. ``publish`` then swaps
-the whole staging folder into ``<output_dir>/D`` with directory renames, so a
-reader sees either the previous complete run or the new complete run.
+A run for date D is built in ``<output_dir>/.staging/D/`` (outputs only) and
+``<output_dir>/.work/D/`` (working state: the plan, ingested rows, per-stage
+counts, telco errors), each file written to a temporary name and renamed into
+place. ``publish`` then swaps the staging folder into ``<output_dir>/D`` with
+directory renames, so a reader sees either the previous complete run or the
+new one, and only afterwards deletes the working state: a publish that dies
+half-way can be retried, and a stage started after publish finds no plan and
+refuses to run instead of publishing a partial run.
 """
 
 from __future__ import annotations
@@ -31,11 +35,22 @@ class RunPaths:
         return self.output_dir / ".staging" / self.run_date
 
     @property
+    def work(self) -> Path:
+        return self.output_dir / ".work" / self.run_date
+
+    @property
     def final(self) -> Path:
         return self.output_dir / self.run_date
 
+    @property
+    def plan(self) -> Path:
+        return self.work / "plan.json"
+
+    def stats(self, telco: str, stage: str) -> Path:
+        return self.work / "stats" / f"{telco}.{stage}.json"
+
     def ingested(self, telco: str) -> Path:
-        return self.staging / "ingested" / f"{telco}.parquet"
+        return self.work / "ingested" / f"{telco}.parquet"
 
     def normalised(self, telco: str) -> Path:
         return self.staging / "normalised" / f"{telco}.parquet"
@@ -44,11 +59,11 @@ class RunPaths:
         return self.staging / "quarantine" / f"{telco}.{stage}.parquet"
 
     def telco_error(self, telco: str) -> Path:
-        return self.staging / "errors" / f"{telco}.json"
+        return self.work / "errors" / f"{telco}.json"
 
     @property
     def matched(self) -> Path:
-        return self.staging / "work" / "matched.parquet"
+        return self.work / "matched.parquet"
 
     @property
     def results(self) -> Path:

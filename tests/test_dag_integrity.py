@@ -7,7 +7,9 @@ never touches a developer's ~/airflow.
 from __future__ import annotations
 
 import ast
+import atexit
 import os
+import shutil
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +48,7 @@ ALLOWED_IMPORTS = {
 
 if "AIRFLOW_HOME" not in os.environ:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="simrecon-airflow-")
+    atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # The DAG's own retry default is under test, not a one-off override.
 os.environ.pop("SIMRECON_TASK_RETRIES", None)

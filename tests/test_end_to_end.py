@@ -157,3 +157,46 @@ def test_cli_run_prints_where_outputs_are(tmp_path: Path, capsys: pytest.Capture
     assert main(["run", "--config", str(config), "--run-date", RUN_DATE]) == 0
     out = capsys.readouterr().out
     assert "report.html" in out and "corrections" in out
+
+
+def test_a_stage_after_publish_refuses_instead_of_publishing_a_partial_run(
+        tmp_path: Path) -> None:
+    from pipelines.errors import RunNotPlannedError
+    from pipelines.stages import ingest_telco, match_subscriptions, publish_run
+
+    from .conftest import write_config
+
+    config = write_config(tmp_path)
+    run_all(str(config), RUN_DATE)
+    before = (tmp_path / "runs" / RUN_DATE / "manifest.json").read_bytes()
+    for stage, args in ((ingest_telco, ("viettel",)), (match_subscriptions, ()),
+                        (publish_run, ())):
+        with pytest.raises(RunNotPlannedError, match="rerun the whole date"):
+            stage(str(config), RUN_DATE, *args)
+    assert (tmp_path / "runs" / RUN_DATE / "manifest.json").read_bytes() == before
+
+
+def test_publish_retry_after_the_swap_only_finishes_clean_up(tmp_path: Path) -> None:
+    from pipelines import stages
+    from pipelines.storage import RunPaths
+
+    from .conftest import write_config
+
+    config = write_config(tmp_path)
+    for stage in ("plan_run",):
+        getattr(stages, stage)(str(config), RUN_DATE)
+    for telco in ("mobifone", "viettel", "vinaphone"):
+        stages.ingest_telco(str(config), RUN_DATE, telco)
+        stages.normalise_telco(str(config), RUN_DATE, telco)
+    stages.match_subscriptions(str(config), RUN_DATE)
+    stages.flag_subscriptions(str(config), RUN_DATE)
+    stages.build_report(str(config), RUN_DATE)
+    paths = RunPaths(tmp_path / "runs", RUN_DATE)
+    plan = paths.plan.read_bytes()
+    first = stages.publish_run(str(config), RUN_DATE)
+    # Simulate a crash between the swap and the clean-up, then the retry.
+    paths.plan.parent.mkdir(parents=True, exist_ok=True)
+    paths.plan.write_bytes(plan)
+    again = stages.publish_run(str(config), RUN_DATE)
+    assert again == first and len(again["correction_lists"]) == 3
+    assert not paths.work.exists()
