@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -36,21 +35,28 @@ FLAGS: tuple[str, ...] = (
 )
 
 
-def group_sizes(*keys: np.ndarray | pa.Array, where: np.ndarray) -> np.ndarray:
-    """Per row, how many rows with ``where`` true share its key (0 where key is null)."""
-    frame = pd.DataFrame({f"k{i}": np.asarray(k) if isinstance(k, np.ndarray)
-                          else pa.array(k).to_pandas() for i, k in enumerate(keys)})
-    frame = frame.where(where[:, None] if len(keys) else frame)
-    sizes = frame.groupby(list(frame.columns), dropna=True, sort=False)[frame.columns[0]] \
-        .transform("size")
-    return np.asarray(sizes.fillna(0), dtype=np.int64)
+def key_codes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Dense integer code per row for a key column (-1 where null), via Arrow's hash
+    dictionary encoding: grouping then becomes integer arithmetic."""
+    encoded = pc.dictionary_encode(pa.chunked_array([keys]) if isinstance(keys, pa.Array)
+                                   else keys).combine_chunks()
+    return np.asarray(pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False),
+                      dtype=np.int64)
+
+
+def group_sizes(codes: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Per row, how many rows with ``where`` true share its key code (0 where code < 0)."""
+    counted = where & (codes >= 0)
+    if not counted.any():
+        return np.zeros(len(codes), dtype=np.int64)
+    counts = np.bincount(codes[counted], minlength=int(codes.max()) + 1)
+    return np.where(codes >= 0, counts[np.maximum(codes, 0)], 0)
 
 
 def excess_subscriptions(holder_key: pa.Array, counted: np.ndarray, max_per_holder: int) \
         -> np.ndarray:
     """Counted (active) rows whose holder has more than ``max_per_holder`` counted rows."""
-    sizes = group_sizes(pa.array(holder_key).to_pandas().to_numpy(dtype=object), where=counted)
-    return counted & (sizes > max_per_holder)
+    return counted & (group_sizes(key_codes(holder_key), counted) > max_per_holder)
 
 
 def bulk_activation(
@@ -62,24 +68,25 @@ def bulk_activation(
     max_distinct_documents: int,
 ) -> np.ndarray:
     """Rows of (point of sale, day) groups with many activations on a handful of documents."""
-    frame = pd.DataFrame(
-        {
-            "pos": pa.array(point_of_sale).to_pandas(),
-            "day": pa.array(activation_date).to_pandas(),
-            "doc": pa.array(document_key).to_pandas(),
-        }
-    )
-    grouped = frame.groupby(["pos", "day"], dropna=True, sort=False)["doc"]
-    size = grouped.transform("size")
-    distinct = grouped.transform("nunique")
-    hit = (size >= min_activations) & (distinct <= max_distinct_documents)
-    return np.asarray(hit.fillna(False), dtype=bool)
+    pos = key_codes(point_of_sale)
+    day = key_codes(activation_date)
+    doc = key_codes(document_key)
+    known = (pos >= 0) & (day >= 0)
+    group = np.where(known, pos * (int(day.max()) + 1) + day, -1)
+    group = np.unique(group, return_inverse=True)[1].astype(np.int64)
+    group[~known] = -1
+    size = group_sizes(group, known)
+    # Distinct documents per group: count unique (group, document) pairs per group.
+    pairs = np.unique(np.stack([group[known], doc[known]], axis=1), axis=0)
+    distinct = np.bincount(pairs[:, 0], minlength=int(group.max()) + 1) if pairs.size \
+        else np.zeros(1, dtype=np.int64)
+    per_row = np.where(known, distinct[np.maximum(group, 0)], 0)
+    return known & (size >= min_activations) & (per_row <= max_distinct_documents)
 
 
 def duplicate_msisdn(msisdn: pa.Array, counted: np.ndarray) -> np.ndarray:
     """Counted rows whose canonical number appears in more than one counted row."""
-    keys = pa.array(msisdn).to_pandas().to_numpy(dtype=object)
-    return counted & (group_sizes(keys, where=counted) > 1)
+    return counted & (group_sizes(key_codes(msisdn), counted) > 1)
 
 
 def underage_at_activation(birth: pa.Array, activation: pa.Array, years: int) -> np.ndarray:
