@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog  # Airflow's own logger; honours [logging] namespace_levels
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import (
     ExceptionRetryPolicy,
     RetryAction,
@@ -48,6 +49,7 @@ RETRY_POLICY = ExceptionRetryPolicy(
                 "pipelines.errors.RegistryError",
                 "pipelines.errors.RunIncompleteError",
                 "pipelines.errors.RunNotPlannedError",
+                "pipelines.errors.GateFailedError",
                 "pipelines.config.ConfigError",
             ],
             action=RetryAction.FAIL,
@@ -66,20 +68,26 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | task | does | runs |
 |---|---|---|
 | `plan` | resets `<output_dir>/.staging/<run date>/`, lists the telcos | once |
+| `gate_registry` | validates the prepared registry (GX suite); fails = the run stops | once |
 | `ingest` | reads one telco's export, maps its columns | per telco |
 | `normalise` | normalises one telco's rows | per telco |
-| `match` | links every normalised subscription to the registry | once |
+| `gate_export` | validates one telco's export; fails = that telco stops | per telco |
+| `match` | links every gated subscription to the registry | once |
 | `flag` | applies the flag rules, also those spanning telcos | once |
-| `report` | writes `summary.json` and `report.html` | once |
-| `publish` | writes correction lists and `manifest.json`, swaps the run folder in | once |
+| `gate_results` | validates `results.parquet`; fails = nothing is published | once |
+| `corrections` | writes one correction list per telco | once |
+| `gate_corrections` | validates each list; a failing list is withdrawn, its telco failed | once |
+| `report` | writes `summary.json` and `report.html` (with every gate's result) | once |
+| `approve` | compliance approves publishing (human-in-the-loop; auto for the demo) | once |
+| `publish` | writes `manifest.json`, swaps the run folder in, delivers the lists | once |
 | `check` | fails the run if any telco could not be processed | once |
 
-`ingest` and `normalise` are mapped over the telcos in the task group
-`per_telco` (the map index shows the telco name); unusable rows go to
-quarantine, not to failure.
+`ingest`, `normalise` and `gate_export` are mapped over the telcos in the task
+group `per_telco` (the map index shows the telco name); unusable rows go to
+quarantine, not to failure. Gate results: `gates/*.json` in the run folder.
 
-**One broken telco does not stop the others.** Its `ingest` (or `normalise`)
-fails, `match` still runs on the telcos that made it (trigger rule
+**One broken telco does not stop the others.** Its `ingest`, `normalise` or
+`gate_export` fails, `match` still runs on the telcos that made it (trigger rule
 `all_done_min_one_success`), their results are published, and `check` fails so
 the run shows red. Fix the export, then clear the **whole run** (or run the
 date again): `plan` rebuilds the staging folder from scratch. Clearing only
@@ -162,11 +170,28 @@ def normalise(telco: str) -> dict:
     return _run(f"normalise[{telco}]", normalise_telco, telco)
 
 
+@task(map_index_template="{{ telco }}")
+def gate_export(telco: str) -> dict:
+    from pipelines.stages import gate_export as gate_export_stage
+
+    _show_telco(telco)
+    return _run(f"gate_export[{telco}]", gate_export_stage, telco)
+
+
 @task_group(prefix_group_id=False)
 def per_telco(telco: str) -> None:
-    """One telco's chain. Inside a mapped task group normalise[i] waits only for
-    ingest[i], so a failure stops that telco alone."""
-    ingest(telco) >> normalise(telco)
+    """One telco's chain. Inside a mapped task group each task of telco i waits only
+    for the task before it of the same telco, so a failure stops that telco alone."""
+    ingest(telco) >> normalise(telco) >> gate_export(telco)
+
+
+# A registry that breaks its suite fails here; every telco chain is then
+# upstream_failed and so is match: nothing is published.
+@task
+def gate_registry() -> dict:
+    from pipelines.stages import gate_registry as gate_registry_stage
+
+    return _run("gate_registry", gate_registry_stage)
 
 
 # Runs once every telco's chain has finished, provided at least one telco made
@@ -187,10 +212,64 @@ def flag() -> dict:
 
 
 @task
+def gate_results() -> dict:
+    from pipelines.stages import gate_results as gate_results_stage
+
+    return _run("gate_results", gate_results_stage)
+
+
+@task
+def corrections() -> dict:
+    from pipelines.stages import write_corrections
+
+    return _run("corrections", write_corrections)
+
+
+# Succeeds even when a telco's list failed its suite (the list is withdrawn and
+# the telco recorded as failed): the other lists are published, check turns red.
+@task
+def gate_corrections() -> dict:
+    from pipelines.stages import gate_corrections as gate_corrections_stage
+
+    return _run("gate_corrections", gate_corrections_stage)
+
+
+@task
 def report() -> dict:
     from pipelines.stages import build_report
 
     return _run("report", build_report)
+
+
+class PublicationApproval(ApprovalOperator):
+    """Compliance signs off before any correction list leaves (Approve / Reject).
+
+    Reject skips ``publish`` (nothing is published or delivered). With
+    ``correction_cycle.auto_approve`` in the run configuration, or
+    ``SIMRECON_AUTO_APPROVE=1`` (set by scripts/airflow_env.sh for the embedded
+    demo and the tests), it approves at once instead of waiting for a person.
+    """
+
+    def execute(self, context):  # type: ignore[no-untyped-def, override]
+        from pipelines.stages import approve_publication
+
+        auto = os.environ.get("SIMRECON_AUTO_APPROVE", "").lower() in {"1", "true", "yes"}
+        if auto or approve_publication(_config_path(), _run_date())["auto"]:
+            log.info("simrecon approve %s: auto-approved", _run_date())
+            return {"chosen_options": [self.APPROVE], "params_input": {},
+                    "responded_at": datetime.now(UTC).isoformat(),
+                    "responded_by_user": {"id": "auto-approve", "name": "auto-approve"}}
+        return super().execute(context)
+
+
+def approve() -> PublicationApproval:
+    return PublicationApproval(
+        task_id="approve",
+        subject="simrecon {{ ds }}: approve publishing the correction lists",
+        body=("Read `runs/{{ ds }}/report.html` (in the staging folder until published) and "
+              "the review queue, then approve to publish and deliver the correction lists, "
+              "or reject to publish nothing."),
+    )
 
 
 @task
@@ -225,8 +304,11 @@ def check() -> dict:
     doc_md=DOC_MD,
 )
 def subscriber_reconciliation() -> None:
-    telco_chains = per_telco.expand(telco=plan())
-    telco_chains >> match() >> flag() >> report() >> publish() >> check()
+    telcos = plan()
+    telco_chains = per_telco.expand(telco=telcos)
+    telcos >> gate_registry() >> telco_chains
+    (telco_chains >> match() >> flag() >> gate_results() >> corrections()
+     >> gate_corrections() >> report() >> approve() >> publish() >> check())
 
 
 subscriber_reconciliation()

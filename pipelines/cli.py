@@ -48,6 +48,31 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model_estimate(args: argparse.Namespace) -> int:
+    from pipelines.estimate import estimate_from_config
+
+    model = estimate_from_config(str(args.config), date.fromisoformat(args.run_date),
+                                 Path(args.out), version=args.version,
+                                 random_pairs=args.random_pairs, seed=args.seed)
+    print(f"model {model.version} written to {args.out}")
+    print(json.dumps(model.to_dict()["weights_for_reading"], indent=2))
+    return 0
+
+
+def _cmd_review_import(args: argparse.Namespace) -> int:
+    from pipelines.config import load_config
+    from pipelines.review import ReviewImportError, import_decisions
+    from pipelines.stages import store_of
+
+    try:
+        outcome = import_decisions(args.file, args.reviewer, store_of(load_config(args.config)))
+    except ReviewImportError as exc:
+        print(f"simrecon: review import refused: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(outcome, indent=2, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrecon", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -66,6 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--citizens", type=int, default=2500)
     sample.add_argument("--subscriptions", type=int, default=4000)
     sample.set_defaults(func=_cmd_sample)
+
+    model = sub.add_parser("model", help="the Fellegi-Sunter match model (docs/matching.md)")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    estimate = model_sub.add_parser(
+        "estimate", help="re-estimate m/u and ID priors from a registry and telco exports")
+    estimate.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                          help="run configuration naming the registry and telco mappings")
+    estimate.add_argument("--run-date", default=date.today().isoformat(),
+                          help="YYYY-MM-DD: reference date for normalisation (default: today)")
+    estimate.add_argument("--out", required=True, help="model JSON to write (e.g. models/...)")
+    estimate.add_argument("--version", required=True, help="version label stored in the file")
+    estimate.add_argument("--random-pairs", type=int, default=300_000,
+                          help="random registry pairs for the u probabilities")
+    estimate.add_argument("--seed", type=int, default=1, help="seed of the random pairs")
+    estimate.set_defaults(func=_cmd_model_estimate)
+    review = sub.add_parser("review", help="the review queue (docs/data-contracts.md)")
+    review_sub = review.add_subparsers(dest="review_command", required=True)
+    imported = review_sub.add_parser(
+        "import", help="validate a filled-in review/queue.{csv,xlsx} and record its decisions")
+    imported.add_argument("file", type=Path, help="the filled-in queue (.csv or .xlsx)")
+    imported.add_argument("--reviewer", required=True, help="who decided (kept with each one)")
+    imported.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                          help="run configuration naming where decisions are stored")
+    imported.set_defaults(func=_cmd_review_import)
     return parser
 
 

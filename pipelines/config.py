@@ -16,6 +16,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipelines.deadlines import DeadlinePolicy
+from pipelines.delivery import DeliverySettings
+from pipelines.encodings import canonical_encoding
 from pipelines.schema import (
     GENDERS,
     ID_TYPES,
@@ -35,6 +38,13 @@ class _Strict(BaseModel):
 
 
 class CsvOptions(_Strict):
+    """CSV dialect of an export (docs/data-contracts.md, "Encodings").
+
+    ``encoding``: ``utf-8`` (a BOM is accepted), ``utf-16`` (BOM or not),
+    ``windows-1258``, ``tcvn3`` (ABC), ``vni`` (VNI-Windows), or ``auto`` to
+    detect; a file whose encoding ``auto`` cannot establish is refused.
+    """
+
     delimiter: str = ","
     encoding: str = "utf-8"
     quote_char: str = '"'
@@ -44,7 +54,21 @@ class CsvOptions(_Strict):
     def _one_char(cls, value: str) -> str:
         if len(value) != 1:
             raise ValueError("must be exactly one character")
+        if value in "\r\n":
+            raise ValueError("cannot be a line break")
         return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        canonical_encoding(value)  # ValueError names the allowed ones
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CsvOptions:
+        if self.delimiter == self.quote_char:
+            raise ValueError("delimiter and quote_char must differ")
+        return self
 
 
 _VOCABULARY_TARGETS: dict[str, tuple[str, ...]] = {
@@ -101,6 +125,22 @@ class MatchingSettings(_Strict):
     name_partial_threshold: float = Field(90.0, ge=0, le=100)
     near_miss_search: bool = True
     near_miss_min_name_level: str = "ONE_TYPO"
+    # Fellegi–Sunter model (docs/matching.md): the JSON model file (relative paths
+    # resolve against the repository root; empty = the bundled default in models/),
+    # the probability bands, and when a searched candidate is clearly best.
+    model_file: str = ""
+    verify_above: float = Field(0.999, gt=0, lt=1)
+    mismatch_below: float = Field(0.01, gt=0, lt=1)
+    candidate_search: bool = True
+    candidate_max_block: int = Field(200, ge=1)
+    suggest_min_probability: float = Field(0.999, gt=0, lt=1)
+    suggest_min_margin_bits: float = Field(6.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bands_ordered(self) -> MatchingSettings:
+        if self.mismatch_below > self.verify_above:
+            raise ValueError("mismatch_below must not exceed verify_above")
+        return self
 
 
 class FlagSettings(_Strict):
@@ -114,12 +154,44 @@ class FlagSettings(_Strict):
     excess_counts_statuses: list[str] = ["ACTIVE"]
 
 
+class GateSettings(_Strict):
+    """Thresholds of the data-quality gates (see docs/data-contracts.md, "Gates").
+
+    Shares are fractions of a telco's normalised rows (0.10 = 10 %).
+    """
+
+    max_no_id_share: float = Field(0.10, ge=0, le=1)
+    max_malformed_id_share: float = Field(0.10, ge=0, le=1)
+    max_missing_msisdn_share: float = Field(0.10, ge=0, le=1)
+    max_row_count_drop: float = Field(0.50, ge=0, le=1)
+    max_nfd_share_change: float = Field(0.50, ge=0, le=1)
+    earliest_activation: date = date(1990, 1, 1)
+    example_rows: int = Field(5, ge=0, le=20)
+
+
+class CorrectionCycleSettings(_Strict):
+    """Review, approval, deadlines and delivery of correction lists (docs/data-contracts.md)."""
+
+    deadlines: DeadlinePolicy = DeadlinePolicy()
+    delivery: DeliverySettings = DeliverySettings()
+    # Where flag history and review decisions live; empty = <output_dir>/history.sqlite.
+    # (A PostgreSQL URL is the intended production option; not implemented yet.)
+    history_store: str = ""
+    # Folder where reviewers drop filled-in queues (<reviewer>__<name>.csv|xlsx); the
+    # flag stage imports them before applying decisions. Empty = CLI import only.
+    review_drop_dir: str = ""
+    # The DAG's approval step before publish: auto-approve only for demos and tests.
+    auto_approve: bool = False
+
+
 class RunConfig(_Strict):
     registry: str
     telcos_dir: str = "telcos"
     output_dir: str = "runs"
     matching: MatchingSettings = MatchingSettings()
     flags: FlagSettings = FlagSettings()
+    gates: GateSettings = GateSettings()
+    correction_cycle: CorrectionCycleSettings = CorrectionCycleSettings()
     config_file: str = ""
 
     @cached_property

@@ -27,3 +27,8 @@ class RunIncompleteError(Exception):
 class RunNotPlannedError(Exception):
     """A stage was started for a run date that has no plan (never planned or already
     published); running it would publish a partial run."""
+
+
+class GateFailedError(Exception):
+    """A data-quality gate on the run's own outputs failed (results, correction
+    lists): publishing would spread a defect, so the run stops."""

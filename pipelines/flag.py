@@ -3,7 +3,14 @@
 Rules are in ``matching.flags``; this stage assembles their inputs, applies
 the thresholds from the run configuration, and writes ``results.parquet``:
 one row per subscription with status, flags, linked or suggested citizen id
-and the per-field levels that explain the decision.
+and the per-field levels and Fellegi–Sunter weights that explain the decision.
+
+Identity comes from the match stage's probability band (``match_band``):
+``MISMATCH`` below ``matching.mismatch_below``, ``REVIEW`` between the bands,
+``VERIFY`` above ``matching.verify_above``. The field flags keep their rule
+meaning on top (docs/flags.md): a registration must carry the holder's own
+name and date of birth, so a confirmed holder with another date of birth is
+still ``DOB_MISMATCH``, and a gender difference alone still goes to review.
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ RESULT_COLUMNS = (
     "activation_date", "subscription_type", "line_status", "point_of_sale",
     "status", "flags", "matched_citizen_id", "suggested_citizen_id", "link_method",
     "name_level", "name_score", "dob_level", "gender_level",
+    # Explanation (docs/matching.md): how the document reached the citizen, each field's
+    # weight in bits, their sum and the match probability, and the band it falls in.
+    "id_level", "name_frequency", "id_weight", "name_weight", "dob_weight", "gender_weight",
+    "match_weight", "match_probability", "match_band", "holder_citizen_id",
+    "candidate_citizen_id", "candidate_probability", "candidate_margin_bits", "candidate_count",
+    "model_version",
 )
 
 
@@ -54,15 +67,24 @@ def flag(matched: pa.Table, settings: FlagSettings) -> pa.Table:
     masks["ID_NOT_FOUND"] = has_number & valid & ~passport & ~linked
     masks["LEGACY_ID"] = as_bool_mask(pc.equal(id_type, "CMND")) & has_number
     judged = linked & ~ambiguous
-    masks["NAME_MISMATCH"] = judged & (name_level <= NameLevel.DIFFERENT)
+    band = np.asarray(pc.fill_null(matched["match_band"], "").to_numpy(zero_copy_only=False))
+    rejected = judged & (band == "MISMATCH")
+    in_review_band = judged & (band == "REVIEW")
+    name_weight = np.asarray(pc.fill_null(matched["name_weight"], 0.0), dtype=np.float64)
+    masks["NAME_MISMATCH"] = judged & (
+        (name_level <= NameLevel.DIFFERENT) | (rejected & (name_weight < 0)))
     masks["DOB_MISMATCH"] = judged & (
         subscriber_dob_missing
         | ~np.isin(dob_level, [int(x) for x in DOB_AGREEING_LEVELS] + [DobLevel.MISSING])
     )
     masks["GENDER_MISMATCH"] = judged & (gender_level == GenderLevel.DIFFERENT)
-    partial_name = judged & (name_level == NameLevel.PARTIAL)
-    mismatch = masks["NAME_MISMATCH"] | masks["DOB_MISMATCH"]
-    review = (linked & ambiguous) | ((partial_name | masks["GENDER_MISMATCH"]) & ~mismatch)
+    # Below the lower band the holder is someone else; a reason is always given.
+    reasonless = rejected & ~(masks["NAME_MISMATCH"] | masks["DOB_MISMATCH"]
+                              | masks["GENDER_MISMATCH"])
+    masks["NAME_MISMATCH"] |= reasonless
+    mismatch = masks["NAME_MISMATCH"] | masks["DOB_MISMATCH"] | rejected
+    review = (linked & ambiguous) | (
+        judged & ~mismatch & (in_review_band | masks["GENDER_MISMATCH"]))
     masks["NEEDS_REVIEW"] = review
 
     holder_dob = pc.coalesce(matched["holder_date_of_birth"], matched["date_of_birth"])

@@ -5,6 +5,12 @@ activation date, date of birth or coded fields cannot be interpreted goes to
 the quarantine with its reason and original values; every other row goes on.
 Values that are bad in a way the *flags* speak about (missing or malformed ID,
 non-mobile number) are kept and flagged later, not quarantined.
+
+A quarantined row carries its original text (``raw_record`` from ingest: the
+CSV record as sent) or, when there is none (Parquet), its mapped fields as JSON.
+Besides strptime patterns, ``date_formats`` accept ``excel_serial``: a day
+number in Excel's 1900 date system (``45123`` = 2023-07-16), which is what a
+date column becomes when someone saves the export from Excel as General.
 """
 
 from __future__ import annotations
@@ -19,11 +25,18 @@ import pyarrow.compute as pc
 
 from matching import dates, ids, normalize, phones
 from pipelines.config import TelcoMapping
+from pipelines.ingest import RAW_RECORD
 from pipelines.quarantine import empty_quarantine, quarantine_table
 
 log = logging.getLogger("simrecon.normalise")
 
 CODED_FIELDS = ("gender", "id_type", "subscription_type", "line_status")
+EXCEL_SERIAL = "excel_serial"
+# Excel's 1900 date system counts days from 1899-12-30 for every serial from 61
+# (1900-03-01) on; serials 1-60 straddle its fictitious 1900-02-29 and are refused.
+_EXCEL_EPOCH_TO_UNIX = 25569
+_EXCEL_SERIAL_RANGE = (61, 2958465)  # 1900-03-01 .. 9999-12-31
+_NULL_STR = pa.scalar(None, pa.string())
 
 NORMALISED_SCHEMA = pa.schema(
     [
@@ -75,6 +88,50 @@ def map_vocabulary(values: pa.Array, vocabulary: dict[str, str]) -> tuple[pa.Arr
     return mapped, np.asarray(unknown.to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _excel_serial(s: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of trimmed ``s`` that are Excel day serials (a time fraction is ignored)."""
+    pattern = r"^(?P<n>[0-9]{1,7})(?:[.,][0-9]+)?$"
+    ok = np.asarray(pc.fill_null(pc.match_substring_regex(s, pattern), False)
+                    .to_numpy(zero_copy_only=False), dtype=bool)
+    number = pc.struct_field(pc.extract_regex(pc.if_else(pa.array(ok), s, "0"), pattern), "n")
+    serial = pc.fill_null(pc.cast(number, pa.int64()), 0).to_numpy()
+    ok &= (serial >= _EXCEL_SERIAL_RANGE[0]) & (serial <= _EXCEL_SERIAL_RANGE[1])
+    return ok, (serial - _EXCEL_EPOCH_TO_UNIX).astype(np.int32)
+
+
+def parse_dates(values: pa.Array, formats: list[str]) -> dates.ParsedDates:
+    """``matching.dates.parse_dates`` plus the ``excel_serial`` token; first format wins."""
+    if EXCEL_SERIAL not in formats:
+        return dates.parse_dates(values, formats)
+    s = pc.utf8_trim_whitespace(values)
+    s = pc.if_else(pc.equal(s, ""), _NULL_STR, s)
+    n = len(s)
+    present = np.asarray(pc.is_valid(s).to_numpy(zero_copy_only=False), dtype=bool)
+    done = np.zeros(n, dtype=bool)
+    days = np.zeros(n, dtype=np.int32)
+    year_only = np.zeros(n, dtype=bool)
+    for fmt in formats:
+        if fmt == EXCEL_SERIAL:
+            ok, found = _excel_serial(s)
+            by_year = np.zeros(n, dtype=bool)
+        else:
+            parsed = dates.parse_dates(s, [fmt])
+            ok = np.asarray(pc.is_valid(parsed.value).to_numpy(zero_copy_only=False), dtype=bool)
+            found = pc.fill_null(pc.cast(parsed.value, pa.int32()), 0).to_numpy()
+            by_year = np.asarray(pc.fill_null(pc.equal(parsed.precision, "year"), False)
+                                 .to_numpy(zero_copy_only=False), dtype=bool)
+        take = ok & ~done
+        days[take] = found[take]
+        year_only[take] = by_year[take]
+        done |= take
+    precision = np.where(done, year_only.astype(np.int8), -1)
+    return dates.ParsedDates(
+        value=pa.array(days, pa.int32(), mask=~done).view(pa.date32()),
+        precision=pc.take(pa.array(["day", "year"]), pa.array(precision, mask=precision < 0)),
+        unparsed=present & ~done,
+    )
+
+
 def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> NormaliseResult:
     """Normalise one telco's ingested rows; see module docstring."""
     n = rows.num_rows
@@ -90,7 +147,7 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> Norma
         coded[field], unknown = map_vocabulary(values, vocabulary)
         problems.append(("UNKNOWN_VOCABULARY_VALUE", f"{field} not in vocabulary", unknown))
 
-    activation = dates.parse_dates(
+    activation = parse_dates(
         rows["activation_date"].combine_chunks(), mapping.date_formats["activation_date"]
     )
     activation_missing = np.asarray(
@@ -99,7 +156,7 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> Norma
     problems.append(("UNPARSEABLE_ACTIVATION_DATE",
                      f"activation_date not in {mapping.date_formats['activation_date']}",
                      activation_missing))
-    birth = dates.parse_dates(
+    birth = parse_dates(
         rows["date_of_birth"].combine_chunks(), mapping.date_formats["date_of_birth"]
     )
     problems.append(("UNPARSEABLE_DATE_OF_BIRTH",
@@ -147,8 +204,15 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> Norma
         bad |= mask
     if bad.any():
         bad_idx = np.flatnonzero(bad)
-        raw = rows.take(bad_idx).drop_columns(["telco", "source_file", "source_row"])
-        raw_json = raw.to_pandas().to_json(orient="records", lines=True, force_ascii=False)
+        bad_rows = rows.take(bad_idx)
+        fields = bad_rows.drop_columns(
+            [c for c in ("telco", "source_file", "source_row", RAW_RECORD)
+             if c in bad_rows.column_names])
+        raw_json = pa.array(fields.to_pandas().to_json(
+            orient="records", lines=True, force_ascii=False).strip().split("\n"), pa.string())
+        if RAW_RECORD in bad_rows.column_names:  # the record as sent, where ingest kept it
+            raw_json = pc.coalesce(pc.cast(bad_rows[RAW_RECORD].combine_chunks(), pa.string()),
+                                   raw_json)
         quarantine = quarantine_table(
             telco=mapping.telco,
             source_file=rows["source_file"][0].as_py(),
@@ -156,7 +220,7 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> Norma
             stage="normalise",
             reasons=pa.array(reason[bad_idx], pa.string()),
             details=pa.array(detail[bad_idx], pa.string()),
-            raw_records=pa.array(raw_json.strip().split("\n"), pa.string()),
+            raw_records=raw_json,
         )
         normalised = normalised.filter(pa.array(~bad))
     else:

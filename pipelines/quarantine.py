@@ -23,6 +23,8 @@ QUARANTINE_SCHEMA = pa.schema(
 # Reason codes, with the sentence a telco reads in its resend section.
 QUARANTINE_REASONS: dict[str, str] = {
     "MALFORMED_ROW": "the row has a different number of fields than the header",
+    "TRUNCATED_ROW": "the file ends in the middle of this row (cut off during export or "
+                     "transfer): resend the whole file",
     "UNPARSEABLE_ACTIVATION_DATE": "activation date is missing or not in a configured format",
     "UNPARSEABLE_DATE_OF_BIRTH": "date of birth is not in a configured format",
     "UNKNOWN_VOCABULARY_VALUE": "a coded field holds a value the telco's mapping does not define",

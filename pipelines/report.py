@@ -103,8 +103,58 @@ def _sample_rows(results: pa.Table) -> list[dict]:
             "gender": GENDER_LEVEL_LABELS[GenderLevel(row["gender_level"])]
             if row["matched_citizen_id"] else "not compared",
             "suggestion": "yes" if row["suggested_citizen_id"] else "",
+            "explanation": explanation(row),
         })
     return rows
+
+
+WATERFALL_PX_PER_BIT = 4
+_WATERFALL_FIELDS = (
+    ("id", "ID number", "id_level", "id_weight"),
+    ("name", "Name", "name_level", "name_weight"),
+    ("dob", "Date of birth", "dob_level", "dob_weight"),
+    ("gender", "Gender", "gender_level", "gender_weight"),
+)
+
+
+def explanation(row: dict) -> dict | None:
+    """Field-by-field Fellegi–Sunter waterfall of one result row (docs/matching.md).
+
+    For a linked row it explains the document's citizen; for a row whose
+    document leads nowhere, the best candidate of the search. No citizen data:
+    only levels, weights (bits) and the probability.
+    """
+    if row.get("match_weight") is None:
+        return None
+    from matching.model import ID_LEVEL_LABELS, IdLevel
+
+    labels = {"id": (IdLevel, ID_LEVEL_LABELS), "name": (NameLevel, NAME_LEVEL_LABELS),
+              "dob": (DobLevel, DOB_LEVEL_LABELS), "gender": (GenderLevel, GENDER_LEVEL_LABELS)}
+    steps, running = [], 0.0
+    for key, title, level_col, weight_col in _WATERFALL_FIELDS:
+        weight = float(row.get(weight_col) or 0.0)
+        enum, texts = labels[key]
+        level = row.get(level_col)
+        text = texts.get(enum(level), "") if level is not None else ""
+        if key == "name" and row.get("name_frequency"):
+            text += f" (name shared by 1 in {max(1, round(1 / row['name_frequency'])):,})"
+        start = running
+        running += weight
+        steps.append({"field": title, "level": text, "weight": f"{weight:+.1f}",
+                      "offset": round(min(start, running) * WATERFALL_PX_PER_BIT),
+                      "width": max(1, round(abs(weight) * WATERFALL_PX_PER_BIT)),
+                      "positive": weight >= 0})
+    low = min(0.0, *(s["offset"] for s in steps))
+    for step in steps:
+        step["offset"] -= low
+    return {
+        "of": "document" if row.get("matched_citizen_id") else "best search candidate",
+        "steps": steps,
+        "total": f"{float(row['match_weight']):+.1f}",
+        "probability": f"{float(row['match_probability']):.6f}",
+        "band": row.get("match_band") or "",
+        "model": row.get("model_version") or "",
+    }
 
 
 def render_report(summary: dict, results: pa.Table, quarantine: pa.Table) -> str:
@@ -129,3 +179,22 @@ def render_report(summary: dict, results: pa.Table, quarantine: pa.Table) -> str
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         escape=html.escape,
     )
+
+
+# --- Data-quality gates (issue 5): read gates/*.json for summary.json and the report ---
+
+
+def gate_results(folder) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Every gate result in ``folder`` (``gates/*.json`` of the run), sorted by gate name.
+
+    The files are written by ``pipelines.gates`` with ID numbers already masked;
+    the report shows, per gate, whether it passed and each failed expectation
+    with its row count and examples.
+    """
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]

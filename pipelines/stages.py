@@ -17,9 +17,26 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import flag, ingest, match, normalise, publish, report
+from pipelines import (
+    delivery,
+    flag,
+    gates,
+    history,
+    ingest,
+    match,
+    normalise,
+    publish,
+    report,
+    review,
+)
 from pipelines.config import RunConfig, load_config, parse_run_date
-from pipelines.errors import RunIncompleteError, RunNotPlannedError, TelcoInputError
+from pipelines.errors import (
+    GateFailedError,
+    RegistryError,
+    RunIncompleteError,
+    RunNotPlannedError,
+    TelcoInputError,
+)
 from pipelines.quarantine import empty_quarantine
 from pipelines.registry import load_registry
 from pipelines.storage import (
@@ -33,8 +50,6 @@ from pipelines.storage import (
 )
 
 log = logging.getLogger("simrecon.stages")
-
-
 
 def _context(config_path: str, run_date: str) -> tuple[RunConfig, RunPaths]:
     parse_run_date(run_date)
@@ -61,6 +76,12 @@ def _failed_telcos(paths: RunPaths) -> dict[str, str]:
     for telco in planned:
         if telco not in failed and not paths.normalised(telco).exists():
             failed[telco] = "ingest or normalise did not complete (see the task log)"
+        elif telco not in failed:
+            gate = paths.gate(f"export.{telco}")
+            if not gate.exists():
+                failed[telco] = "the export gate did not run (see the task log)"
+            elif not (result := read_json(gate))["success"]:  # type: ignore[index]
+                failed[telco] = gates.failure_reason(result)  # type: ignore[arg-type]
     return failed
 
 
@@ -122,6 +143,112 @@ def normalise_telco(config_path: str, run_date: str, telco: str) -> dict:
     return stats
 
 
+def _previous_run(paths: RunPaths, telco: str) -> dict:
+    """The telco's counts in the latest published run before this run date, if any."""
+    dated = sorted((p for p in paths.output_dir.glob("[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]")
+                    if p.name < paths.run_date), reverse=True)
+    for folder in dated:
+        summary_path = folder / "summary.json"
+        if not summary_path.is_file():
+            continue
+        stats = read_json(summary_path).get("telcos", {}).get(telco)  # type: ignore[union-attr]
+        if stats and "failed" not in stats and stats.get("rows_read"):
+            return {"run_date": folder.name, **stats}
+    return {}
+
+
+def _write_gate(paths: RunPaths, result: dict) -> None:
+    write_json(result, paths.gate(result["gate"]))
+    log.info("gate %s: %s (%d failed expectation(s))", result["gate"],
+             "passed" if result["success"] else "FAILED",
+             sum(len(s["failed"]) for s in result["suites"]))
+
+
+def gate_registry(config_path: str, run_date: str) -> dict:
+    """Validate the prepared citizen registry; a failure stops the whole run (RegistryError)."""
+    from expectations.registry import registry_suite
+
+    config, paths = _planned_context(config_path, run_date)
+    registry = load_registry(config.registry_path)
+    frame = gates.to_frame(registry, ["citizen_id", "legacy_id", "gender", "date_of_birth"])
+    suite = gates.run_suite(registry_suite(run_date=parse_run_date(run_date)), frame,
+                            max_examples=config.gates.example_rows, key_columns=())
+    result = gates.gate_result("registry", "registry", [suite])
+    _write_gate(paths, result)
+    if not result["success"]:
+        raise RegistryError(f"{config.registry_path}: {gates.failure_reason(result)}")
+    return {"success": True, "citizens": registry.num_rows}
+
+
+def gate_export(config_path: str, run_date: str, telco: str) -> dict:
+    """Validate one telco's export (mapped, normalised, row accounting, drift vs the
+    previous run). A failure stops that telco only: it is recorded as failed with the
+    gate's reason and ``TelcoInputError`` is raised; its correction list is not published.
+    """
+    import pyarrow.compute as pc
+
+    from expectations import telco_export
+
+    config, paths = _planned_context(config_path, run_date)
+    paths.telco_error(telco).unlink(missing_ok=True)
+    paths.gate(f"export.{telco}").unlink(missing_ok=True)
+    if not paths.normalised(telco).exists():
+        raise TelcoInputError(telco, str(paths.normalised(telco)),
+                              "no normalised rows: the normalise stage did not succeed")
+    settings = config.gates
+    ingested = pq.read_table(paths.ingested(telco))
+    normalised_rows = pq.read_table(paths.normalised(telco))
+    stats = {**_stats(paths, telco, "ingest"), **_stats(paths, telco, "normalise")}
+
+    # 1.0 where the raw name is not NFC, 0.0 where it is, NaN without a name (the
+    # suite's mean, like the share kept for the next run, is over named rows).
+    names = ingested["full_name"]
+    not_nfc = pc.cast(pc.not_equal(names, pc.utf8_normalize(names, "NFC")), pa.float64())
+    nfd_share = round(pc.mean(not_nfc).as_py() or 0.0, 6)
+    frame_in = gates.to_frame(ingested)
+    frame_in[telco_export.NFD_COLUMN] = not_nfc.to_numpy(zero_copy_only=False)
+    previous = _previous_run(paths, telco)
+    rows_accounted = (stats["rows_normalised"] + stats["quarantined_at_ingest"]
+                      + stats["quarantined_at_normalise"])
+    counts = _pd_frame({"rows_in_file": [stats["rows_in_file"]],
+                       "rows_accounted": [rows_accounted]})
+    examples = settings.example_rows
+    suites = [
+        gates.run_suite(telco_export.ingested_suite(
+            settings, previous_rows=previous.get("rows_read"),
+            previous_nfd_share=previous.get("raw_name_not_nfc_share")), frame_in,
+            max_examples=examples),
+        gates.run_suite(telco_export.normalised_suite(settings, run_date=parse_run_date(run_date)),
+                        gates.to_frame(normalised_rows, _NORMALISED_GATE_COLUMNS),
+                        max_examples=examples),
+        gates.run_suite(telco_export.conservation_suite(), counts, max_examples=0),
+    ]
+    result = gates.gate_result(f"export.{telco}", telco, suites)
+    result["previous_run"] = previous.get("run_date")
+    _write_gate(paths, result)
+    gate_stats = {"raw_name_not_nfc_share": nfd_share, "gate_passed": result["success"]}
+    write_json(gate_stats, paths.stats(telco, "gate"))
+    if not result["success"]:
+        reason = gates.failure_reason(result)
+        write_json({"telco": telco, "stage": "gate", "error": reason}, paths.telco_error(telco))
+        log.error("gate export.%s failed", telco)
+        raise TelcoInputError(telco, stats.get("source_file", ""), reason)
+    return {"telco": telco, "success": True, "rows": normalised_rows.num_rows}
+
+
+_NORMALISED_GATE_COLUMNS = [
+    "telco", "source_file", "source_row", "msisdn", "full_name", "date_of_birth",
+    "dob_precision", "gender", "id_type", "id_number", "activation_date",
+    "subscription_type", "line_status", "point_of_sale",
+]
+
+
+def _pd_frame(data: dict):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    return pd.DataFrame(data)
+
+
 def _normalised_telcos(config: RunConfig, paths: RunPaths) -> list[str]:
     failed = _failed_telcos(paths)
     return [m.telco for m in config.telcos()
@@ -144,9 +271,172 @@ def match_subscriptions(config_path: str, run_date: str) -> dict:
 def flag_subscriptions(config_path: str, run_date: str) -> dict:
     """Apply the flag rules (including those spanning telcos) and decide statuses."""
     config, paths = _planned_context(config_path, run_date)
-    results = flag.flag(pq.read_table(paths.matched), config.flags)
+    matched = pq.read_table(paths.matched)
+    results = flag.flag(matched, config.flags)
+    # Reviewers' decisions apply to rows whose own data is unchanged (pipelines/review.py);
+    # filled-in queues dropped in the review drop folder are imported first.
+    drop = config.correction_cycle.review_drop_dir
+    if drop:
+        review.import_drop_folder(config.resolve(drop), store_of(config))
+    results = review.apply_decisions(results, review.row_hashes(matched), store_of(config))
     write_parquet(results, paths.results)
-    return {"subscriptions": results.num_rows}
+    queued = review.queue(results, matched)
+    review.write_queue(queued, paths.staging / "review")
+    return {"subscriptions": results.num_rows, "review_queue": queued.num_rows,
+            "decided": results.num_rows - results["review_decision"].null_count}
+
+
+def gate_results(config_path: str, run_date: str) -> dict:
+    """Validate results.parquet (one row per usable subscription, known statuses).
+
+    A failure is a defect of the run itself: ``GateFailedError``, nothing is published.
+    """
+    from expectations.results import results_suite
+
+    config, paths = _planned_context(config_path, run_date)
+    telcos = _normalised_telcos(config, paths)
+    expected = sum(pq.ParquetFile(paths.normalised(t)).metadata.num_rows for t in telcos)
+    results = pq.read_table(paths.results,
+                            columns=["telco", "source_row", "status", "matched_citizen_id"])
+    suite = gates.run_suite(results_suite(expected_rows=expected, telcos=telcos),
+                            gates.to_frame(results), max_examples=config.gates.example_rows)
+    result = gates.gate_result("results", "results", [suite])
+    _write_gate(paths, result)
+    if not result["success"]:
+        raise GateFailedError(f"run {run_date}: {gates.failure_reason(result)}")
+    return {"success": True, "subscriptions": results.num_rows}
+
+
+def write_corrections(config_path: str, run_date: str) -> dict:
+    """Write one correction list per usable telco into staging."""
+    config, paths = _planned_context(config_path, run_date)
+    results = pq.read_table(paths.results)
+    lists = []
+    for telco in _normalised_telcos(config, paths):
+        path = paths.corrections_dir / f"{telco}.csv"
+        listed = publish.correction_list(results, telco, run_date=run_date,
+                                         store=store_of(config),
+                                         policy=config.correction_cycle.deadlines)
+        publish.write_correction_csv(listed, path)
+        lists.append(telco)
+    return {"telcos": lists}
+
+
+def gate_corrections(config_path: str, run_date: str) -> dict:
+    """Validate every correction list read back from disk. A list that fails is removed
+    (not published) and its telco recorded as failed; the other lists go on."""
+    import pyarrow.csv as pa_csv
+
+    from expectations.corrections import correction_list_suite
+
+    config, paths = _planned_context(config_path, run_date)
+    results = pq.read_table(paths.results)
+    columns = list(publish.CORRECTION_COLUMNS)
+    failed = []
+    for telco in _normalised_telcos(config, paths):
+        path = paths.corrections_dir / f"{telco}.csv"
+        expected = publish.correction_list(results, telco, run_date=run_date).num_rows
+        suite = correction_list_suite(telco=telco, columns=columns, expected_rows=expected)
+        if path.exists():
+            table = pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(
+                column_types={c: pa.string() for c in columns}, strings_can_be_null=True))
+            frame = gates.to_frame(table)
+        else:
+            frame = _pd_frame({c: [] for c in columns})
+        checked = gates.run_suite(suite, frame, max_examples=config.gates.example_rows)
+        if not path.exists():
+            checked["success"] = False
+            checked["failed"].append({"expectation": "file_exists", "column": None,
+                                      "description": f"corrections/{telco}.csv was written",
+                                      "unexpected_count": None, "unexpected_percent": None,
+                                      "observed_value": "missing", "examples": []})
+        result = gates.gate_result(f"corrections.{telco}", telco, [checked])
+        if not result["success"]:  # withdraw first: a crash here never leaves it published
+            path.unlink(missing_ok=True)
+            write_json({"telco": telco, "stage": "gate", "error": gates.failure_reason(result)},
+                       paths.telco_error(telco))
+            failed.append(telco)
+        _write_gate(paths, result)
+    return {"success": not failed, "failed_telcos": failed}
+
+
+def store_of(config: RunConfig) -> Path:
+    """The flag-history and review-decision store (``correction_cycle.history_store``)."""
+    setting = config.correction_cycle.history_store
+    return config.resolve(setting) if setting else history.store_path(config.output_path)
+
+
+def _delivery_files(config: RunConfig, paths: RunPaths, run_date: str) -> list[str]:
+    """Per published list: XLSX, resolved and resend sections, delivery manifest."""
+    results = pq.read_table(paths.results)
+    quarantine = _all_quarantine(paths)
+    telcos = []
+    for path in sorted(paths.corrections_dir.glob("*.csv")) \
+            if paths.corrections_dir.exists() else []:
+        telco = path.stem
+        listed = publish.correction_list(results, telco, run_date=run_date,
+                                         store=store_of(config),
+                                         policy=config.correction_cycle.deadlines)
+        publish.write_delivery(paths.corrections_dir, telco, listed,
+                               publish.resolved_list(results, telco, run_date, store_of(config)),
+                               publish.resend_list(quarantine, telco), run_date)
+        telcos.append(telco)
+    return telcos
+
+
+def _after_swap(config: RunConfig, run_date: str, final: Path) -> dict[str, str | None]:
+    """Record the published flags in the history, then deliver each telco's files."""
+    corrections = final / "corrections"
+    telcos = sorted(p.stem for p in corrections.glob("*.manifest.json")) \
+        if corrections.exists() else []
+    telcos = [t.removesuffix(".manifest") for t in telcos]
+    results = pq.read_table(final / "results.parquet")
+    keys = [publish.tracked_keys(results, t) for t in telcos]
+    if keys:
+        import pandas as pd
+
+        history.record(store_of(config), run_date, pd.concat(keys, ignore_index=True), telcos,
+                       datetime.now(UTC).isoformat(timespec="seconds"))
+    delivered = {}
+    for telco in telcos:
+        manifest = corrections / f"{telco}.manifest.json"
+        names = [e["path"] for e in read_json(manifest)["files"]]  # type: ignore[index]
+        delivered[telco] = delivery.deliver(
+            corrections, names, manifest.name,
+            config.correction_cycle.delivery.for_telco(telco), run_date, config.base_dir)
+    return delivered
+
+
+def _tracking(config: RunConfig, paths: RunPaths, run_date: str, results: pa.Table) -> dict:
+    """New/persisting/resolved per telco list of this run, and the flag trend over runs."""
+    store = store_of(config)
+    by_telco, trend = {}, []
+    listed = sorted(paths.corrections_dir.glob("*.csv")) if paths.corrections_dir.exists() else []
+    for telco in (p.stem for p in listed):
+        keys, resolved = history.classify(store, run_date, publish.tracked_keys(results, telco),
+                                          [telco])
+        rows = publish.correction_list(results, telco, run_date=run_date, store=store,
+                                       policy=config.correction_cycle.deadlines)
+        status = rows["flag_status"].to_pylist()
+        by_telco[telco] = {"flagged": rows.num_rows, "new": status.count(history.NEW),
+                           "persisting": status.count(history.PERSISTING),
+                           "resolved": len(resolved)}
+        earlier = history.trend(store, [telco])
+        trend += [{"telco": telco, "run_date": r, "flags": int(n)}
+                  for r, n in zip(earlier["run_date"], earlier["flags"], strict=True)
+                  if r < run_date]
+        trend.append({"telco": telco, "run_date": run_date, "flags": len(keys)})
+    return {"by_telco": by_telco, "trend": trend}
+
+
+def approve_publication(config_path: str, run_date: str) -> dict:
+    """Whether publication of this run is approved without asking (``auto_approve``).
+
+    In Airflow the DAG asks a person instead (``ApprovalOperator``) unless the
+    setting is on; ``simrecon run`` stands for an operator who approves by running it.
+    """
+    config, _ = _planned_context(config_path, run_date)
+    return {"auto": config.correction_cycle.auto_approve}
 
 
 def _all_quarantine(paths: RunPaths) -> pa.Table:
@@ -163,7 +453,8 @@ def build_report(config_path: str, run_date: str) -> dict:
     failed = _failed_telcos(paths)
     telco_stats = {}
     for telco in _normalised_telcos(config, paths):
-        stats = {**_stats(paths, telco, "ingest"), **_stats(paths, telco, "normalise")}
+        stats = {**_stats(paths, telco, "ingest"), **_stats(paths, telco, "normalise"),
+                 **_stats(paths, telco, "gate")}
         stats.pop("telco", None)
         conserved = stats["rows_in_file"] == (
             stats["rows_normalised"] + stats["quarantined_at_ingest"]
@@ -173,26 +464,26 @@ def build_report(config_path: str, run_date: str) -> dict:
         stats["rows_conserved"] = conserved
         telco_stats[telco] = stats
     summary = report.summarise(results, quarantine, telco_stats, failed, run_date)
+    summary["gates"] = report.gate_results(paths.staging / "gates")
+    summary["tracking"] = _tracking(config, paths, run_date, results)
     write_json(summary, paths.summary)
     write_text(report.render_report(summary, results, quarantine), paths.report)
     return {"subscriptions": summary["subscriptions"], "failed_telcos": sorted(failed)}
 
 
 def publish_run(config_path: str, run_date: str) -> dict:
-    """Write correction lists and manifest, then atomically replace runs/<run_date>."""
+    """Write the manifest, then atomically replace runs/<run_date> by the staging folder."""
     config, paths = _planned_context(config_path, run_date)
     if not paths.staging.exists() and (paths.final / "manifest.json").exists():
         # A retry after the swap already happened: finish the clean-up only.
+        _after_swap(config, run_date, paths.final)
         shutil.rmtree(paths.work, ignore_errors=True)
         return _published(paths, read_json(paths.final / "summary.json"))  # type: ignore[arg-type]
-    results = pq.read_table(paths.results)
-    lists = []
-    for telco in _normalised_telcos(config, paths):
-        table = publish.correction_list(results, telco)
-        path = paths.corrections_dir / f"{telco}.csv"
-        publish.write_correction_csv(table, path)
-        lists.append(path.name)
+    # The correction lists were written and gated before the report (write_corrections,
+    # gate_corrections); a list whose gate failed was removed there.
+    lists = sorted(paths.corrections_dir.glob("*.csv")) if paths.corrections_dir.exists() else []
     failed = _failed_telcos(paths)
+    _delivery_files(config, paths, run_date)
     manifest = {
         "run_date": run_date,
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -202,6 +493,7 @@ def publish_run(config_path: str, run_date: str) -> dict:
     }
     write_json(manifest, paths.manifest)
     swap_into_place(paths.staging, paths.final)
+    _after_swap(config, run_date, paths.final)
     shutil.rmtree(paths.work, ignore_errors=True)
     log.info("publish %s: run folder %s, %d correction list(s)", run_date, paths.final,
              len(lists))
@@ -241,14 +533,20 @@ def run_all(config_path: str, run_date: str) -> dict:
             log.info("stage %s done in %.2fs", name, timings[name])
 
     telcos = timed("plan", plan_run, config_path, run_date)
+    timed("gate_registry", gate_registry, config_path, run_date)
     for telco in telcos:
         try:
             timed(f"ingest[{telco}]", ingest_telco, config_path, run_date, telco)
             timed(f"normalise[{telco}]", normalise_telco, config_path, run_date, telco)
+            timed(f"gate_export[{telco}]", gate_export, config_path, run_date, telco)
         except TelcoInputError as exc:
             log.error("telco %s skipped: %s", telco, exc)
     timed("match", match_subscriptions, config_path, run_date)
     timed("flag", flag_subscriptions, config_path, run_date)
+    timed("gate_results", gate_results, config_path, run_date)
+    timed("corrections", write_corrections, config_path, run_date)
+    timed("gate_corrections", gate_corrections, config_path, run_date)
     timed("report", build_report, config_path, run_date)
+    timed("approve", approve_publication, config_path, run_date)
     published = timed("publish", publish_run, config_path, run_date)
     return {**published, "timings": timings}

@@ -58,6 +58,10 @@ class RunPaths:
     def quarantine(self, telco: str, stage: str) -> Path:
         return self.staging / "quarantine" / f"{telco}.{stage}.parquet"
 
+    def gate(self, name: str) -> Path:
+        """A gate's validation result, kept with the run (``gates/<name>.json``)."""
+        return self.staging / "gates" / f"{name}.json"
+
     def telco_error(self, telco: str) -> Path:
         return self.work / "errors" / f"{telco}.json"
 
@@ -86,12 +90,33 @@ class RunPaths:
         return self.staging / "manifest.json"
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's) content to disk, so a rename never publishes a
+    name whose bytes a power cut could lose; a killed process needs no more than the
+    rename itself."""
+    flags = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # e.g. folders on platforms that cannot open them
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write to a hidden temporary name in the same folder, then rename into place:
+    readers (and later stages) see the old file or the complete new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -17,6 +17,8 @@
 #   SIMRECON_CONFIG        run configuration (default <repo>/config/simrecon.yaml,
 #                          read by the DAG's tasks)
 #   SIMRECON_AIRFLOW_LOG_LEVEL  Airflow's log level (default WARNING)
+#   SIMRECON_AUTO_APPROVE  1 (default here) approves publication at once; 0 waits
+#                          for a person in the Airflow UI (Required Actions)
 #   SIMRECON_TASK_RETRIES  retries per task (default here 0: a one-off run
 #                          fails fast instead of waiting 2 minutes for a
 #                          retry; the DAG's own default, for scheduled runs, is 1)
@@ -39,6 +41,9 @@ export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 
 export SIMRECON_TASK_RETRIES="${SIMRECON_TASK_RETRIES:-0}"
+# The embedded demo and the tests approve publication automatically; a real
+# deployment leaves this unset so compliance approves in the Airflow UI.
+export SIMRECON_AUTO_APPROVE="${SIMRECON_AUTO_APPROVE:-1}"
 
 export AIRFLOW__LOGGING__LOGGING_LEVEL="${SIMRECON_AIRFLOW_LOG_LEVEL:-WARNING}"
 # The DAG logs its summaries on the "simrecon.dag" structlog logger. (Only

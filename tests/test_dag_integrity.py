@@ -24,11 +24,17 @@ DAG_ID = "subscriber_reconciliation"
 
 EXPECTED_TASKS = {
     "plan",
+    "gate_registry",
     "ingest",
     "normalise",
+    "gate_export",
     "match",
     "flag",
+    "gate_results",
+    "corrections",
+    "gate_corrections",
     "report",
+    "approve",
     "publish",
     "check",
 }
@@ -43,6 +49,7 @@ ALLOWED_IMPORTS = {
     "pathlib",
     "structlog",
     "airflow.sdk",
+    "airflow.providers.standard.operators.hitl",  # the approval step (ApprovalOperator)
     "pipelines.stages",
 }
 
@@ -85,12 +92,20 @@ def test_task_ids(dag):
 def test_dependencies(dag):
     upstream = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
     assert upstream["plan"] == set()
-    assert upstream["ingest"] == {"plan"}
+    assert upstream["gate_registry"] == {"plan"}
+    # The registry gate comes before every telco's chain: if it fails, nothing runs.
+    assert upstream["ingest"] == {"plan", "gate_registry"}
     assert "ingest" in upstream["normalise"]
-    assert upstream["match"] == {"normalise"}
+    assert upstream["gate_export"] - {"plan"} == {"normalise"}  # plan: the mapped input
+    assert upstream["match"] == {"gate_export"}
     assert upstream["flag"] == {"match"}
-    assert upstream["report"] == {"flag"}
-    assert upstream["publish"] == {"report"}
+    assert upstream["gate_results"] == {"flag"}
+    assert upstream["corrections"] == {"gate_results"}
+    assert upstream["gate_corrections"] == {"corrections"}
+    assert upstream["report"] == {"gate_corrections"}
+    # Compliance approves (human-in-the-loop) between the report and publishing.
+    assert upstream["approve"] == {"report"}
+    assert upstream["publish"] == {"approve"}
     assert upstream["check"] == {"publish"}
     assert [t.task_id for t in dag.leaves] == ["check"]
 
@@ -102,12 +117,14 @@ def test_no_cycles(dag):
 def test_ingest_and_normalise_are_mapped_per_telco(dag):
     group = dag.get_task("ingest").get_closest_mapped_task_group()
     assert group is not None, "ingest must be mapped over the telcos"
-    # One mapped task group: normalise[i] depends on ingest[i] only.
+    # One mapped task group: normalise[i] depends on ingest[i] only, gate_export[i]
+    # on normalise[i] only.
     assert dag.get_task("normalise").get_closest_mapped_task_group() is group
+    assert dag.get_task("gate_export").get_closest_mapped_task_group() is group
     expand_input = group._expand_input.value
     assert set(expand_input) == {"telco"}
     assert expand_input["telco"].operator.task_id == "plan"
-    for task_id in EXPECTED_TASKS - {"ingest", "normalise"}:
+    for task_id in EXPECTED_TASKS - {"ingest", "normalise", "gate_export"}:
         assert dag.get_task(task_id).get_closest_mapped_task_group() is None, task_id
 
 
@@ -142,6 +159,7 @@ def test_every_task_retries_except_bad_input(dag):
         failing = {path for rule in policy.rules for path in rule.exception}
         assert "pipelines.errors.TelcoInputError" in failing
         assert "pipelines.errors.RunIncompleteError" in failing
+        assert "pipelines.errors.GateFailedError" in failing
 
 
 def _dag_module() -> ast.Module:
@@ -181,10 +199,15 @@ def test_dag_calls_existing_stage_functions():
     # Every stage of a run is wired (run_all and the like are for the CLI).
     assert {
         "plan_run",
+        "gate_registry",
         "ingest_telco",
         "normalise_telco",
+        "gate_export",
         "match_subscriptions",
         "flag_subscriptions",
+        "gate_results",
+        "write_corrections",
+        "gate_corrections",
         "build_report",
         "publish_run",
         "check_run",

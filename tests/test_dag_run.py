@@ -25,7 +25,9 @@ DAG_ID = "subscriber_reconciliation"
 AIRFLOW_ENV = REPO / "scripts" / "airflow_env.sh"
 TELCOS_DIR = REPO / "config" / "telcos"
 TELCOS = {"mobifone", "viettel", "vinaphone"}
-STAGE_TASKS = ("plan", "match", "flag", "report", "publish", "check")
+STAGE_TASKS = ("plan", "gate_registry", "match", "flag", "gate_results", "corrections",
+               "gate_corrections", "report", "approve", "publish", "check")
+TELCO_TASKS = ("ingest", "normalise", "gate_export")
 
 
 def _clean_env() -> dict[str, str]:
@@ -132,13 +134,14 @@ def test_daily_run_processes_every_telco(airflow_home: Path, tmp_path: Path) -> 
     assert dag_run_state(airflow_home, run_date) == "success"
     states = task_states(airflow_home, run_date)
     expected = {(t, "") for t in STAGE_TASKS}
-    expected |= {(t, telco) for t in ("ingest", "normalise") for telco in TELCOS}
-    assert set(states) == expected, "ingest/normalise must run once per telco"
+    expected |= {(t, telco) for t in TELCO_TASKS for telco in TELCOS}
+    assert set(states) == expected, "ingest/normalise/gate_export must run once per telco"
     assert {k: s for k, s in states.items() if s != "success"} == {}
 
     run_dir = tmp_path / "runs" / run_date
     assert Path(xcom(airflow_home, run_date, "publish")["run_dir"]) == run_dir
-    for name in ("report.html", "manifest.json", "results.parquet"):
+    for name in ("report.html", "manifest.json", "results.parquet", "gates/registry.json",
+                 "gates/results.json", *(f"gates/export.{t}.json" for t in TELCOS)):
         assert (run_dir / name).is_file(), name
     assert set(correction_lists(run_dir)) == TELCOS
     # The one-line summaries reach the console through Airflow's logging.
@@ -176,8 +179,16 @@ def _telcos_dir_with_broken_viettel(tmp_path: Path) -> Path:
 def test_broken_telco_fails_the_run_but_others_are_published(
     airflow_home: Path, tmp_path: Path
 ) -> None:
+    """viettel's file is unusable (a column is missing: ingest fails); vinaphone's file
+    reads fine but half its rows have no ID number (its export gate fails). mobifone
+    goes on and is published; neither broken telco gets a correction list."""
+    from .test_gates import half_ids_missing, telcos_dir_with
+
     run_date = "2026-11-27"
-    config = write_config(tmp_path, telcos_dir=_telcos_dir_with_broken_viettel(tmp_path))
+    telcos_dir = _telcos_dir_with_broken_viettel(tmp_path)
+    half_ids = telcos_dir_with(tmp_path, "vinaphone", half_ids_missing)
+    (telcos_dir / "vinaphone.yaml").write_bytes((half_ids / "vinaphone.yaml").read_bytes())
+    config = write_config(tmp_path, telcos_dir=telcos_dir)
 
     result = run_dag(airflow_home, config, run_date)
 
@@ -186,17 +197,49 @@ def test_broken_telco_fails_the_run_but_others_are_published(
     states = task_states(airflow_home, run_date)
     assert states[("ingest", "viettel")] == "failed"
     assert states[("normalise", "viettel")] == "upstream_failed"
-    for telco in TELCOS - {"viettel"}:
-        assert states[("ingest", telco)] == "success", telco
-        assert states[("normalise", telco)] == "success", telco
-    for task_id in ("match", "flag", "report", "publish"):
+    assert states[("gate_export", "viettel")] == "upstream_failed"
+    assert states[("ingest", "vinaphone")] == "success"
+    assert states[("normalise", "vinaphone")] == "success"
+    assert states[("gate_export", "vinaphone")] == "failed"
+    for task_id in TELCO_TASKS:
+        assert states[(task_id, "mobifone")] == "success", task_id
+    for task_id in set(STAGE_TASKS) - {"check"}:
         assert states[(task_id, "")] == "success", task_id
     assert states[("check", "")] == "failed"
 
     run_dir = tmp_path / "runs" / run_date
-    assert set(correction_lists(run_dir)) == TELCOS - {"viettel"}
+    assert set(correction_lists(run_dir)) == {"mobifone"}
     assert (run_dir / "report.html").is_file()
-    assert xcom(airflow_home, run_date, "publish")["failed_telcos"] == ["viettel"]
+    assert xcom(airflow_home, run_date, "publish")["failed_telcos"] == ["viettel", "vinaphone"]
+    gate = json.loads((run_dir / "gates" / "export.vinaphone.json").read_text())
+    assert gate["success"] is False
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "lack an ID number" in summary["failed_telcos"]["vinaphone"]
+    report = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "export.vinaphone" in report and "lack an ID number" in report
     # The engineer sees which column is missing, not a bare "task failed".
     viettel = yaml.safe_load((TELCOS_DIR / "viettel.yaml").read_text(encoding="utf-8"))
     assert viettel["columns"]["id_number"] in result.stdout + result.stderr
+
+
+def test_a_registry_failing_its_gate_stops_the_run(airflow_home: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run_date = "2026-11-26"
+    registry = pq.read_table(REPO / "data_samples" / "registry" / "citizens.parquet")
+    ids = registry["citizen_id"].to_pylist()
+    ids[6] = "12345"  # not a 12-digit CCCD: loads, but breaks the registry suite
+    broken = tmp_path / "citizens.parquet"
+    pq.write_table(registry.set_column(0, "citizen_id", pa.array(ids, pa.string())), broken)
+    config = write_config(tmp_path, registry=broken)
+
+    result = run_dag(airflow_home, config, run_date)
+
+    assert result.returncode != 0, _output(result)
+    states = task_states(airflow_home, run_date)
+    assert states[("plan", "")] == "success"
+    assert states[("gate_registry", "")] == "failed"
+    assert states[("match", "")] == "upstream_failed"
+    assert states[("publish", "")] == "upstream_failed"
+    assert not (tmp_path / "runs" / run_date).exists()

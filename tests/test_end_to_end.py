@@ -183,14 +183,15 @@ def test_publish_retry_after_the_swap_only_finishes_clean_up(tmp_path: Path) -> 
     from .conftest import write_config
 
     config = write_config(tmp_path)
-    for stage in ("plan_run",):
+    for stage in ("plan_run", "gate_registry"):
         getattr(stages, stage)(str(config), RUN_DATE)
     for telco in ("mobifone", "viettel", "vinaphone"):
         stages.ingest_telco(str(config), RUN_DATE, telco)
         stages.normalise_telco(str(config), RUN_DATE, telco)
-    stages.match_subscriptions(str(config), RUN_DATE)
-    stages.flag_subscriptions(str(config), RUN_DATE)
-    stages.build_report(str(config), RUN_DATE)
+        stages.gate_export(str(config), RUN_DATE, telco)
+    for stage in ("match_subscriptions", "flag_subscriptions", "gate_results",
+                  "write_corrections", "gate_corrections", "build_report"):
+        getattr(stages, stage)(str(config), RUN_DATE)
     paths = RunPaths(tmp_path / "runs", RUN_DATE)
     plan = paths.plan.read_bytes()
     first = stages.publish_run(str(config), RUN_DATE)

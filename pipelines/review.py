@@ -1,0 +1,279 @@
+"""The review queue: people decide the unclear cases, and their decisions stick.
+
+Each run writes ``review/queue.csv`` and ``review/queue.xlsx`` (compliance only,
+never sent to a telco): every ``REVIEW`` subscription and every subscription a
+reviewer sent back for a telco check (``NEEDS_TELCO_CHECK``), with the evidence
+(the subscription's own fields, the field-by-field comparison levels, the
+match probability; ID numbers masked) and empty ``decision`` / ``comment``
+columns. ``simrecon review import FILE --reviewer NAME`` validates a filled-in
+queue and records the decisions, with who and when, in the same SQLite store
+as the flag history; decisions are only ever added, never overwritten.
+
+Each queue row carries ``row_hash``: sha256 of the subscription's own
+identity fields as the telco sent them. The next runs apply a decision only to
+a row with the same telco, number and hash, so a decision is never applied to
+a row whose data changed since (a new name or document goes back to review).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from matching.compare import DOB_LEVEL_LABELS, GENDER_LEVEL_LABELS, DobLevel, GenderLevel
+from matching.ids import mask_id
+from matching.names import NAME_LEVEL_LABELS, NameLevel
+
+CONFIRMED_HOLDER = "CONFIRMED_HOLDER"
+NOT_HOLDER = "NOT_HOLDER"
+NEEDS_TELCO_CHECK = "NEEDS_TELCO_CHECK"
+DECISIONS = (CONFIRMED_HOLDER, NOT_HOLDER, NEEDS_TELCO_CHECK)
+
+# The subscription's own identity fields: a change in any of them voids a decision.
+HASHED_FIELDS = ("telco", "msisdn_raw", "full_name", "date_of_birth", "gender", "id_type",
+                 "id_number")
+# Flags about whether the holder is who the telco says; a confirmed holder loses them.
+IDENTITY_FLAGS = ("NEEDS_REVIEW", "NAME_MISMATCH", "DOB_MISMATCH", "GENDER_MISMATCH")
+QUEUE_COLUMNS = (
+    "telco", "source_file", "source_row", "msisdn", "msisdn_as_sent", "full_name_as_sent",
+    "date_of_birth_as_sent", "gender_as_sent", "id_type", "id_number_masked", "status",
+    "flags", "name_comparison", "dob_comparison", "gender_comparison", "match_probability",
+    "previous_decision", "row_hash", "decision", "comment",
+)
+IMPORT_REQUIRED = ("telco", "msisdn", "msisdn_as_sent", "row_hash", "decision", "comment")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    telco TEXT NOT NULL, msisdn TEXT NOT NULL, row_hash TEXT NOT NULL,
+    decision TEXT NOT NULL, comment TEXT NOT NULL, reviewer TEXT NOT NULL,
+    decided_at TEXT NOT NULL, source_file TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_by_key ON decisions (telco, msisdn, row_hash);
+"""
+
+
+class ReviewImportError(ValueError):
+    """A review file cannot be imported; the message lists every problem with its line."""
+
+
+def row_hashes(rows: pa.Table) -> pa.Array:
+    """sha256 (hex) of each row's ``HASHED_FIELDS`` (nulls as empty text)."""
+    parts = [pc.fill_null(pc.cast(rows[f], pa.string()), "") for f in HASHED_FIELDS]
+    joined = pc.binary_join_element_wise(*parts, "\x1f").to_pylist()
+    return pa.array([hashlib.sha256(v.encode("utf-8")).hexdigest() for v in joined], pa.string())
+
+
+def _number(rows: pa.Table) -> pa.ChunkedArray | pa.Array:
+    return pc.coalesce(rows["msisdn"], rows["msisdn_raw"], pa.scalar("", pa.string()))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30)
+    db.executescript(_SCHEMA)
+    return db
+
+
+def latest_decisions(path: Path) -> pd.DataFrame:
+    """The latest decision per (telco, msisdn, row_hash); every earlier one stays stored."""
+    columns = ["telco", "msisdn", "row_hash", "decision", "comment", "reviewer", "decided_at"]
+    if not Path(path).exists():
+        return pd.DataFrame(columns=columns)
+    with closing(_connect(Path(path))) as db:
+        frame = pd.read_sql_query(
+            "SELECT telco, msisdn, row_hash, decision, comment, reviewer, decided_at, rowid "
+            "FROM decisions", db)
+    frame = frame.sort_values(["decided_at", "rowid"])
+    return frame.drop_duplicates(["telco", "msisdn", "row_hash"], keep="last")[columns]
+
+
+def apply_decisions(results: pa.Table, hashes: pa.Array, store: Path) -> pa.Table:
+    """Add ``row_hash``/``review_*`` columns and apply the stored decisions.
+
+    ``CONFIRMED_HOLDER`` on a ``REVIEW``/``MISMATCH`` row: the identity flags go and
+    the row is ``VERIFIED``. ``NOT_HOLDER``: ``MISMATCH``, ``NEEDS_REVIEW`` replaced by
+    ``NAME_MISMATCH`` unless a name or date-of-birth flag already says so.
+    ``NEEDS_TELCO_CHECK``: unchanged, the row stays in the queue.
+    """
+    n = results.num_rows
+    decisions = latest_decisions(store)
+    keys = pd.DataFrame({"telco": results["telco"].to_numpy(zero_copy_only=False),
+                         "msisdn": _number(results).to_numpy(zero_copy_only=False),
+                         "row_hash": hashes.to_numpy(zero_copy_only=False)})
+    joined = keys.merge(decisions, on=["telco", "msisdn", "row_hash"], how="left")
+    decision = joined["decision"].to_numpy(dtype=object)
+    status = np.asarray(results["status"].to_numpy(zero_copy_only=False), dtype=object)
+    flags = results["flags"].to_pylist() if decisions.shape[0] else None
+    if flags is not None:
+        for i in np.flatnonzero(pd.notna(decision)):
+            if decision[i] == CONFIRMED_HOLDER and status[i] in ("REVIEW", "MISMATCH"):
+                flags[i] = [f for f in flags[i] if f not in IDENTITY_FLAGS]
+                status[i] = "VERIFIED"
+            elif decision[i] == NOT_HOLDER and status[i] in ("REVIEW", "MISMATCH", "VERIFIED"):
+                kept = [f for f in flags[i] if f != "NEEDS_REVIEW"]
+                if not {"NAME_MISMATCH", "DOB_MISMATCH"} & set(kept):
+                    kept.insert(0, "NAME_MISMATCH")
+                flags[i] = kept
+                status[i] = "MISMATCH"
+    out = results
+    if flags is not None:
+        out = out.set_column(out.schema.get_field_index("status"), "status",
+                             pa.array(status, pa.string()))
+        out = out.set_column(out.schema.get_field_index("flags"), "flags",
+                             pa.array(flags, results.schema.field("flags").type))
+    extra = {"row_hash": hashes}
+    for column in ("decision", "reviewer", "decided_at"):
+        values = joined[column] if column in joined else pd.Series([None] * n)
+        extra[f"review_{column}"] = pa.array(
+            [v if isinstance(v, str) else None for v in values], pa.string())
+    for name, values in extra.items():
+        out = out.append_column(name, values)
+    return out
+
+
+def _labels(values: pa.ChunkedArray, enum: type, labels: dict, linked: np.ndarray) -> list[str]:
+    out = []
+    for value, ok in zip(values.to_pylist(), linked, strict=True):
+        out.append(labels.get(enum(value), "") if ok and value is not None else "not compared")
+    return out
+
+
+def queue(results: pa.Table, subscriptions: pa.Table) -> pa.Table:
+    """The review queue of a run: ``REVIEW`` rows and rows awaiting a telco check.
+
+    ``subscriptions`` is the matched table aligned with ``results`` (same rows,
+    same order), for the subscriber's own name, date of birth and gender.
+    """
+    decided = pc.fill_null(pc.equal(results["review_decision"], NEEDS_TELCO_CHECK), False)
+    wanted = pc.or_(pc.equal(results["status"], "REVIEW"), decided)
+    rows = results.filter(wanted)
+    own = subscriptions.filter(wanted)
+    linked = np.asarray(pc.is_valid(rows["matched_citizen_id"]), dtype=bool)
+    n = rows.num_rows
+    table = pa.table({
+        "telco": rows["telco"], "source_file": rows["source_file"],
+        "source_row": rows["source_row"], "msisdn": rows["msisdn"],
+        "msisdn_as_sent": rows["msisdn_raw"], "full_name_as_sent": own["full_name"],
+        "date_of_birth_as_sent": pc.cast(own["date_of_birth"], pa.string()),
+        "gender_as_sent": own["gender"], "id_type": rows["id_type"],
+        "id_number_masked": mask_id(rows["id_number"]),
+        "status": rows["status"], "flags": pc.binary_join(rows["flags"], "|"),
+        "name_comparison": pa.array(_labels(rows["name_level"], NameLevel, NAME_LEVEL_LABELS,
+                                            linked), pa.string()),
+        "dob_comparison": pa.array(_labels(rows["dob_level"], DobLevel, DOB_LEVEL_LABELS,
+                                           linked), pa.string()),
+        "gender_comparison": pa.array(_labels(rows["gender_level"], GenderLevel,
+                                              GENDER_LEVEL_LABELS, linked), pa.string()),
+        "match_probability": rows["match_probability"] if "match_probability"
+        in rows.column_names else pa.nulls(n, pa.float64()),
+        "previous_decision": rows["review_decision"],
+        "row_hash": rows["row_hash"],
+        "decision": pa.nulls(n, pa.string()), "comment": pa.nulls(n, pa.string()),
+    })
+    return table.sort_by([("telco", "ascending"), ("source_row", "ascending")])
+
+
+def write_queue(table: pa.Table, folder: Path) -> list[Path]:
+    """``queue.csv`` (UTF-8 with BOM) and ``queue.xlsx`` in ``folder``."""
+    from pipelines.publish import write_correction_csv, write_xlsx
+
+    instructions = pa.table({"decision": list(DECISIONS), "meaning": [
+        "the subscriber is the document's holder: no longer flagged while the data is unchanged",
+        "the subscriber is not the holder: MISMATCH (SIM không chính chủ)",
+        "the telco must check the record: stays in the queue"]})
+    return [write_correction_csv(table, folder / "queue.csv"),
+            write_xlsx({"queue": table, "decisions": instructions}, folder / "queue.xlsx")]
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() == ".xlsx":
+        frame = pd.read_excel(path, sheet_name="queue", dtype=str, engine="openpyxl")
+        frame.index = frame.index + 2  # spreadsheet line: header is line 1
+    elif path.suffix.lower() == ".csv":
+        frame = pd.read_csv(path, dtype=str, encoding="utf-8-sig", keep_default_na=False,
+                            na_values=[""])
+        frame.index = frame.index + 2
+    else:
+        raise ReviewImportError(f"{path}: a review file is .csv or .xlsx")
+    return frame
+
+
+def import_decisions(path: Path | str, reviewer: str, store: Path,
+                     now: datetime | None = None) -> dict:
+    """Validate a filled-in queue and record its decisions (all or none).
+
+    Rows without a decision are skipped. Raises ``ReviewImportError`` listing
+    every problem (line and column) when anything is wrong.
+    """
+    path = Path(path)
+    if not reviewer.strip():
+        raise ReviewImportError("a reviewer name is required (--reviewer)")
+    if not path.is_file():
+        raise ReviewImportError(f"{path}: file not found")
+    frame = _read(path)
+    missing = [c for c in IMPORT_REQUIRED if c not in frame.columns]
+    if missing:
+        raise ReviewImportError(f"{path}: missing column(s) {missing}")
+    frame["decision"] = frame["decision"].str.strip().str.upper()
+    decided = frame[frame["decision"].notna() & (frame["decision"] != "")]
+    problems = []
+    for line, row in decided.iterrows():
+        if row["decision"] not in DECISIONS:
+            problems.append(f"line {line}: decision {row['decision']!r} is not one of "
+                            f"{', '.join(DECISIONS)}")
+        if not isinstance(row["row_hash"], str) or len(row["row_hash"]) != 64 \
+                or any(c not in "0123456789abcdef" for c in row["row_hash"]):
+            problems.append(f"line {line}: row_hash is missing or altered")
+        if not isinstance(row["telco"], str) or not row["telco"]:
+            problems.append(f"line {line}: telco is empty")
+    if problems:
+        raise ReviewImportError(f"{path}: nothing imported; " + "; ".join(problems))
+    stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    number = decided["msisdn"].fillna(decided["msisdn_as_sent"]).fillna("")
+    records = [(t, m, h, d, c if isinstance(c, str) else "", reviewer.strip(), stamp, path.name)
+               for t, m, h, d, c in zip(decided["telco"], number, decided["row_hash"],
+                                        decided["decision"], decided["comment"], strict=True)]
+    with closing(_connect(store)) as db, db:
+        db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records)
+    counts = decided["decision"].value_counts().to_dict()
+    return {"imported": len(records), "skipped": int(len(frame) - len(decided)),
+            "by_decision": {k: int(v) for k, v in counts.items()}, "reviewer": reviewer.strip(),
+            "decided_at": stamp}
+
+
+def import_drop_folder(folder: Path, store: Path) -> dict:
+    """Import every filled-in queue dropped in ``folder`` (run by the DAG's flag task).
+
+    The reviewer is the file name's part before ``__`` (``le.thu.ha__queue.xlsx``).
+    An imported file moves to ``imported/``; a refused one to ``refused/`` with the
+    reasons beside it in ``<name>.error.txt``, so nothing is imported twice or lost.
+    """
+    folder = Path(folder)
+    done = {"imported": 0, "refused": 0, "files": 0}
+    if not folder.is_dir():
+        return done
+    for path in sorted(p for p in folder.iterdir()
+                       if p.is_file() and p.suffix.lower() in (".csv", ".xlsx")):
+        reviewer = path.name.split("__", 1)[0] if "__" in path.name else ""
+        done["files"] += 1
+        try:
+            if not reviewer:
+                raise ReviewImportError(f"{path.name}: name the file <reviewer>__<anything>")
+            outcome = import_decisions(path, reviewer, store)
+            target = folder / "imported"
+            done["imported"] += outcome["imported"]
+        except ReviewImportError as exc:
+            target = folder / "refused"
+            target.mkdir(exist_ok=True)
+            (target / f"{path.name}.error.txt").write_text(f"{exc}\n", encoding="utf-8")
+            done["refused"] += 1
+        target.mkdir(exist_ok=True)
+        path.replace(target / path.name)
+    return done

@@ -1,0 +1,170 @@
+"""Candidate search when the document does not lead to the holder (NO_ID, INVALID_ID,
+ID_NOT_FOUND): blocking keys, the model's score, and "only when clearly best"."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from matching.candidates import blocking_keys, candidate_pairs, repaired_number
+from pipelines.config import FlagSettings, MatchingSettings
+from pipelines.flag import flag
+from pipelines.match import match
+from pipelines.normalise import NORMALISED_SCHEMA
+
+REGISTRY = [
+    # citizen_id, legacy_id, name, dob, gender
+    ("079084000123", None, "Nguyễn Văn Bình", "1984-05-06", "M"),
+    ("001190004567", "012345678", "Trần Thị Hồng Nhung", "1990-02-14", "F"),
+    ("048075001111", None, "Lê Văn Tám", "1975-09-30", "M"),
+    # Two different citizens with the same name and date of birth.
+    ("031188002222", None, "Phạm Thị Lan", "1988-12-01", "F"),
+    ("036188003333", None, "Phạm Thị Lan", "1988-12-01", "F"),
+    ("092301004444", None, "Huỳnh Ngọc Hân", "2001-07-21", "F"),
+]
+
+
+def _registry() -> pa.Table:
+    return pa.table({
+        "citizen_id": [r[0] for r in REGISTRY],
+        "legacy_id": pa.array([r[1] for r in REGISTRY], pa.string()),
+        "full_name": [r[2] for r in REGISTRY],
+        "date_of_birth": pa.array([date.fromisoformat(r[3]) for r in REGISTRY], pa.date32()),
+        "dob_precision": ["day"] * len(REGISTRY),
+        "gender": [r[4] for r in REGISTRY],
+        "date_of_death": pa.nulls(len(REGISTRY), pa.date32()),
+    })
+
+
+def _subscriptions(rows: list[dict]) -> pa.Table:
+    base = {"telco": "viettel", "source_file": "x.csv", "msisdn": "0912345678",
+            "msisdn_raw": "0912345678", "msisdn_issue": None, "msisdn_legacy_converted": False,
+            "id_issue": None, "activation_date": date(2024, 1, 2),
+            "subscription_type": "PREPAID", "line_status": "ACTIVE", "point_of_sale": "VT-1",
+            "dob_precision": "day", "id_type": "CCCD", "id_valid": True}
+    out = []
+    for i, row in enumerate(rows):
+        record = {**base, "source_row": i + 1, **row}
+        if isinstance(record["date_of_birth"], str):
+            record["date_of_birth"] = date.fromisoformat(record["date_of_birth"])
+        record["msisdn"] = f"09123456{i:02d}"
+        out.append(record)
+    return pa.Table.from_pylist(out, schema=NORMALISED_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def results() -> pa.Table:
+    subs = _subscriptions([
+        # 0 NO_ID, holder findable by DOB + name (written without diacritics)
+        {"full_name": "NGUYEN VAN BINH", "date_of_birth": "1984-05-06", "gender": "M",
+         "id_type": None, "id_number": None, "id_valid": None},
+        # 1 mistyped CCCD: two adjacent digits swapped
+        {"full_name": "Trần Thị Hồng Nhung", "date_of_birth": "1990-02-14", "gender": "F",
+         "id_number": "001190005467"},
+        # 2 INVALID: a letter O for a zero; name order swapped
+        {"full_name": "Văn Tám Lê", "date_of_birth": "1975-09-30", "gender": "M",
+         "id_number": "O48075001111", "id_valid": False},
+        # 3 NO_ID for one of two identical-name, identical-DOB citizens: not clear
+        {"full_name": "Phạm Thị Lan", "date_of_birth": "1988-12-01", "gender": "F",
+         "id_type": None, "id_number": None, "id_valid": None},
+        # 4 nobody: made-up person with a made-up CCCD
+        {"full_name": "Đỗ Quang Vinh", "date_of_birth": "1979-04-04", "gender": "M",
+         "id_number": "040079987654"},
+        # 5 malformed CCCD (11 digits that are not a lost zero) of a real citizen with a
+        #   year-only DOB: found through the century/sex and year digits + given name
+        {"full_name": "Huỳnh Ngọc Hân", "date_of_birth": "2001-01-01", "gender": "F",
+         "dob_precision": "year", "id_number": "09230100444", "id_valid": False},
+    ])
+    matched = match(subs, _registry(), MatchingSettings())
+    return flag(matched, FlagSettings())
+
+
+def test_no_id_finds_the_holder_but_stays_unregistered(results: pa.Table) -> None:
+    row = results.slice(0, 1).to_pylist()[0]
+    assert row["candidate_citizen_id"] == "079084000123"
+    assert row["suggested_citizen_id"] is None  # no number to correct
+    assert row["status"] == "UNREGISTERED" and "NO_ID" in row["flags"]
+    assert row["holder_citizen_id"] is None and row["matched_citizen_id"] is None
+
+
+def test_mistyped_cccd_is_suggested(results: pa.Table) -> None:
+    row = results.slice(1, 1).to_pylist()[0]
+    assert row["suggested_citizen_id"] == "001190004567"
+    assert row["candidate_citizen_id"] == "001190004567"
+    assert row["id_level"] == 1  # ONE_EDIT
+    assert row["status"] == "UNREGISTERED" and "ID_NOT_FOUND" in row["flags"]
+
+
+def test_lookalike_letters_lead_to_a_candidate_not_a_suggestion(results: pa.Table) -> None:
+    row = results.slice(2, 1).to_pylist()[0]
+    assert row["candidate_citizen_id"] == "048075001111"
+    assert row["suggested_citizen_id"] is None
+    assert "INVALID_ID" in row["flags"]
+
+
+def test_two_equally_good_candidates_give_none(results: pa.Table) -> None:
+    row = results.slice(3, 1).to_pylist()[0]
+    assert row["candidate_count"] == 2
+    assert row["candidate_citizen_id"] is None
+    assert row["candidate_margin_bits"] == pytest.approx(0.0)
+
+
+def test_nobody_is_suggested_for_a_made_up_person(results: pa.Table) -> None:
+    row = results.slice(4, 1).to_pylist()[0]
+    assert row["candidate_citizen_id"] is None and row["suggested_citizen_id"] is None
+
+
+def test_malformed_cccd_digits_block_by_birth_year_and_sex(results: pa.Table) -> None:
+    from pipelines.match import _cccd_year_sex, _registry_keys
+
+    # A typo in the family name, a year-only birth date, 11 digits: only the century/sex
+    # and year digits of the number (2001, female) plus the given name reach her.
+    number = pa.array(["09230100444"])
+    year, sex = _cccd_year_sex(number)
+    assert year.to_pylist() == [2001] and sex.to_pylist() == ["F"]
+    registry = _registry()
+    pairs = candidate_pairs(
+        full_name=pa.array(["Huỳnk Ngọc Hân"]), date_of_birth=pa.array([date(2001, 1, 1)]),
+        dob_precision=pa.array(["year"]), id_number=number, id_birth_year=year, id_sex=sex,
+        registry_blocking=_registry_keys(registry), registry_citizen_id=registry["citizen_id"],
+        near_miss=np.array([False]))
+    assert pairs.citizen.tolist() == [5] and pairs.id_level.tolist() == [0]
+    row = results.slice(5, 1).to_pylist()[0]
+    assert row["status"] == "UNREGISTERED" and row["candidate_count"] >= 1
+
+
+def test_never_verified_without_a_document_link(results: pa.Table) -> None:
+    assert "VERIFIED" not in results["status"].to_pylist()
+
+
+def test_blocking_keys_families() -> None:
+    keys = blocking_keys(pa.array(["Nguyễn Văn Bình"]), pa.array([date(1984, 5, 6)]),
+                         pa.array(["day"]), pa.array([1984], pa.int32()), pa.array(["M"]))
+    assert set(keys["key"].to_pylist()) == {
+        "dg|1984-05-06|binh", "ds|1984-05-06|nguyen", "dc|1984-05-06|binh nguyen",
+        "yc|1984|binh nguyen", "ysg|1984|M|binh"}
+    year_only = blocking_keys(pa.array(["Lê Tám"]), pa.array([date(1975, 1, 1)]),
+                              pa.array(["year"]), pa.nulls(1, pa.int32()), pa.nulls(1, pa.string()))
+    assert year_only["key"].to_pylist() == ["yc|1975|le tam"]  # no day-precision keys
+
+
+def test_large_blocks_are_skipped() -> None:
+    registry = pa.table({"citizen": np.arange(5, dtype=np.int64),
+                         "key": ["dg|1990-01-01|an"] * 5})
+    common = dict(full_name=pa.array(["Nguyễn An"]), date_of_birth=pa.array([date(1990, 1, 1)]),
+                  dob_precision=pa.array(["day"]), id_number=pa.nulls(1, pa.string()),
+                  id_birth_year=pa.nulls(1, pa.int32()), id_sex=pa.nulls(1, pa.string()),
+                  registry_blocking=registry, registry_citizen_id=pa.array(["x"]),
+                  near_miss=np.array([False]))
+    assert len(candidate_pairs(**common, max_block=5).row) == 5
+    assert len(candidate_pairs(**common, max_block=4).row) == 0
+
+
+def test_repaired_number() -> None:
+    assert repaired_number(pa.array(["O79O84OOO1I3", None])).to_pylist() == \
+        ["079084000113", None]
+    assert pc.all(pc.is_valid(repaired_number(pa.array(["123"])))).as_py()

@@ -1,0 +1,172 @@
+"""Crash safety: ``simrecon run`` killed mid-stage (SIGKILL, a real process) and run again
+produces exactly the outputs of an uninterrupted run.
+
+The world is generated (200k subscriptions) so that stages take long enough to be
+killed inside one. Checked after each kill: nothing of the interrupted run is
+visible in ``runs/<date>`` (absent on a first run, the previous complete run
+intact otherwise) and every leftover is inside ``.staging/`` or ``.work/``.
+Checked after each re-run: every published file's sha256 equals the clean
+run's (except ``report.html``, which carries its generation time, and
+``manifest.json``, which carries the publish time and config path); no row is
+missing or counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from .conftest import REPO, write_config
+
+pytestmark = pytest.mark.slow
+
+RUN_DATE = "2026-11-28"
+N_SUBSCRIPTIONS = 200_000
+N_CITIZENS = 120_000
+TIMESTAMPED = {"report.html", "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def big_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    """A generated world and mappings pointing at it: (telcos_dir, registry, rows)."""
+    from data_samples.generator import generate_world
+
+    root = tmp_path_factory.mktemp("big-world")
+    world = generate_world(root / "world", n_citizens=N_CITIZENS,
+                           n_subscriptions=N_SUBSCRIPTIONS)
+    telcos = root / "telcos"
+    telcos.mkdir()
+    for path in sorted((REPO / "config" / "telcos").glob("*.yaml")):
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+        mapping["source"] = str(world["paths"][mapping["telco"]])
+        (telcos / path.name).write_text(yaml.safe_dump(mapping, allow_unicode=True),
+                                        encoding="utf-8")
+    return telcos, Path(world["paths"]["registry"]), int(world["rows"])
+
+
+def _cli(config: Path) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", "run", "--config", str(config),
+            "--run-date", RUN_DATE]
+
+
+def _run(config: Path) -> None:
+    result = subprocess.run(_cli(config), cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def _run_and_kill(config: Path, output: Path, marker: str) -> float:
+    """Start the CLI, SIGKILL it as soon as ``marker`` (relative to the staging
+    folder) exists, i.e. while the next stage is running; return when it was killed."""
+    staging = output / ".staging" / RUN_DATE
+    start = time.monotonic()
+    process = subprocess.Popen(_cli(config), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        while not list(staging.glob(marker)):
+            assert process.poll() is None, f"the run ended before {marker} appeared"
+            assert time.monotonic() - start < 300, f"{marker} never appeared"
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return time.monotonic() - start
+
+
+def _digests(run_dir: Path) -> dict[str, str]:
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    return {f["path"]: f["sha256"] for f in manifest["files"] if f["path"] not in TIMESTAMPED}
+
+
+def _visible_outside_working_folders(output: Path, run_dir: Path) -> list[str]:
+    """Files a reader could see in ``runs/<date>`` that do not belong to a complete run,
+    and temporary files anywhere outside the working folders. (Stores that live beside
+    the run folders on purpose, such as the flag history, are not a run's files.)"""
+    complete = set()
+    if (run_dir / "manifest.json").exists():
+        complete = {f["path"] for f in json.loads(
+            (run_dir / "manifest.json").read_text(encoding="utf-8"))["files"]}
+        complete.add("manifest.json")
+    stray = []
+    for path in output.rglob("*"):
+        relative = path.relative_to(output)
+        if not path.is_file() or relative.parts[0] in (".staging", ".work"):
+            continue
+        # The deployment's flag-history/review store lives next to the runs, not in one.
+        if relative.parts[0].startswith("history.sqlite"):
+            continue
+        if relative.parts[0] == RUN_DATE:
+            if "/".join(relative.parts[1:]) not in complete:
+                stray.append(relative.as_posix())
+        elif path.name.endswith(".tmp") or path.name.startswith(".replaced-"):
+            stray.append(relative.as_posix())
+    return stray
+
+
+def _check_rows(run_dir: Path, rows_in_world: int) -> None:
+    results = pq.read_table(run_dir / "results.parquet", columns=["telco", "source_row"])
+    normalised = sum(pq.ParquetFile(p).metadata.num_rows
+                     for p in (run_dir / "normalised").glob("*.parquet"))
+    quarantine = sum(pq.ParquetFile(p).metadata.num_rows
+                     for p in (run_dir / "quarantine").glob("*.parquet"))
+    assert results.num_rows == normalised
+    assert results.num_rows + quarantine == rows_in_world
+    keys = pc.binary_join_element_wise(results["telco"],
+                                       pc.cast(results["source_row"], "string"), ":")
+    assert pc.count_distinct(keys).as_py() == results.num_rows, "a row is counted twice"
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["failed_telcos"] == {}
+    assert all(t["rows_conserved"] for t in summary["telcos"].values())
+
+
+def test_a_killed_run_rerun_equals_a_clean_run(big_world: tuple[Path, Path, int],
+                                               tmp_path: Path) -> None:
+    telcos, registry, rows_in_world = big_world
+    (tmp_path / "clean").mkdir()
+    _run(write_config(tmp_path / "clean", telcos_dir=telcos, registry=registry))
+    clean = _digests(tmp_path / "clean" / "runs" / RUN_DATE)
+    assert any(p.startswith("gates/") for p in clean)
+    _check_rows(tmp_path / "clean" / "runs" / RUN_DATE, rows_in_world)
+
+    (tmp_path / "crash").mkdir()
+    config = write_config(tmp_path / "crash", telcos_dir=telcos, registry=registry)
+    output = tmp_path / "crash" / "runs"
+    run_dir = output / RUN_DATE
+
+    # 1. Killed during the per-telco stages of a first run: nothing is visible.
+    _run_and_kill(config, output, "normalised/*.parquet")
+    assert not run_dir.exists()
+    assert _visible_outside_working_folders(output, run_dir) == []
+    _run(config)
+    assert _digests(run_dir) == clean
+    _check_rows(run_dir, rows_in_world)
+
+    # 2. Killed late in a re-run (results written, lists being gated): the previous
+    #    complete run stays in place, untouched, then the re-run replaces it.
+    before = (run_dir / "manifest.json").read_bytes()
+    _run_and_kill(config, output, "gates/results.json")
+    assert (run_dir / "manifest.json").read_bytes() == before
+    assert _visible_outside_working_folders(output, run_dir) == []
+    from pipelines.storage import sha256_of
+
+    for path, digest in _digests(run_dir).items():
+        assert sha256_of(run_dir / path) == digest, path
+    _run(config)
+    assert _digests(run_dir) == clean
+    _check_rows(run_dir, rows_in_world)
+    assert not (output / ".staging" / RUN_DATE).exists()
+    assert not (output / ".work" / RUN_DATE).exists()
+    assert not list(output.glob(".replaced-*"))

@@ -1,0 +1,305 @@
+"""Great Expectations gates: suites on every boundary, and what a failing gate stops.
+
+The broken-export scenario (half of viettel's rows without an ID number) is
+also run through Airflow in tests/test_dag_run.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipelines import gates
+from pipelines.cli import main
+from pipelines.config import GateSettings
+from pipelines.errors import GateFailedError, RegistryError
+from pipelines.stages import run_all
+
+from .conftest import REPO, write_config
+
+TELCOS_DIR = REPO / "config" / "telcos"
+TELCOS = {"mobifone", "viettel", "vinaphone"}
+RUN_DATE = "2026-11-28"
+
+
+def telcos_dir_with(tmp_path: Path, telco: str, rewrite) -> Path:  # type: ignore[no-untyped-def]
+    """Copies of the bundled mappings; ``telco``'s CSV export goes through ``rewrite``.
+
+    ``rewrite(rows: list[dict], columns: dict) -> list[dict]`` gets the export's
+    rows and the mapping's canonical-field -> column names.
+    """
+    folder = tmp_path / f"telcos-{telco}"
+    folder.mkdir()
+    for path in sorted(TELCOS_DIR.glob("*.yaml")):
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+        source = (path.parent / mapping["source"]).resolve()
+        if mapping["telco"] == telco:
+            delimiter = mapping.get("csv", {}).get("delimiter", ",")
+            changed = tmp_path / f"{telco}_changed.csv"
+            with source.open(encoding="utf-8-sig", newline="") as src:
+                reader = csv.DictReader(src, delimiter=delimiter)
+                fields = list(reader.fieldnames or [])
+                rows = rewrite(list(reader), mapping["columns"])
+            with changed.open("w", encoding="utf-8", newline="") as dst:
+                writer = csv.DictWriter(dst, fields, delimiter=delimiter)
+                writer.writeheader()
+                writer.writerows(rows)
+            source = changed
+        mapping["source"] = str(source)
+        (folder / path.name).write_text(yaml.safe_dump(mapping, allow_unicode=True),
+                                        encoding="utf-8")
+    return folder
+
+
+def half_ids_missing(rows: list[dict], columns: dict) -> list[dict]:
+    for row in rows[::2]:
+        row[columns["id_number"]] = ""
+    return rows
+
+
+def telcos_dir_with_half_of_viettel_ids_missing(tmp_path: Path) -> Path:
+    """The "deliberately broken export" of issue 5 (also used by tests/test_dag_run.py)."""
+    return telcos_dir_with(tmp_path, "viettel", half_ids_missing)
+
+
+def _gate(run_dir: Path, name: str) -> dict:
+    return json.loads((run_dir / "gates" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _failed(result: dict) -> list[dict]:
+    return [f for s in result["suites"] for f in s["failed"]]
+
+
+# --- run_suite on small frames -------------------------------------------------------
+
+
+def test_run_suite_reports_counts_and_masked_examples() -> None:
+    from datetime import date
+
+    from expectations.telco_export import normalised_suite
+
+    frame = pd.DataFrame({
+        "telco": ["t"] * 4, "source_file": ["f"] * 4, "source_row": [1, 2, 3, 4],
+        "msisdn": ["0912345678", "12345", None, "0987654321"],
+        "full_name": ["Nguyễn Văn A"] * 4,
+        "date_of_birth": pd.to_datetime(["1990-01-01", "2030-05-05", "1980-01-01", None]),
+        "dob_precision": ["day", "day", "year", None],
+        "gender": ["M", "F", "X", None], "id_type": ["CCCD", "CCCD", "CMND", "CCCD"],
+        "id_number": ["079090001234", "07909000123", "123456789", "079090009999"],
+        "activation_date": pd.to_datetime(["2020-01-01", "1985-01-01", "2026-11-01",
+                                           "2026-12-01"]),
+        "subscription_type": ["PREPAID"] * 4, "line_status": ["ACTIVE"] * 4,
+        "point_of_sale": ["x"] * 4,
+    })
+    settings = GateSettings(max_malformed_id_share=0.0)
+    result = gates.run_suite(normalised_suite(settings, run_date=date(2026, 11, 28)), frame)
+    assert result["success"] is False
+    failed = {(f["expectation"], f["column"]): f for f in result["failed"]}
+    msisdn = failed[("expect_column_values_to_match_regex", "msisdn")]
+    assert msisdn["unexpected_count"] == 1
+    assert msisdn["examples"] == [{"telco": "t", "source_row": 2, "msisdn": "12345"}]
+    assert failed[("expect_column_values_to_be_between", "date_of_birth")]["unexpected_count"] == 1
+    activation = failed[("expect_column_values_to_be_between", "activation_date")]
+    assert activation["unexpected_count"] == 2
+    assert failed[("expect_column_values_to_be_in_set", "gender")]["unexpected_count"] == 1
+    cccd = failed[("expect_column_values_to_match_regex", "id_number")]
+    assert cccd["unexpected_count"] == 1 and "CCCD" in cccd["description"]
+    # The example's ID number is masked, never shown in full.
+    (example,) = cccd["examples"]
+    assert example["id_number"] == "079*****123" and "07909000123" not in json.dumps(result)
+    json.dumps(result)  # JSON-able
+
+
+def test_run_suite_bounds_examples_on_a_million_rows() -> None:
+    import time
+    from datetime import date
+
+    from expectations.telco_export import normalised_suite
+
+    n = 1_000_000
+    numbers = pd.array([f"0{9_000_000_00 + i:09d}" for i in range(n)], dtype="str")
+    frame = pd.DataFrame({
+        "telco": "t", "source_file": "f", "source_row": range(1, n + 1), "msisdn": numbers,
+        "full_name": "A", "date_of_birth": pd.Timestamp("1990-01-01"), "dob_precision": "day",
+        "gender": "M", "id_type": "CCCD", "id_number": "079090001234",
+        "activation_date": pd.Timestamp("2020-01-01"), "subscription_type": "PREPAID",
+        "line_status": "ACTIVE", "point_of_sale": "x",
+    })
+    frame.loc[::2, "id_number"] = None
+    frame = gates.to_frame(pa.Table.from_pandas(frame, preserve_index=False))
+    start = time.perf_counter()
+    result = gates.run_suite(normalised_suite(GateSettings(), run_date=date(2026, 11, 28)),
+                             frame, max_examples=3)
+    elapsed = time.perf_counter() - start
+    (no_id,) = result["failed"]
+    assert no_id["unexpected_count"] == n // 2
+    assert len(no_id["examples"]) == 3
+    print(f"\nnormalised suite on {n:,} rows: {elapsed:.1f}s")
+    assert elapsed < 60
+
+
+# --- gates through the CLI path (run_all) ------------------------------------------
+
+
+def test_a_clean_run_passes_every_gate_and_keeps_the_results(tmp_path: Path) -> None:
+    outcome = run_all(str(write_config(tmp_path)), RUN_DATE)
+    run_dir = Path(outcome["run_dir"])
+    names = {p.stem for p in (run_dir / "gates").glob("*.json")}
+    assert names == {"registry", "results"} | {f"export.{t}" for t in TELCOS} \
+        | {f"corrections.{t}" for t in TELCOS}
+    for name in names:
+        assert _gate(run_dir, name)["success"], name
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert {f"gates/{n}.json" for n in names} <= {f["path"] for f in manifest["files"]}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {g["gate"] for g in summary["gates"]} == names
+    assert 'id="gates"' in (run_dir / "report.html").read_text(encoding="utf-8")
+
+
+def test_broken_export_fails_its_gate_and_publishes_no_list_for_that_telco(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = write_config(tmp_path, telcos_dir=telcos_dir_with_half_of_viettel_ids_missing(
+        tmp_path))
+    assert main(["run", "--config", str(config), "--run-date", RUN_DATE]) == 1
+    assert "viettel" in capsys.readouterr().err
+
+    run_dir = tmp_path / "runs" / RUN_DATE
+    assert {p.stem for p in (run_dir / "corrections").glob("*.csv")} == TELCOS - {"viettel"}
+    export = _gate(run_dir, "export.viettel")
+    assert export["success"] is False
+    (no_id,) = [f for f in _failed(export) if f["column"] == "id_number"
+                and f["expectation"] == "expect_column_values_to_not_be_null"]
+    assert no_id["unexpected_count"] >= 1868 // 2
+    assert no_id["examples"] and all(e["id_number"] is None for e in no_id["examples"])
+    for telco in TELCOS - {"viettel"}:
+        assert _gate(run_dir, f"export.{telco}")["success"], telco
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary["failed_telcos"]) == {"viettel"}
+    assert "lack an ID number" in summary["failed_telcos"]["viettel"]
+    results = pq.read_table(run_dir / "results.parquet")
+    assert "viettel" not in set(results["telco"].to_pylist())
+    report = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "export.viettel" in report and "FAILED" in report and "lack an ID number" in report
+
+
+def test_gate_examples_never_show_a_full_id_number(tmp_path: Path) -> None:
+    def bad_cccd(rows: list[dict], columns: dict) -> list[dict]:
+        for row in rows:
+            if row[columns["id_type"]] == "CCCD":
+                row[columns["id_number"]] = row[columns["id_number"]][:11]
+        return rows
+
+    config = write_config(tmp_path, telcos_dir=telcos_dir_with(tmp_path, "viettel", bad_cccd))
+    outcome = run_all(str(config), RUN_DATE)
+    assert outcome["failed_telcos"] == ["viettel"]
+    run_dir = Path(outcome["run_dir"])
+    text = (run_dir / "gates" / "export.viettel.json").read_text(encoding="utf-8")
+    (shape,) = [f for f in _failed(json.loads(text)) if "CCCD" in f["description"]]
+    assert shape["examples"]
+    sent = pq.read_table(run_dir / "normalised" / "viettel.parquet")["id_number"].drop_null()
+    for text_ in (text, (run_dir / "report.html").read_text(encoding="utf-8")):
+        assert not any(number in text_ for number in sent.to_pylist()[:200])
+    assert all("*" in e["id_number"] for e in shape["examples"])
+
+
+def test_row_count_drop_and_nfd_jump_since_the_previous_run_fail_the_gate(
+        tmp_path: Path) -> None:
+    first = run_all(str(write_config(tmp_path)), "2026-11-27")
+    assert first["failed_telcos"] == []
+
+    def truncated(rows: list[dict], columns: dict) -> list[dict]:
+        return rows[: len(rows) // 4]
+
+    def to_nfc(rows: list[dict], columns: dict) -> list[dict]:
+        for row in rows:
+            row[columns["full_name"]] = unicodedata.normalize("NFC", row[columns["full_name"]])
+        return rows
+
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    viettel = telcos_dir_with(second_dir, "viettel", truncated)
+    vinaphone = telcos_dir_with(second_dir, "vinaphone", to_nfc)
+    (viettel / "vinaphone.yaml").write_bytes((vinaphone / "vinaphone.yaml").read_bytes())
+    config = write_config(second_dir, telcos_dir=viettel, output_dir=str(tmp_path / "runs"))
+    second = run_all(str(config), RUN_DATE)
+
+    assert second["failed_telcos"] == ["viettel", "vinaphone"]
+    run_dir = Path(second["run_dir"])
+    assert _gate(run_dir, "export.viettel")["previous_run"] == "2026-11-27"
+    (drop,) = [f for f in _failed(_gate(run_dir, "export.viettel"))]
+    assert drop["expectation"] == "expect_table_row_count_to_be_between"
+    assert "row count dropped" in drop["description"] and drop["observed_value"] == 1868 // 4
+    (nfd,) = _failed(_gate(run_dir, "export.vinaphone"))
+    assert nfd["column"] == "_name_not_nfc" and nfd["observed_value"] == 0.0
+    assert {p.stem for p in (run_dir / "corrections").glob("*.csv")} == {"mobifone"}
+
+
+def test_a_registry_that_breaks_its_suite_stops_the_run(tmp_path: Path) -> None:
+    registry = pq.read_table(REPO / "data_samples" / "registry" / "citizens.parquet")
+    births = registry["date_of_birth"].to_pylist()
+    births[7] = "2030-01-01"
+    broken = tmp_path / "citizens.parquet"
+    pq.write_table(registry.set_column(registry.schema.get_field_index("date_of_birth"),
+                                       "date_of_birth", pa.array(births, pa.string())), broken)
+    config = write_config(tmp_path, registry=broken)
+    with pytest.raises(RegistryError, match="no date of birth after the run date"):
+        run_all(str(config), RUN_DATE)
+    assert not (tmp_path / "runs" / RUN_DATE).exists()
+    assert main(["run", "--config", str(config), "--run-date", RUN_DATE]) == 2
+
+
+def test_a_results_defect_stops_the_run_before_publish(tmp_path: Path) -> None:
+    from pipelines import stages
+    from pipelines.storage import RunPaths, write_parquet
+
+    config = str(write_config(tmp_path))
+    stages.plan_run(config, RUN_DATE)
+    stages.gate_registry(config, RUN_DATE)
+    for telco in sorted(TELCOS):
+        stages.ingest_telco(config, RUN_DATE, telco)
+        stages.normalise_telco(config, RUN_DATE, telco)
+        stages.gate_export(config, RUN_DATE, telco)
+    stages.match_subscriptions(config, RUN_DATE)
+    stages.flag_subscriptions(config, RUN_DATE)
+    # A defect of the run itself: three subscriptions counted twice.
+    paths = RunPaths(tmp_path / "runs", RUN_DATE)
+    results = pq.read_table(paths.results)
+    write_parquet(pa.concat_tables([results, results.slice(0, 3)]), paths.results)
+
+    with pytest.raises(GateFailedError, match="counted twice"):
+        stages.gate_results(config, RUN_DATE)
+    failed = {f["expectation"]: f for f in _failed(_gate(paths.staging, "results"))}
+    assert failed["expect_compound_columns_to_be_unique"]["unexpected_count"] == 6
+    assert failed["expect_table_row_count_to_equal"]["observed_value"] == results.num_rows + 3
+    assert not (tmp_path / "runs" / RUN_DATE).exists()
+
+
+def test_a_correction_list_breaking_its_contract_is_not_published(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines import publish
+
+    real = publish.correction_list
+
+    def leaking(results: pa.Table, telco: str, **kwargs: object) -> pa.Table:
+        table = real(results, telco, **kwargs)  # type: ignore[arg-type]
+        if telco == "mobifone":
+            table = table.append_column("full_name", pa.array(["X"] * table.num_rows))
+        return table
+
+    monkeypatch.setattr(publish, "correction_list", leaking)
+    outcome = run_all(str(write_config(tmp_path)), RUN_DATE)
+    run_dir = Path(outcome["run_dir"])
+    assert outcome["failed_telcos"] == ["mobifone"]
+    assert not (run_dir / "corrections" / "mobifone.csv").exists()
+    assert {p.stem for p in (run_dir / "corrections").glob("*.csv")} == TELCOS - {"mobifone"}
+    failed = _failed(_gate(run_dir, "corrections.mobifone"))
+    assert any("no registry data" in f["description"] for f in failed)

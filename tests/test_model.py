@@ -1,0 +1,196 @@
+"""The Fellegi–Sunter model: comparison levels, weights, term frequency, the model file."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from matching.candidates import LinkMethod, link_by_document
+from matching.compare import DobLevel, GenderLevel, compare_dates_of_birth, compare_genders
+from matching.model import (
+    IdLevel,
+    MatchModel,
+    estimate_lambda,
+    level_distribution,
+    name_frequencies,
+    neutral_model,
+)
+from matching.names import NameLevel, compare_names
+from pipelines.config import MatchingSettings
+from pipelines.match import DEFAULT_MODEL_FILE, load_model
+
+# --- every comparison level, with Vietnamese examples ------------------------------------
+NAME_CASES = [
+    ("Nguyễn Văn An", "nguyễn  văn an", NameLevel.EXACT),
+    ("Nguyễn Văn An", "NGUYEN VAN AN", NameLevel.FOLDED),
+    ("Nguyễn Thị Hòa", "Nguyễn Thị Hoà", NameLevel.FOLDED),  # tone placement
+    ("Lý Thị Mai", "Lí Thị Mai", NameLevel.FOLDED),  # i/y
+    ("Trần Minh Đức", "Minh Đức Trần", NameLevel.REORDERED),  # family name last
+    ("Phạm Văn Hùng", "Phạm Hùng", NameLevel.DROPPED_MIDDLE),
+    ("Huỳnh Thị Lan", "Hoàng Thị Lan", NameLevel.SURNAME_VARIANT),
+    ("Võ Văn Kiệt", "Vũ Văn Kiệt", NameLevel.SURNAME_VARIANT),
+    ("Lê Thị Thanh Hương", "Lê Thị Thanh Huong", NameLevel.FOLDED),
+    ("Lê Thị Thanh Hương", "Lê Thị Thanh Hưng", NameLevel.ONE_TYPO),
+    ("Nguyễn Thị Minh Anh", "Nguyễn Minh Anh Thư", NameLevel.PARTIAL),
+    ("Nguyễn Văn An", "Trần Thị Bích Ngọc", NameLevel.DIFFERENT),
+    ("Nguyễn Văn An", None, NameLevel.MISSING),
+]
+
+
+@pytest.mark.parametrize(("left", "right", "level"), NAME_CASES)
+def test_name_levels(left: str, right: str | None, level: NameLevel) -> None:
+    assert compare_names([left], [right]).level[0] == level
+
+
+def _dates(*values: str | None) -> tuple[pa.Array, pa.Array]:
+    parsed, precision = [], []
+    for v in values:
+        if v is None:
+            parsed.append(None)
+            precision.append(None)
+        elif len(v) == 4:
+            parsed.append(date(int(v), 1, 1))
+            precision.append("year")
+        else:
+            parsed.append(date.fromisoformat(v))
+            precision.append("day")
+    return pa.array(parsed, pa.date32()), pa.array(precision, pa.string())
+
+
+DOB_CASES = [
+    ("1984-03-07", "1984-03-07", DobLevel.EXACT),
+    ("1984", "1984-03-07", DobLevel.SAME_YEAR_ONE_SIDE_YEAR_ONLY),
+    ("1984-07-03", "1984-03-07", DobLevel.DAY_MONTH_SWAPPED),
+    ("1985-03-07", "1984-03-07", DobLevel.ONE_DIGIT_OFF),
+    ("1990-11-20", "1984-03-07", DobLevel.DIFFERENT),
+    (None, "1984-03-07", DobLevel.MISSING),
+]
+
+
+@pytest.mark.parametrize(("left", "right", "level"), DOB_CASES)
+def test_dob_levels(left: str | None, right: str, level: DobLevel) -> None:
+    ld, lp = _dates(left)
+    rd, rp = _dates(right)
+    assert compare_dates_of_birth(ld, lp, rd, rp)[0] == level
+
+
+@pytest.mark.parametrize(("left", "right", "level"), [
+    ("F", "F", GenderLevel.EQUAL), ("M", "F", GenderLevel.DIFFERENT),
+    (None, "F", GenderLevel.MISSING)])
+def test_gender_levels(left: str | None, right: str, level: GenderLevel) -> None:
+    assert compare_genders(pa.array([left], pa.string()), pa.array([right]))[0] == level
+
+
+def test_id_levels_exact_and_legacy() -> None:
+    links = link_by_document(
+        pa.array(["CCCD", "CMND", "CCCD"]), pa.array(["087084000999", "271234567", "001"]),
+        pa.array([True, True, False]),
+        pa.array(["087084000999", "079190000123"]), pa.array([None, "271234567"]))
+    assert links.method.tolist() == [LinkMethod.CCCD, LinkMethod.LEGACY_CMND, None]
+    assert [int(x) for x in (IdLevel.EXACT, IdLevel.LEGACY_CMND, IdLevel.ONE_EDIT,
+                             IdLevel.NONE)] == [3, 2, 1, 0]
+
+
+# --- weights -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model() -> MatchModel:
+    return load_model(MatchingSettings())
+
+
+def test_default_model_file_loads_with_a_version(model: MatchModel) -> None:
+    assert DEFAULT_MODEL_FILE.exists()
+    assert model.version
+    assert model.metadata.get("method")
+
+
+def test_weights_follow_the_strength_of_the_levels(model: MatchModel) -> None:
+    name = model.level_weights("name")
+    assert name[NameLevel.EXACT] > name[NameLevel.ONE_TYPO] > 0 > name[NameLevel.DIFFERENT]
+    dob = model.level_weights("dob")
+    assert dob[DobLevel.EXACT] > dob[DobLevel.SAME_YEAR_ONE_SIDE_YEAR_ONLY] > 0
+    assert dob[DobLevel.DIFFERENT] < 0
+    gender = model.level_weights("gender")
+    assert gender[GenderLevel.EQUAL] > 0 > gender[GenderLevel.DIFFERENT]
+    for table, missing in ((name, NameLevel.MISSING), (dob, DobLevel.MISSING),
+                           (gender, GenderLevel.MISSING)):
+        assert table[missing] == 0  # a missing value is no evidence either way
+    ids = model.id_weights()
+    assert ids[IdLevel.EXACT] > 0 > ids[IdLevel.NONE]
+
+
+def test_common_name_agreeing_weighs_less_than_a_rare_one(model: MatchModel) -> None:
+    registry = pa.array(["Nguyễn Văn An"] * 300 + ["Nguyễn An"] * 100
+                        + ["Khổng Minh Triết"] + [f"Trần Thị Hoa {i}" for i in range(599)])
+    keys, tf = name_frequencies(registry)
+    common, rare = tf[0], tf[400]
+    assert keys[0].as_py() == keys[300].as_py() == "an nguyen"  # Văn dropped: one name
+    assert common == pytest.approx(0.4) and rare == pytest.approx(1 / 1000)
+    levels = np.array([NameLevel.EXACT, NameLevel.EXACT])
+    weights = model.name_weights(levels, np.array([common, rare]))
+    assert weights[0] < weights[1]
+    scores = model.score(id_level=np.array([3, 3]), name_level=levels,
+                         dob_level=np.array([DobLevel.EXACT] * 2),
+                         gender_level=np.array([GenderLevel.EQUAL] * 2),
+                         name_tf=np.array([common, rare]))
+    assert scores.match_weight[0] < scores.match_weight[1]
+    # Below the equal-key levels there is no term frequency: a typo weighs the same.
+    typo = model.name_weights(np.array([NameLevel.ONE_TYPO] * 2), np.array([common, rare]))
+    assert typo[0] == typo[1]
+
+
+def test_score_adds_the_weights_and_gives_a_probability(model: MatchModel) -> None:
+    s = model.score(id_level=np.array([3, 3]), name_level=np.array([8, 1]),
+                    dob_level=np.array([5, 1]), gender_level=np.array([2, 2]))
+    total = s.id_weight + s.name_weight + s.dob_weight + s.gender_weight
+    assert np.allclose(total, s.match_weight)
+    assert np.allclose(s.match_probability, 1 / (1 + 2.0 ** -s.match_weight))
+    assert s.match_probability[0] > 0.999 > 0.01 > s.match_probability[1]
+
+
+def test_model_file_round_trip(tmp_path: Path, model: MatchModel) -> None:
+    path = tmp_path / "m.json"
+    model.save(path)
+    again = MatchModel.load(path)
+    assert again.to_dict() == model.to_dict()
+    with pytest.raises(ValueError, match="not found"):
+        MatchModel.load(tmp_path / "missing.json")
+
+
+def test_a_model_lacking_a_level_is_refused() -> None:
+    flat = neutral_model()
+    m = {f: dict(v) for f, v in flat.m.items()}
+    del m["name"]["ONE_TYPO"]
+    with pytest.raises(ValueError, match="ONE_TYPO"):
+        MatchModel(version="x", m=m, u=flat.u, id_prior=flat.id_prior)
+
+
+# --- estimation ----------------------------------------------------------------------------
+def test_level_distribution_is_smoothed_and_sums_to_one() -> None:
+    dist = level_distribution(np.array([5, 5, 5, 1]), DobLevel)
+    assert sum(dist.values()) == pytest.approx(1.0)
+    assert dist["DAY_MONTH_SWAPPED"] > 0 and "MISSING" not in dist
+
+
+def test_em_recovers_the_share_of_matches() -> None:
+    rng = np.random.default_rng(0)
+    # Log-likelihood ratios of 900 matches (+12 bits) and 100 non-matches (-15 bits).
+    w = np.concatenate([rng.normal(12, 1, 900), rng.normal(-15, 1, 100)])
+    assert estimate_lambda(w) == pytest.approx(0.9, abs=0.01)
+
+
+def test_estimate_on_the_samples(tmp_path: Path) -> None:
+    from pipelines.estimate import estimate_from_config
+
+    from .conftest import write_config
+
+    out = tmp_path / "models" / "test.json"
+    model = estimate_from_config(str(write_config(tmp_path)), date(2026, 11, 28), out,
+                                 version="test-1", random_pairs=20_000)
+    assert MatchModel.load(out).version == "test-1"
+    assert model.level_weights("name")[NameLevel.EXACT] > 0
+    assert 0.9 < model.id_prior["EXACT"] < 1
+    assert model.metadata["linked_pairs_for_m"] > 3000
