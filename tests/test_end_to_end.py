@@ -201,3 +201,21 @@ def test_publish_retry_after_the_swap_only_finishes_clean_up(tmp_path: Path) -> 
     again = stages.publish_run(str(config), RUN_DATE)
     assert again == first and len(again["correction_lists"]) == 3
     assert not paths.work.exists()
+
+
+def test_installed_command_runs_from_any_folder(tmp_path: Path) -> None:
+    """The `simrecon` console script, run outside the repository (no source tree on
+    sys.path), finds every package it needs: the installed distribution is complete."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import write_config
+
+    config = write_config(tmp_path)
+    script = Path(sys.executable).with_name("simrecon")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(script), "run", "--config", str(config), "--run-date", RUN_DATE],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "runs" / RUN_DATE / "results.parquet").is_file()
