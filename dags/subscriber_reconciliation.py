@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog  # Airflow's own logger; honours [logging] namespace_levels
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import (
+    Asset,
     ExceptionRetryPolicy,
     RetryAction,
     RetryRule,
@@ -58,6 +59,13 @@ RETRY_POLICY = ExceptionRetryPolicy(
     ],
 )
 
+# The prepared registry snapshot, published by the citizen_registry_refresh DAG
+# (dags/citizen_registry_refresh.py declares the same Asset as its outlet). Here it is
+# an inlet of gate_registry: lineage in the UI; the stage itself finds the snapshot
+# through <prepared dir>/latest.json, so it runs the same without Airflow.
+REGISTRY_SNAPSHOT = Asset(name="citizen_registry_prepared",
+                          uri="x-simrecon://registry/prepared")
+
 DOC_MD = """
 ### Subscriber reconciliation
 
@@ -68,12 +76,16 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | task | does | runs |
 |---|---|---|
 | `plan` | resets `<output_dir>/.staging/<run date>/`, lists the telcos | once |
-| `gate_registry` | validates the prepared registry (GX suite); fails = the run stops | once |
+| `gate_registry` | picks the prepared registry snapshot, checks it; fails = the run stops | once |
 | `ingest` | reads one telco's export, maps its columns | per telco |
 | `normalise` | normalises one telco's rows | per telco |
 | `gate_export` | validates one telco's export; fails = that telco stops | per telco |
-| `match` | links every gated subscription to the registry | once |
-| `flag` | applies the flag rules, also those spanning telcos | once |
+| `partition` | cuts one telco's rows into shards by document number | per telco |
+| `plan_shards` | fixes the telcos to match, lists the shards | once |
+| `match_shard` | links one shard's subscriptions to the same shard of the registry | per shard |
+| `search_candidates` | searches the whole registry for rows whose document leads nowhere | once |
+| `spanning_flags` | flag rules over every subscription (excess, bulk, duplicate number) | once |
+| `flag` | assembles each telco's rows, applies the flag rules, writes the results | once |
 | `gate_results` | validates `results.parquet`; fails = nothing is published | once |
 | `corrections` | writes one correction list per telco | once |
 | `gate_corrections` | validates each list; a failing list is withdrawn, its telco failed | once |
@@ -82,13 +94,16 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | `publish` | writes `manifest.json`, swaps the run folder in, delivers the lists | once |
 | `check` | fails the run if any telco could not be processed | once |
 
-`ingest`, `normalise` and `gate_export` are mapped over the telcos in the task
-group `per_telco` (the map index shows the telco name); unusable rows go to
-quarantine, not to failure. Gate results: `gates/*.json` in the run folder.
+`ingest`, `normalise`, `gate_export` and `partition` are mapped over the telcos in
+the task group `per_telco` (the map index shows the telco name); unusable rows go
+to quarantine, not to failure. `match_shard` is mapped over the shards of the
+registry snapshot (`prepared_registry.shards`; the map index shows the shard):
+each reads only its shard of the registry and of the subscriptions. Results do
+not depend on the number of shards. Gate results: `gates/*.json` in the run folder.
 
 **One broken telco does not stop the others.** Its `ingest`, `normalise` or
-`gate_export` fails, `match` still runs on the telcos that made it (trigger rule
-`all_done_min_one_success`), their results are published, and `check` fails so
+`gate_export` fails, `plan_shards` still runs on the telcos that made it (trigger
+rule `all_done_min_one_success`), their results are published, and `check` fails so
 the run shows red. Fix the export, then clear the **whole run** (or run the
 date again): `plan` rebuilds the staging folder from scratch. Clearing only
 the failed telco's tasks after `publish` would publish that telco alone.
@@ -102,7 +117,8 @@ the failed telco's tasks after `publish` would publish that telco alone.
 
 # Keys whose text is safe to log (telco names, paths, statuses); any other
 # value is logged only as a number or as a count.
-_TEXT_KEYS = frozenset({"telco", "telcos", "failed_telcos", "status", "run_dir", "report"})
+_TEXT_KEYS = frozenset({"telco", "telcos", "failed_telcos", "status", "run_dir", "report",
+                        "snapshot"})
 
 
 def _config_path() -> str:
@@ -131,7 +147,7 @@ def _summary(result: dict) -> str:
     return " ".join(parts) or "done"
 
 
-def _run(label: str, stage: Callable[..., dict], *args: str) -> dict:
+def _run(label: str, stage: Callable[..., dict], *args: str | int) -> dict:
     """Call ``stage(config_path, run_date, *args)`` and log one line of counts."""
     run_date = _run_date()
     result = stage(_config_path(), run_date, *args)
@@ -178,16 +194,26 @@ def gate_export(telco: str) -> dict:
     return _run(f"gate_export[{telco}]", gate_export_stage, telco)
 
 
+@task(map_index_template="{{ telco }}")
+def partition(telco: str) -> dict:
+    from pipelines.stages import partition_telco
+
+    _show_telco(telco)
+    return _run(f"partition[{telco}]", partition_telco, telco)
+
+
 @task_group(prefix_group_id=False)
 def per_telco(telco: str) -> None:
     """One telco's chain. Inside a mapped task group each task of telco i waits only
     for the task before it of the same telco, so a failure stops that telco alone."""
-    ingest(telco) >> normalise(telco) >> gate_export(telco)
+    ingest(telco) >> normalise(telco) >> gate_export(telco) >> partition(telco)
 
 
-# A registry that breaks its suite fails here; every telco chain is then
-# upstream_failed and so is match: nothing is published.
-@task
+# Chooses the prepared registry snapshot (preparing it first when the configuration
+# says so) and checks it. A snapshot that is missing, inconsistent or breaks its
+# suite fails here; every telco chain is then upstream_failed and so is everything
+# after them: nothing is published.
+@task(inlets=[REGISTRY_SNAPSHOT])
 def gate_registry() -> dict:
     from pipelines.stages import gate_registry as gate_registry_stage
 
@@ -195,13 +221,38 @@ def gate_registry() -> dict:
 
 
 # Runs once every telco's chain has finished, provided at least one telco made
-# it (the stage skips telcos without normalised output). If none did, it and
-# everything after it are upstream_failed: nothing is published.
+# it (telcos that failed are left out). If none did, it and everything after it
+# are upstream_failed: nothing is published. Returns the shard numbers.
 @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
-def match() -> dict:
-    from pipelines.stages import match_subscriptions
+def plan_shards() -> list[int]:
+    from pipelines.stages import plan_shards as plan_shards_stage
 
-    return _run("match", match_subscriptions)
+    run_date = _run_date()
+    shards = plan_shards_stage(_config_path(), run_date)
+    log.info("simrecon plan_shards %s: shards=%d", run_date, len(shards))
+    return shards
+
+
+@task(map_index_template="{{ shard }}")
+def match_shard(shard: int) -> dict:
+    from pipelines.stages import match_shard as match_shard_stage
+
+    get_current_context()["shard"] = f"{shard:03d}"  # type: ignore[typeddict-unknown-key]
+    return _run(f"match_shard[{shard:03d}]", match_shard_stage, shard)
+
+
+@task
+def search_candidates() -> dict:
+    from pipelines.stages import search_candidates as search_candidates_stage
+
+    return _run("search_candidates", search_candidates_stage)
+
+
+@task
+def spanning_flags() -> dict:
+    from pipelines.stages import spanning_flags as spanning_flags_stage
+
+    return _run("spanning_flags", spanning_flags_stage)
 
 
 @task
@@ -307,8 +358,13 @@ def subscriber_reconciliation() -> None:
     telcos = plan()
     telco_chains = per_telco.expand(telco=telcos)
     telcos >> gate_registry() >> telco_chains
-    (telco_chains >> match() >> flag() >> gate_results() >> corrections()
-     >> gate_corrections() >> report() >> approve() >> publish() >> check())
+    shards = plan_shards()
+    telco_chains >> shards
+    matched = match_shard.expand(shard=shards)
+    flagged = flag()
+    matched >> [search_candidates(), spanning_flags()] >> flagged
+    (flagged >> gate_results() >> corrections() >> gate_corrections() >> report()
+     >> approve() >> publish() >> check())
 
 
 subscriber_reconciliation()

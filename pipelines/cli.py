@@ -73,6 +73,17 @@ def _cmd_review_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_registry_prepare(args: argparse.Namespace) -> int:
+    from pipelines.stages import refresh_registry
+
+    outcome = refresh_registry(str(args.config), args.as_of)
+    print(f"snapshot:  {outcome['snapshot']} ({outcome['citizens']} citizens, "
+          f"{outcome['shards']} shards; {'prepared now' if outcome['prepared'] else 'reused'})")
+    print(f"folder:    {outcome['path']}")
+    print(f"latest:    {'now this snapshot' if outcome['changed'] else 'unchanged'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrecon", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -115,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                           help="run configuration naming where decisions are stored")
     imported.set_defaults(func=_cmd_review_import)
+
+    registry = sub.add_parser("registry", help="prepared registry snapshots "
+                              "(docs/data-contracts.md)")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True)
+    prepare = registry_sub.add_parser(
+        "prepare", help="validate, normalise and shard the configured registry snapshot "
+        "once, and make it the latest (what the citizen_registry_refresh DAG does)")
+    prepare.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                         help="run configuration: registry, prepared_registry.{dir,shards}")
+    prepare.add_argument("--as-of", default=date.today().isoformat(),
+                         help="YYYY-MM-DD: no date of birth may be after it (default: today)")
+    prepare.set_defaults(func=_cmd_registry_prepare)
     return parser
 
 

@@ -16,6 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipelines import objectstore
 from pipelines.deadlines import DeadlinePolicy
 from pipelines.delivery import DeliverySettings
 from pipelines.encodings import canonical_encoding
@@ -114,8 +115,10 @@ class TelcoMapping(_Strict):
                 raise ValueError(f"vocabularies.{field} maps to {bad}; allowed: {list(targets)}")
         return self
 
-    def source_path(self) -> Path:
-        return (Path(self.mapping_file).parent / self.source).resolve()
+    def source_path(self) -> Path | objectstore.RemoteFile:
+        """The export: a local path (relative to the mapping file) or, for a URL
+        (``s3://…``), a ``RemoteFile`` read in place (pipelines/objectstore.py)."""
+        return objectstore.input_file(self.source, Path(self.mapping_file).parent)
 
 
 class MatchingSettings(_Strict):
@@ -174,8 +177,10 @@ class CorrectionCycleSettings(_Strict):
 
     deadlines: DeadlinePolicy = DeadlinePolicy()
     delivery: DeliverySettings = DeliverySettings()
-    # Where flag history and review decisions live; empty = <output_dir>/history.sqlite.
-    # (A PostgreSQL URL is the intended production option; not implemented yet.)
+    # Where flag history and review decisions live (pipelines/history.py): empty =
+    # <output_dir>/history.sqlite (<work_dir>/… when output_dir is a URL); a file path or
+    # sqlite:///… URL (SQLite), or postgresql://user@host:port/db (password from
+    # PGPASSWORD / ~/.pgpass, never in this file).
     history_store: str = ""
     # Folder where reviewers drop filled-in queues (<reviewer>__<name>.csv|xlsx); the
     # flag stage imports them before applying decisions. Empty = CLI import only.
@@ -183,15 +188,53 @@ class CorrectionCycleSettings(_Strict):
     # The DAG's approval step before publish: auto-approve only for demos and tests.
     auto_approve: bool = False
 
+    @field_validator("history_store")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        if objectstore.has_password(value):
+            raise ValueError("no password in the history store URL: use PGPASSWORD or a "
+                             ".pgpass file (PGPASSFILE) in the environment")
+        return value
+
+
+class PreparedRegistrySettings(_Strict):
+    """Prepared registry snapshots and sharding (docs/deployment.md, docs/data-contracts.md).
+
+    ``shards``: how many hash partitions a snapshot (and with it the subscriptions of
+    a run) is cut into; results do not depend on it. ``prepare_in_run``: the run's
+    ``gate_registry`` step prepares the snapshot of ``registry`` with ``shards`` shards
+    itself when none exists yet (the demo, the tests, small set-ups); ``false`` (a
+    production deployment) uses the latest snapshot the ``citizen_registry_refresh``
+    DAG (or ``simrecon registry prepare``) published, with that snapshot's shard count.
+    """
+
+    dir: str = ""  # empty = <output_dir>/.registry
+    shards: int = Field(8, ge=1, le=1024)
+    prepare_in_run: bool = True
+    keep: int = Field(3, ge=1)  # published snapshots kept (the latest always is)
+
+    @field_validator("dir")
+    @classmethod
+    def _local_dir(cls, value: str) -> str:
+        if objectstore.is_url(value):
+            raise ValueError("must be a local (or shared, mounted) folder: snapshots are "
+                             "published with atomic renames")
+        return value
+
 
 class RunConfig(_Strict):
     registry: str
     telcos_dir: str = "telcos"
-    output_dir: str = "runs"
+    output_dir: str = "runs"  # a folder, or a URL (s3://bucket/runs) to publish runs to
+    # Local folder for the run's working state (staging, .work, the local copy of each
+    # published run, the default history store) when output_dir is a URL; must then be
+    # set, and persist. Empty when output_dir is a folder (that folder is used).
+    work_dir: str = ""
     matching: MatchingSettings = MatchingSettings()
     flags: FlagSettings = FlagSettings()
     gates: GateSettings = GateSettings()
     correction_cycle: CorrectionCycleSettings = CorrectionCycleSettings()
+    prepared_registry: PreparedRegistrySettings = PreparedRegistrySettings()
     config_file: str = ""
 
     @cached_property
@@ -199,15 +242,41 @@ class RunConfig(_Strict):
         return Path(self.config_file).parent
 
     def resolve(self, value: str) -> Path:
-        return (self.base_dir / value).resolve()
+        return Path(objectstore.resolve(value, self.base_dir))  # file:// URLs are paths
+
+    @model_validator(mode="after")
+    def _work_dir_with_url(self) -> RunConfig:
+        if objectstore.is_url(self.output_dir) and not self.work_dir:
+            raise ValueError(f"output_dir is a URL ({objectstore.redact(self.output_dir)}): "
+                             "set work_dir, a local folder for the run's working state")
+        if self.work_dir and not objectstore.is_url(self.output_dir):
+            raise ValueError("work_dir is only used when output_dir is a URL; with a "
+                             "local output_dir the runs are built in that folder")
+        if objectstore.is_url(self.work_dir):
+            raise ValueError("work_dir must be a local folder (atomic renames, fsync)")
+        return self
 
     @property
-    def registry_path(self) -> Path:
-        return self.resolve(self.registry)
+    def registry_path(self) -> Path | objectstore.RemoteFile:
+        """The registry snapshot: a local path, or a ``RemoteFile`` for a URL."""
+        return objectstore.input_file(self.registry, self.base_dir)
 
     @property
     def output_path(self) -> Path:
-        return self.resolve(self.output_dir)
+        """The local folder runs are built (and swapped into place) in: ``output_dir``,
+        or ``work_dir`` when ``output_dir`` is a URL."""
+        return self.resolve(self.work_dir if self.publish_url else self.output_dir)
+
+    @property
+    def publish_url(self) -> str | None:
+        """Where published runs are copied to (``output_dir`` when it is a URL)."""
+        return self.output_dir.rstrip("/") if objectstore.is_url(self.output_dir) else None
+
+    @property
+    def prepared_registry_path(self) -> Path:
+        """Where prepared registry snapshots live (``prepared_registry.dir``)."""
+        setting = self.prepared_registry.dir
+        return self.resolve(setting) if setting else self.output_path / ".registry"
 
     def telcos(self) -> list[TelcoMapping]:
         """Every telco mapping in ``telcos_dir``, sorted by telco name."""

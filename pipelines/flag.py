@@ -43,12 +43,54 @@ RESULT_COLUMNS = (
 )
 
 
+# Rules over the run's whole set of subscriptions (every telco, every shard), and the
+# few columns they read: the sharded run computes them in a step of their own.
+SPANNING_FLAGS = ("EXCESS_SUBSCRIPTIONS", "BULK_ACTIVATION", "DUPLICATE_MSISDN")
+SPANNING_COLUMNS = ("telco", "source_row", "matched_citizen_id", "id_type", "id_number",
+                    "id_valid", "line_status", "point_of_sale", "activation_date", "msisdn")
+
+
 def _in(column: pa.ChunkedArray | pa.Array, values: list[str]) -> np.ndarray:
     return as_bool_mask(pc.is_in(column, value_set=pa.array(values, pa.string())))
 
 
-def flag(matched: pa.Table, settings: FlagSettings) -> pa.Table:
-    """Compute flags and status for every matched subscription."""
+def spanning_masks(rows: pa.Table, settings: FlagSettings) -> dict[str, np.ndarray]:
+    """EXCESS_SUBSCRIPTIONS, BULK_ACTIVATION and DUPLICATE_MSISDN over ``rows`` (at least
+    ``SPANNING_COLUMNS``), which must be every subscription of the run. Each mask is a
+    function of groups, not of row order."""
+    id_type = rows["id_type"]
+    has_number = as_bool_mask(pc.is_valid(rows["id_number"]))
+    valid = as_bool_mask(rows["id_valid"])
+    document_key = pc.if_else(
+        pa.array(valid & has_number),
+        pc.binary_join_element_wise(pc.fill_null(id_type, "?"), rows["id_number"], ":"),
+        pa.scalar(None, pa.string()),
+    )
+    holder_key = pc.coalesce(rows["matched_citizen_id"], document_key)
+    counted = _in(rows["line_status"], settings.excess_counts_statuses)
+    masks = {}
+    masks["EXCESS_SUBSCRIPTIONS"] = rules.excess_subscriptions(
+        holder_key, counted, settings.max_active_subscriptions_per_holder)
+    masks["BULK_ACTIVATION"] = rules.bulk_activation(
+        rows["point_of_sale"], rows["activation_date"],
+        pc.coalesce(rows["id_number"], pa.scalar("", pa.string())),
+        min_activations=settings.bulk_min_activations,
+        max_distinct_documents=settings.bulk_max_distinct_ids,
+    )
+    not_ignored = ~_in(rows["line_status"], settings.duplicate_ignores_statuses)
+    masks["DUPLICATE_MSISDN"] = rules.duplicate_msisdn(
+        rows["msisdn"], not_ignored & as_bool_mask(pc.is_valid(rows["msisdn"])))
+    return masks
+
+
+def flag(matched: pa.Table, settings: FlagSettings,
+         spanning: dict[str, np.ndarray] | None = None) -> pa.Table:
+    """Compute flags and status for every matched subscription.
+
+    ``spanning``: the masks of ``SPANNING_FLAGS`` for these rows, computed over the
+    run's whole set of subscriptions (``spanning_masks``) when ``matched`` is only part
+    of it; without it they are computed over ``matched``.
+    """
     n = matched.num_rows
     id_type = matched["id_type"]
     has_number = as_bool_mask(pc.is_valid(matched["id_number"]))
@@ -94,24 +136,10 @@ def flag(matched: pa.Table, settings: FlagSettings) -> pa.Table:
         matched["activation_date"], matched["holder_date_of_death"])
 
     # Cross-telco rules work on the run's whole set of subscriptions.
-    document_key = pc.if_else(
-        pa.array(valid & has_number),
-        pc.binary_join_element_wise(pc.fill_null(id_type, "?"), matched["id_number"], ":"),
-        pa.scalar(None, pa.string()),
-    )
-    holder_key = pc.coalesce(matched["matched_citizen_id"], document_key)
-    counted = _in(matched["line_status"], settings.excess_counts_statuses)
-    masks["EXCESS_SUBSCRIPTIONS"] = rules.excess_subscriptions(
-        holder_key, counted, settings.max_active_subscriptions_per_holder)
-    masks["BULK_ACTIVATION"] = rules.bulk_activation(
-        matched["point_of_sale"], matched["activation_date"],
-        pc.coalesce(matched["id_number"], pa.scalar("", pa.string())),
-        min_activations=settings.bulk_min_activations,
-        max_distinct_documents=settings.bulk_max_distinct_ids,
-    )
-    not_ignored = ~_in(matched["line_status"], settings.duplicate_ignores_statuses)
-    masks["DUPLICATE_MSISDN"] = rules.duplicate_msisdn(
-        matched["msisdn"], not_ignored & as_bool_mask(pc.is_valid(matched["msisdn"])))
+    if spanning is None:
+        spanning = spanning_masks(matched, settings)
+    for name in SPANNING_FLAGS:
+        masks[name] = np.asarray(spanning[name], dtype=bool)
     masks["INVALID_MSISDN"] = as_bool_mask(pc.is_null(matched["msisdn"]))
 
     status = rules.decide_status(

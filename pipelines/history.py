@@ -2,9 +2,23 @@
 
 Each flag a telco is asked to act on is keyed ``(telco, msisdn, flag)``; a
 number the telco sent that is not a valid number is keyed by the number as
-sent. The store is one embedded SQLite file next to the runs
-(``<output_dir>/history.sqlite``), so a lone machine needs no server; it only
-ever holds these keys and run dates, never names, dates of birth or IDs.
+sent. The store holds only these keys and run dates (and, for the review
+queue, reviewers' decisions: ``pipelines/review.py``), never names, dates of
+birth or IDs.
+
+The store is a database named by a URL (``correction_cycle.history_store``),
+reached through SQLAlchemy Core, so the same code runs on:
+
+* **SQLite** (the default): one embedded file next to the runs,
+  ``<output_dir>/history.sqlite``, so a lone machine needs no server; a file
+  path or a ``sqlite:///…`` URL;
+* **PostgreSQL** (the production option): ``postgresql://user@host:port/db``
+  (driver psycopg 3, ``simrecon[postgres]``); the password comes from the
+  environment (``PGPASSWORD``) or a ``.pgpass`` file, never from the URL.
+
+Tables are created when missing (``runs``, ``flags``, ``decisions``). Every
+write is one transaction; connections are not pooled (``NullPool``), so a
+forked Airflow task never inherits an open connection.
 
 A run is recorded when it is published (``record``), so an unpublished or
 repeated run date never counts twice: recording a date replaces that date.
@@ -21,28 +35,69 @@ are not all "resolved" because its export was unreadable.
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
+import threading
+from collections.abc import Iterable
 from datetime import date
+from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlalchemy import (
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    and_,
+    create_engine,
+    delete,
+    func,
+    insert,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
 
 NEW, PERSISTING, RESOLVED = "new", "persisting", "resolved"
 KEY = ["telco", "msisdn", "flag"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_date TEXT NOT NULL, telco TEXT NOT NULL, recorded_at TEXT NOT NULL,
-    PRIMARY KEY (run_date, telco));
-CREATE TABLE IF NOT EXISTS flags (
-    run_date TEXT NOT NULL, telco TEXT NOT NULL, msisdn TEXT NOT NULL, flag TEXT NOT NULL,
-    PRIMARY KEY (telco, msisdn, flag, run_date));
-CREATE INDEX IF NOT EXISTS flags_by_run ON flags (telco, run_date);
-"""
+Store = str | Path  # a file path (SQLite) or a database URL
+
+METADATA = MetaData()
+RUNS = Table(
+    "runs", METADATA,
+    Column("run_date", String, nullable=False), Column("telco", String, nullable=False),
+    Column("recorded_at", String, nullable=False),
+    PrimaryKeyConstraint("run_date", "telco"))
+FLAGS = Table(
+    "flags", METADATA,
+    Column("run_date", String, nullable=False), Column("telco", String, nullable=False),
+    Column("msisdn", String, nullable=False), Column("flag", String, nullable=False),
+    PrimaryKeyConstraint("telco", "msisdn", "flag", "run_date"),
+    Index("flags_by_run", "telco", "run_date"))
+# Reviewers' decisions (pipelines/review.py): only ever appended; ``id`` keeps their order.
+DECISIONS = Table(
+    "decisions", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("telco", String, nullable=False), Column("msisdn", String, nullable=False),
+    Column("row_hash", String, nullable=False), Column("decision", String, nullable=False),
+    Column("comment", String, nullable=False), Column("reviewer", String, nullable=False),
+    Column("decided_at", String, nullable=False), Column("source_file", String, nullable=False),
+    Index("decisions_by_key", "telco", "msisdn", "row_hash"))
+_DECISION_FIELDS = [c.name for c in DECISIONS.columns if c.name != "id"]
+_INSERT_BATCH = 50_000
+
+
+class StoreError(ValueError):
+    """The history store setting is not a usable database URL."""
 
 
 def store_path(output_dir: Path) -> Path:
@@ -50,11 +105,107 @@ def store_path(output_dir: Path) -> Path:
     return Path(output_dir) / "history.sqlite"
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30)
-    db.executescript(_SCHEMA)
+def configured_store(setting: str, base_dir: Path, output_dir: Path) -> Store:
+    """The store a run configuration names: empty = ``<output_dir>/history.sqlite``; a
+    path (relative to the configuration's folder) = an SQLite file; else a database URL
+    (``sqlite:///relative.db`` also resolves against the configuration's folder)."""
+    if not setting:
+        return store_path(output_dir)
+    if "://" not in setting:
+        return (Path(base_dir) / setting).resolve()
+    url = store_url(setting)
+    file = _sqlite_file(url)
+    if file is not None and not file.is_absolute():
+        return (Path(base_dir) / file).resolve()
+    return setting
+
+
+def store_url(store: Store) -> URL:
+    """The SQLAlchemy URL of ``store``: a path is an SQLite file; ``postgresql://``
+    uses psycopg 3 (``postgresql+psycopg``) unless another driver is named."""
+    text = str(store)
+    if isinstance(store, Path) or "://" not in text:
+        return URL.create("sqlite", database=str(Path(text).resolve()))
+    try:
+        url = make_url(text)
+    except ArgumentError as exc:
+        raise StoreError(f"history store {text!r} is not a database URL: {exc}") from exc
+    if url.password is not None:
+        raise StoreError("no password in the history store URL: use PGPASSWORD or .pgpass")
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(f"history store {url.render_as_string()}: only SQLite and "
+                         "PostgreSQL are supported")
+    return url
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def exists(store: Store) -> bool:
+    """False only for an SQLite file not created yet (nothing recorded there)."""
+    file = _sqlite_file(store_url(store))
+    return file is None or file.exists()
+
+
+_ready: set[str] = set()
+_ready_lock = threading.Lock()
+
+
+@lru_cache(maxsize=64)
+def _engine(url_text: str) -> Engine:
+    url = make_url(url_text)
+    file = _sqlite_file(url)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        return create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+    try:
+        return create_engine(url, poolclass=NullPool)
+    except ModuleNotFoundError as exc:
+        raise StoreError(f"history store {url.render_as_string()}: driver not installed "
+                         f"({exc}); pip install 'simrecon[postgres]'") from exc
+
+
+def engine(store: Store) -> Engine:
+    """An engine for ``store`` whose tables exist (created on first use)."""
+    url = store_url(store)
+    key = url.render_as_string(hide_password=False)
+    db = _engine(key)
+    file = _sqlite_file(url)
+    if key not in _ready or (file is not None and not file.exists()):
+        with _ready_lock, db.begin() as conn:
+            _migrate_legacy_decisions(conn)
+            METADATA.create_all(conn, checkfirst=True)
+            _ready.add(key)
     return db
+
+
+def _migrate_legacy_decisions(conn: Connection) -> None:
+    """An SQLite store written before the SQLAlchemy store had ``decisions`` without
+    ``id``: rebuild it in insertion (rowid) order so the latest decision still wins."""
+    if conn.dialect.name != "sqlite" or not inspect(conn).has_table("decisions"):
+        return
+    if "id" in {c["name"] for c in inspect(conn).get_columns("decisions")}:
+        return
+    fields = ", ".join(_DECISION_FIELDS)
+    conn.exec_driver_sql("ALTER TABLE decisions RENAME TO decisions_legacy")
+    conn.exec_driver_sql("DROP INDEX IF EXISTS decisions_by_key")
+    DECISIONS.create(conn)
+    conn.exec_driver_sql(f"INSERT INTO decisions ({fields}) SELECT {fields} "
+                         "FROM decisions_legacy ORDER BY rowid")
+    conn.exec_driver_sql("DROP TABLE decisions_legacy")
+
+
+def insert_rows(conn: Connection, table: Table, rows: Iterable[dict]) -> None:
+    """Insert ``rows`` in batches (executemany; the transaction is the caller's), so a
+    national run's millions of keys never sit in memory as dicts all at once."""
+    rows = iter(rows)
+    while batch := list(islice(rows, _INSERT_BATCH)):
+        conn.execute(insert(table), batch)
 
 
 def flag_keys(rows: pa.Table, flag_lists: pa.Array | pa.ChunkedArray) -> pd.DataFrame:
@@ -73,33 +224,31 @@ def flag_keys(rows: pa.Table, flag_lists: pa.Array | pa.ChunkedArray) -> pd.Data
     })
 
 
-def _earlier(db: sqlite3.Connection, run_date: str, telcos: list[str]) -> pd.DataFrame:
+def _earlier(conn: Connection, run_date: str, telcos: list[str]) -> pd.DataFrame:
     """Earlier runs per telco with ``rank`` 0 = the latest before ``run_date``."""
-    marks = ",".join("?" * len(telcos))
-    runs = pd.read_sql_query(
-        f"SELECT telco, run_date FROM runs WHERE run_date < ? AND telco IN ({marks})",
-        db, params=[run_date, *telcos])
+    runs = pd.read_sql(
+        select(RUNS.c.telco, RUNS.c.run_date)
+        .where(RUNS.c.run_date < run_date, RUNS.c.telco.in_(telcos)), conn)
     runs = runs.sort_values(["telco", "run_date"], ascending=[True, False])
     runs["rank"] = runs.groupby("telco").cumcount()
     return runs
 
 
-def classify(path: Path, run_date: str, keys: pd.DataFrame,
+def classify(store: Store, run_date: str, keys: pd.DataFrame,
              telcos: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(``keys`` with ``tracking``, ``runs``, ``first_seen``; resolved keys of ``telcos``)."""
     out = keys.copy()
     out["tracking"], out["runs"], out["first_seen"] = NEW, 1, date.fromisoformat(run_date)
     empty = pd.DataFrame({c: pd.Series(dtype=object) for c in [*KEY, "first_seen"]})
-    if not telcos or not Path(path).exists():
+    if not telcos or not exists(store):
         return out, empty
-    with closing(_connect(Path(path))) as db:
-        runs = _earlier(db, run_date, telcos)
+    with engine(store).connect() as conn:
+        runs = _earlier(conn, run_date, telcos)
         if runs.empty:
             return out, empty
-        marks = ",".join("?" * len(telcos))
-        seen = pd.read_sql_query(
-            f"SELECT telco, msisdn, flag, run_date FROM flags "
-            f"WHERE run_date < ? AND telco IN ({marks})", db, params=[run_date, *telcos])
+        seen = pd.read_sql(
+            select(FLAGS.c.telco, FLAGS.c.msisdn, FLAGS.c.flag, FLAGS.c.run_date)
+            .where(FLAGS.c.run_date < run_date, FLAGS.c.telco.in_(telcos)), conn)
     seen = seen.merge(runs, on=["telco", "run_date"])
     if seen.empty:
         return out, empty
@@ -123,27 +272,32 @@ def classify(path: Path, run_date: str, keys: pd.DataFrame,
     return merged, resolved.sort_values(KEY).reset_index(drop=True)
 
 
-def record(path: Path, run_date: str, keys: pd.DataFrame, telcos: list[str],
+def record(store: Store, run_date: str, keys: pd.DataFrame, telcos: list[str],
            recorded_at: str) -> int:
     """Store this run's keys for ``telcos`` (replacing an earlier recording of the date)."""
-    with closing(_connect(Path(path))) as db, db:
+    mine = keys[keys["telco"].isin(telcos)][KEY].drop_duplicates()
+    rows = ({"run_date": run_date, "telco": t, "msisdn": m, "flag": f}
+            for t, m, f in mine.itertuples(index=False))
+    with engine(store).begin() as conn:
         for telco in telcos:
-            db.execute("DELETE FROM flags WHERE run_date = ? AND telco = ?", (run_date, telco))
-            db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?)",
-                       (run_date, telco, recorded_at))
-        mine = keys[keys["telco"].isin(telcos)][KEY].drop_duplicates()
-        db.executemany("INSERT OR IGNORE INTO flags VALUES (?, ?, ?, ?)",
-                       ((run_date, t, m, f) for t, m, f in mine.itertuples(index=False)))
+            conn.execute(delete(FLAGS).where(FLAGS.c.run_date == run_date,
+                                             FLAGS.c.telco == telco))
+            conn.execute(delete(RUNS).where(RUNS.c.run_date == run_date, RUNS.c.telco == telco))
+            conn.execute(insert(RUNS), {"run_date": run_date, "telco": telco,
+                                        "recorded_at": recorded_at})
+        insert_rows(conn, FLAGS, rows)
     return len(mine)
 
 
-def trend(path: Path, telcos: list[str] | None = None) -> pd.DataFrame:
+def trend(store: Store, telcos: list[str] | None = None) -> pd.DataFrame:
     """Flag-key counts per telco per recorded run (for the report's trend)."""
-    if not Path(path).exists():
+    if not exists(store):
         return pd.DataFrame(columns=["telco", "run_date", "flags"])
-    with closing(_connect(Path(path))) as db:
-        frame = pd.read_sql_query(
-            "SELECT r.telco, r.run_date, COUNT(f.flag) AS flags FROM runs r "
-            "LEFT JOIN flags f ON f.telco = r.telco AND f.run_date = r.run_date "
-            "GROUP BY r.telco, r.run_date ORDER BY r.telco, r.run_date", db)
+    joined = RUNS.outerjoin(FLAGS, and_(FLAGS.c.telco == RUNS.c.telco,
+                                        FLAGS.c.run_date == RUNS.c.run_date))
+    query = (select(RUNS.c.telco, RUNS.c.run_date, func.count(FLAGS.c.flag).label("flags"))
+             .select_from(joined).group_by(RUNS.c.telco, RUNS.c.run_date)
+             .order_by(RUNS.c.telco, RUNS.c.run_date))
+    with engine(store).connect() as conn:
+        frame = pd.read_sql(query, conn)
     return frame if telcos is None else frame[frame["telco"].isin(telcos)]

@@ -25,9 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 
-from pipelines import encodings
+from pipelines import encodings, objectstore
 from pipelines.config import TelcoMapping
 from pipelines.errors import TelcoInputError
 from pipelines.quarantine import empty_quarantine, quarantine_table
@@ -293,12 +292,12 @@ def _classify_invalid(invalid: list[tuple[int, str, int, int]], records: _Record
 
 def _read_parquet(mapping: TelcoMapping, path: Path) -> tuple[pa.Table, pa.Table, int, str]:
     try:
-        schema = pq.read_schema(path)
+        schema = objectstore.read_parquet_schema(path)  # a local path or a URL
     except (pa.ArrowInvalid, OSError) as exc:
         raise TelcoInputError(mapping.telco, str(path), f"not a readable Parquet file: {exc}") \
             from exc
     names = _check_columns(mapping, path, list(schema.names), "")
-    table = pq.read_table(path, columns=list(dict.fromkeys(names.values())))
+    table = objectstore.read_parquet(path, columns=list(dict.fromkeys(names.values())))
     text_columns = {}
     for name in table.column_names:
         column = table[name]

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from matching.candidates import (
     CandidatePairs,
+    IdLinks,
     LinkMethod,
     best_candidates,
     blocking_keys,
@@ -67,6 +68,33 @@ def load_model(settings: MatchingSettings) -> MatchModel:
     if not path.exists():
         raise ValueError(f"{path}: match model file not found (matching.model_file)")
     return _load(str(path), path.stat().st_mtime)
+
+
+def registry_name_tf(registry: pa.Table) -> np.ndarray:
+    """Per citizen, the share of the registry with the same canonical name key.
+
+    A prepared snapshot's shard carries it (``name_frequency``, counted over the whole
+    registry when the snapshot was prepared), so a shard scores exactly like the whole
+    registry; otherwise it is counted over ``registry`` itself.
+    """
+    if "name_frequency" in registry.column_names:
+        return np.asarray(pc.fill_null(registry["name_frequency"], np.nan)
+                          .to_numpy(zero_copy_only=False), dtype=np.float64)
+    return name_frequencies(registry["full_name"].combine_chunks())[1]
+
+
+def _registry_wide_ambiguity(links: IdLinks, registry: pa.Table) -> IdLinks:
+    """A CMND is ambiguous when several citizens hold it. In a shard of a prepared
+    snapshot the other holders may live in other shards: the snapshot's
+    ``legacy_citizens`` (counted over the whole registry) says how many there are."""
+    if "legacy_citizens" not in registry.column_names or registry.num_rows == 0:
+        return links
+    shared = np.asarray(pc.fill_null(registry["legacy_citizens"], 0)
+                        .to_numpy(zero_copy_only=False)) > 1
+    by_legacy = links.method == LinkMethod.LEGACY_CMND
+    ambiguous = by_legacy & shared[np.where(by_legacy, links.registry_index, 0)]
+    return IdLinks(registry_index=links.registry_index, method=links.method,
+                   ambiguous=ambiguous)
 
 
 def band_of(probability: np.ndarray, settings: MatchingSettings) -> np.ndarray:
@@ -156,6 +184,7 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
         registry["citizen_id"].combine_chunks(),
         registry["legacy_id"].combine_chunks(),
     )
+    links = _registry_wide_ambiguity(links, registry)
     linked = links.registry_index >= 0
     take = pa.array(np.where(linked, links.registry_index, 0))
     nulls = pa.array(~linked)
@@ -174,7 +203,7 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
         holder_dob, holder_dob_precision,
     )
     gender_level = compare_genders(subscriptions["gender"], registry_column("gender"))
-    _, registry_tf = name_frequencies(registry["full_name"].combine_chunks())
+    registry_tf = registry_name_tf(registry)
     name_tf = np.where(linked, registry_tf[np.where(linked, links.registry_index, 0)]
                        if registry.num_rows else np.nan, np.nan)
     id_level = np.full(n, int(IdLevel.NONE), dtype=np.int8)

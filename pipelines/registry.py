@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from matching import dates, ids, normalize
+from pipelines import objectstore
 from pipelines.errors import RegistryError
 from pipelines.schema import REGISTRY_FIELDS
 
@@ -23,13 +23,13 @@ def load_registry(path: Path) -> pa.Table:
     if not path.exists():
         raise RegistryError(f"{path}: citizen registry snapshot not found")
     try:
-        schema = pq.read_schema(path)
+        schema = objectstore.read_parquet_schema(path)  # a local path or a URL
     except (pa.ArrowInvalid, OSError) as exc:
         raise RegistryError(f"{path}: not a readable Parquet file: {exc}") from exc
     missing = [c for c in REGISTRY_FIELDS if c not in schema.names]
     if missing:
         raise RegistryError(f"{path}: missing column(s) {missing}; has {schema.names}")
-    raw = pq.read_table(path, columns=list(REGISTRY_FIELDS))
+    raw = objectstore.read_parquet(path, columns=list(REGISTRY_FIELDS))
 
     citizen_id = ids.clean_document_number(pc.cast(raw["citizen_id"], pa.string()))
     if citizen_id.null_count:

@@ -6,8 +6,9 @@ reviewer sent back for a telco check (``NEEDS_TELCO_CHECK``), with the evidence
 (the subscription's own fields, the field-by-field comparison levels, the
 match probability; ID numbers masked) and empty ``decision`` / ``comment``
 columns. ``simrecon review import FILE --reviewer NAME`` validates a filled-in
-queue and records the decisions, with who and when, in the same SQLite store
-as the flag history; decisions are only ever added, never overwritten.
+queue and records the decisions, with who and when, in the same store as the
+flag history (SQLite or PostgreSQL, ``pipelines/history.py``); decisions are only
+ever added, never overwritten.
 
 Each queue row carries ``row_hash``: sha256 of the subscription's own
 identity fields as the telco sent them. The next runs apply a decision only to
@@ -18,8 +19,6 @@ a row whose data changed since (a new name or document goes back to review).
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,10 +26,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlalchemy import select
 
 from matching.compare import DOB_LEVEL_LABELS, GENDER_LEVEL_LABELS, DobLevel, GenderLevel
 from matching.ids import mask_id
 from matching.names import NAME_LEVEL_LABELS, NameLevel
+from pipelines import history
 
 CONFIRMED_HOLDER = "CONFIRMED_HOLDER"
 NOT_HOLDER = "NOT_HOLDER"
@@ -50,14 +51,6 @@ QUEUE_COLUMNS = (
 )
 IMPORT_REQUIRED = ("telco", "msisdn", "msisdn_as_sent", "row_hash", "decision", "comment")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
-    telco TEXT NOT NULL, msisdn TEXT NOT NULL, row_hash TEXT NOT NULL,
-    decision TEXT NOT NULL, comment TEXT NOT NULL, reviewer TEXT NOT NULL,
-    decided_at TEXT NOT NULL, source_file TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS decisions_by_key ON decisions (telco, msisdn, row_hash);
-"""
-
 
 class ReviewImportError(ValueError):
     """A review file cannot be imported; the message lists every problem with its line."""
@@ -74,27 +67,19 @@ def _number(rows: pa.Table) -> pa.ChunkedArray | pa.Array:
     return pc.coalesce(rows["msisdn"], rows["msisdn_raw"], pa.scalar("", pa.string()))
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30)
-    db.executescript(_SCHEMA)
-    return db
-
-
-def latest_decisions(path: Path) -> pd.DataFrame:
+def latest_decisions(store: history.Store) -> pd.DataFrame:
     """The latest decision per (telco, msisdn, row_hash); every earlier one stays stored."""
     columns = ["telco", "msisdn", "row_hash", "decision", "comment", "reviewer", "decided_at"]
-    if not Path(path).exists():
+    if not history.exists(store):
         return pd.DataFrame(columns=columns)
-    with closing(_connect(Path(path))) as db:
-        frame = pd.read_sql_query(
-            "SELECT telco, msisdn, row_hash, decision, comment, reviewer, decided_at, rowid "
-            "FROM decisions", db)
-    frame = frame.sort_values(["decided_at", "rowid"])
+    table = history.DECISIONS
+    with history.engine(store).connect() as conn:
+        frame = pd.read_sql(select(*(table.c[c] for c in [*columns, "id"])), conn)
+    frame = frame.sort_values(["decided_at", "id"])
     return frame.drop_duplicates(["telco", "msisdn", "row_hash"], keep="last")[columns]
 
 
-def apply_decisions(results: pa.Table, hashes: pa.Array, store: Path) -> pa.Table:
+def apply_decisions(results: pa.Table, hashes: pa.Array, store: history.Store) -> pa.Table:
     """Add ``row_hash``/``review_*`` columns and apply the stored decisions.
 
     ``CONFIRMED_HOLDER`` on a ``REVIEW``/``MISMATCH`` row: the identity flags go and
@@ -205,7 +190,7 @@ def _read(path: Path) -> pd.DataFrame:
     return frame
 
 
-def import_decisions(path: Path | str, reviewer: str, store: Path,
+def import_decisions(path: Path | str, reviewer: str, store: history.Store,
                      now: datetime | None = None) -> dict:
     """Validate a filled-in queue and record its decisions (all or none).
 
@@ -237,18 +222,20 @@ def import_decisions(path: Path | str, reviewer: str, store: Path,
         raise ReviewImportError(f"{path}: nothing imported; " + "; ".join(problems))
     stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     number = decided["msisdn"].fillna(decided["msisdn_as_sent"]).fillna("")
-    records = [(t, m, h, d, c if isinstance(c, str) else "", reviewer.strip(), stamp, path.name)
+    records = [{"telco": t, "msisdn": m, "row_hash": h, "decision": d,
+                "comment": c if isinstance(c, str) else "", "reviewer": reviewer.strip(),
+                "decided_at": stamp, "source_file": path.name}
                for t, m, h, d, c in zip(decided["telco"], number, decided["row_hash"],
                                         decided["decision"], decided["comment"], strict=True)]
-    with closing(_connect(store)) as db, db:
-        db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records)
+    with history.engine(store).begin() as conn:  # all or none
+        history.insert_rows(conn, history.DECISIONS, records)
     counts = decided["decision"].value_counts().to_dict()
     return {"imported": len(records), "skipped": int(len(frame) - len(decided)),
             "by_decision": {k: int(v) for k, v in counts.items()}, "reviewer": reviewer.strip(),
             "decided_at": stamp}
 
 
-def import_drop_folder(folder: Path, store: Path) -> dict:
+def import_drop_folder(folder: Path, store: history.Store) -> dict:
     """Import every filled-in queue dropped in ``folder`` (run by the DAG's flag task).
 
     The reviewer is the file name's part before ``__`` (``le.thu.ha__queue.xlsx``).

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -23,11 +24,14 @@ from pipelines import (
     gates,
     history,
     ingest,
-    match,
     normalise,
+    objectstore,
     publish,
+    registry_prepare,
     report,
     review,
+    shards,
+    storage,
 )
 from pipelines.config import RunConfig, load_config, parse_run_date
 from pipelines.errors import (
@@ -38,7 +42,6 @@ from pipelines.errors import (
     TelcoInputError,
 )
 from pipelines.quarantine import empty_quarantine
-from pipelines.registry import load_registry
 from pipelines.storage import (
     RunPaths,
     read_json,
@@ -73,6 +76,9 @@ def _failed_telcos(paths: RunPaths) -> dict[str, str]:
     failed = {p.stem: read_json(p)["error"] for p in sorted(folder.glob("*.json"))} \
         if folder.exists() else {}
     planned = read_json(paths.plan)["telcos"] if paths.plan.exists() else []  # type: ignore[index]
+    # Once the shards are planned, a gated telco left out of the plan was not cut into shards.
+    sharded = read_json(paths.shard_plan)["telcos"] \
+        if paths.shard_plan.exists() else None  # type: ignore[index]
     for telco in planned:
         if telco not in failed and not paths.normalised(telco).exists():
             failed[telco] = "ingest or normalise did not complete (see the task log)"
@@ -82,6 +88,8 @@ def _failed_telcos(paths: RunPaths) -> dict[str, str]:
                 failed[telco] = "the export gate did not run (see the task log)"
             elif not (result := read_json(gate))["success"]:  # type: ignore[index]
                 failed[telco] = gates.failure_reason(result)  # type: ignore[arg-type]
+            elif sharded is not None and telco not in sharded:
+                failed[telco] = "cutting it into shards did not complete (see the task log)"
     return failed
 
 
@@ -165,19 +173,49 @@ def _write_gate(paths: RunPaths, result: dict) -> None:
 
 
 def gate_registry(config_path: str, run_date: str) -> dict:
-    """Validate the prepared citizen registry; a failure stops the whole run (RegistryError)."""
-    from expectations.registry import registry_suite
+    """Choose the run's prepared registry snapshot and check it cheaply; a failure stops
+    the whole run (``RegistryError``).
 
+    With ``prepared_registry.prepare_in_run`` the snapshot of ``registry`` cut into
+    ``prepared_registry.shards`` is used, prepared here first (validated by the
+    ``registry_prepared`` suite as of the run date) when it does not exist yet;
+    otherwise the latest snapshot the registry refresh published. The check reads no
+    row: manifest, files, counts, the snapshot's gate, no birth after the run date.
+    """
     config, paths = _planned_context(config_path, run_date)
-    registry = load_registry(config.registry_path)
-    frame = gates.to_frame(registry, ["citizen_id", "legacy_id", "gender", "date_of_birth"])
-    suite = gates.run_suite(registry_suite(run_date=parse_run_date(run_date)), frame,
-                            max_examples=config.gates.example_rows, key_columns=())
-    result = gates.gate_result("registry", "registry", [suite])
+    settings, folder = config.prepared_registry, config.prepared_registry_path
+    day = parse_run_date(run_date)
+    paths.registry_snapshot.unlink(missing_ok=True)
+    prepared = False
+    if settings.prepare_in_run:
+        try:
+            snapshot, prepared = registry_prepare.prepare(
+                config.registry_path, folder, settings.shards, as_of=day,
+                example_rows=config.gates.example_rows, set_latest=False, keep=settings.keep)
+        except registry_prepare.RegistryGateFailed as exc:
+            _write_gate(paths, exc.result)
+            raise
+    else:
+        snapshot = registry_prepare.latest(folder)
+        if snapshot is None:
+            raise RegistryError(
+                f"{folder}: no prepared registry snapshot; run the citizen_registry_refresh "
+                "DAG or `simrecon registry prepare` first")
+        if snapshot.shards != settings.shards:
+            log.warning("registry snapshot %s has %d shards (prepared_registry.shards: %d): "
+                        "the run uses the snapshot's", snapshot.id, snapshot.shards,
+                        settings.shards)
+    prepared_gate = snapshot.gate_result()
+    suites = [*prepared_gate["suites"], registry_prepare.check(snapshot, day)]
+    result = gates.gate_result("registry", "registry", suites)
+    result["registry_snapshot"] = snapshot.identity()
     _write_gate(paths, result)
     if not result["success"]:
-        raise RegistryError(f"{config.registry_path}: {gates.failure_reason(result)}")
-    return {"success": True, "citizens": registry.num_rows}
+        raise RegistryError(f"{snapshot.path}: {gates.failure_reason(result)}")
+    write_json({"path": str(snapshot.path), "snapshot": snapshot.id,
+                "shards": snapshot.shards, "citizens": snapshot.citizens}, paths.registry_snapshot)
+    return {"success": True, "citizens": snapshot.citizens, "shards": snapshot.shards,
+            "snapshot": snapshot.id, "prepared": prepared}
 
 
 def gate_export(config_path: str, run_date: str, telco: str) -> dict:
@@ -250,40 +288,107 @@ def _pd_frame(data: dict):  # type: ignore[no-untyped-def]
 
 
 def _normalised_telcos(config: RunConfig, paths: RunPaths) -> list[str]:
+    """Telcos processed so far without failure (once the shards are planned, those the
+    shard tasks match)."""
     failed = _failed_telcos(paths)
     return [m.telco for m in config.telcos()
             if m.telco not in failed and paths.normalised(m.telco).exists()]
 
 
-def match_subscriptions(config_path: str, run_date: str) -> dict:
-    """Link every normalised subscription of every usable telco to the registry."""
+# --- Sharded matching (pipelines/shards.py) ---------------------------------------------
+# partition_telco (per telco) -> plan_shards -> match_shard (per shard) ->
+# search_candidates and spanning_flags (across shards) -> flag_subscriptions (per telco).
+
+
+def partition_telco(config_path: str, run_date: str, telco: str) -> dict:
+    """Cut one gated telco's subscriptions into the run's shards (by document number)."""
+    _, paths = _planned_context(config_path, run_date)
+    if not paths.normalised(telco).exists():
+        raise TelcoInputError(telco, str(paths.normalised(telco)),
+                              "no normalised rows: the normalise stage did not succeed")
+    return shards.partition_telco(paths, telco)
+
+
+def plan_shards(config_path: str, run_date: str) -> list[int]:
+    """Fix the telcos to match (every gated telco cut into shards) and return the shard
+    numbers, one mapped ``match_shard`` task each."""
     config, paths = _planned_context(config_path, run_date)
-    telcos = _normalised_telcos(config, paths)
-    tables = [pq.read_table(paths.normalised(t)) for t in telcos]
-    subscriptions = (pa.concat_tables(tables) if tables
-                     else normalise.NORMALISED_SCHEMA.empty_table())
-    registry = load_registry(config.registry_path)
-    matched = match.match(subscriptions, registry, config.matching)
-    write_parquet(matched, paths.matched)
-    return {"telcos": telcos, "subscriptions": matched.num_rows, "citizens": registry.num_rows}
+    paths.shard_plan.unlink(missing_ok=True)
+    plan = shards.plan_shards(paths, _normalised_telcos(config, paths))
+    log.info("plan_shards %s: %d shard(s), telcos %s", run_date, plan["shards"], plan["telcos"])
+    return list(range(plan["shards"]))
+
+
+def match_shard(config_path: str, run_date: str, shard: int | str) -> dict:
+    """Link one shard's subscriptions to its shard of the registry."""
+    config, paths = _planned_context(config_path, run_date)
+    return shards.match_shard(config, paths, int(shard))
+
+
+def search_candidates(config_path: str, run_date: str) -> dict:
+    """Search the whole registry for the rows whose document led to no citizen."""
+    config, paths = _planned_context(config_path, run_date)
+    return shards.search_candidates(config, paths)
+
+
+def spanning_flags(config_path: str, run_date: str) -> dict:
+    """The flag rules over every subscription of the run, on a few columns."""
+    config, paths = _planned_context(config_path, run_date)
+    return shards.spanning_flags(config, paths)
+
+
+def match_subscriptions(config_path: str, run_date: str) -> dict:
+    """Every matching step in this process: cut the gated telcos not cut yet into
+    shards, plan, match each shard, search candidates, spanning flags."""
+    config, paths = _planned_context(config_path, run_date)
+    for telco in _normalised_telcos(config, paths):
+        if not paths.partitioned(telco).exists():
+            partition_telco(config_path, run_date, telco)
+    shard_numbers = plan_shards(config_path, run_date)
+    counts = [match_shard(config_path, run_date, k) for k in shard_numbers]
+    search_candidates(config_path, run_date)
+    spanning_flags(config_path, run_date)
+    return {"telcos": shards.shard_plan(paths)["telcos"], "shards": len(shard_numbers),
+            "subscriptions": sum(c["subscriptions"] for c in counts)}
 
 
 def flag_subscriptions(config_path: str, run_date: str) -> dict:
-    """Apply the flag rules (including those spanning telcos) and decide statuses."""
+    """Assemble each telco's matched rows in ``source_row`` order, apply the flag rules
+    (the spanning ones as computed across shards) and reviewers' decisions; write
+    ``results.parquet`` telco by telco and the review queue."""
     config, paths = _planned_context(config_path, run_date)
-    matched = pq.read_table(paths.matched)
-    results = flag.flag(matched, config.flags)
+    plan = shards.shard_plan(paths)
     # Reviewers' decisions apply to rows whose own data is unchanged (pipelines/review.py);
     # filled-in queues dropped in the review drop folder are imported first.
     drop = config.correction_cycle.review_drop_dir
     if drop:
         review.import_drop_folder(config.resolve(drop), store_of(config))
-    results = review.apply_decisions(results, review.row_hashes(matched), store_of(config))
-    write_parquet(results, paths.results)
-    queued = review.queue(results, matched)
+    store = store_of(config)
+    writer = storage.AtomicParquetWriter(paths.results)
+    queues, rows, decided = [], 0, 0
+    try:
+        for telco in plan["telcos"]:
+            matched, spanning = shards.gathered(paths, plan, telco)
+            results = flag.flag(matched, config.flags, spanning=spanning)
+            results = review.apply_decisions(results, review.row_hashes(matched), store)
+            writer.write(results)
+            queues.append(review.queue(results, matched))
+            rows += results.num_rows
+            decided += results.num_rows - results["review_decision"].null_count
+        if not plan["telcos"]:  # no telco could be processed: an empty, well-formed run
+            matched = shards.empty_matched(config.matching)
+            none = {name: np.zeros(0, dtype=bool) for name in flag.SPANNING_FLAGS}
+            results = review.apply_decisions(flag.flag(matched, config.flags, spanning=none),
+                                             review.row_hashes(matched), store)
+            writer.write(results)
+            queues.append(review.queue(results, matched))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    queued = pa.concat_tables(queues)
     review.write_queue(queued, paths.staging / "review")
-    return {"subscriptions": results.num_rows, "review_queue": queued.num_rows,
-            "decided": results.num_rows - results["review_decision"].null_count}
+    return {"subscriptions": rows, "review_queue": queued.num_rows, "decided": decided}
 
 
 def gate_results(config_path: str, run_date: str) -> dict:
@@ -360,10 +465,11 @@ def gate_corrections(config_path: str, run_date: str) -> dict:
     return {"success": not failed, "failed_telcos": failed}
 
 
-def store_of(config: RunConfig) -> Path:
-    """The flag-history and review-decision store (``correction_cycle.history_store``)."""
-    setting = config.correction_cycle.history_store
-    return config.resolve(setting) if setting else history.store_path(config.output_path)
+def store_of(config: RunConfig) -> history.Store:
+    """The flag-history and review-decision store (``correction_cycle.history_store``):
+    an SQLite file path or a database URL (pipelines/history.py)."""
+    return history.configured_store(config.correction_cycle.history_store, config.base_dir,
+                                    config.output_path)
 
 
 def _delivery_files(config: RunConfig, paths: RunPaths, run_date: str) -> list[str]:
@@ -386,6 +492,10 @@ def _delivery_files(config: RunConfig, paths: RunPaths, run_date: str) -> list[s
 
 def _after_swap(config: RunConfig, run_date: str, final: Path) -> dict[str, str | None]:
     """Record the published flags in the history, then deliver each telco's files."""
+    if config.publish_url:  # output_dir is a URL: copy the run there, _SUCCESS marker last
+        objectstore.publish_folder(final, f"{config.publish_url}/{run_date}")
+        log.info("publish %s: copied to %s", run_date,
+                 objectstore.redact(f"{config.publish_url}/{run_date}"))
     corrections = final / "corrections"
     telcos = sorted(p.stem for p in corrections.glob("*.manifest.json")) \
         if corrections.exists() else []
@@ -520,6 +630,70 @@ def check_run(config_path: str, run_date: str) -> dict:
     return {"run_date": run_date, "complete": True}
 
 
+# --- Registry refresh (dags/citizen_registry_refresh.py, `simrecon registry prepare`) -----
+
+
+def _registry_context(config_path: str, as_of: str) -> tuple[RunConfig, Path, int]:
+    parse_run_date(as_of)
+    config = load_config(config_path)
+    return config, config.prepared_registry_path, config.prepared_registry.shards
+
+
+def prepare_registry(config_path: str, as_of: str) -> dict:
+    """Refresh step 1: read, validate and normalise the raw snapshot (``registry``) and cut
+    it into ``prepared_registry.shards`` shards in a staging folder; nothing to do when
+    that snapshot (same source content, same shard count) is already published."""
+    config, folder, count = _registry_context(config_path, as_of)
+    digest = registry_prepare.source_digest(config.registry_path)
+    existing = registry_prepare.find(folder, registry_prepare.snapshot_id(digest, count))
+    if existing is not None:
+        return {"snapshot": existing.id, "staging": "", "citizens": existing.citizens,
+                "shards": existing.shards, "reused": True}
+    staging = registry_prepare.stage(config.registry_path, folder, count, digest)
+    return {"snapshot": registry_prepare.snapshot_id(digest, count), "staging": str(staging),
+            "citizens": read_json(staging / "draft.json")["citizens"],  # type: ignore[index]
+            "shards": count, "reused": False}
+
+
+def gate_prepared_registry(config_path: str, as_of: str, staging: str) -> dict:
+    """Refresh step 2: the ``registry_prepared`` suite over the staged snapshot (as of
+    ``as_of``); a failure discards it (``RegistryError``; result kept in ``rejected/``)."""
+    config, _, _ = _registry_context(config_path, as_of)
+    if not staging:
+        return {"success": True, "reused": True}
+    result = registry_prepare.gate(Path(staging), parse_run_date(as_of),
+                                   config.gates.example_rows)
+    return {"success": result["success"], "reused": False}
+
+
+def publish_registry(config_path: str, as_of: str, snapshot: str, staging: str) -> dict:
+    """Refresh step 3: put the staged snapshot in place and make it the latest.
+    ``changed`` is False when it already was the latest (nothing new to announce)."""
+    config, folder, _ = _registry_context(config_path, as_of)
+    if staging:
+        published = registry_prepare.publish(Path(staging), folder,
+                                             keep=config.prepared_registry.keep)
+    else:
+        found = registry_prepare.find(folder, snapshot)
+        if found is None:
+            raise RegistryError(f"{folder}: snapshot {snapshot} is not there any more")
+        published = found
+    changed = registry_prepare.set_latest_snapshot(folder, published)
+    log.info("registry %s: snapshot %s (%d citizens, %d shards)%s", as_of, published.id,
+             published.citizens, published.shards, "" if changed else ", already the latest")
+    return {"snapshot": published.id, "path": str(published.path), "changed": changed,
+            "citizens": published.citizens, "shards": published.shards,
+            "source_sha256": published.manifest["source"]["sha256"]}
+
+
+def refresh_registry(config_path: str, as_of: str) -> dict:
+    """The three refresh steps in this process (``simrecon registry prepare``)."""
+    prepared = prepare_registry(config_path, as_of)
+    gate_prepared_registry(config_path, as_of, prepared["staging"])
+    published = publish_registry(config_path, as_of, prepared["snapshot"], prepared["staging"])
+    return {**published, "prepared": not prepared["reused"]}
+
+
 def run_all(config_path: str, run_date: str) -> dict:
     """Every stage in order, in this process (the CLI's ``simrecon run``)."""
     timings: dict[str, float] = {}
@@ -539,9 +713,13 @@ def run_all(config_path: str, run_date: str) -> dict:
             timed(f"ingest[{telco}]", ingest_telco, config_path, run_date, telco)
             timed(f"normalise[{telco}]", normalise_telco, config_path, run_date, telco)
             timed(f"gate_export[{telco}]", gate_export, config_path, run_date, telco)
+            timed(f"partition[{telco}]", partition_telco, config_path, run_date, telco)
         except TelcoInputError as exc:
             log.error("telco %s skipped: %s", telco, exc)
-    timed("match", match_subscriptions, config_path, run_date)
+    for shard in timed("plan_shards", plan_shards, config_path, run_date):
+        timed(f"match_shard[{shard:03d}]", match_shard, config_path, run_date, shard)
+    timed("search_candidates", search_candidates, config_path, run_date)
+    timed("spanning_flags", spanning_flags, config_path, run_date)
     timed("flag", flag_subscriptions, config_path, run_date)
     timed("gate_results", gate_results, config_path, run_date)
     timed("corrections", write_corrections, config_path, run_date)

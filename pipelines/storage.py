@@ -65,9 +65,34 @@ class RunPaths:
     def telco_error(self, telco: str) -> Path:
         return self.work / "errors" / f"{telco}.json"
 
+    # --- sharded matching (pipelines/shards.py): working state, never published ---
     @property
-    def matched(self) -> Path:
-        return self.work / "matched.parquet"
+    def registry_snapshot(self) -> Path:
+        """The prepared registry snapshot this run uses (resolved by ``gate_registry``)."""
+        return self.work / "registry.json"
+
+    @property
+    def shard_plan(self) -> Path:
+        """Shard count and the telcos the shard tasks match (written by ``plan_shards``)."""
+        return self.work / "shards.json"
+
+    def partitioned(self, telco: str) -> Path:
+        """A telco's subscriptions cut into shards: the marker, written last."""
+        return self.work / "shards" / telco / "_partitioned.json"
+
+    def subscription_shard(self, telco: str, shard: int) -> Path:
+        return self.work / "shards" / telco / f"{shard:03d}.parquet"
+
+    def matched_shard(self, telco: str, shard: int) -> Path:
+        return self.work / "matched" / telco / f"{shard:03d}.parquet"
+
+    def candidates(self, telco: str) -> Path:
+        """Rows whose document leads nowhere, matched by the cross-shard candidate search."""
+        return self.work / "candidates" / f"{telco}.parquet"
+
+    def spanning_flags(self, telco: str) -> Path:
+        """Flags of rules that span shards and telcos, per subscription of the telco."""
+        return self.work / "spanning" / f"{telco}.parquet"
 
     @property
     def results(self) -> Path:
@@ -125,6 +150,73 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
 def write_parquet(table: pa.Table, path: Path) -> Path:
     """Write Parquet atomically (deterministic bytes: no pandas index, fixed settings)."""
     return _atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+class AtomicParquetWriter:
+    """A Parquet file written in pieces (``write``), renamed into place on ``close``.
+
+    Like ``write_parquet`` for tables too large to hold at once: the pieces go to a
+    hidden temporary name; a failure (or a kill) leaves at most that ``.tmp`` file.
+    The schema is that of the first piece; later pieces are cast to it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
+        self._writer.write_table(table.cast(self._writer.schema).combine_chunks())
+
+    def close(self, empty: pa.Schema | None = None) -> Path:
+        """Finish the file (with ``empty``'s schema and no rows if nothing was written)."""
+        if self._writer is None:
+            if empty is None:
+                raise ValueError(f"{self.path}: nothing written and no schema given")
+            return write_parquet(empty.empty_table(), self.path)
+        try:
+            self._writer.close()
+            _fsync(self._tmp)
+            os.replace(self._tmp, self.path)
+            _fsync(self.path.parent)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+        return self.path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicParquetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        if exc_type is not None:
+            self.abort()
+
+
+def publish_dir(tmp: Path, final: Path) -> bool:
+    """Rename a completely written folder ``tmp`` to ``final`` (same parent), flushed.
+
+    Returns False (and removes ``tmp``) when ``final`` already exists: someone else
+    published the same content first.
+    """
+    for path in sorted(tmp.rglob("*"), reverse=True):
+        _fsync(path)
+    _fsync(tmp)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not final.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    _fsync(final.parent)
+    return True
 
 
 def write_bytes(data: bytes, path: Path) -> Path:

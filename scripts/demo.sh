@@ -6,9 +6,11 @@
 #     ./scripts/demo.sh 2026-11-28   # a given run date (YYYY-MM-DD)
 #
 # Installs the locked dependencies with uv, prepares an embedded Airflow
-# (SQLite in .airflow/), runs the subscriber_reconciliation DAG once in this
-# process with `airflow dags test` (no scheduler, no API server), then prints
-# where the report and correction lists are. Safe to run again: a second run
+# (SQLite in .airflow/), runs the citizen_registry_refresh DAG (prepares the
+# sharded registry snapshot; nothing to do when it already exists) and then the
+# subscriber_reconciliation DAG once each in this process with `airflow dags
+# test` (no scheduler, no API server), then prints where the report and
+# correction lists are. Safe to run again: a second run
 # for the same date rebuilds and replaces that date's run folder.
 # Exit status: 0 when every telco was processed, non-zero otherwise.
 set -euo pipefail
@@ -52,7 +54,13 @@ if ! airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1; then
     exit 1
 fi
 
-# 3. One DAG run, tasks executed in this process.
+# 3. The registry snapshot (prepared once, published as an Asset), then one
+# reconciliation run; tasks executed in this process.
+say "Running DAG citizen_registry_refresh for $RUN_DATE (config: $CONFIG)"
+if ! airflow dags test citizen_registry_refresh "$RUN_DATE"; then
+    echo "The registry refresh FAILED: the registry snapshot could not be prepared." >&2
+    exit 1
+fi
 say "Running DAG subscriber_reconciliation for $RUN_DATE (config: $CONFIG)"
 rc=0
 airflow dags test subscriber_reconciliation "$RUN_DATE" || rc=$?

@@ -6,6 +6,16 @@ cd "$(dirname "$0")/.."
 if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet "uv==0.13.8"
 fi
+# PostgreSQL server binaries for tests/test_history_store.py, which starts its own
+# throwaway cluster (initdb + pg_ctl on a free loopback port); Debian's package.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "test.sh: no PostgreSQL server binaries (apt-get install postgresql):" \
+      "the PostgreSQL history-store tests will be skipped (they fail when CI is set)" >&2
+  fi
+fi
 uv sync --frozen --quiet
 uv run --frozen ruff check .
 uv run --frozen pytest "$@"

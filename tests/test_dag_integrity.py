@@ -19,8 +19,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DAGS_DIR = REPO / "dags"
 DAG_FILE = DAGS_DIR / "subscriber_reconciliation.py"
+REFRESH_FILE = DAGS_DIR / "citizen_registry_refresh.py"
 STAGES_FILE = REPO / "pipelines" / "stages.py"
 DAG_ID = "subscriber_reconciliation"
+REFRESH_ID = "citizen_registry_refresh"
+ASSET_NAME = "citizen_registry_prepared"
 
 EXPECTED_TASKS = {
     "plan",
@@ -28,7 +31,11 @@ EXPECTED_TASKS = {
     "ingest",
     "normalise",
     "gate_export",
-    "match",
+    "partition",
+    "plan_shards",
+    "match_shard",
+    "search_candidates",
+    "spanning_flags",
     "flag",
     "gate_results",
     "corrections",
@@ -49,9 +56,11 @@ ALLOWED_IMPORTS = {
     "pathlib",
     "structlog",
     "airflow.sdk",
+    "airflow.sdk.exceptions",  # AirflowSkipException: the refresh announces only changes
     "airflow.providers.standard.operators.hitl",  # the approval step (ApprovalOperator)
     "pipelines.stages",
 }
+TELCO_TASKS = {"ingest", "normalise", "gate_export", "partition"}
 
 if "AIRFLOW_HOME" not in os.environ:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="simrecon-airflow-")
@@ -74,13 +83,20 @@ def dag(dagbag):
     return dagbag.dags[DAG_ID]
 
 
+@pytest.fixture(scope="module")
+def refresh(dagbag):
+    assert REFRESH_ID in dagbag.dags, dagbag.import_errors
+    return dagbag.dags[REFRESH_ID]
+
+
 def test_dags_folder_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {DAG_ID}
+    assert set(dagbag.dag_ids) == {DAG_ID, REFRESH_ID}
 
 
-def test_dag_file_parses_quickly(dagbag):
-    (stat,) = [s for s in dagbag.dagbag_stats if s.file.endswith(DAG_FILE.name)]
+@pytest.mark.parametrize("dag_file", [DAG_FILE, REFRESH_FILE], ids=lambda p: p.stem)
+def test_dag_file_parses_quickly(dagbag, dag_file):
+    (stat,) = [s for s in dagbag.dagbag_stats if s.file.endswith(dag_file.name)]
     # The stages (pandas, pyarrow, ...) must not be imported at parse time.
     assert stat.duration < timedelta(seconds=2), stat
 
@@ -97,8 +113,14 @@ def test_dependencies(dag):
     assert upstream["ingest"] == {"plan", "gate_registry"}
     assert "ingest" in upstream["normalise"]
     assert upstream["gate_export"] - {"plan"} == {"normalise"}  # plan: the mapped input
-    assert upstream["match"] == {"gate_export"}
-    assert upstream["flag"] == {"match"}
+    assert upstream["partition"] - {"plan"} == {"gate_export"}
+    # Shards are planned once every telco's chain is done; each shard is one mapped task;
+    # the cross-shard steps wait for every shard.
+    assert upstream["plan_shards"] == {"partition"}
+    assert upstream["match_shard"] == {"plan_shards"}
+    assert upstream["search_candidates"] == {"match_shard"}
+    assert upstream["spanning_flags"] == {"match_shard"}
+    assert upstream["flag"] == {"search_candidates", "spanning_flags"}
     assert upstream["gate_results"] == {"flag"}
     assert upstream["corrections"] == {"gate_results"}
     assert upstream["gate_corrections"] == {"corrections"}
@@ -124,8 +146,42 @@ def test_ingest_and_normalise_are_mapped_per_telco(dag):
     expand_input = group._expand_input.value
     assert set(expand_input) == {"telco"}
     assert expand_input["telco"].operator.task_id == "plan"
-    for task_id in EXPECTED_TASKS - {"ingest", "normalise", "gate_export"}:
+    assert dag.get_task("partition").get_closest_mapped_task_group() is group
+    for task_id in EXPECTED_TASKS - TELCO_TASKS:
         assert dag.get_task(task_id).get_closest_mapped_task_group() is None, task_id
+
+
+def test_matching_is_mapped_per_shard(dag):
+    """One match_shard task instance per shard, the shard numbers coming from plan_shards."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    task = dag.get_task("match_shard")
+    assert isinstance(task, MappedOperator)
+    expand_input = task._get_specified_expand_input().value
+    assert set(expand_input) == {"shard"}
+    assert expand_input["shard"].operator.task_id == "plan_shards"
+    for task_id in ("plan_shards", "search_candidates", "spanning_flags", "flag"):
+        assert not isinstance(dag.get_task(task_id), MappedOperator), task_id
+
+
+def test_registry_snapshot_asset_links_the_two_dags(dag, refresh):
+    (outlet,) = refresh.get_task("publish").outlets
+    (inlet,) = dag.get_task("gate_registry").inlets
+    assert outlet == inlet and outlet.name == ASSET_NAME
+    # The reconciliation stays daily: it reads the latest snapshot when it runs.
+    assert dag.schedule == "@daily"
+
+
+def test_refresh_dag_shape(refresh):
+    upstream = {t.task_id: set(t.upstream_task_ids) for t in refresh.tasks}
+    assert upstream == {"prepare": set(), "gate_registry": {"prepare"},
+                        "publish": {"prepare", "gate_registry"}}
+    assert refresh.catchup is False and refresh.max_active_runs == 1
+    assert refresh.timetable.expression == "0 21 * * *"  # before the 00:00 UTC reconciliation
+    for t in refresh.tasks:
+        assert t.retries >= 1, t.task_id
+        failing = {path for rule in t.retry_policy.rules for path in rule.exception}
+        assert "pipelines.errors.RegistryError" in failing
 
 
 def test_schedule_and_run_settings(dag):
@@ -144,9 +200,9 @@ def test_trigger_rules(dag):
     from airflow.sdk import TriggerRule
 
     rules = {t.task_id: t.trigger_rule for t in dag.tasks}
-    # match runs on whatever telcos made it through; everything else needs
-    # its upstream to have succeeded.
-    assert rules.pop("match") == TriggerRule.ALL_DONE_MIN_ONE_SUCCESS
+    # The shards are planned for whatever telcos made it through; everything else
+    # needs its upstream to have succeeded.
+    assert rules.pop("plan_shards") == TriggerRule.ALL_DONE_MIN_ONE_SUCCESS
     assert set(rules.values()) == {TriggerRule.ALL_SUCCESS}
 
 
@@ -162,13 +218,14 @@ def test_every_task_retries_except_bad_input(dag):
         assert "pipelines.errors.GateFailedError" in failing
 
 
-def _dag_module() -> ast.Module:
-    return ast.parse(DAG_FILE.read_text(encoding="utf-8"))
+def _dag_module(path: Path = DAG_FILE) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
 
 
-def test_dag_file_imports_only_airflow_and_stages():
+@pytest.mark.parametrize("dag_file", [DAG_FILE, REFRESH_FILE], ids=lambda p: p.stem)
+def test_dag_file_imports_only_airflow_and_stages(dag_file):
     imported = set()
-    for node in ast.walk(_dag_module()):
+    for node in ast.walk(_dag_module(dag_file)):
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -176,8 +233,9 @@ def test_dag_file_imports_only_airflow_and_stages():
     assert imported <= ALLOWED_IMPORTS, imported - ALLOWED_IMPORTS
 
 
-def test_dag_file_imports_pipelines_only_inside_tasks():
-    for node in _dag_module().body:
+@pytest.mark.parametrize("dag_file", [DAG_FILE, REFRESH_FILE], ids=lambda p: p.stem)
+def test_dag_file_imports_pipelines_only_inside_tasks(dag_file):
+    for node in _dag_module(dag_file).body:
         if isinstance(node, ast.Import | ast.ImportFrom):
             module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
             assert not (module or "").startswith("pipelines"), "import pipelines inside tasks"
@@ -191,7 +249,8 @@ def test_dag_calls_existing_stage_functions():
     }
     used = {
         alias.name
-        for node in ast.walk(_dag_module())
+        for path in (DAG_FILE, REFRESH_FILE)
+        for node in ast.walk(_dag_module(path))
         if isinstance(node, ast.ImportFrom) and node.module == "pipelines.stages"
         for alias in node.names
     }
@@ -203,7 +262,11 @@ def test_dag_calls_existing_stage_functions():
         "ingest_telco",
         "normalise_telco",
         "gate_export",
-        "match_subscriptions",
+        "partition_telco",
+        "plan_shards",
+        "match_shard",
+        "search_candidates",
+        "spanning_flags",
         "flag_subscriptions",
         "gate_results",
         "write_corrections",
@@ -211,6 +274,9 @@ def test_dag_calls_existing_stage_functions():
         "build_report",
         "publish_run",
         "check_run",
+        "prepare_registry",
+        "gate_prepared_registry",
+        "publish_registry",
     } <= used
 
 
@@ -219,7 +285,8 @@ def test_retry_policy_names_existing_exceptions():
     # import pipelines; make sure every path names a class that exists.
     paths = {
         node.value
-        for node in ast.walk(_dag_module())
+        for dag_file in (DAG_FILE, REFRESH_FILE)
+        for node in ast.walk(_dag_module(dag_file))
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and node.value.startswith("pipelines.")

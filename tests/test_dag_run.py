@@ -22,12 +22,15 @@ from .conftest import REPO, write_config
 pytestmark = pytest.mark.slow
 
 DAG_ID = "subscriber_reconciliation"
+REFRESH_ID = "citizen_registry_refresh"
 AIRFLOW_ENV = REPO / "scripts" / "airflow_env.sh"
 TELCOS_DIR = REPO / "config" / "telcos"
 TELCOS = {"mobifone", "viettel", "vinaphone"}
-STAGE_TASKS = ("plan", "gate_registry", "match", "flag", "gate_results", "corrections",
-               "gate_corrections", "report", "approve", "publish", "check")
-TELCO_TASKS = ("ingest", "normalise", "gate_export")
+STAGE_TASKS = ("plan", "gate_registry", "plan_shards", "search_candidates", "spanning_flags",
+               "flag", "gate_results", "corrections", "gate_corrections", "report", "approve",
+               "publish", "check")
+TELCO_TASKS = ("ingest", "normalise", "gate_export", "partition")
+SHARDS = 3  # of the snapshot the refresh DAG prepares for the daily run
 
 
 def _clean_env() -> dict[str, str]:
@@ -67,18 +70,20 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def run_dag(home: Path, config: Path, run_date: str) -> subprocess.CompletedProcess:
-    return airflow(home, "dags", "test", DAG_ID, run_date, config=config)
+def run_dag(home: Path, config: Path, run_date: str,
+            dag_id: str = DAG_ID) -> subprocess.CompletedProcess:
+    return airflow(home, "dags", "test", dag_id, run_date, config=config)
 
 
-def task_states(home: Path, run_date: str) -> dict[tuple[str, str], str]:
-    """``{(task_id, telco or ""): state}`` for the run with this logical date.
+def task_states(home: Path, run_date: str, dag_id: str = DAG_ID) -> dict[tuple[str, str], str]:
+    """``{(task_id, telco, shard or ""): state}`` for the run with this logical date.
 
-    A mapped instance is named by the telco at its map index in plan's output
-    (an instance that never ran has no rendered name); where it did run, the
-    name shown in the UI must be that telco too.
+    A mapped per-telco instance is named by the telco at its map index in plan's
+    output, a ``match_shard`` instance by its shard number (``000``); an instance
+    that never ran has no rendered name; where it did run, the name shown in the UI
+    must be that one too.
     """
-    telcos = xcom(home, run_date, "plan")
+    telcos = xcom(home, run_date, "plan") if dag_id == DAG_ID else []
     with sqlite3.connect(home / "airflow.db") as db:
         rows = db.execute(
             """
@@ -87,26 +92,31 @@ def task_states(home: Path, run_date: str) -> dict[tuple[str, str], str]:
             JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id
             WHERE ti.dag_id = ? AND dr.logical_date LIKE ?
             """,
-            (DAG_ID, f"{run_date}%"),
+            (dag_id, f"{run_date}%"),
         ).fetchall()
     states = {}
     for task_id, map_index, rendered, state in rows:
-        telco = "" if map_index < 0 else telcos[map_index]
-        assert rendered in (None, telco or None), (task_id, map_index, rendered)
-        states[(task_id, telco)] = state
+        if map_index < 0:
+            name = ""
+        elif task_id == "match_shard":
+            name = f"{map_index:03d}"
+        else:
+            name = telcos[map_index]
+        assert rendered in (None, name or None), (task_id, map_index, rendered)
+        states[(task_id, name)] = state
     return states
 
 
-def dag_run_state(home: Path, run_date: str) -> str:
+def dag_run_state(home: Path, run_date: str, dag_id: str = DAG_ID) -> str:
     with sqlite3.connect(home / "airflow.db") as db:
         (state,) = db.execute(
             "SELECT state FROM dag_run WHERE dag_id = ? AND logical_date LIKE ?",
-            (DAG_ID, f"{run_date}%"),
+            (dag_id, f"{run_date}%"),
         ).fetchone()
     return state
 
 
-def xcom(home: Path, run_date: str, task_id: str) -> object:
+def xcom(home: Path, run_date: str, task_id: str, dag_id: str = DAG_ID) -> object:
     with sqlite3.connect(home / "airflow.db") as db:
         (value,) = db.execute(
             """
@@ -115,18 +125,83 @@ def xcom(home: Path, run_date: str, task_id: str) -> object:
             WHERE x.dag_id = ? AND dr.logical_date LIKE ? AND x.task_id = ?
               AND x.key = 'return_value' AND x.map_index = -1
             """,
-            (DAG_ID, f"{run_date}%", task_id),
+            (dag_id, f"{run_date}%", task_id),
         ).fetchone()
     return json.loads(value)
+
+
+def asset_events(home: Path) -> list[dict]:
+    """The extras of every event of the prepared-registry Asset, oldest first."""
+    with sqlite3.connect(home / "airflow.db") as db:
+        rows = db.execute(
+            """
+            SELECT e.extra, e.source_dag_id, e.source_task_id FROM asset_event e
+            JOIN asset a ON a.id = e.asset_id
+            WHERE a.name = 'citizen_registry_prepared' ORDER BY e.id
+            """
+        ).fetchall()
+    return [{**json.loads(extra), "dag": dag, "task": task} for extra, dag, task in rows]
+
+
+@pytest.fixture(scope="module")
+def refreshed(airflow_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The citizen_registry_refresh DAG run once: a 3-shard snapshot of the sample
+    registry, published to <tmp>/registry as the Asset citizen_registry_prepared.
+    Returns the folder holding the prepared snapshots."""
+    tmp = tmp_path_factory.mktemp("refresh")
+    folder = tmp / "registry"
+    config = write_config(tmp, prepared_registry={"dir": str(folder), "shards": SHARDS,
+                                                  "prepare_in_run": False})
+    result = run_dag(airflow_home, config, "2026-11-28", REFRESH_ID)
+    assert result.returncode == 0, _output(result)
+    return folder
 
 
 def correction_lists(run_dir: Path) -> dict[str, Path]:
     return {p.stem: p for p in (run_dir / "corrections").glob("*.csv")}
 
 
-def test_daily_run_processes_every_telco(airflow_home: Path, tmp_path: Path) -> None:
+def test_registry_refresh_publishes_the_snapshot_as_an_asset(
+        airflow_home: Path, refreshed: Path, tmp_path: Path) -> None:
     run_date = "2026-11-28"
-    config = write_config(tmp_path)
+    assert dag_run_state(airflow_home, run_date, REFRESH_ID) == "success"
+    states = task_states(airflow_home, run_date, REFRESH_ID)
+    assert states == {("prepare", ""): "success", ("gate_registry", ""): "success",
+                      ("publish", ""): "success"}
+    latest = json.loads((refreshed / "latest.json").read_text())
+    published = xcom(airflow_home, run_date, "publish", REFRESH_ID)
+    assert published["snapshot"] == latest["snapshot"] and published["changed"] is True
+    snapshot = refreshed / latest["path"]
+    assert (snapshot / "manifest.json").is_file() and (snapshot / "legacy_index.parquet").is_file()
+    assert {p.name for p in snapshot.glob("shard=*")} == {f"shard={k:03d}" for k in range(SHARDS)}
+    (event,) = asset_events(airflow_home)
+    assert event == {"snapshot": latest["snapshot"], "citizens": 2500, "shards": SHARDS,
+                     "source_sha256": latest["source_sha256"],
+                     "dag": REFRESH_ID, "task": "publish"}
+
+    # The next day the source has not changed: nothing is prepared, nothing announced.
+    config = write_config(tmp_path, prepared_registry={"dir": str(refreshed), "shards": SHARDS,
+                                                       "prepare_in_run": False})
+    result = run_dag(airflow_home, config, "2026-11-29", REFRESH_ID)
+    assert result.returncode == 0, _output(result)
+    states = task_states(airflow_home, "2026-11-29", REFRESH_ID)
+    assert states[("publish", "")] == "skipped"
+    assert xcom(airflow_home, "2026-11-29", "prepare", REFRESH_ID)["reused"] is True
+    assert len(asset_events(airflow_home)) == 1
+    assert json.loads((refreshed / "latest.json").read_text()) == latest
+
+
+def test_daily_run_processes_every_telco(airflow_home: Path, refreshed: Path,
+                                         tmp_path: Path) -> None:
+    """The daily run reads the snapshot the refresh published (3 shards), matches it with
+    one mapped task per shard, and publishes exactly what a 1-shard CLI run publishes."""
+    from pipelines.stages import run_all
+
+    from .test_shards import differing_outputs
+
+    run_date = "2026-11-28"
+    config = write_config(tmp_path, prepared_registry={"dir": str(refreshed), "shards": 8,
+                                                       "prepare_in_run": False})
 
     result = run_dag(airflow_home, config, run_date)
 
@@ -135,8 +210,17 @@ def test_daily_run_processes_every_telco(airflow_home: Path, tmp_path: Path) -> 
     states = task_states(airflow_home, run_date)
     expected = {(t, "") for t in STAGE_TASKS}
     expected |= {(t, telco) for t in TELCO_TASKS for telco in TELCOS}
-    assert set(states) == expected, "ingest/normalise/gate_export must run once per telco"
+    expected |= {("match_shard", f"{k:03d}") for k in range(SHARDS)}
+    assert set(states) == expected, \
+        "the per-telco tasks run once per telco, match_shard once per shard of the snapshot"
     assert {k: s for k, s in states.items() if s != "success"} == {}
+    assert xcom(airflow_home, run_date, "gate_registry")["prepared"] is False
+    assert not (tmp_path / "runs" / ".registry").exists(), "the run prepared nothing itself"
+
+    cli = tmp_path / "cli"
+    cli.mkdir()
+    reference = run_all(str(write_config(cli, prepared_registry={"shards": 1})), run_date)
+    assert differing_outputs(Path(reference["run_dir"]), tmp_path / "runs" / run_date) == []
 
     run_dir = tmp_path / "runs" / run_date
     assert Path(xcom(airflow_home, run_date, "publish")["run_dir"]) == run_dir
@@ -206,6 +290,9 @@ def test_broken_telco_fails_the_run_but_others_are_published(
     for task_id in set(STAGE_TASKS) - {"check"}:
         assert states[(task_id, "")] == "success", task_id
     assert states[("check", "")] == "failed"
+    # The default configuration prepares the snapshot in the run: 8 shards.
+    assert {k: s for k, s in states.items() if k[0] == "match_shard"} \
+        == {("match_shard", f"{k:03d}"): "success" for k in range(8)}
 
     run_dir = tmp_path / "runs" / run_date
     assert set(correction_lists(run_dir)) == {"mobifone"}
@@ -240,6 +327,12 @@ def test_a_registry_failing_its_gate_stops_the_run(airflow_home: Path, tmp_path:
     states = task_states(airflow_home, run_date)
     assert states[("plan", "")] == "success"
     assert states[("gate_registry", "")] == "failed"
-    assert states[("match", "")] == "upstream_failed"
+    assert states[("plan_shards", "")] == "upstream_failed"
+    assert states[("match_shard", "")] == "upstream_failed"  # never expanded
     assert states[("publish", "")] == "upstream_failed"
     assert not (tmp_path / "runs" / run_date).exists()
+    # Prepared in the run, the snapshot broke its suite: discarded, the reason kept.
+    assert not list((tmp_path / "runs" / ".registry").glob("snapshot=*"))
+    gate = json.loads(next((tmp_path / "runs" / ".registry" / "rejected").glob("*.json"))
+                      .read_text())
+    assert "citizen_id is a 12-digit CCCD" in json.dumps(gate)

@@ -1,0 +1,407 @@
+"""Prepared registry snapshots: validated and normalised once, hash-partitioned by citizen ID.
+
+A raw registry snapshot (``registry`` in the run configuration) is read and
+normalised by ``pipelines.registry.load_registry``, given the columns that need
+the whole registry (``registry_row``, ``name_frequency``, ``legacy_citizens``),
+cut into ``shards`` files by ``pipelines.shards.shard_of(citizen_id)``,
+validated by the ``registry_prepared`` Great Expectations suite, and published
+as one folder (docs/data-contracts.md, "Prepared registry snapshot")::
+
+    <dir>/snapshot=<id>/shard=000/part.parquet … shard=<N-1>/part.parquet
+                        legacy_index.parquet   legacy_id -> first citizen, its shard, how many
+                        gate.json              the registry_prepared suite's result
+                        manifest.json          written last: counts, shard count, hash, sha256s
+    <dir>/latest.json                          the snapshot the refresh published last
+
+``<id>`` is ``<first 16 hex of the source's sha256>-<shards, 3 digits>``: the same
+source cut the same way is the same snapshot, prepared once. The folder is
+written under ``<dir>/.staging/`` and renamed into place complete, so a reader
+never sees half a snapshot; ``latest.json`` is replaced atomically afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from matching.model import name_frequencies
+from pipelines import gates, objectstore
+from pipelines.errors import RegistryError
+from pipelines.registry import load_registry
+from pipelines.shards import HASH_NAME, shard_of, split_by_shard
+from pipelines.storage import publish_dir, read_json, sha256_of, write_json, write_parquet
+
+log = logging.getLogger("simrecon.registry")
+
+# Bump when what a prepared snapshot holds or how it is normalised changes: a run
+# refuses a snapshot of another format (prepare it again).
+PREPARED_FORMAT = 1
+MANIFEST = "manifest.json"
+GATE = "gate.json"
+LATEST = "latest.json"
+LEGACY_INDEX = "legacy_index.parquet"
+
+SHARD_SCHEMA = pa.schema([
+    ("citizen_id", pa.string()),
+    ("legacy_id", pa.string()),
+    ("full_name", pa.string()),
+    ("date_of_birth", pa.date32()),
+    ("dob_precision", pa.string()),
+    ("gender", pa.string()),
+    ("date_of_death", pa.date32()),
+    # Computed over the whole registry, so a shard scores exactly like the whole:
+    ("registry_row", pa.int64()),       # the citizen's row in the source (tie-breaks)
+    ("name_frequency", pa.float64()),   # share of citizens with the same canonical name
+    ("legacy_citizens", pa.int32()),    # citizens holding the same legacy_id (0: none)
+])
+LEGACY_SCHEMA = pa.schema([
+    ("legacy_id", pa.string()),
+    ("citizen_id", pa.string()),   # the first citizen (registry order) holding it
+    ("shard", pa.int32()),         # that citizen's shard: where a CMND subscription goes
+    ("citizens", pa.int32()),      # how many citizens hold it (> 1: ambiguous)
+])
+# What the cross-shard candidate search reads of every shard.
+SEARCH_COLUMNS = ("citizen_id", "full_name", "date_of_birth", "dob_precision", "gender",
+                  "registry_row", "name_frequency")
+GATE_COLUMNS = ["citizen_id", "legacy_id", "gender", "date_of_birth"]
+
+
+class RegistryGateFailed(RegistryError):
+    """The snapshot breaks the ``registry_prepared`` suite; ``result`` is the gate result."""
+
+    def __init__(self, message: str, result: dict) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def snapshot_id(source_sha256: str, shards: int) -> str:
+    return f"{source_sha256[:16]}-{shards:03d}"
+
+
+def shard_file(shard: int) -> str:
+    return f"shard={shard:03d}/part.parquet"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A published, complete snapshot folder and its manifest."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def id(self) -> str:
+        return self.manifest["snapshot"]
+
+    @property
+    def shards(self) -> int:
+        return int(self.manifest["shards"])
+
+    @property
+    def citizens(self) -> int:
+        return int(self.manifest["citizens"])
+
+    def shard_path(self, shard: int) -> Path:
+        return self.path / shard_file(shard)
+
+    @property
+    def legacy_index_path(self) -> Path:
+        return self.path / LEGACY_INDEX
+
+    def gate_result(self) -> dict:
+        return read_json(self.path / GATE)  # type: ignore[return-value]
+
+    def identity(self) -> dict:
+        """What the snapshot is, independent of how it is cut (for the run's records)."""
+        source = self.manifest["source"]
+        return {"source_file": Path(source["path"]).name, "source_sha256": source["sha256"],
+                "citizens": self.citizens, "as_of": self.manifest["as_of"],
+                "format": self.manifest["format"]}
+
+    def verify(self, relative: str) -> Path:
+        """The file's path, after checking its sha256 against the manifest."""
+        entry = next((f for f in self.manifest["files"] if f["path"] == relative), None)
+        path = self.path / relative
+        if entry is None or not path.is_file() or sha256_of(path) != entry["sha256"]:
+            raise RegistryError(f"{path}: missing or not the file the snapshot's manifest "
+                                "describes (sha256 differs): prepare the snapshot again")
+        return path
+
+
+def open_snapshot(path: Path) -> Snapshot:
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise RegistryError(f"{path}: not a complete prepared registry snapshot (no {MANIFEST})")
+    manifest = read_json(manifest_path)
+    if not isinstance(manifest, dict) or manifest.get("format") != PREPARED_FORMAT \
+            or manifest.get("hash") != HASH_NAME:
+        raise RegistryError(
+            f"{path}: prepared with another format or hash "
+            f"({manifest.get('format') if isinstance(manifest, dict) else '?'}); this code "
+            f"reads format {PREPARED_FORMAT} with {HASH_NAME}: prepare the snapshot again")
+    return Snapshot(path, manifest)
+
+
+def find(registry_dir: Path, snapshot: str) -> Snapshot | None:
+    path = registry_dir / f"snapshot={snapshot}"
+    return open_snapshot(path) if (path / MANIFEST).is_file() else None
+
+
+def latest(registry_dir: Path) -> Snapshot | None:
+    """The snapshot the registry refresh published last, if any."""
+    pointer = registry_dir / LATEST
+    if not pointer.is_file():
+        return None
+    return open_snapshot(registry_dir / read_json(pointer)["path"])  # type: ignore[index]
+
+
+def _registry_wide_columns(registry: pa.Table) -> pa.Table:
+    """Add the columns that need the whole registry: source row, name frequency, and how
+    many citizens share each legacy number."""
+    n = registry.num_rows
+    _, tf = name_frequencies(registry["full_name"].combine_chunks())
+    legacy = registry["legacy_id"].combine_chunks()
+    counts = pc.value_counts(pc.drop_null(legacy))
+    at = pc.index_in(legacy, value_set=counts.field("values"), skip_nulls=True)
+    sharing = pc.fill_null(pc.take(counts.field("counts"), at), 0)
+    return (registry
+            .append_column("registry_row", pa.array(np.arange(n, dtype=np.int64)))
+            .append_column("name_frequency", pa.array(tf, pa.float64()))
+            .append_column("legacy_citizens", pc.cast(sharing, pa.int32())))
+
+
+def _legacy_index(table: pa.Table, shard: np.ndarray) -> pa.Table:
+    """One row per legacy number: its first citizen in registry order, that citizen's
+    shard, and how many citizens hold it."""
+    has = pc.is_valid(table["legacy_id"])
+    rows = table.filter(has)
+    grouped = rows.group_by("legacy_id").aggregate([("registry_row", "min"),
+                                                    ("registry_row", "count")])
+    first = grouped["registry_row_min"].to_numpy()
+    return pa.table({
+        "legacy_id": grouped["legacy_id"],
+        "citizen_id": pc.take(table["citizen_id"], pa.array(first)),
+        "shard": pa.array(shard[first], pa.int32()),
+        "citizens": pc.cast(grouped["registry_row_count"], pa.int32()),
+    }, schema=LEGACY_SCHEMA).sort_by("legacy_id")
+
+
+def _file_entry(root: Path, relative: str, rows: int) -> dict:
+    path = root / relative
+    return {"path": relative, "rows": rows, "bytes": path.stat().st_size,
+            "sha256": sha256_of(path)}
+
+
+def stage(source: Path | objectstore.RemoteFile, registry_dir: Path, shards: int,
+          source_sha256: str) -> Path:
+    """Read, validate and normalise the source, cut it into shards, write the legacy
+    index and a draft manifest into a new folder under ``<dir>/.staging/``."""
+    registry = _registry_wide_columns(load_registry(source))
+    shard = shard_of(registry["citizen_id"], shards)
+    staging = registry_dir / ".staging" / f"snapshot={snapshot_id(source_sha256, shards)}" \
+        f".{uuid.uuid4().hex[:12]}"
+    staging.mkdir(parents=True)
+    files = []
+    for k, part in enumerate(split_by_shard(registry.select(SHARD_SCHEMA.names), shard, shards)):
+        write_parquet(part.cast(SHARD_SCHEMA), staging / shard_file(k))
+        files.append(_file_entry(staging, shard_file(k), part.num_rows))
+    legacy = _legacy_index(registry, shard)
+    write_parquet(legacy, staging / LEGACY_INDEX)
+    files.append(_file_entry(staging, LEGACY_INDEX, legacy.num_rows))
+    births = registry["date_of_birth"]
+    draft = {
+        "format": PREPARED_FORMAT,
+        "snapshot": snapshot_id(source_sha256, shards),
+        "source": {"path": str(source), "bytes": source.stat().st_size,
+                   "sha256": source_sha256},
+        "citizens": registry.num_rows,
+        "with_legacy_id": registry.num_rows - registry["legacy_id"].null_count,
+        "shared_legacy_ids": int(pc.sum(pc.greater(legacy["citizens"], 1)).as_py() or 0),
+        "max_date_of_birth": str(pc.max(births).as_py()) if registry.num_rows else None,
+        "shards": shards,
+        "hash": HASH_NAME,
+        "files": files,
+    }
+    write_json(draft, staging / "draft.json")
+    log.info("registry: %d citizens in %d shard(s) staged in %s", registry.num_rows, shards,
+             staging)
+    return staging
+
+
+def gate(staging: Path, as_of: date, example_rows: int) -> dict:
+    """Run the ``registry_prepared`` suite over the staged snapshot; keep the result in
+    ``gate.json``. Raises ``RegistryGateFailed`` (staging removed) when it fails."""
+    from expectations.registry import registry_suite
+
+    draft = read_json(staging / "draft.json")
+    parts = [pq.read_table(staging / f["path"], columns=GATE_COLUMNS)
+             for f in draft["files"] if f["path"] != LEGACY_INDEX]  # type: ignore[index]
+    table = pa.concat_tables(parts) if parts else pa.schema(
+        [SHARD_SCHEMA.field(c) for c in GATE_COLUMNS]).empty_table()
+    suite = gates.run_suite(registry_suite(run_date=as_of), gates.to_frame(table, GATE_COLUMNS),
+                            max_examples=example_rows, key_columns=())
+    result = gates.gate_result("registry", "registry", [suite])
+    result["as_of"] = as_of.isoformat()
+    write_json(result, staging / GATE)
+    if not result["success"]:
+        # Kept for the engineer (examples masked); the snapshot itself is discarded.
+        write_json(result, staging.parent.parent / "rejected"
+                   / f"{draft['snapshot']}.gate.json")  # type: ignore[index]
+        source = draft["source"]["path"]  # type: ignore[index]
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RegistryGateFailed(f"{source}: {gates.failure_reason(result)}", result)
+    return result
+
+
+def publish(staging: Path, registry_dir: Path, *, keep: int) -> Snapshot:
+    """Write the manifest, rename the staged folder into place (or keep the identical
+    snapshot someone published first), prune old ones. ``latest.json`` is left alone
+    (``set_latest_snapshot``)."""
+    draft = read_json(staging / "draft.json")
+    gate_result = read_json(staging / GATE)
+    manifest = {
+        **draft,  # type: ignore[dict-item]
+        "prepared_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "as_of": gate_result["as_of"],  # type: ignore[index]
+        "gate": {"success": gate_result["success"], "file": GATE,  # type: ignore[index]
+                 "sha256": sha256_of(staging / GATE)},
+    }
+    (staging / "draft.json").unlink()
+    write_json(manifest, staging / MANIFEST)
+    final = registry_dir / f"snapshot={manifest['snapshot']}"
+    if not publish_dir(staging, final):
+        log.info("registry: snapshot %s was already published", manifest["snapshot"])
+    prune(registry_dir, keep)
+    return open_snapshot(final)
+
+
+def set_latest_snapshot(registry_dir: Path, snapshot: Snapshot) -> bool:
+    """Point ``latest.json`` at ``snapshot``; False when it already did."""
+    current = latest(registry_dir) if (registry_dir / LATEST).is_file() else None
+    if current is not None and current.path == snapshot.path:
+        return False
+    write_json({"snapshot": snapshot.id, "path": snapshot.path.name,
+                "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "citizens": snapshot.citizens, "shards": snapshot.shards,
+                "source_sha256": snapshot.manifest["source"]["sha256"]},
+               registry_dir / LATEST)
+    return True
+
+
+def prune(registry_dir: Path, keep: int) -> list[str]:
+    """Delete all but the ``keep`` most recently prepared snapshots (never the latest),
+    and staging folders left by preparations that died more than a day ago."""
+    pointer = registry_dir / LATEST
+    current = read_json(pointer)["path"] if pointer.is_file() else None  # type: ignore[index]
+    found = []
+    for path in registry_dir.glob("snapshot=*"):
+        try:
+            found.append((open_snapshot(path).manifest.get("prepared_at", ""), path))
+        except RegistryError:
+            continue
+    found.sort(reverse=True)
+    removed = []
+    for _, path in found[keep:]:
+        if path.name != current:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    cutoff = datetime.now(UTC).timestamp() - 86400
+    for leftover in (registry_dir / ".staging").glob("*") \
+            if (registry_dir / ".staging").exists() else []:
+        if leftover.stat().st_mtime < cutoff:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return removed
+
+
+def source_digest(source: Path | objectstore.RemoteFile) -> str:
+    """sha256 of the raw registry file (local or behind a URL): the snapshot's identity."""
+    if not source.exists():
+        raise RegistryError(f"{source}: citizen registry snapshot not found")
+    return sha256_of(source)  # type: ignore[arg-type]  # RemoteFile.open() reads it
+
+
+def prepare(source: Path | objectstore.RemoteFile, registry_dir: Path, shards: int, *,
+            as_of: date, example_rows: int = 5, set_latest: bool = True,
+            keep: int = 3) -> tuple[Snapshot, bool]:
+    """The snapshot of ``source`` cut into ``shards``: the published one if it exists,
+    else prepared now (stage, gate, publish). Returns it and whether it was prepared."""
+    digest = source_digest(source)
+    existing = find(registry_dir, snapshot_id(digest, shards))
+    if existing is not None:
+        if set_latest:
+            set_latest_snapshot(registry_dir, existing)
+        return existing, False
+    staging = stage(source, registry_dir, shards, digest)
+    try:
+        gate(staging, as_of, example_rows)
+    except RegistryError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    snapshot = publish(staging, registry_dir, keep=keep)
+    if set_latest:
+        set_latest_snapshot(registry_dir, snapshot)
+    return snapshot, True
+
+
+def check(snapshot: Snapshot, run_date: date) -> dict:
+    """The run's cheap check of a published snapshot (no row is read): the manifest's
+    format, every file present with its size and row count (Parquet footers), shard
+    rows summing to the citizens, the gate passed, no date of birth after the run date.
+    Returns a suite result in the shape ``pipelines.gates`` produces."""
+    manifest, failed, evaluated = snapshot.manifest, [], 0
+
+    def expect(name: str, ok: bool, description: str, observed: object = None) -> None:
+        nonlocal evaluated
+        evaluated += 1
+        if not ok:
+            failed.append({"expectation": name, "column": None, "description": description,
+                           "unexpected_count": None, "unexpected_percent": None,
+                           "observed_value": observed, "examples": []})
+
+    files = {f["path"]: f for f in manifest["files"]}
+    shard_names = [shard_file(k) for k in range(snapshot.shards)]
+    expect("shards_listed", all(n in files for n in shard_names) and LEGACY_INDEX in files,
+           "the manifest lists every shard and the legacy index",
+           sorted(set(shard_names) - set(files)))
+    problems = []
+    for name, entry in files.items():
+        path = snapshot.path / name
+        present = path.is_file() and path.stat().st_size == entry["bytes"]
+        if not present or pq.ParquetFile(path).metadata.num_rows != entry["rows"]:
+            problems.append(name)
+    expect("files_as_listed", not problems,
+           "every file is present with the size and row count the manifest gives", problems)
+    shard_rows = sum(files[n]["rows"] for n in shard_names if n in files)
+    expect("rows_add_up", shard_rows == snapshot.citizens,
+           "the shards hold every citizen exactly once", shard_rows)
+    gate_file = snapshot.path / GATE
+    expect("gate_passed", manifest.get("gate", {}).get("success") is True
+           and gate_file.is_file() and sha256_of(gate_file) == manifest["gate"]["sha256"],
+           "the snapshot passed the registry_prepared suite when it was prepared")
+    latest_birth = manifest.get("max_date_of_birth")
+    expect("no_birth_after_run_date",
+           latest_birth is None or date.fromisoformat(latest_birth) <= run_date,
+           "no date of birth after the run date", latest_birth)
+    return {"suite": "registry_snapshot", "success": not failed, "rows": snapshot.citizens,
+            "evaluated": evaluated, "failed": failed}
+
+
+def read_search_columns(snapshot: Snapshot) -> pa.Table:
+    """The whole registry's compact columns for the candidate search, in source order
+    (so ties between equally good candidates break the same way whatever the shards)."""
+    parts = [pq.read_table(snapshot.verify(shard_file(k)), columns=list(SEARCH_COLUMNS))
+             for k in range(snapshot.shards)]
+    table = pa.concat_tables(parts).sort_by("registry_row").drop_columns(["registry_row"])
+    n = table.num_rows
+    # The search only meets rows whose document led nowhere: no legacy number can link.
+    return (table.append_column("legacy_id", pa.nulls(n, pa.string()))
+            .append_column("date_of_death", pa.nulls(n, pa.date32())))

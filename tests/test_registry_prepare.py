@@ -1,0 +1,190 @@
+"""Prepared registry snapshots (issue 4, item 1): layout, manifest, atomic publication,
+reuse, the gate, the run's cheap check, and the CLI. The refresh DAG itself runs in
+tests/test_dag_run.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from matching.model import name_frequencies
+from pipelines import registry_prepare, shards, stages
+from pipelines.cli import main
+from pipelines.errors import RegistryError
+from pipelines.registry import load_registry
+from pipelines.storage import sha256_of
+
+from .conftest import REPO, write_config
+
+SOURCE = REPO / "data_samples" / "registry" / "citizens.parquet"
+AS_OF = date(2026, 11, 28)
+RUN_DATE = "2026-11-28"
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> registry_prepare.Snapshot:
+    folder = tmp_path_factory.mktemp("registry")
+    prepared, fresh = registry_prepare.prepare(SOURCE, folder, 4, as_of=AS_OF)
+    assert fresh
+    return prepared
+
+
+def test_layout_and_manifest(snapshot: registry_prepare.Snapshot) -> None:
+    folder = snapshot.path
+    assert folder.name == f"snapshot={sha256_of(SOURCE)[:16]}-004"
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert names == ["gate.json", "legacy_index.parquet", "manifest.json",
+                     *(f"shard={k:03d}/part.parquet" for k in range(4))]
+    manifest = snapshot.manifest
+    assert manifest["format"] == registry_prepare.PREPARED_FORMAT
+    assert manifest["hash"] == shards.HASH_NAME
+    assert manifest["shards"] == 4 and manifest["as_of"] == AS_OF.isoformat()
+    assert manifest["source"]["sha256"] == sha256_of(SOURCE)
+    assert manifest["gate"]["success"] is True
+    for entry in manifest["files"]:
+        path = folder / entry["path"]
+        assert sha256_of(path) == entry["sha256"]
+        assert pq.ParquetFile(path).metadata.num_rows == entry["rows"]
+    raw = pq.read_table(SOURCE)
+    assert manifest["citizens"] == raw.num_rows
+    assert sum(f["rows"] for f in manifest["files"]
+               if f["path"].startswith("shard=")) == raw.num_rows
+    latest = json.loads((folder.parent / "latest.json").read_text())
+    assert latest["snapshot"] == snapshot.id and latest["path"] == folder.name
+
+
+def test_every_citizen_is_in_the_shard_of_its_id_with_registry_wide_columns(
+        snapshot: registry_prepare.Snapshot) -> None:
+    whole = load_registry(SOURCE)
+    parts = []
+    for k in range(snapshot.shards):
+        part = pq.read_table(snapshot.shard_path(k))
+        assert part.schema.equals(registry_prepare.SHARD_SCHEMA)
+        assert set(shards.shard_of(part["citizen_id"], snapshot.shards).tolist()) <= {k}
+        rows = part["registry_row"].to_numpy()
+        assert (np.diff(rows) > 0).all(), "a shard keeps the source's order"
+        parts.append(part)
+    prepared = pa.concat_tables(parts).sort_by("registry_row")
+    for column in ("citizen_id", "legacy_id", "full_name", "date_of_birth", "gender"):
+        assert prepared[column].equals(whole[column]), column
+    # Name frequencies over the whole registry, not over a shard.
+    _, tf = name_frequencies(whole["full_name"].combine_chunks())
+    assert np.allclose(prepared["name_frequency"].to_numpy(), tf, equal_nan=True)
+    assert np.array_equal(prepared["name_frequency"].to_numpy(), tf, equal_nan=True)
+
+
+def test_legacy_index_names_the_first_holder_and_counts_the_holders(
+        snapshot: registry_prepare.Snapshot) -> None:
+    whole = load_registry(SOURCE)
+    index = pq.read_table(snapshot.legacy_index_path)
+    assert index.schema.equals(registry_prepare.LEGACY_SCHEMA)
+    legacy = whole["legacy_id"].to_pylist()
+    assert index.num_rows == len({v for v in legacy if v})
+    assert index["legacy_id"].to_pylist() == sorted(index["legacy_id"].to_pylist())
+    shared = index.filter(pc.greater(index["citizens"], 1))
+    assert shared.num_rows == snapshot.manifest["shared_legacy_ids"] > 0
+    ids = whole["citizen_id"].to_pylist()
+    for number, first, citizens, shard in zip(*(shared[c].to_pylist() for c in (
+            "legacy_id", "citizen_id", "citizens", "shard")), strict=True):
+        holders = [ids[i] for i, v in enumerate(legacy) if v == number]
+        assert first == holders[0] and citizens == len(holders)
+        assert shard == shards.shard_of(pa.array([first]), snapshot.shards)[0]
+
+
+def test_the_same_source_and_shard_count_is_prepared_once(
+        snapshot: registry_prepare.Snapshot) -> None:
+    before = sha256_of(snapshot.path / "manifest.json")
+    again, fresh = registry_prepare.prepare(SOURCE, snapshot.path.parent, 4, as_of=AS_OF)
+    assert not fresh and again.path == snapshot.path
+    assert sha256_of(snapshot.path / "manifest.json") == before
+
+
+def test_a_registry_breaking_its_suite_is_never_published(tmp_path: Path) -> None:
+    folder = tmp_path / "registry"
+    good, _ = registry_prepare.prepare(SOURCE, folder, 2, as_of=AS_OF)
+    raw = pq.read_table(SOURCE)
+    births = raw["date_of_birth"].to_pylist()
+    births[3] = "2030-01-01"
+    broken = tmp_path / "citizens.parquet"
+    pq.write_table(raw.set_column(raw.schema.get_field_index("date_of_birth"),
+                                  "date_of_birth", pa.array(births, pa.string())), broken)
+    with pytest.raises(registry_prepare.RegistryGateFailed,
+                       match="no date of birth after the run date") as failed:
+        registry_prepare.prepare(broken, folder, 2, as_of=AS_OF)
+    assert failed.value.result["success"] is False
+    # The previous snapshot stays the latest; nothing half-written is left to read.
+    assert registry_prepare.latest(folder).path == good.path
+    assert [p.name for p in folder.glob("snapshot=*")] == [good.path.name]
+    assert not list((folder / ".staging").iterdir())
+    rejected_id = registry_prepare.snapshot_id(sha256_of(broken), 2)
+    rejected = json.loads((folder / "rejected" / f"{rejected_id}.gate.json").read_text())
+    assert rejected["success"] is False
+
+
+def test_the_runs_check_catches_a_damaged_or_foreign_snapshot(
+        snapshot: registry_prepare.Snapshot, tmp_path: Path) -> None:
+    import shutil
+
+    assert registry_prepare.check(snapshot, AS_OF)["success"]
+    # A run dated before the youngest citizen's birth cannot use this snapshot.
+    too_early = registry_prepare.check(snapshot, date(2020, 1, 1))
+    assert [f["expectation"] for f in too_early["failed"]] == ["no_birth_after_run_date"]
+
+    copy = tmp_path / snapshot.path.name
+    shutil.copytree(snapshot.path, copy)
+    damaged = registry_prepare.open_snapshot(copy)
+    part = copy / "shard=001" / "part.parquet"
+    pq.write_table(pq.read_table(part).slice(1), part)  # a citizen lost
+    failed = {f["expectation"] for f in registry_prepare.check(damaged, AS_OF)["failed"]}
+    assert "files_as_listed" in failed
+    with pytest.raises(RegistryError, match="sha256"):
+        damaged.verify("shard=001/part.parquet")
+
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["hash"] = "another-hash"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RegistryError, match="prepare the snapshot again"):
+        registry_prepare.open_snapshot(copy)
+
+
+def test_a_run_without_a_prepared_snapshot_says_how_to_make_one(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path, prepared_registry={"prepare_in_run": False}))
+    stages.plan_run(config, RUN_DATE)
+    with pytest.raises(RegistryError, match="simrecon registry prepare"):
+        stages.gate_registry(config, RUN_DATE)
+
+
+def test_cli_prepares_then_the_run_uses_the_latest_snapshot(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`simrecon registry prepare` publishes the snapshot; a run with prepare_in_run off
+    takes the latest one, with its shard count (the setting applies when preparing)."""
+    prepared = write_config(tmp_path, prepared_registry={"shards": 2, "prepare_in_run": False})
+    assert main(["registry", "prepare", "--config", str(prepared), "--as-of", RUN_DATE]) == 0
+    assert "prepared now" in capsys.readouterr().out
+    assert main(["registry", "prepare", "--config", str(prepared), "--as-of", RUN_DATE]) == 0
+    out = capsys.readouterr().out
+    assert "reused" in out and "unchanged" in out
+
+    # The same folders, another shard count in the settings: the snapshot's count wins.
+    other = tmp_path / "other"
+    other.mkdir()
+    config = str(write_config(other, output_dir=str(tmp_path / "runs"),
+                              prepared_registry={"shards": 5, "prepare_in_run": False}))
+    stages.plan_run(config, RUN_DATE)
+    outcome = stages.gate_registry(config, RUN_DATE)
+    assert outcome["shards"] == 2 and outcome["prepared"] is False
+
+    broken = tmp_path / "broken.parquet"
+    pq.write_table(pq.read_table(SOURCE).drop_columns(["gender"]), broken)
+    config_broken = tmp_path / "broken"
+    config_broken.mkdir()
+    assert main(["registry", "prepare", "--config",
+                 str(write_config(config_broken, registry=broken)), "--as-of", RUN_DATE]) == 2
+    assert "missing column" in capsys.readouterr().err
