@@ -23,6 +23,7 @@ REFRESH_FILE = DAGS_DIR / "citizen_registry_refresh.py"
 STAGES_FILE = REPO / "pipelines" / "stages.py"
 DAG_ID = "subscriber_reconciliation"
 REFRESH_ID = "citizen_registry_refresh"
+DAG_FILES = [DAG_FILE, REFRESH_FILE, DAGS_DIR / "review_inbox.py"]
 ASSET_NAME = "citizen_registry_prepared"
 
 EXPECTED_TASKS = {
@@ -91,10 +92,10 @@ def refresh(dagbag):
 
 def test_dags_folder_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {DAG_ID, REFRESH_ID}
+    assert set(dagbag.dag_ids) == {DAG_ID, REFRESH_ID, "review_inbox"}
 
 
-@pytest.mark.parametrize("dag_file", [DAG_FILE, REFRESH_FILE], ids=lambda p: p.stem)
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
 def test_dag_file_parses_quickly(dagbag, dag_file):
     (stat,) = [s for s in dagbag.dagbag_stats if s.file.endswith(dag_file.name)]
     # The stages (pandas, pyarrow, ...) must not be imported at parse time.
@@ -222,7 +223,7 @@ def _dag_module(path: Path = DAG_FILE) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("dag_file", [DAG_FILE, REFRESH_FILE], ids=lambda p: p.stem)
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
 def test_dag_file_imports_only_airflow_and_stages(dag_file):
     imported = set()
     for node in ast.walk(_dag_module(dag_file)):
@@ -233,7 +234,7 @@ def test_dag_file_imports_only_airflow_and_stages(dag_file):
     assert imported <= ALLOWED_IMPORTS, imported - ALLOWED_IMPORTS
 
 
-@pytest.mark.parametrize("dag_file", [DAG_FILE, REFRESH_FILE], ids=lambda p: p.stem)
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
 def test_dag_file_imports_pipelines_only_inside_tasks(dag_file):
     for node in _dag_module(dag_file).body:
         if isinstance(node, ast.Import | ast.ImportFrom):
@@ -301,3 +302,10 @@ def test_retry_policy_names_existing_exceptions():
             if isinstance(node, ast.ClassDef)
         }
         assert name in classes, path
+
+
+def test_review_inbox_runs_every_quarter_hour_without_catchup(dagbag):
+    inbox = dagbag.dags["review_inbox"]
+    assert [t.task_id for t in inbox.tasks] == ["import_reviews"]
+    assert inbox.schedule == "*/15 * * * *"
+    assert inbox.catchup is False and inbox.max_active_runs == 1

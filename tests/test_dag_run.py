@@ -336,3 +336,28 @@ def test_a_registry_failing_its_gate_stops_the_run(airflow_home: Path, tmp_path:
     gate = json.loads(next((tmp_path / "runs" / ".registry" / "rejected").glob("*.json"))
                       .read_text())
     assert "citizen_id is a 12-digit CCCD" in json.dumps(gate)
+
+
+def test_review_inbox_records_dropped_decisions(airflow_home: Path, tmp_path: Path) -> None:
+    """A filled-in queue dropped in the inbox is recorded by the review_inbox DAG with
+    its reviewer; a file with an unknown decision is refused with its reasons."""
+    from pipelines import review
+    from pipelines.config import load_config
+    from pipelines.stages import store_of
+
+    from .test_review import _decide
+
+    drop = tmp_path / "inbox"
+    drop.mkdir()
+    config = write_config(tmp_path, correction_cycle={"review_drop_dir": str(drop)})
+    _decide(drop, "CONFIRMED_HOLDER", "a" * 64, "le.thu.ha__queue.csv")
+    _decide(drop, "MAYBE", "b" * 64, "minh__queue.csv")
+    result = run_dag(airflow_home, config, "2026-11-28", "review_inbox")
+    assert result.returncode == 0, _output(result)
+    assert task_states(airflow_home, "2026-11-28", "review_inbox") == {
+        ("import_reviews", ""): "success"}
+    assert (drop / "imported" / "le.thu.ha__queue.csv").is_file()
+    assert "MAYBE" in (drop / "refused" / "minh__queue.csv.error.txt").read_text()
+    decisions = review.latest_decisions(store_of(load_config(config)))
+    assert decisions["reviewer"].tolist() == ["le.thu.ha"]
+    assert decisions["decision"].tolist() == ["CONFIRMED_HOLDER"]
