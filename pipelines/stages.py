@@ -130,7 +130,8 @@ def ingest_telco(config_path: str, run_date: str, telco: str) -> dict:
     write_parquet(result.quarantine, paths.quarantine(telco, "ingest"))
     stats = {"telco": telco, "source_file": mapping.source_path().name,
              "rows_in_file": result.rows_in_file, "rows_read": result.rows.num_rows,
-             "quarantined_at_ingest": result.quarantine.num_rows}
+             "quarantined_at_ingest": result.quarantine.num_rows,
+             "encoding": result.encoding}  # declared, or detected with `auto`
     write_json(stats, paths.stats(telco, "ingest"))
     return stats
 

@@ -113,6 +113,14 @@ def test_outputs_exist_with_manifest(sample_run: tuple[Path, dict]) -> None:
     assert outcome["failed_telcos"] == []
 
 
+def test_summary_records_each_exports_encoding(sample_run: tuple[Path, dict]) -> None:
+    """Engineers see which encoding each export was read in (declared or detected)."""
+    run_dir, _ = sample_run
+    telcos = json.loads((run_dir / "summary.json").read_text())["telcos"]
+    assert {t: s["encoding"] for t, s in telcos.items()} == {
+        "viettel": "utf-8", "vinaphone": "utf-8", "mobifone": "parquet"}
+
+
 def test_correction_lists_hold_only_own_rows_and_no_registry_data(
         sample_run: tuple[Path, dict]) -> None:
     import pyarrow.csv as pa_csv
