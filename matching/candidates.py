@@ -10,7 +10,8 @@ blocking keys (date of birth + given name / surname / canonical name, birth
 year + canonical name, birth year + sex from a malformed CCCD + given name).
 Every candidate is scored by the same Fellegi–Sunter model
 (``matching.model``); only a clearly best one is reported. All joins are
-Arrow hash joins: no Python loop per row.
+vectorised (Arrow lookups for document numbers, int64 blocking keys joined by
+sorting): no Python loop per row.
 """
 
 from __future__ import annotations
@@ -22,17 +23,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching import ids
-from matching.columns import as_bool_mask
-from matching.names import (
-    canonical_name_key,
-    given_name_key,
-    surname_key,
-)
+from matching.columns import as_bool_mask, distinct_codes
+from matching.names import BlockingNameKeys, blocking_name_keys
 
 
 class LinkMethod:
     CCCD = "CCCD"
     LEGACY_CMND = "LEGACY_CMND"
+
+
+LINK_METHODS = (LinkMethod.CCCD, LinkMethod.LEGACY_CMND)
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,34 @@ class IdLinks:
     registry_index: np.ndarray  # int64, -1 = not linked
     method: np.ndarray  # object: LinkMethod value or None
     ambiguous: np.ndarray  # bool: CMND shared by several citizens (known collision)
+    # int8 per row: index into LINK_METHODS, -1 = not linked (``method`` as integers)
+    method_code: np.ndarray | None = None
+
+    def codes(self) -> np.ndarray:
+        if self.method_code is not None:
+            return self.method_code
+        code = np.full(len(self.method), -1, dtype=np.int8)
+        for value, name in enumerate(LINK_METHODS):
+            code[self.method == name] = value
+        return code
 
 
 def _index_in(keys: pa.Array, universe: pa.Array) -> np.ndarray:
+    """Per key, the index of its first occurrence in ``universe`` (-1: none).
+
+    A few keys against a large universe (the searched rows against the whole
+    registry): the keys are hashed and the universe probed once, instead of hashing
+    the whole universe for every lookup.
+    """
+    if isinstance(universe, pa.ChunkedArray):
+        universe = universe.combine_chunks()
+    if len(universe) > 4 * len(keys) and len(universe) > 10_000:
+        rows = np.flatnonzero(as_bool_mask(pc.is_in(universe, value_set=pc.unique(keys))))
+        if rows.size == 0:
+            return np.full(len(keys), -1, dtype=np.int64)
+        index = pc.index_in(keys, value_set=universe.take(pa.array(rows, pa.int64())))
+        found = np.asarray(pc.fill_null(index, -1).to_numpy(zero_copy_only=False), np.int64)
+        return np.where(found >= 0, rows[np.maximum(found, 0)], -1)
     index = pc.index_in(keys, value_set=universe)
     return np.asarray(pc.fill_null(index, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
@@ -63,23 +88,24 @@ def link_by_document(
     is_cmnd = as_bool_mask(pc.equal(id_type, "CMND")) & valid
 
     index = np.full(n, -1, dtype=np.int64)
-    method = np.full(n, None, dtype=object)
-    by_cccd = _index_in(id_number, registry_citizen_id)
-    hit = is_cccd & (by_cccd >= 0)
-    index[hit] = by_cccd[hit]
-    method[hit] = LinkMethod.CCCD
-
-    by_legacy = _index_in(id_number, registry_legacy_id)
-    hit = is_cmnd & (by_legacy >= 0)
-    index[hit] = by_legacy[hit]
-    method[hit] = LinkMethod.LEGACY_CMND
+    code = np.full(n, -1, dtype=np.int8)
+    for value, (wanted, universe) in enumerate(((is_cccd, registry_citizen_id),
+                                                (is_cmnd, registry_legacy_id))):
+        if not wanted.any():
+            continue
+        rows = np.flatnonzero(wanted)
+        found = _index_in(pc.take(id_number, pa.array(rows)), universe)
+        hit = found >= 0
+        index[rows[hit]] = found[hit]
+        code[rows[hit]] = value
+    method = np.asarray((*LINK_METHODS, None), dtype=object)[code]
 
     counts = pc.value_counts(pc.drop_null(registry_legacy_id))
     shared = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
     ambiguous = is_cmnd & np.asarray(
         pc.is_in(id_number, value_set=shared).to_numpy(zero_copy_only=False), dtype=bool
     )
-    return IdLinks(registry_index=index, method=method, ambiguous=ambiguous)
+    return IdLinks(registry_index=index, method=method, ambiguous=ambiguous, method_code=code)
 
 
 # --- Candidate search without a usable document ----------------------------------------
@@ -123,8 +149,11 @@ def blocking_keys(full_name: pa.Array, date_of_birth: pa.Array, dob_precision: p
     Surname + date of birth alone is weak in Vietnam (Nguyễn ≈ 38%), so every
     family still goes through the full model before anything is suggested.
     """
-    given, surname = given_name_key(full_name), surname_key(full_name)
-    canonical = canonical_name_key(full_name)
+    full_name, date_of_birth, dob_precision, birth_year, sex = (
+        c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+        for c in (full_name, date_of_birth, dob_precision, birth_year, sex))
+    names = blocking_name_keys(full_name)
+    given, surname, canonical = names.given, names.surname, names.canonical
     day = _date_text(date_of_birth, dob_precision, day=True)
     year = _date_text(date_of_birth, dob_precision, day=False)
     birth_year = pc.cast(birth_year, pa.string())
@@ -146,10 +175,174 @@ def _block_join(left: pa.Table, right: pa.Table, max_block: int) -> tuple[np.nda
     sizes = pc.value_counts(right["key"])
     small = pc.filter(sizes.field("values"), pc.less_equal(sizes.field("counts"), max_block))
     right = right.filter(pc.is_in(right["key"], value_set=small))
-    joined = left.join(right.rename_columns(["citizen", "key"]), "key", join_type="inner",
-                       use_threads=True)
+    joined = right.rename_columns(["citizen", "key"]).join(left, "key", join_type="inner",
+                                                           use_threads=True)
     return (np.asarray(joined["row"].to_numpy(), np.int64),
             np.asarray(joined["citizen"].to_numpy(), np.int64))
+
+
+# The same keys in integer form. A string key per family and row costs five strings
+# per registry citizen; here the name parts are coded once per distinct name against
+# the registry's own dictionaries, dates are integers, and a key is one int64:
+# family | date or year (offset) | name code. Equal keys exactly where the strings are.
+_FAMILY_SHIFT, _TIME_SHIFT, _TIME_OFFSET = 60, 33, 1 << 26
+_CODE_LIMIT = 1 << _TIME_SHIFT
+_FAMILIES = ("dg", "ds", "dc", "yc", "ysg")  # blocking_keys' order
+_FAMILY_PARTS = (("day", "given"), ("day", "surname"), ("day", "canonical"),
+                 ("year", "canonical"), ("birth_year", "given_sex"))
+
+
+@dataclass(frozen=True)
+class BlockingParts:
+    """What each row's blocking keys are made of (see :func:`blocking_parts`)."""
+
+    names: BlockingNameKeys  # given / surname / canonical key of each distinct name
+    name_code: np.ndarray  # int64 per row: its distinct name (-1: no name)
+    day: np.ndarray  # int64 days since 1970 where the date has day precision
+    has_day: np.ndarray  # bool
+    year: np.ndarray  # int64 year of the date, any precision
+    has_year: np.ndarray
+    birth_year: np.ndarray  # int64 (of the date, or read from a malformed CCCD)
+    has_birth_year: np.ndarray
+    sex: pa.Array  # string per row
+
+    def __len__(self) -> int:
+        return len(self.name_code)
+
+
+def _int64(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Integers (0 where null) and where they are known."""
+    known = as_bool_mask(pc.is_valid(values))
+    return np.asarray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False),
+                      dtype=np.int64), known
+
+
+def blocking_parts(full_name: pa.Array, date_of_birth: pa.Array, dob_precision: pa.Array,
+                   birth_year: pa.Array, sex: pa.Array) -> BlockingParts:
+    """The parts of :func:`blocking_keys` of each row, for :func:`candidate_pairs`."""
+    full_name, sex = (c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+                      for c in (full_name, sex))
+    distinct, name_code = distinct_codes(pc.cast(full_name, pa.string()))
+    dates = pc.cast(date_of_birth, pa.date32())
+    day, has_day = _int64(pc.cast(dates, pa.int32()))
+    has_day &= as_bool_mask(pc.equal(pc.fill_null(dob_precision, "day"), "day"))
+    year, has_year = _int64(pc.year(dates))
+    by, has_by = _int64(pc.cast(birth_year, pa.int64()))
+    return BlockingParts(names=blocking_name_keys(distinct), name_code=name_code,
+                         day=day, has_day=has_day, year=year, has_year=has_year,
+                         birth_year=by, has_birth_year=has_by,
+                         sex=pc.cast(sex, pa.string()))
+
+
+def _codes_in(values: pa.Array, dictionary: pa.Array) -> np.ndarray:
+    """Index of each value in ``dictionary`` (distinct, non-null); -1: null or absent."""
+    return np.asarray(pc.fill_null(pc.index_in(values, value_set=dictionary), -1).to_numpy(),
+                      dtype=np.int64)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (its hashing path is slow on packed integer keys)."""
+    values = np.sort(values)
+    keep = np.ones(len(values), dtype=bool)
+    keep[1:] = values[1:] != values[:-1]
+    return values[keep]
+
+
+def _per_row(codes: np.ndarray, name_code: np.ndarray) -> np.ndarray:
+    if not len(codes):
+        return np.full(len(name_code), -1, dtype=np.int64)
+    return np.where(name_code >= 0, codes[np.maximum(name_code, 0)], -1)
+
+
+class _Coder:
+    """Integer blocking keys against one registry's dictionaries of name parts and sexes,
+    so the registry's keys do not depend on the rows searched."""
+
+    def __init__(self, registry: BlockingParts) -> None:
+        self.dictionaries = {part: pc.unique(pc.drop_null(getattr(registry.names, part)))
+                             for part in ("given", "surname", "canonical")}
+        self.sexes = pc.unique(pc.drop_null(registry.sex))
+
+    def keys(self, parts: BlockingParts, family: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, keys) of one family; rows without that key are left out."""
+        time_name, part = _FAMILY_PARTS[family]
+        time, known = getattr(parts, time_name), getattr(parts, f"has_{time_name}")
+        if part == "given_sex":
+            given = _per_row(_codes_in(parts.names.given, self.dictionaries["given"]),
+                             parts.name_code)
+            sex = _codes_in(parts.sex, self.sexes)
+            code = np.where((given >= 0) & (sex >= 0), given * (len(self.sexes) + 1) + sex, -1)
+        else:
+            code = _per_row(_codes_in(getattr(parts.names, part), self.dictionaries[part]),
+                            parts.name_code)
+        shifted = time + _TIME_OFFSET
+        # Dates are years 1-9999 (date parsing accepts no other): far inside the offset.
+        ok = known & (code >= 0) & (shifted >= 0) & (shifted < 1 << (_FAMILY_SHIFT - _TIME_SHIFT))
+        if ok.any() and code[ok].max() >= _CODE_LIMIT:
+            raise ValueError("too many distinct names for integer blocking keys")
+        rows = np.flatnonzero(ok)
+        return rows, (np.int64(family) << _FAMILY_SHIFT) | (shifted[rows] << _TIME_SHIFT) \
+            | code[rows]
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """The searched rows' keys and, per key, its registry block (``lo``, ``count``: a
+    range of ``citizens``, the registry rows sorted by key; 0 where the block is larger
+    than the limit or absent)."""
+
+    rows: np.ndarray  # int64 searched row of each key
+    lo: np.ndarray
+    count: np.ndarray
+    citizens: np.ndarray
+
+    def pairs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row, citizen) pairs of the searched rows ``start`` ≤ row < ``stop``."""
+        at = np.flatnonzero((self.rows >= start) & (self.rows < stop) & (self.count > 0))
+        count = self.count[at]
+        total = int(count.sum())
+        if total == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        first = np.repeat(self.lo[at] - (np.cumsum(count) - count), count) + np.arange(total)
+        return np.repeat(self.rows[at], count), self.citizens[first]
+
+    def pair_counts(self, n_rows: int) -> np.ndarray:
+        """Block pairs per searched row (before duplicates across families are merged)."""
+        return np.bincount(self.rows, weights=self.count, minlength=n_rows).astype(np.int64)
+
+
+def _plan_blocks(sub: BlockingParts, reg: BlockingParts, max_block: int) -> _BlockPlan:
+    """Every family's keys of the searched rows; the registry's keys of each family are
+    made, probed against them and dropped one family at a time (only the hits are kept:
+    five keys per citizen of a large registry never sit in memory at once)."""
+    coder = _Coder(reg)
+    s_rows, s_keys, r_rows, r_keys = [], [], [], []
+    for family in range(len(_FAMILIES)):
+        rows, keys = coder.keys(sub, family)
+        if not len(keys):
+            continue
+        s_rows.append(rows)
+        s_keys.append(keys)
+        citizens, their = coder.keys(reg, family)
+        # Binary search in the searched rows' sorted keys, not hashing: Arrow's and
+        # numpy's hash tables degrade badly on these structured integers (few high bits
+        # vary); nor np.isin, which sorts the registry's keys too.
+        wanted = _sorted_unique(keys)
+        at = np.minimum(np.searchsorted(wanted, their), len(wanted) - 1)
+        hit = wanted[at] == their
+        r_rows.append(citizens[hit])
+        r_keys.append(their[hit])
+    none = np.empty(0, np.int64)
+    if not s_keys:
+        return _BlockPlan(none, none, none, none)
+    sub_rows, sub_keys = np.concatenate(s_rows), np.concatenate(s_keys)
+    reg_rows, reg_keys = np.concatenate(r_rows), np.concatenate(r_keys)
+    order = np.argsort(reg_keys, kind="stable")
+    reg_rows, reg_keys = reg_rows[order], reg_keys[order]
+    lo = np.searchsorted(reg_keys, sub_keys, side="left")
+    count = np.searchsorted(reg_keys, sub_keys, side="right") - lo
+    count[count > max_block] = 0  # the whole registry block holds the key: size is exact
+    return _BlockPlan(rows=sub_rows, lo=lo, count=count, citizens=reg_rows)
 
 
 def repaired_number(id_number: pa.Array) -> pa.Array:
@@ -168,7 +361,7 @@ def candidate_pairs(
     id_number: pa.Array,
     id_birth_year: pa.Array,
     id_sex: pa.Array,
-    registry_blocking: pa.Table,
+    registry_blocking: pa.Table | BlockingParts,
     registry_citizen_id: pa.Array,
     near_miss: np.ndarray,
     max_block: int = 200,
@@ -178,8 +371,88 @@ def candidate_pairs(
     ``near_miss`` marks rows whose number gets one-edit variants (well-formed
     CCCDs not found); every row with lookalike letters is also tried with them
     mapped back to digits. Pairs are unique; ONE_EDIT wins over NONE.
+    ``registry_blocking``: the registry's :func:`blocking_parts` (integer keys), or
+    its :func:`blocking_keys` table (``citizen``, ``key``). For many rows against a
+    large registry, :func:`plan_candidates` yields the same pairs a chunk of rows at
+    a time.
     """
-    rows_parts, cit_parts, lvl_parts = [], [], []
+    plan = plan_candidates(full_name=full_name, date_of_birth=date_of_birth,
+                           dob_precision=dob_precision, id_number=id_number,
+                           id_birth_year=id_birth_year, id_sex=id_sex,
+                           registry_blocking=registry_blocking,
+                           registry_citizen_id=registry_citizen_id, near_miss=near_miss,
+                           max_block=max_block)
+    return plan.pairs(0, plan.n_rows)
+
+
+@dataclass(frozen=True)
+class CandidatePlan:
+    """The candidates of a set of searched rows, ready to be drawn a range of rows at a
+    time (the pairs of all rows at once can outgrow memory: tens to hundreds per row)."""
+
+    n_rows: int
+    id_rows: np.ndarray  # pairs reached through the number (ONE_EDIT)
+    id_citizens: np.ndarray
+    blocks: _BlockPlan | None  # integer keys
+    block_rows: np.ndarray  # pairs of string keys (when given a key table)
+    block_citizens: np.ndarray
+
+    def pair_counts(self) -> np.ndarray:
+        """An upper bound of the pairs of each row (duplicates not merged yet)."""
+        counts = np.bincount(self.id_rows, minlength=self.n_rows) \
+            + np.bincount(self.block_rows, minlength=self.n_rows)
+        if self.blocks is not None:
+            counts += self.blocks.pair_counts(self.n_rows)
+        return counts
+
+    def pairs(self, start: int, stop: int) -> CandidatePairs:
+        """The unique pairs of rows ``start`` ≤ row < ``stop``, numbered from ``start``;
+        ONE_EDIT wins over NONE; sorted by row, then citizen."""
+        in_range = (self.id_rows >= start) & (self.id_rows < stop)
+        rows_parts = [self.id_rows[in_range]]
+        cit_parts = [self.id_citizens[in_range]]
+        in_range = (self.block_rows >= start) & (self.block_rows < stop)
+        rows_parts.append(self.block_rows[in_range])
+        cit_parts.append(self.block_citizens[in_range])
+        if self.blocks is not None:
+            b_rows, b_cit = self.blocks.pairs(start, stop)
+            rows_parts.append(b_rows)
+            cit_parts.append(b_cit)
+        n_id = len(rows_parts[0])
+        rows = np.concatenate(rows_parts) - start
+        cit = np.concatenate(cit_parts)
+        if rows.size == 0:
+            return CandidatePairs(rows, cit, np.zeros(0, dtype=np.int8))
+        # Unique pairs, the number's (ONE_EDIT) first: one sort of one int64 per pair,
+        # row | citizen | 0 for ONE_EDIT, 1 for NONE.
+        if max(int(rows.max()), int(cit.max())) >= 1 << 31:
+            raise ValueError("too many rows for candidate pairs")
+        none = np.ones(len(rows), dtype=np.int64)
+        none[:n_id] = 0
+        key = _sorted_unique((rows << 32 | cit) << 1 | none)
+        pair = key >> 1
+        first = np.ones(len(key), dtype=bool)
+        first[1:] = pair[1:] != pair[:-1]
+        key = key[first]
+        level = (1 - (key & 1)).astype(np.int8)  # IdLevel.ONE_EDIT = 1, NONE = 0
+        return CandidatePairs(key >> 33, (key >> 1) & 0xFFFFFFFF, level)
+
+
+def plan_candidates(
+    *,
+    full_name: pa.Array,
+    date_of_birth: pa.Array,
+    dob_precision: pa.Array,
+    id_number: pa.Array,
+    id_birth_year: pa.Array,
+    id_sex: pa.Array,
+    registry_blocking: pa.Table | BlockingParts,
+    registry_citizen_id: pa.Array,
+    near_miss: np.ndarray,
+    max_block: int = 200,
+) -> CandidatePlan:
+    """What :func:`candidate_pairs` finds, before the pairs are drawn (see there)."""
+    rows_parts, cit_parts = [], []
     searched = np.flatnonzero(near_miss)
     if searched.size:
         variants = ids.near_miss_variants(pc.take(id_number, pa.array(searched)))
@@ -194,26 +467,23 @@ def candidate_pairs(
     hit = changed & (by_repair >= 0)
     rows_parts.append(np.flatnonzero(hit))
     cit_parts.append(by_repair[hit])
-    n_id = sum(len(r) for r in rows_parts)
-    lvl_parts.append(np.full(n_id, 1, dtype=np.int8))  # IdLevel.ONE_EDIT
 
-    sub_keys = blocking_keys(full_name, date_of_birth, dob_precision, id_birth_year, id_sex)
-    b_rows, b_cit = _block_join(sub_keys, registry_blocking, max_block)
-    rows_parts.append(b_rows)
-    cit_parts.append(b_cit)
-    lvl_parts.append(np.zeros(len(b_rows), dtype=np.int8))  # IdLevel.NONE
-
-    rows = np.concatenate(rows_parts)
-    cit = np.concatenate(cit_parts)
-    lvl = np.concatenate(lvl_parts)
-    if rows.size == 0:
-        return CandidatePairs(rows, cit, lvl)
-    # Unique pairs, highest ID level first.
-    order = np.lexsort((-lvl, cit, rows))
-    rows, cit, lvl = rows[order], cit[order], lvl[order]
-    first = np.ones(len(rows), dtype=bool)
-    first[1:] = (rows[1:] != rows[:-1]) | (cit[1:] != cit[:-1])
-    return CandidatePairs(rows[first], cit[first], lvl[first])
+    none = np.empty(0, np.int64)
+    blocks, b_rows, b_cit = None, none, none
+    if isinstance(registry_blocking, BlockingParts):
+        sub_parts = blocking_parts(full_name, date_of_birth, dob_precision, id_birth_year,
+                                   id_sex)
+        if len(sub_parts) and len(registry_blocking):
+            blocks = _plan_blocks(sub_parts, registry_blocking, max_block)
+    else:  # string keys (``blocking_keys``), e.g. computed elsewhere
+        sub_keys = blocking_keys(full_name, date_of_birth, dob_precision, id_birth_year,
+                                 id_sex)
+        b_rows, b_cit = _block_join(sub_keys, registry_blocking, max_block)
+    return CandidatePlan(n_rows=len(full_name),
+                         id_rows=np.concatenate(rows_parts).astype(np.int64),
+                         id_citizens=np.concatenate(cit_parts).astype(np.int64),
+                         blocks=blocks, block_rows=b_rows.astype(np.int64),
+                         block_citizens=b_cit.astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -225,6 +495,7 @@ class BestCandidates:
     probability: np.ndarray
     margin: np.ndarray  # bits between best and second best (inf when alone)
     count: np.ndarray
+    pair: np.ndarray | None = None  # index of the best pair (-1 none)
 
 
 def best_candidates(pairs: CandidatePairs, weight: np.ndarray, probability: np.ndarray,
@@ -235,8 +506,9 @@ def best_candidates(pairs: CandidatePairs, weight: np.ndarray, probability: np.n
     prob = np.zeros(n_rows)
     margin = np.zeros(n_rows)
     count = np.bincount(pairs.row, minlength=n_rows).astype(np.int64)
+    pair = np.full(n_rows, -1, dtype=np.int64)
     if pairs.row.size == 0:
-        return BestCandidates(citizen, level, prob, margin, count)
+        return BestCandidates(citizen, level, prob, margin, count, pair)
     order = np.lexsort((-weight, pairs.row))
     rows, w = pairs.row[order], weight[order]
     first = np.ones(len(rows), dtype=bool)
@@ -249,4 +521,5 @@ def best_candidates(pairs: CandidatePairs, weight: np.ndarray, probability: np.n
     prob[rows[first]] = probability[best_at]
     margin[rows[first]] = np.inf
     margin[rows[second]] = w[np.flatnonzero(second) - 1] - w[second]
-    return BestCandidates(citizen, level, prob, margin, count)
+    pair[rows[first]] = best_at
+    return BestCandidates(citizen, level, prob, margin, count, pair)

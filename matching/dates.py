@@ -10,14 +10,14 @@ downstream can compare years only. Dates feed the date-of-birth match (Decree
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from matching.columns import ArrayLike, as_bool_mask, as_string_array
+from matching.columns import ArrayLike, as_bool_mask, as_string_array, distinct_codes, take_codes
 
 _NULL_STR = pa.scalar(None, pa.string())
 _ISO_DATETIME = (
@@ -97,6 +97,28 @@ def _parse_day_format(s: pa.Array, fmt: str) -> tuple[np.ndarray, np.ndarray]:
     return ok, days
 
 
+def parsed_per_distinct(parse: Callable[[pa.Array], ParsedDates],
+                        values: ArrayLike) -> ParsedDates:
+    """``parse(values)``, computed once per distinct text and taken back to every row.
+
+    Dates repeat a great deal (a few thousand activation days, tens of thousands of
+    birth dates per million rows). ``parse`` must treat each value on its own and
+    leave null missing (not unparsed).
+    """
+    s = as_string_array(values)
+    if len(s) < 64:
+        return parse(s)
+    distinct, codes = distinct_codes(s)
+    if len(distinct) * 4 > len(s) * 3:  # hardly any repeat
+        return parse(s)
+    parsed = parse(distinct)
+    unparsed = np.zeros(len(s), dtype=bool)
+    if len(distinct):
+        unparsed = (codes >= 0) & np.asarray(parsed.unparsed, dtype=bool)[np.maximum(codes, 0)]
+    return ParsedDates(value=take_codes(parsed.value, codes),
+                       precision=take_codes(parsed.precision, codes), unparsed=unparsed)
+
+
 def parse_dates(values: ArrayLike, formats: Sequence[str]) -> ParsedDates:
     """Parse with each format in turn; the first format that fits a row wins.
 
@@ -104,8 +126,16 @@ def parse_dates(values: ArrayLike, formats: Sequence[str]) -> ParsedDates:
     unparsed). Impossible dates (31/02/2020) are unparsed. When ``%Y-%m-%d``
     is among the formats, ISO datetimes (``2024-03-01 00:00:00``,
     ``2024-03-01T00:00:00+07:00``) are accepted too, keeping their written date.
+    Each distinct text is parsed once.
     """
-    s = pc.utf8_trim_whitespace(as_string_array(values))
+    for fmt in formats:  # a bad format fails even on a column without a value
+        if fmt != "%Y":
+            _format_regex(fmt)
+    return parsed_per_distinct(lambda s: _parse_dates(s, formats), values)
+
+
+def _parse_dates(values: pa.Array, formats: Sequence[str]) -> ParsedDates:
+    s = pc.utf8_trim_whitespace(values)
     s = pc.if_else(pc.equal(s, ""), _NULL_STR, s)
     n = len(s)
     present = as_bool_mask(pc.is_valid(s))

@@ -72,13 +72,17 @@ def bulk_activation(
     day = key_codes(activation_date)
     doc = key_codes(document_key)
     known = (pos >= 0) & (day >= 0)
-    group = np.where(known, pos * (int(day.max()) + 1) + day, -1)
-    group = np.unique(group, return_inverse=True)[1].astype(np.int64)
-    group[~known] = -1
+    group = np.full(len(pos), -1, dtype=np.int64)
+    if known.any():  # dense labels of the (point of sale, day) pairs, by sorting
+        group[known] = np.unique(pos[known] * (int(day.max()) + 1) + day[known],
+                                 return_inverse=True)[1].reshape(-1)
     size = group_sizes(group, known)
-    # Distinct documents per group: count unique (group, document) pairs per group.
-    pairs = np.unique(np.stack([group[known], doc[known]], axis=1), axis=0)
-    distinct = np.bincount(pairs[:, 0], minlength=int(group.max()) + 1) if pairs.size \
+    # Distinct documents per group: the distinct (group, document) pairs, counted per group
+    # (one int64 per pair, sorted: no 2-D unique).
+    width = int(doc.max()) + 2  # doc is -1 where null: shifted to 0
+    pairs = np.sort(group[known] * width + (doc[known] + 1))
+    pairs = pairs[np.r_[True, pairs[1:] != pairs[:-1]]] if pairs.size else pairs
+    distinct = np.bincount(pairs // width, minlength=int(group.max()) + 1) if pairs.size \
         else np.zeros(1, dtype=np.int64)
     per_row = np.where(known, distinct[np.maximum(group, 0)], 0)
     return known & (size >= min_activations) & (per_row <= max_distinct_documents)
@@ -126,6 +130,24 @@ def build_flag_lists(masks: Mapping[str, np.ndarray], n: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
+STATUSES: tuple[str, ...] = ("VERIFIED", "REVIEW", "MISMATCH", "UNREGISTERED",
+                             "FOREIGN_DOCUMENT")
+
+
+def status_codes(
+    *,
+    foreign_document: np.ndarray,
+    unregistered: np.ndarray,
+    mismatch: np.ndarray,
+    review: np.ndarray,
+) -> np.ndarray:
+    """Index into ``STATUSES`` per row, by precedence (see docs/flags.md)."""
+    code = np.zeros(len(foreign_document), dtype=np.int8)
+    for value, mask in enumerate((review, mismatch, unregistered, foreign_document), start=1):
+        code[np.asarray(mask, dtype=bool)] = value
+    return code
+
+
 def decide_status(
     *,
     foreign_document: np.ndarray,
@@ -134,11 +156,9 @@ def decide_status(
     review: np.ndarray,
 ) -> np.ndarray:
     """One status per row, by precedence (see docs/flags.md)."""
-    status = np.full(len(foreign_document), "VERIFIED", dtype=object)
-    for label, mask in (("REVIEW", review), ("MISMATCH", mismatch),
-                        ("UNREGISTERED", unregistered), ("FOREIGN_DOCUMENT", foreign_document)):
-        status[np.asarray(mask, dtype=bool)] = label
-    return status
+    code = status_codes(foreign_document=foreign_document, unregistered=unregistered,
+                        mismatch=mismatch, review=review)
+    return np.asarray(STATUSES, dtype=object)[code]
 
 
 def any_of(masks: Sequence[np.ndarray]) -> np.ndarray:

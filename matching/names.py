@@ -15,7 +15,7 @@ operations, never a Python loop over rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
@@ -24,8 +24,14 @@ import pyarrow.compute as pc
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Levenshtein
 
-from matching.columns import as_bool_mask
-from matching.normalize import StringColumn, as_string_array, clean_whitespace, name_key, nfc
+from matching.columns import as_bool_mask, distinct_codes, per_distinct, take_codes
+from matching.normalize import (
+    StringColumn,
+    _clean_whitespace,
+    _name_key,
+    _nfc,
+    as_string_array,
+)
 
 # Optional middle names, in name-key form (folded: "van" is Văn, "thi" is Thị).
 OPTIONAL_MIDDLE_NAMES: tuple[str, ...] = ("van", "thi")
@@ -135,7 +141,11 @@ class _Words:
         same letters as Văn, Thị): dropping it would make "Nguyễn Thị Vân" and
         "Nguyễn Văn Thi" both plain "nguyen". The cost: in an order where the
         middle name comes last ("An Nguyễn Văn"), Văn is kept, so that form only
-        matches the full name (REORDERED), not "Nguyễn An".
+        matches the full name (REORDERED), not "Nguyễn An"; and a reordered name
+        whose Vân/Thi moves away from the end ("Thị Vân Nguyễn") is REORDERED but
+        has another canonical key, so the candidate search finds it only through
+        its other blocking keys. No order-free rule keeps both "Trần Văn Thi" ~
+        "Trần Thi" and "Trần Thị Vân" ~ "Trần Vân" at DROPPED_MIDDLE.
         """
         keep = ~self._droppable()
         return self._with(pc.filter(self.text, pa.array(keep)), self.row[keep])
@@ -165,12 +175,28 @@ class _Words:
 
 
 # --- Public keys -----------------------------------------------------------------------
+# Each is computed once per distinct name (``per_distinct``): a million rows carry a
+# hundred-odd thousand distinct names.
+def _canonical_from_key(folded: pa.Array) -> pa.Array:
+    return _Words.split(folded).drop_optional_middles().map_surname_variants().sort().join()
+
+
+def _surname_from_key(folded: pa.Array) -> pa.Array:
+    first = pc.replace_substring_regex(folded, r" .*$", "")
+    for variant, canonical in SURNAME_EQUIVALENTS.items():
+        first = pc.if_else(pc.equal(first, variant), canonical, first)
+    return first
+
+
+def _given_from_key(folded: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(folded, r"^.* ", "")
+
+
 def canonical_name_key(values: StringColumn) -> pa.Array:
     """The most tolerant exact key: name key, Văn/Thị dropped, surname variants mapped,
     words sorted. Two names at level SURNAME_VARIANT or stronger share it, so it is
     a safe blocking key for candidate search."""
-    return _Words.split(name_key(values)).drop_optional_middles().map_surname_variants() \
-        .sort().join()
+    return per_distinct(lambda v: _canonical_from_key(_name_key(v)), as_string_array(values))
 
 
 def surname_key(values: StringColumn) -> pa.Array:
@@ -178,10 +204,7 @@ def surname_key(values: StringColumn) -> pa.Array:
 
     The family name in Vietnamese order; best effort for exports that put it last.
     """
-    first = pc.replace_substring_regex(name_key(values), r" .*$", "")
-    for variant, canonical in SURNAME_EQUIVALENTS.items():
-        first = pc.if_else(pc.equal(first, variant), canonical, first)
-    return first
+    return per_distinct(lambda v: _surname_from_key(_name_key(v)), as_string_array(values))
 
 
 def given_name_key(values: StringColumn) -> pa.Array:
@@ -190,13 +213,34 @@ def given_name_key(values: StringColumn) -> pa.Array:
     Best effort: where an export swapped family and given name ("Văn An Nguyễn")
     this is the family name; nothing in a single name tells the orders apart.
     """
-    return pc.replace_substring_regex(name_key(values), r"^.* ", "")
+    return per_distinct(lambda v: _given_from_key(_name_key(v)), as_string_array(values))
+
+
+@dataclass(frozen=True)
+class BlockingNameKeys:
+    """Per row: given name, surname and canonical key (see the functions above)."""
+
+    given: pa.Array
+    surname: pa.Array
+    canonical: pa.Array
+
+
+def blocking_name_keys(values: StringColumn) -> BlockingNameKeys:
+    """:func:`given_name_key`, :func:`surname_key` and :func:`canonical_name_key` at once,
+    from one name key per distinct name."""
+    distinct, codes = distinct_codes(as_string_array(values))
+    folded = _name_key(distinct)
+    return BlockingNameKeys(
+        given=take_codes(_given_from_key(folded), codes),
+        surname=take_codes(_surname_from_key(folded), codes),
+        canonical=take_codes(_canonical_from_key(folded), codes),
+    )
 
 
 # --- Comparison ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Keys:
-    """One side's keys, from strictest to most tolerant."""
+    """One side's keys, from strictest to most tolerant (one entry per distinct name)."""
 
     exact: pa.Array  # NFC, single spaces, lower case
     folded: pa.Array  # name key
@@ -210,14 +254,19 @@ class _Keys:
 
     @classmethod
     def of(cls, values: pa.Array) -> _Keys:
-        folded = name_key(values)
+        """The keys of distinct, non-null names (remembered: see ``_KeyMemo``)."""
+        return _MEMO.keys(values)
+
+    @classmethod
+    def compute(cls, values: pa.Array) -> _Keys:
+        folded = _name_key(values)
         words = _Words.split(folded)
         dropped = words.drop_optional_middles()
         canonical = dropped.map_surname_variants()
         kept = words.map_surname_variants()
         reordered = words.sort().join()
         return cls(
-            exact=pc.utf8_lower(clean_whitespace(nfc(values))),
+            exact=pc.utf8_lower(_clean_whitespace(_nfc(values))),
             folded=folded,
             reordered=reordered,
             dropped=dropped.sort().join(),
@@ -228,32 +277,60 @@ class _Keys:
             kept_canonical=kept.sort().join(),
         )
 
-    def keeping_middles(self, rows: np.ndarray) -> _Keys:
-        """These keys with Văn/Thị kept (not dropped) in ``rows``."""
-        mask = pa.array(rows)
-        return replace(
-            self,
-            dropped=pc.if_else(mask, self.reordered, self.dropped),
-            sequence=pc.if_else(mask, self.kept_sequence, self.sequence),
-            canonical=pc.if_else(mask, self.kept_canonical, self.canonical),
-        )
+
+_KEY_FIELDS = ("exact", "folded", "reordered", "dropped", "sequence", "canonical",
+               "kept_sequence", "kept_canonical")
 
 
-def _equal(left: pa.Array, right: pa.Array) -> np.ndarray:
-    return as_bool_mask(pc.equal(left, right))
+class _KeyMemo:
+    """The keys of every name met so far in this process, so that each distinct name is
+    keyed once per run however many shards and steps compare it (the keys are a pure
+    function of the name). Bounded: past ``limit`` names it starts afresh."""
+
+    def __init__(self, limit: int = 2_000_000) -> None:
+        self.limit = limit
+        self.names: pa.Array | None = None
+        self.table: pa.Table | None = None
+
+    def keys(self, names: pa.Array) -> _Keys:
+        if self.names is None or len(self.names) + len(names) > self.limit:
+            self.names, self.table = names.slice(0, 0), None
+        at = np.asarray(pc.fill_null(pc.index_in(names, value_set=self.names), -1)
+                        .to_numpy(), dtype=np.int64)
+        new = at < 0
+        if new.any():
+            fresh = names.filter(pa.array(new))
+            keys = _Keys.compute(fresh)
+            table = pa.table({**{f: getattr(keys, f) for f in _KEY_FIELDS},
+                              "middles": pa.array(keys.middles, pa.int64())})
+            at[new] = len(self.names) + np.arange(len(fresh))
+            self.names = pa.concat_arrays([self.names, fresh])
+            self.table = table if self.table is None else pa.concat_tables([self.table, table])
+        assert self.table is not None
+        found = self.table.take(pa.array(at))
+        return _Keys(**{f: found[f].combine_chunks() for f in _KEY_FIELDS},
+                     middles=np.asarray(found["middles"].to_numpy(), dtype=np.int64))
 
 
-def _texts(values: pa.Array) -> np.ndarray:
-    """Strings for rapidfuzz, which rejects None (missing rows are masked afterwards)."""
-    return pc.fill_null(values, "").to_numpy(zero_copy_only=False)
+_MEMO = _KeyMemo()
 
 
-def _pairwise(left: pa.Array, right: pa.Array, scorer: object, **kwargs: object) -> np.ndarray:
-    return process.cpdist(_texts(left), _texts(right), scorer=scorer, workers=-1, **kwargs)
+def _strings(values: pa.Array, index: np.ndarray) -> list[str]:
+    """``values[index]`` as Python strings for rapidfuzz (which rejects None)."""
+    return pc.fill_null(pc.take(values, pa.array(index, pa.int64())), "").to_pylist()
+
+
+def _lengths(values: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.utf8_length(values), 0).to_numpy(), dtype=np.int64)
+
+
+def _pairwise(left: list[str], right: list[str], scorer: object, **kwargs: object) -> np.ndarray:
+    return process.cpdist(left, right, scorer=scorer, workers=-1, **kwargs)
 
 
 def compare_names(left: StringColumn, right: StringColumn,
-                  settings: NameComparisonSettings | None = None) -> NameComparison:
+                  settings: NameComparisonSettings | None = None, *,
+                  with_score: bool = True) -> NameComparison:
     """Level and score of each pair ``(left[i], right[i])`` of two equal-length columns.
 
     Levels are tried strongest first on ever more tolerant keys (see
@@ -264,6 +341,15 @@ def compare_names(left: StringColumn, right: StringColumn,
     mark different sexes. ``score`` is rapidfuzz ``fuzz.ratio`` (normalised
     Indel similarity x 100) of the canonical keys, the better of sorted and
     written order: 100 exactly when the canonical keys are equal.
+
+    How, at scale: the keys are built once per distinct name (of both sides, and
+    remembered for the next call), and equal keys get equal integer codes, so every
+    "same key" test is an integer comparison per pair. Pairs whose canonical keys
+    are equal need no string distance (distance 0, scores 100); the others are
+    scored by rapidfuzz once per distinct pair of keys, on every core, the edit
+    distance only where the lengths allow it to be within the cutoff.
+    ``with_score=False`` leaves ``score`` NaN (not computed) when only the levels
+    are needed.
     """
     settings = settings or NameComparisonSettings()
     left, right = as_string_array(left), as_string_array(right)
@@ -275,39 +361,95 @@ def compare_names(left: StringColumn, right: StringColumn,
     if n == 0:
         return NameComparison(level=level, score=score)
 
-    lk, rk = _Keys.of(left), _Keys.of(right)
-    missing = as_bool_mask(pc.or_kleene(pc.is_null(lk.folded), pc.is_null(rk.folded)))
+    # One set of keys for the distinct names of both sides (a linked pair mostly carries
+    # the same name twice), and per key an integer code: equal keys, equal codes.
+    names, codes = distinct_codes(pa.concat_arrays([left, right]))
+    li, ri = codes[:n], codes[n:]
+    missing = (li < 0) | (ri < 0)
+    li, ri = np.maximum(li, 0), np.maximum(ri, 0)
+    if len(names) == 0:  # every pair has a null side
+        level[:] = NameLevel.MISSING
+        return NameComparison(level=level, score=score)
+    keys = _Keys.of(names)
+    n_names = len(names)
+    no_key = as_bool_mask(pc.is_null(keys.folded))
+    missing |= no_key[li] | no_key[ri]
+
+    def equal(key: str) -> np.ndarray:
+        # A null key (no letter or digit) is only ever met in a MISSING pair.
+        code = np.asarray(pc.fill_null(pc.dictionary_encode(getattr(keys, key)).indices, -1)
+                          .to_numpy(), dtype=np.int64)
+        return code[li] == code[ri]
+
     # Văn marks a man and Thị a woman: a Văn facing a Thị was not "dropped", it is
     # another person ("Nguyễn Văn Anh" / "Nguyễn Thị Anh"), so there they stay.
-    conflict = (lk.middles != 0) & (rk.middles != 0) & (lk.middles != rk.middles)
+    lm, rm = keys.middles[li], keys.middles[ri]
+    conflict = (lm != 0) & (rm != 0) & (lm != rm)
+    exact, folded, reordered = equal("exact"), equal("folded"), equal("reordered")
+    dropped, canonical = equal("dropped"), equal("canonical")
     if conflict.any():
-        lk, rk = lk.keeping_middles(conflict), rk.keeping_middles(conflict)
+        dropped = np.where(conflict, reordered, dropped)
+        canonical = np.where(conflict, equal("kept_canonical"), canonical)
 
-    # A typo can move a word in the sorted key ("Trqn Trọng Hải" sorts "trqn" after
-    # "trong"), or hit Văn/Thị itself ("Vsn" is no longer dropped), so the written-order
-    # canonical and plain name keys are measured too; the closest pair counts.
-    distance = np.minimum.reduce([
-        _pairwise(lk_key, rk_key, Levenshtein.distance, score_cutoff=settings.max_typo_edits)
-        for lk_key, rk_key in ((lk.canonical, rk.canonical), (lk.sequence, rk.sequence),
-                               (lk.folded, rk.folded))
-    ])
-    score[:] = np.maximum(
-        _pairwise(lk.canonical, rk.canonical, fuzz.ratio, dtype=np.float64),
-        _pairwise(lk.sequence, rk.sequence, fuzz.ratio, dtype=np.float64))
-    token_set = _pairwise(lk.canonical, rk.canonical, fuzz.token_set_ratio, dtype=np.float64)
+    # Equal canonical keys: distance 0 and every score 100. The other pairs are measured
+    # on the strings, once per distinct (left key, right key) pair. A typo can move a word
+    # in the sorted key ("Trqn Trọng Hải" sorts "trqn" after "trong"), or hit Văn/Thị
+    # itself ("Vsn" is no longer dropped), so the written-order canonical and plain name
+    # keys are measured too; the closest pair counts.
+    distance = np.zeros(n, dtype=np.int64)
+    token_set = np.full(n, 100.0)
+    score[:] = 100.0
+    measure = np.flatnonzero(~canonical & ~missing)
+    if measure.size:
+        # Rows of [keys; keys with Văn/Thị kept]: the kept form where the pair conflicts.
+        lv = li[measure] + n_names * conflict[measure]
+        rv = ri[measure] + n_names * conflict[measure]
+        pairs, back = np.unique(lv * (2 * n_names) + rv, return_inverse=True)
+        lv, rv = pairs // (2 * n_names), pairs % (2 * n_names)
+        canonical_keys = pa.concat_arrays([keys.canonical, keys.kept_canonical])
+        sequence_keys = pa.concat_arrays([keys.sequence, keys.kept_sequence])
+        l_canon, r_canon = _strings(canonical_keys, lv), _strings(canonical_keys, rv)
+        cutoff = settings.max_typo_edits
+        # Levenshtein only where it can be within the cutoff: never below the difference
+        # in length (the sorted and written-order keys have the same words, so the same
+        # length); elsewhere it is what rapidfuzz returns above a cutoff, cutoff + 1.
+        pair_distance = np.full(len(pairs), cutoff + 1, dtype=np.int64)
+        lengths = _lengths(canonical_keys)
+        fold_lengths = _lengths(keys.folded)
+        for strings, key_lengths, (left_at, right_at) in (
+                (canonical_keys, lengths, (lv, rv)), (sequence_keys, lengths, (lv, rv)),
+                (keys.folded, fold_lengths, (lv % n_names, rv % n_names))):
+            near = np.flatnonzero(np.abs(key_lengths[left_at] - key_lengths[right_at]) <= cutoff)
+            if near.size:
+                pair_distance[near] = np.minimum(pair_distance[near], _pairwise(
+                    _strings(strings, left_at[near]), _strings(strings, right_at[near]),
+                    Levenshtein.distance, score_cutoff=cutoff))
+        if with_score:
+            l_seq, r_seq = _strings(sequence_keys, lv), _strings(sequence_keys, rv)
+            pair_score = np.maximum(_pairwise(l_canon, r_canon, fuzz.ratio, dtype=np.float64),
+                                    _pairwise(l_seq, r_seq, fuzz.ratio, dtype=np.float64))
+        else:
+            pair_score = np.full(len(pairs), np.nan)
+        pair_token_set = _pairwise(l_canon, r_canon, fuzz.token_set_ratio, dtype=np.float64)
+        back = back.reshape(-1)
+        distance[measure] = pair_distance[back]
+        score[measure] = pair_score[back]
+        token_set[measure] = pair_token_set[back]
 
     # Weakest first, so each row ends with the strongest level that holds.
     checks = (
         (NameLevel.PARTIAL, token_set >= settings.partial_threshold),
         (NameLevel.ONE_TYPO, distance <= settings.max_typo_edits),
-        (NameLevel.SURNAME_VARIANT, _equal(lk.canonical, rk.canonical)),
-        (NameLevel.DROPPED_MIDDLE, _equal(lk.dropped, rk.dropped)),
-        (NameLevel.REORDERED, _equal(lk.reordered, rk.reordered)),
-        (NameLevel.FOLDED, _equal(lk.folded, rk.folded)),
-        (NameLevel.EXACT, _equal(lk.exact, rk.exact)),
+        (NameLevel.SURNAME_VARIANT, canonical),
+        (NameLevel.DROPPED_MIDDLE, dropped),
+        (NameLevel.REORDERED, reordered),
+        (NameLevel.FOLDED, folded),
+        (NameLevel.EXACT, exact),
     )
     for value, holds in checks:
         level[holds] = value
     level[missing] = NameLevel.MISSING
     score[missing] = np.nan
+    if not with_score:
+        score[:] = np.nan
     return NameComparison(level=level, score=score)

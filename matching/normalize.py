@@ -15,11 +15,12 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from matching.columns import ArrayLike, as_string_array
+from matching.columns import ArrayLike, as_string_array, per_distinct
 
 __all__ = [
     "StringColumn",
     "as_string_array",
+    "clean_text",
     "clean_whitespace",
     "display_name",
     "fold_diacritics",
@@ -36,6 +37,9 @@ _SPACES = r"[\s\p{Z}\p{Cc}]+"
 # Invisible characters that copy-paste leaves inside words: soft hyphen,
 # zero-width space / (non-)joiner, word joiner, byte-order mark. They separate nothing.
 _INVISIBLE = r"[\x{00AD}\x{200B}-\x{200D}\x{2060}\x{FEFF}]"
+# A value that _SPACES/_INVISIBLE would change (any whitespace but a single inner space,
+# a control or invisible character), or that is empty.
+_NEEDS_CLEANING = (r"[\p{Cc}\x{00AD}\x{200B}-\x{200D}\x{2060}\x{FEFF}]|[^\P{Z} ]|^ | $|  |^$")
 # Letters with a stroke have no decomposition. U+00D0 (Icelandic Eth) looks exactly
 # like Đ and turns up where Đ was typed from the wrong keyboard table.
 _STROKED_D = (("Đ", "D"), ("đ", "d"), ("\u00d0", "D"))
@@ -52,7 +56,7 @@ _CONSONANT_Y = rf"\b({_INITIALS})y\b"
 
 def nfc(values: StringColumn) -> pa.Array:
     """Unicode NFC: NFD exports and Windows-1258's mixed forms become one spelling."""
-    return pc.utf8_normalize(as_string_array(values), form="NFC")
+    return per_distinct(_nfc, as_string_array(values))
 
 
 def clean_whitespace(values: StringColumn) -> pa.Array:
@@ -61,9 +65,13 @@ def clean_whitespace(values: StringColumn) -> pa.Array:
     An all-blank cell means "no value", so it becomes null rather than ``""``:
     downstream code then has a single notion of missing.
     """
-    text = pc.replace_substring_regex(as_string_array(values), _INVISIBLE, "")
-    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, _SPACES, " "))
-    return pc.if_else(pc.equal(text, ""), _NULL, text)
+    return per_distinct(_clean_whitespace, as_string_array(values))
+
+
+def clean_text(values: StringColumn) -> pa.Array:
+    """``clean_whitespace(nfc(values))`` in one pass over the distinct values: how a
+    name is stored once normalised."""
+    return per_distinct(lambda v: _clean_whitespace(_nfc(v)), as_string_array(values))
 
 
 def fold_diacritics(values: StringColumn) -> pa.Array:
@@ -71,11 +79,7 @@ def fold_diacritics(values: StringColumn) -> pa.Array:
 
     Result is NFC; for Vietnamese text it is plain ASCII.
     """
-    stripped = pc.replace_substring_regex(
-        pc.utf8_normalize(as_string_array(values), form="NFD"), r"\p{Mn}+", "")
-    for letter, plain in _STROKED_D:
-        stripped = pc.replace_substring(stripped, letter, plain)
-    return pc.utf8_normalize(stripped, form="NFC")
+    return per_distinct(_fold_diacritics, as_string_array(values))
 
 
 def name_key(values: StringColumn) -> pa.Array:
@@ -91,12 +95,47 @@ def name_key(values: StringColumn) -> pa.Array:
     ("Thhy" stays one edit from "thuy"). Letters of other scripts are kept.
     A name with no letter or digit at all has a null key.
     """
-    folded = pc.utf8_lower(fold_diacritics(values))
-    words = pc.replace_substring_regex(folded, _PUNCTUATION, " ")
-    words = pc.replace_substring_regex(words, _CONSONANT_Y, r"\1i")
-    return clean_whitespace(words)
+    return per_distinct(_name_key, as_string_array(values))
 
 
 def display_name(values: StringColumn) -> pa.Array:
     """NFC, single-spaced, each word capitalised: one spelling of a name for reports."""
-    return pc.utf8_title(clean_whitespace(nfc(values)))
+    return per_distinct(lambda v: pc.utf8_title(_clean_whitespace(_nfc(v))),
+                        as_string_array(values))
+
+
+# --- The kernels, over whichever values the public functions hand them (each value
+# independently, null to null): names repeat, so they usually see each distinct value once.
+def _nfc(values: pa.Array) -> pa.Array:
+    return pc.utf8_normalize(values, form="NFC")
+
+
+def _clean_whitespace(values: pa.Array) -> pa.Array:
+    # Most values are clean already: find the others with one cheap match and clean only them.
+    dirty = pc.fill_null(pc.match_substring_regex(values, _NEEDS_CLEANING), False)
+    if not pc.any(dirty).as_py():
+        return values
+    text = pc.replace_substring_regex(values.filter(dirty), _INVISIBLE, "")
+    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, _SPACES, " "))
+    return pc.replace_with_mask(values, dirty, pc.if_else(pc.equal(text, ""), _NULL, text))
+
+
+def _fold_diacritics(values: pa.Array) -> pa.Array:
+    stripped = pc.replace_substring_regex(pc.utf8_normalize(values, form="NFD"), r"\p{Mn}+", "")
+    for letter, plain in _STROKED_D:
+        stripped = pc.replace_substring(stripped, letter, plain)
+    # Vietnamese text is ASCII by now, and ASCII is its own NFC: compose only the rest.
+    other = pc.invert(pc.fill_null(pc.string_is_ascii(stripped), True))
+    if not pc.any(other).as_py():
+        return stripped
+    return pc.replace_with_mask(stripped, other,
+                                pc.utf8_normalize(stripped.filter(other), form="NFC"))
+
+
+def _name_key(values: pa.Array) -> pa.Array:
+    folded = pc.utf8_lower(_fold_diacritics(values))
+    words = pc.replace_substring_regex(folded, _PUNCTUATION, " ")
+    words = pc.replace_substring_regex(words, _CONSONANT_Y, r"\1i")
+    # Every run of non-letters is one space by now: trimming is all that is left to clean.
+    words = pc.utf8_trim(words, characters=" ")
+    return pc.if_else(pc.equal(words, ""), _NULL, words)

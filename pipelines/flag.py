@@ -142,17 +142,17 @@ def flag(matched: pa.Table, settings: FlagSettings,
         masks[name] = np.asarray(spanning[name], dtype=bool)
     masks["INVALID_MSISDN"] = as_bool_mask(pc.is_null(matched["msisdn"]))
 
-    status = rules.decide_status(
+    status = pc.take(pa.array(rules.STATUSES, pa.string()), pa.array(rules.status_codes(
         foreign_document=passport,
         unregistered=masks["NO_ID"] | masks["INVALID_ID"] | masks["ID_NOT_FOUND"],
         mismatch=mismatch,
         review=review,
-    )
+    )))
     # A passport holder cannot be checked against the citizen registry at all.
     for name in ("ID_NOT_FOUND", "INVALID_ID"):
         masks[name] &= ~passport
 
-    results = matched.append_column("status", pa.array(status, pa.string()))
+    results = matched.append_column("status", status)
     results = results.append_column("flags", rules.build_flag_lists(masks, n))
     results = results.select(list(RESULT_COLUMNS))
     counts = {k: int(v.sum()) for k, v in masks.items() if v.any()}

@@ -51,15 +51,19 @@ class IngestResult:
 
 
 def _decode(mapping: TelcoMapping, path: Path, data: bytes) -> encodings.Decoded:
-    """Decode the whole file (declared encoding, or detected with ``auto``); see encodings.
+    """Decode the file (declared encoding, or detected with ``auto``); see encodings. For
+    valid UTF-8 only the head is decoded (``encodings.decode_head``).
 
     Bytes invalid in the declared encoding, bytes that clearly read as another
     encoding, or an encoding ``auto`` cannot establish: the file is refused
     with line and byte offset, or with the candidates' scores.
     """
     declared = mapping.csv.encoding
+    # Valid UTF-8 (the usual case): only the head is decoded (the header line); the
+    # parser reads the bytes themselves.
+    decoded = encodings.decode_head(data, declared)
     try:
-        decoded = encodings.decode(data, declared)
+        decoded = decoded or encodings.decode(data, declared)
     except encodings.UndecodableError as exc:
         raise TelcoInputError(
             mapping.telco, str(path),
@@ -73,9 +77,10 @@ def _decode(mapping: TelcoMapping, path: Path, data: bytes) -> encodings.Decoded
 
 
 def _header(mapping: TelcoMapping, path: Path, text: str) -> list[str]:
-    if not text.strip():
+    if re.search(r"\S", text) is None:  # stops at the first visible character
         raise TelcoInputError(mapping.telco, str(path), "file is empty (no header line)")
-    first_line = re.split(r"\r\n|\n|\r", text, maxsplit=1)[0]
+    line_end = re.search(r"\r|\n", text)
+    first_line = text[:line_end.start()] if line_end else text
     if not first_line.strip():
         raise TelcoInputError(mapping.telco, str(path),
                               "line 1 is blank: the header must be the first line")
@@ -144,6 +149,10 @@ def _record_spans(buf: bytes, delimiter: str, quote: str) -> _Records:
         starts, ends = starts[keep], ends[keep]
         first_lines = np.flatnonzero(keep).astype(np.int64) + 1
         return _Records(starts, ends, False, first_lines, np.ones(len(starts), np.int64))
+    if simple_cr:
+        fast = _quoted_record_spans(buf, arr, newlines, delimiter, quote)
+        if fast is not None:
+            return fast
     record, closed = _record_grammar(delimiter, quote)
     spans = [(m.start(1), m.end(1)) for m in record.finditer(buf) if m.end(1) > m.start(1)]
     starts = np.array([s for s, _ in spans], dtype=np.int64)
@@ -151,6 +160,52 @@ def _record_spans(buf: bytes, delimiter: str, quote: str) -> _Records:
     open_quote = bool(spans) and closed.fullmatch(buf, spans[-1][0], spans[-1][1]) is None
     first_lines = np.searchsorted(newlines, starts) + 1
     last_lines = np.searchsorted(newlines, np.maximum(ends - 1, starts)) + 1
+    return _Records(starts, ends, open_quote, first_lines.astype(np.int64),
+                    (last_lines - first_lines + 1).astype(np.int64))
+
+
+def _quoted_record_spans(buf: bytes, arr: np.ndarray, newlines: np.ndarray, delimiter: str,
+                         quote: str) -> _Records | None:
+    """Record spans of a file with quoted values, vectorised: a line break ends a record
+    exactly where an even number of quotes comes before it.
+
+    That holds when every quote is where the grammar of :func:`_record_grammar` puts
+    one: opening a value (at the start of a field), closing it (before a delimiter, a
+    line break or the end), or doubled inside it. Anything else (a quote inside an
+    unquoted value, text after a closing quote) returns None: the grammar decides.
+    """
+    if len(delimiter.encode()) != 1 or len(quote.encode()) != 1 or not len(arr):
+        return None
+    q, d = quote.encode()[0], delimiter.encode()[0]
+    at = np.flatnonzero(arr == q)
+    edge = np.zeros(256, dtype=bool)
+    edge[[d, 10, 13, q]] = True
+    # Opening (or the second quote of a doubled pair): after a delimiter, a line end, a
+    # quote or at the start. Closing (or the first of a pair): before the same or the end.
+    # Quotes alternate: even positions in ``at`` open, odd ones close.
+    opening, closing = at[0::2], at[1::2]
+    if not (edge[arr[np.maximum(opening - 1, 0)]] | (opening == 0)).all():
+        return None
+    if not (edge[arr[np.minimum(closing + 1, len(arr) - 1)]] | (closing + 1 == len(arr))).all():
+        return None
+    if len(at) > 2 and (at[2:] - at[:-2] == 2).any():  # three quotes in a row: ambiguous
+        return None
+    even = (np.searchsorted(at, newlines) % 2) == 0
+    ends_at = newlines[even]
+    starts = np.concatenate(([0], ends_at + 1)).astype(np.int64)
+    ends = np.concatenate((ends_at, [len(buf)])).astype(np.int64)
+    last_open = len(at) % 2 == 1
+    has_cr = (ends > starts) & (arr[np.maximum(ends - 1, 0)] == 13)
+    has_cr[-1] &= not last_open  # inside an open quote the rest of the file is the value
+    ends = ends - has_cr
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    first_lines = np.searchsorted(newlines, starts) + 1
+    last_lines = np.searchsorted(newlines, np.maximum(ends - 1, starts)) + 1
+    # Whether the last record leaves a quote open: the grammar's own reading (one record).
+    _, closed = _record_grammar(delimiter, quote)
+    open_quote = bool(len(starts)) and \
+        closed.fullmatch(buf, int(starts[-1]), int(ends[-1])) is None
     return _Records(starts, ends, open_quote, first_lines.astype(np.int64),
                     (last_lines - first_lines + 1).astype(np.int64))
 
@@ -206,24 +261,33 @@ def _read_csv(mapping: TelcoMapping, path: Path) -> tuple[pa.Table, pa.Table, in
         invalid.append((record, row.text or "", row.expected_columns, row.actual_columns))
         return "skip"
 
-    try:
-        table = pa_csv.read_csv(
-            io.BytesIO(buf),
-            read_options=pa_csv.ReadOptions(use_threads=False, block_size=1 << 24),
-            parse_options=pa_csv.ParseOptions(
-                delimiter=mapping.csv.delimiter,
-                quote_char=mapping.csv.quote_char,
-                newlines_in_values=True,
-                invalid_row_handler=on_invalid_row,
-            ),
-            convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.string() for name in header},
-                strings_can_be_null=False,
-                include_columns=list(dict.fromkeys(names.values())),
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
-        raise TelcoInputError(mapping.telco, str(path), f"cannot be parsed as CSV: {exc}") from exc
+    def parse(threads: bool) -> pa.Table:
+        try:
+            return pa_csv.read_csv(
+                io.BytesIO(buf),
+                read_options=pa_csv.ReadOptions(use_threads=threads, block_size=1 << 24),
+                parse_options=pa_csv.ParseOptions(
+                    delimiter=mapping.csv.delimiter,
+                    quote_char=mapping.csv.quote_char,
+                    newlines_in_values=True,
+                    invalid_row_handler=on_invalid_row,
+                ),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={name: pa.string() for name in header},
+                    strings_can_be_null=False,
+                    include_columns=list(dict.fromkeys(names.values())),
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
+            raise TelcoInputError(mapping.telco, str(path),
+                                  f"cannot be parsed as CSV: {exc}") from exc
+
+    # Every core first; parsed in parallel, a bad row's line number is not known, so a
+    # file with any bad row is parsed again on one thread (bad rows are rare).
+    table = parse(threads=len(buf) > 1 << 24)
+    if invalid and len(buf) > 1 << 24:
+        invalid.clear()
+        table = parse(threads=False)
     table = table.rename_columns([c.strip() for c in table.column_names])
 
     total = table.num_rows + len(invalid)
@@ -236,12 +300,18 @@ def _read_csv(mapping: TelcoMapping, path: Path) -> tuple[pa.Table, pa.Table, in
                     "text of quarantined rows falls back to their fields", mapping.telco,
                     len(records.starts) - 1, total)
 
-    bad_records = np.array(sorted(r for r, *_ in invalid), dtype=np.int64)
-    good_records = np.setdiff1d(np.arange(1, total + 1, dtype=np.int64), bad_records)
+    good = np.ones(total + 1, dtype=bool)
+    good[0] = False  # the header
+    good[[r for r, *_ in invalid]] = False
+    good_records = np.flatnonzero(good).astype(np.int64)
     table = table.append_column("source_row", pa.array(good_records, pa.int64()))
-    table = table.append_column(
-        RAW_RECORD, raw.take(pa.array(good_records)) if raw is not None
-        else pa.nulls(table.num_rows, pa.string()))
+    if raw is None:
+        raw_column = pa.nulls(table.num_rows, pa.string())
+    elif invalid:
+        raw_column = raw.take(pa.array(good_records))
+    else:  # every record after the header, as it is
+        raw_column = raw.slice(1)
+    table = table.append_column(RAW_RECORD, raw_column)
 
     quarantined = _classify_invalid(invalid, records, buf, raw)
     if records.open_quote_at_end and len(good_records) and good_records[-1] == total:

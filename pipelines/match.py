@@ -22,13 +22,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching.candidates import (
+    LINK_METHODS,
+    BlockingParts,
     CandidatePairs,
+    CandidatePlan,
     IdLinks,
     LinkMethod,
     best_candidates,
-    blocking_keys,
-    candidate_pairs,
+    blocking_parts,
     link_by_document,
+    plan_candidates,
 )
 from matching.columns import as_bool_mask
 from matching.compare import DOB_AGREEING_LEVELS, compare_dates_of_birth, compare_genders
@@ -91,18 +94,28 @@ def _registry_wide_ambiguity(links: IdLinks, registry: pa.Table) -> IdLinks:
         return links
     shared = np.asarray(pc.fill_null(registry["legacy_citizens"], 0)
                         .to_numpy(zero_copy_only=False)) > 1
-    by_legacy = links.method == LinkMethod.LEGACY_CMND
+    by_legacy = links.codes() == LINK_METHODS.index(LinkMethod.LEGACY_CMND)
     ambiguous = by_legacy & shared[np.where(by_legacy, links.registry_index, 0)]
     return IdLinks(registry_index=links.registry_index, method=links.method,
-                   ambiguous=ambiguous)
+                   ambiguous=ambiguous, method_code=links.method_code)
 
 
 def band_of(probability: np.ndarray, settings: MatchingSettings) -> np.ndarray:
     """VERIFY above ``verify_above``, MISMATCH below ``mismatch_below``, else REVIEW."""
-    band = np.full(len(probability), "REVIEW", dtype=object)
-    band[probability >= settings.verify_above] = "VERIFY"
-    band[probability < settings.mismatch_below] = "MISMATCH"
-    return band
+    return np.asarray(BANDS, dtype=object)[band_codes(probability, settings)]
+
+
+def band_codes(probability: np.ndarray, settings: MatchingSettings) -> np.ndarray:
+    """:func:`band_of` as indices into ``BANDS`` (int8)."""
+    code = np.full(len(probability), BANDS.index("REVIEW"), dtype=np.int8)
+    code[probability >= settings.verify_above] = BANDS.index("VERIFY")
+    code[probability < settings.mismatch_below] = BANDS.index("MISMATCH")
+    return code
+
+
+def _labels(codes: np.ndarray, labels: tuple[str, ...]) -> pa.Array:
+    """Small integer codes (-1: null) as their labels."""
+    return pc.take(pa.array(labels, pa.string()), pa.array(codes, pa.int8(), mask=codes < 0))
 
 
 def _take(column: pa.Array | pa.ChunkedArray, index: np.ndarray) -> pa.Array:
@@ -122,12 +135,12 @@ def _cccd_year_sex(id_number: pa.Array) -> tuple[pa.Array, pa.Array]:
     return year, sex
 
 
-def _registry_keys(registry: pa.Table) -> pa.Table:
-    name = registry["full_name"].combine_chunks()
+def _registry_keys(registry: pa.Table) -> BlockingParts:
+    """What the registry's blocking keys are made of (``matching.candidates``)."""
     dob = registry["date_of_birth"].combine_chunks()
-    keys = blocking_keys(name, dob, registry["dob_precision"].combine_chunks(),
-                         pc.year(dob), registry["gender"].combine_chunks())
-    return keys.rename_columns(["citizen", "key"])
+    return blocking_parts(registry["full_name"].combine_chunks(), dob,
+                          registry["dob_precision"].combine_chunks(), pc.year(dob),
+                          registry["gender"].combine_chunks())
 
 
 @dataclass(frozen=True)
@@ -144,31 +157,62 @@ class SearchedPairs:
 def search_candidates(subscriptions: pa.Table, rows: np.ndarray, registry: pa.Table,
                       settings: MatchingSettings, registry_tf: np.ndarray) -> SearchedPairs:
     """Candidates of ``rows`` (number variants and blocking keys) and their field levels."""
+    plan = _plan(subscriptions, rows, registry, settings, _registry_keys(registry))
+    return _compared(subscriptions, rows, registry, settings, registry_tf,
+                     plan.pairs(0, len(rows)))
+
+
+def _plan(subscriptions: pa.Table, rows: np.ndarray, registry: pa.Table,
+          settings: MatchingSettings, registry_keys: BlockingParts) -> CandidatePlan:
     id_number = _take(subscriptions["id_number"], rows)
     valid = as_bool_mask(_take(subscriptions["id_valid"], rows))
     is_cccd = as_bool_mask(pc.equal(_take(subscriptions["id_type"], rows), "CCCD"))
     year, sex = _cccd_year_sex(id_number)
-    sub_name = _take(subscriptions["full_name"], rows)
-    sub_dob = _take(subscriptions["date_of_birth"], rows)
-    sub_precision = _take(subscriptions["dob_precision"], rows)
-    pairs = candidate_pairs(
-        full_name=sub_name, date_of_birth=sub_dob, dob_precision=sub_precision,
+    return plan_candidates(
+        full_name=_take(subscriptions["full_name"], rows),
+        date_of_birth=_take(subscriptions["date_of_birth"], rows),
+        dob_precision=_take(subscriptions["dob_precision"], rows),
         id_number=id_number, id_birth_year=year, id_sex=sex,
-        registry_blocking=_registry_keys(registry),
+        registry_blocking=registry_keys,
         registry_citizen_id=registry["citizen_id"].combine_chunks(),
         near_miss=valid & is_cccd & settings.near_miss_search,
         max_block=settings.candidate_max_block,
     )
-    names = compare_names(_take(sub_name, pairs.row),
-                          _take(registry["full_name"], pairs.citizen), name_settings(settings))
+
+
+def _compared(subscriptions: pa.Table, rows: np.ndarray, registry: pa.Table,
+              settings: MatchingSettings, registry_tf: np.ndarray, pairs: CandidatePairs,
+              *, with_score: bool = True) -> SearchedPairs:
+    """The field levels of candidate ``pairs`` (``pairs.row`` indexes ``rows``)."""
+    at = rows[pairs.row]
+    names = compare_names(_take(subscriptions["full_name"], at),
+                          _take(registry["full_name"], pairs.citizen), name_settings(settings),
+                          with_score=with_score)
     dob = compare_dates_of_birth(
-        _take(sub_dob, pairs.row), _take(sub_precision, pairs.row),
+        _take(subscriptions["date_of_birth"], at), _take(subscriptions["dob_precision"], at),
         _take(registry["date_of_birth"], pairs.citizen),
         _take(registry["dob_precision"], pairs.citizen))
-    gender = compare_genders(_take(_take(subscriptions["gender"], rows), pairs.row),
+    gender = compare_genders(_take(subscriptions["gender"], at),
                              _take(registry["gender"], pairs.citizen))
     return SearchedPairs(pairs=pairs, names=names, dob=dob, gender=gender,
                          name_tf=registry_tf[pairs.citizen])
+
+
+# Candidate pairs compared at once: bounds memory (~250 bytes a pair while compared).
+SEARCH_CHUNK_PAIRS = 4_000_000
+
+
+def _chunks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges of at most ``budget`` pairs each (a row never split)."""
+    ends = np.cumsum(counts)
+    bounds, start = [], 0
+    while start < len(counts):
+        base = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, base + budget, side="right"))
+        stop = max(stop, start + 1)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
 
 
 def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSettings,
@@ -206,9 +250,10 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
     registry_tf = registry_name_tf(registry)
     name_tf = np.where(linked, registry_tf[np.where(linked, links.registry_index, 0)]
                        if registry.num_rows else np.nan, np.nan)
+    method = links.codes()
     id_level = np.full(n, int(IdLevel.NONE), dtype=np.int8)
-    id_level[links.method == LinkMethod.CCCD] = int(IdLevel.EXACT)
-    id_level[links.method == LinkMethod.LEGACY_CMND] = int(IdLevel.LEGACY_CMND)
+    id_level[method == LINK_METHODS.index(LinkMethod.CCCD)] = int(IdLevel.EXACT)
+    id_level[method == LINK_METHODS.index(LinkMethod.LEGACY_CMND)] = int(IdLevel.LEGACY_CMND)
     scores = model.score(id_level=id_level, name_level=names.level, dob_level=dob_level,
                          gender_level=gender_level, name_tf=name_tf)
     weights = {
@@ -228,52 +273,60 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
     candidate_margin = np.full(n, np.nan)
     candidate_count = np.zeros(n, dtype=np.int64)
     if settings.candidate_search and searched.any() and registry.num_rows:
-        rows = np.flatnonzero(searched)
-        found = search_candidates(subscriptions, rows, registry, settings, registry_tf)
-        pairs, p_names, p_dob, p_gender = found.pairs, found.names, found.dob, found.gender
-        p_scores = model.score(id_level=pairs.id_level, name_level=p_names.level,
-                               dob_level=p_dob, gender_level=p_gender, name_tf=found.name_tf)
-        best = best_candidates(pairs, p_scores.match_weight, p_scores.match_probability,
-                               len(rows))
-        clear = (best.citizen >= 0) & (best.probability >= settings.suggest_min_probability) \
-            & (best.margin >= settings.suggest_min_margin_bits)
-        candidate[rows[clear]] = best.citizen[clear]
-        candidate_probability[rows] = np.where(best.citizen >= 0, best.probability, np.nan)
-        candidate_margin[rows] = np.where(best.citizen >= 0, best.margin, np.nan)
-        candidate_count[rows] = best.count
-        # Explain each searched row by its best candidate (the document explains none).
-        order = np.lexsort((-p_scores.match_weight, pairs.row))
-        first = order[np.r_[True, pairs.row[order][1:] != pairs.row[order][:-1]]] \
-            if order.size else order
-        at = rows[pairs.row[first]]
-        for key, values in (("id_weight", p_scores.id_weight),
-                            ("name_weight", p_scores.name_weight),
-                            ("dob_weight", p_scores.dob_weight),
-                            ("gender_weight", p_scores.gender_weight),
-                            ("match_weight", p_scores.match_weight),
-                            ("match_probability", p_scores.match_probability)):
-            weights[key][at] = values[first]
-        name_level[at], name_score[at] = p_names.level[first], p_names.score[first]
-        dob_level[at], gender_level[at] = p_dob[first], p_gender[first]
-        id_level[at] = pairs.id_level[first]
-        name_tf[at] = found.name_tf[first]
-        # The number was mistyped: a well-formed CCCD one edit from the candidate's, whose
-        # name and date of birth agree, so the telco only has to correct the number. (A
-        # malformed number repaired from lookalike letters stays a candidate.)
-        agree = (name_level[rows] >= int(NameLevel[settings.near_miss_min_name_level])) \
-            & np.isin(dob_level[rows], [int(x) for x in DOB_AGREEING_LEVELS])
-        well_formed_cccd = as_bool_mask(_take(subscriptions["id_valid"], rows)) & as_bool_mask(
-            pc.equal(_take(subscriptions["id_type"], rows), "CCCD"))
-        by_number = clear & (best.id_level == int(IdLevel.ONE_EDIT)) & agree \
-            & well_formed_cccd & (best.citizen >= 0)
-        suggested_index[rows[by_number]] = best.citizen[by_number]
+        searched_rows = np.flatnonzero(searched)
+        plan = _plan(subscriptions, searched_rows, registry, settings, _registry_keys(registry))
+        for start, stop in _chunks(plan.pair_counts(), SEARCH_CHUNK_PAIRS):
+            rows = searched_rows[start:stop]
+            found = _compared(subscriptions, rows, registry, settings, registry_tf,
+                              plan.pairs(start, stop), with_score=False)
+            pairs, p_names, p_dob, p_gender = found.pairs, found.names, found.dob, found.gender
+            p_scores = model.score(id_level=pairs.id_level, name_level=p_names.level,
+                                   dob_level=p_dob, gender_level=p_gender,
+                                   name_tf=found.name_tf)
+            best = best_candidates(pairs, p_scores.match_weight, p_scores.match_probability,
+                                   len(rows))
+            clear = (best.citizen >= 0) & (best.probability >= settings.suggest_min_probability) \
+                & (best.margin >= settings.suggest_min_margin_bits)
+            candidate[rows[clear]] = best.citizen[clear]
+            candidate_probability[rows] = np.where(best.citizen >= 0, best.probability, np.nan)
+            candidate_margin[rows] = np.where(best.citizen >= 0, best.margin, np.nan)
+            candidate_count[rows] = best.count
+            # Explain each searched row by its best candidate (the document explains none).
+            assert best.pair is not None
+            first = best.pair[best.pair >= 0]  # the best pair of each row, rows ascending
+            at = rows[pairs.row[first]]
+            for key, values in (("id_weight", p_scores.id_weight),
+                                ("name_weight", p_scores.name_weight),
+                                ("dob_weight", p_scores.dob_weight),
+                                ("gender_weight", p_scores.gender_weight),
+                                ("match_weight", p_scores.match_weight),
+                                ("match_probability", p_scores.match_probability)):
+                weights[key][at] = values[first]
+            name_level[at] = p_names.level[first]
+            # The score of the best candidate only (scoring every pair would be wasted).
+            name_score[at] = compare_names(
+                _take(subscriptions["full_name"], at),
+                _take(registry["full_name"], pairs.citizen[first]), names_cfg).score
+            dob_level[at], gender_level[at] = p_dob[first], p_gender[first]
+            id_level[at] = pairs.id_level[first]
+            name_tf[at] = found.name_tf[first]
+            # The number was mistyped: a well-formed CCCD one edit from the candidate's,
+            # whose name and date of birth agree, so the telco only has to correct the
+            # number. (A malformed number repaired from lookalike letters stays a candidate.)
+            agree = (name_level[rows] >= int(NameLevel[settings.near_miss_min_name_level])) \
+                & np.isin(dob_level[rows], [int(x) for x in DOB_AGREEING_LEVELS])
+            well_formed_cccd = as_bool_mask(_take(subscriptions["id_valid"], rows)) \
+                & as_bool_mask(pc.equal(_take(subscriptions["id_type"], rows), "CCCD"))
+            by_number = clear & (best.id_level == int(IdLevel.ONE_EDIT)) & agree \
+                & well_formed_cccd & (best.citizen >= 0)
+            suggested_index[rows[by_number]] = best.citizen[by_number]
 
     explained = linked | (candidate_count > 0)
     # A CMND shared by several citizens (the Bà Rịa–Vũng Tàu / Đồng Nai collision) names
     # nobody in particular: its scores are kept, but it gets no band and no holder.
     judged = linked & ~links.ambiguous
-    band = np.where(judged, band_of(weights["match_probability"], settings), None)
-    holder = judged & (band == "VERIFY")
+    band = np.where(judged, band_codes(weights["match_probability"], settings), -1)
+    holder = judged & (band == BANDS.index("VERIFY"))
 
     def citizen_ids(index: np.ndarray) -> pa.Array:
         has = index >= 0
@@ -287,7 +340,7 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
 
     matched = subscriptions.append_column("matched_citizen_id", registry_column("citizen_id"))
     for name, column in (
-        ("link_method", pa.array(links.method, pa.string())),
+        ("link_method", _labels(method, LINK_METHODS)),
         ("link_ambiguous", pa.array(links.ambiguous)),
         ("name_level", pa.array(name_level, pa.int8())),
         ("name_score", pa.array(name_score, pa.float64())),
@@ -297,7 +350,7 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
         ("name_frequency", float_column(np.nan_to_num(name_tf),
                                         explained & np.isfinite(name_tf))),
         *((key, float_column(values, explained)) for key, values in weights.items()),
-        ("match_band", pa.array(band, pa.string())),
+        ("match_band", _labels(band, BANDS)),
         ("holder_citizen_id", citizen_ids(np.where(holder, links.registry_index, -1))),
         ("candidate_citizen_id", citizen_ids(candidate)),
         ("candidate_probability", float_column(np.nan_to_num(candidate_probability),
@@ -308,12 +361,13 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
             ~np.isnan(candidate_margin))),
         ("candidate_count", pa.array(candidate_count, pa.int32())),
         ("suggested_citizen_id", citizen_ids(suggested_index)),
-        ("model_version", pa.array(np.full(n, model.version, dtype=object), pa.string())),
+        ("model_version", pa.repeat(pa.scalar(model.version, pa.string()), n)),
         ("holder_date_of_birth", holder_dob),
         ("holder_date_of_death", registry_column("date_of_death")),
     ):
         matched = matched.append_column(name, column)
     log.info("match: %d subscriptions, %d linked, %d in the review band, %d candidates, "
-             "%d suggestions (model %s)", n, int(linked.sum()), int((band == "REVIEW").sum()),
+             "%d suggestions (model %s)", n, int(linked.sum()),
+             int((band == BANDS.index("REVIEW")).sum()),
              int((candidate >= 0).sum()), int((suggested_index >= 0).sum()), model.version)
     return matched

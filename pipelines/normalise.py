@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching import dates, ids, normalize, phones
+from matching.columns import distinct_codes, take_codes
 from pipelines.config import TelcoMapping
 from pipelines.ingest import RAW_RECORD
 from pipelines.quarantine import empty_quarantine, quarantine_table
@@ -70,7 +71,7 @@ class NormaliseResult:
 
 
 def _vocabulary_key(values: pa.Array) -> pa.Array:
-    return pc.utf8_lower(normalize.clean_whitespace(normalize.nfc(values)))
+    return pc.utf8_lower(normalize.clean_text(values))
 
 
 def map_vocabulary(values: pa.Array, vocabulary: dict[str, str]) -> tuple[pa.Array, np.ndarray]:
@@ -79,13 +80,16 @@ def map_vocabulary(values: pa.Array, vocabulary: dict[str, str]) -> tuple[pa.Arr
     Returns the canonical codes and a mask of non-empty values the vocabulary
     does not know (those rows are quarantined rather than guessed).
     """
-    keys = _vocabulary_key(values)
+    distinct, codes = distinct_codes(values)  # a coded column has a handful of values
+    keys = _vocabulary_key(distinct)
     source = _vocabulary_key(pa.array(list(vocabulary.keys()), pa.string()))
     targets = pa.array(list(vocabulary.values()), pa.string())
     index = pc.index_in(keys, value_set=source)
-    mapped = pc.take(targets, index)
-    unknown = pc.and_(pc.is_valid(keys), pc.is_null(index))
-    return mapped, np.asarray(unknown.to_numpy(zero_copy_only=False), dtype=bool)
+    unknown = np.asarray(pc.and_(pc.is_valid(keys), pc.is_null(index))
+                         .to_numpy(zero_copy_only=False), dtype=bool)
+    mapped = take_codes(pc.take(targets, index), codes)
+    return mapped, (codes >= 0) & (unknown[np.maximum(codes, 0)] if len(unknown)
+                                   else np.zeros(len(codes), dtype=bool))
 
 
 def _excel_serial(s: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -100,9 +104,16 @@ def _excel_serial(s: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def parse_dates(values: pa.Array, formats: list[str]) -> dates.ParsedDates:
-    """``matching.dates.parse_dates`` plus the ``excel_serial`` token; first format wins."""
+    """``matching.dates.parse_dates`` plus the ``excel_serial`` token; first format wins.
+
+    Each distinct text is parsed once (``dates.parsed_per_distinct``).
+    """
     if EXCEL_SERIAL not in formats:
         return dates.parse_dates(values, formats)
+    return dates.parsed_per_distinct(lambda s: _parse_dates(s, formats), values)
+
+
+def _parse_dates(values: pa.Array, formats: list[str]) -> dates.ParsedDates:
     s = pc.utf8_trim_whitespace(values)
     s = pc.if_else(pc.equal(s, ""), _NULL_STR, s)
     n = len(s)
@@ -167,7 +178,7 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> Norma
     documents = ids.classify_documents(
         coded["id_type"], rows["id_number"].combine_chunks(), reference_year=run_date.year
     )
-    names = normalize.clean_whitespace(normalize.nfc(rows["full_name"].combine_chunks()))
+    names = normalize.clean_text(rows["full_name"].combine_chunks())
 
     normalised = pa.table(
         {

@@ -168,3 +168,64 @@ def test_repaired_number() -> None:
     assert repaired_number(pa.array(["O79O84OOO1I3", None])).to_pylist() == \
         ["079084000113", None]
     assert pc.all(pc.is_valid(repaired_number(pa.array(["123"])))).as_py()
+
+
+def test_integer_keys_find_the_pairs_the_string_keys_find() -> None:
+    """The registry's blocking parts (integer keys) and the string keys of
+    ``blocking_keys`` propose exactly the same pairs, large blocks skipped alike."""
+    from pipelines.match import _cccd_year_sex, _registry_keys
+
+    rng = np.random.default_rng(5)
+    names = ["Nguyễn Văn An", "NGUYEN VAN AN", "Trần Thị Bích", "Huỳnh Mai", "Hoàng Thị Mai",
+             "Lê Tám", "An Nguyễn", "Võ Văn Kiệt", None]
+    days = [date(1980, 1, 2), date(1980, 2, 1), date(1990, 5, 6), date(2001, 1, 1), None]
+
+    def column(values: list, k: int) -> list:
+        return [values[i] for i in rng.integers(0, len(values), k)]
+
+    k_reg, k_sub = 400, 120
+    dob = pa.array(column(days, k_reg), pa.date32())
+    registry = pa.table({
+        "citizen_id": [f"0790{i:08d}" for i in range(k_reg)],
+        "full_name": pa.array(column(names, k_reg), pa.string()),
+        "date_of_birth": dob, "dob_precision": column(["day", "day", "year", None], k_reg),
+        "gender": pa.array(column(["M", "F", None], k_reg), pa.string()),
+    })
+    numbers = pa.array(column(["079180001234", "07918000123X", "001301", None, "abc"], k_sub),
+                       pa.string())
+    year, sex = _cccd_year_sex(numbers)
+    common = dict(full_name=pa.array(column(names, k_sub), pa.string()),
+                  date_of_birth=pa.array(column(days, k_sub), pa.date32()),
+                  dob_precision=pa.array(column(["day", "year", None], k_sub), pa.string()),
+                  id_number=numbers, id_birth_year=year, id_sex=sex,
+                  registry_citizen_id=registry["citizen_id"], near_miss=np.zeros(k_sub, bool))
+    strings = blocking_keys(registry["full_name"], registry["date_of_birth"],
+                            registry["dob_precision"], pc.year(registry["date_of_birth"]),
+                            registry["gender"]).rename_columns(["citizen", "key"])
+    for max_block in (200, 15, 1):
+        by_string = candidate_pairs(**common, registry_blocking=strings, max_block=max_block)
+        by_integer = candidate_pairs(**common, registry_blocking=_registry_keys(registry),
+                                     max_block=max_block)
+        assert len(by_string.row) > 0 or max_block == 1
+        for field in ("row", "citizen", "id_level"):
+            assert getattr(by_string, field).tolist() == getattr(by_integer, field).tolist()
+
+
+def test_the_search_in_chunks_finds_what_it_finds_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                          results: pa.Table) -> None:
+    """Rows are searched a bounded number of candidate pairs at a time: a chunk of one
+    row each changes nothing."""
+    import pipelines.match as match_module
+
+    monkeypatch.setattr(match_module, "SEARCH_CHUNK_PAIRS", 1)
+    rows = [{"full_name": "NGUYEN VAN BINH", "date_of_birth": "1984-05-06", "gender": "M",
+             "id_type": None, "id_number": None, "id_valid": None},
+            {"full_name": "Trần Thị Hồng Nhung", "date_of_birth": "1990-02-14", "gender": "F",
+             "id_number": "001190005467"},
+            {"full_name": "Phạm Thị Lan", "date_of_birth": "1988-12-01", "gender": "F",
+             "id_type": None, "id_number": None, "id_valid": None}]
+    chunked = match(_subscriptions(rows), _registry(), MatchingSettings())
+    monkeypatch.setattr(match_module, "SEARCH_CHUNK_PAIRS", 10**9)
+    whole = match(_subscriptions(rows), _registry(), MatchingSettings())
+    assert chunked.to_pylist() == whole.to_pylist()
+    assert chunked["candidate_count"].to_pylist() == [1, 1, 2]

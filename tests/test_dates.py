@@ -179,3 +179,14 @@ def test_age_any_dates(births, on):
         else:
             expected = on.year - b.year - ((on.month, on.day) < (b.month, b.day))
             assert a == expected
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["01/03/2024", "31/02/2020", "1985", "",
+                                                      " 15/04/2012 ", "x", "2024-03-01"]),
+                          st.text(max_size=10)), min_size=4, max_size=20))
+@settings(max_examples=40, deadline=None)
+def test_long_columns_are_parsed_once_per_distinct_text(values: list[str | None]) -> None:
+    one, many = dates.parse_dates(values, FORMATS), dates.parse_dates(values * 20, FORMATS)
+    assert many.value.to_pylist() == one.value.to_pylist() * 20
+    assert many.precision.to_pylist() == one.precision.to_pylist() * 20
+    assert many.unparsed.tolist() == one.unparsed.tolist() * 20

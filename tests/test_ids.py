@@ -335,3 +335,16 @@ def test_near_miss_skips_overlong_digit_strings():
     out = ids.near_miss_variants(["1" * 21, "1" * 20])
     assert set(out["row"].to_pylist()) == {1}
     assert ids.near_miss_variants(["1" * 21], max_length=30).num_rows == 9 * 21
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["CCCD", "CMND", "PASSPORT", " cccd", None]),
+    st.one_of(st.none(), st.from_regex(r"\A[0-9]{8,13}\Z"), st.text(max_size=14))),
+    max_size=40), st.sampled_from([2026, 1995]))
+def test_fast_path_agrees_with_the_general_path(rows, year):
+    """Declared CCCD of 12 digits / CMND of 9 take a shortcut; it must change nothing."""
+    types = pa.array([t for t, _ in rows], pa.string())
+    numbers = pa.array([n for _, n in rows], pa.string())
+    general = ids._classify_documents(types, numbers, reference_year=year)
+    assert ids.classify_documents(types, numbers, reference_year=year).equals(general)

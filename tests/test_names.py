@@ -254,7 +254,22 @@ def test_strong_levels_share_the_blocking_key_and_are_symmetric(
     assert forward.level.tolist() == backward.level.tolist()
     strong = forward.level >= NameLevel.SURNAME_VARIANT
     lk, rk = canonical_name_key(left).to_pylist(), canonical_name_key(right).to_pylist()
-    assert all(lk[i] == rk[i] for i in np.flatnonzero(strong))
+    words = [sorted(k.split()) if k else None for k in name_key(left + right).to_pylist()]
+    for i in np.flatnonzero(strong):
+        if forward.level[i] == NameLevel.REORDERED:
+            # Same words; the canonical key may differ when a Vân/Thi moves off
+            # the end (see _Words.drop_optional_middles).
+            assert words[i] == words[len(left) + i]
+        else:
+            assert lk[i] == rk[i]
+
+
+def test_a_reordered_given_name_van_keeps_its_level_but_not_its_canonical_key() -> None:
+    """Found by Hypothesis: the limit of a positional Văn/Thị rule, pinned."""
+    left, right = ["Nguyễn Văn", "Nguyễn Thị Vân"], ["van Nguyễn", "Thị Vân Nguyễn"]
+    assert compare_names(left, right).level.tolist() == [NameLevel.REORDERED] * 2
+    assert canonical_name_key(left).to_pylist() == ["nguyen van", "nguyen van"]
+    assert canonical_name_key(right).to_pylist() == ["nguyen", "nguyen"]
 
 
 @given(st.lists(st.tuples(st.one_of(st.none(), st.text()), st.one_of(st.none(), st.text())),
@@ -270,3 +285,11 @@ def test_no_input_crashes(pairs: list[tuple[str | None, str | None]]) -> None:
     assert ((result.score[~missing] >= 0) & (result.score[~missing] <= 100)).all()
     for function in (canonical_name_key, surname_key, given_name_key):
         assert len(function(left)) == len(left)
+
+
+def test_levels_without_scores_are_the_same_levels() -> None:
+    left = ["Nguyễn Văn An", "Trần Thị Bích", None, "Huỳnh Thị Mai", "Văn An Nguyễn", "Lê Tám"]
+    right = ["NGUYEN VAN AN", "Lê Văn Cường", "An", "Hoàng Mai", "Nguyễn Văn Anh", "Le Tam"]
+    scored, unscored = compare_names(left, right), compare_names(left, right, with_score=False)
+    assert scored.level.tolist() == unscored.level.tolist()
+    assert np.isnan(unscored.score).all() and not np.isnan(scored.score[[0, 1, 3, 4, 5]]).any()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from matching.normalize import (
     as_string_array,
+    clean_text,
     clean_whitespace,
     display_name,
     fold_diacritics,
@@ -198,3 +199,13 @@ def test_no_input_crashes_and_nulls_stay_null(values: list[str | None]) -> None:
         for value, result in zip(values, out.to_pylist(), strict=True):
             if value is None:
                 assert result is None
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=12),
+                          st.sampled_from(["Nguyễn Văn An", " NGUYỄN  văn an ", "Lý\u00a0Thị"])),
+                min_size=4, max_size=20))
+@settings(max_examples=40, deadline=None)
+def test_long_columns_are_computed_once_per_distinct_value(texts: list[str | None]) -> None:
+    """A long column with repeats goes through the distinct values; same result."""
+    for function in (*ALL_FUNCTIONS, clean_text):
+        assert function(texts * 20).to_pylist() == function(texts).to_pylist() * 20

@@ -232,3 +232,13 @@ def test_bundled_reference_tables_keep_leading_zeros():
     assert set(reference.legacy_prefixes()["new_prefix"].to_pylist()) <= set(
         reference.mobile_prefixes()["prefix"].to_pylist()
     )
+
+
+@FAST
+@given(st.lists(st.one_of(st.none(), st.text(max_size=14),
+                          st.from_regex(r"\A(\+84|84|0|0084|\+)?[0-9]{7,11}\Z")), max_size=40))
+def test_fast_path_agrees_with_the_general_path(values):
+    """The plain forms (0/84/+84 and nine digits) take a shortcut; it must change nothing."""
+    tables = (reference.mobile_prefixes(), reference.legacy_prefixes())
+    general = phones._canonical_msisdn(pa.array(values, pa.string()), *tables)
+    assert phones.canonical_msisdn(values).equals(general)
