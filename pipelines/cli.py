@@ -73,6 +73,19 @@ def _cmd_review_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report_render(args: argparse.Namespace) -> int:
+    from pipelines.report import RoleNotAllowedError, render_copy
+
+    try:
+        html_path, xlsx_path = render_copy(args.config, args.run_date, args.out, role=args.role)
+    except RoleNotAllowedError as exc:
+        print(f"simrecon: refused: {exc}", file=sys.stderr)
+        return 2
+    print(f"report:   {html_path}")
+    print(f"workbook: {xlsx_path}")
+    return 0
+
+
 def _cmd_registry_prepare(args: argparse.Namespace) -> int:
     from pipelines.stages import refresh_registry
 
@@ -126,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                           help="run configuration naming where decisions are stored")
     imported.set_defaults(func=_cmd_review_import)
+
+    report = sub.add_parser("report", help="the compliance report (docs/data-contracts.md)")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    render = report_sub.add_parser(
+        "render", help="render a published run's report and workbook again, for a role: "
+        "full ID numbers only for a role in report.unmasked_roles")
+    render.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="run configuration (output_dir, report settings)")
+    render.add_argument("--run-date", required=True, help="YYYY-MM-DD of a published run")
+    render.add_argument("--role", default=None,
+                        help="who reads the copy (e.g. investigator); without it IDs stay masked")
+    render.add_argument("--out", required=True, type=Path,
+                        help="the .html to write, outside the runs folder (.xlsx next to it)")
+    render.set_defaults(func=_cmd_report_render)
 
     registry = sub.add_parser("registry", help="prepared registry snapshots "
                               "(docs/data-contracts.md)")

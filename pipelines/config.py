@@ -8,6 +8,7 @@ folder of the file that names them.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -197,6 +198,34 @@ class CorrectionCycleSettings(_Strict):
         return value
 
 
+class ReportSettings(_Strict):
+    """The compliance report (``report.html``, ``report.xlsx``; docs/data-contracts.md).
+
+    ``trend_runs``: runs per telco in the trend (this one included). ``flagged_rows``:
+    flagged subscriptions in the report's searchable table, chosen so that every
+    telco and flag is represented; ``workbook_flagged_rows`` the same for the
+    workbook's ``flagged`` sheet. ``top``: rows of the top points of sale and top
+    holders. ``unmasked_roles``: roles that may have a copy with full ID numbers
+    rendered (``simrecon report render --role``); the published report is always
+    masked. ``provinces_file``: the old-code → 2025 unit table (empty = bundled).
+    """
+
+    trend_runs: int = Field(14, ge=1, le=366)
+    flagged_rows: int = Field(2000, ge=0, le=20_000)
+    workbook_flagged_rows: int = Field(20_000, ge=0, le=1_000_000)
+    top: int = Field(20, ge=1, le=1000)
+    unmasked_roles: list[str] = []
+    provinces_file: str = ""
+
+    @field_validator("unmasked_roles")
+    @classmethod
+    def _role_names(cls, value: list[str]) -> list[str]:
+        for role in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]*", role):
+                raise ValueError(f"role {role!r}: lower-case letters, digits, - and _")
+        return value
+
+
 class PreparedRegistrySettings(_Strict):
     """Prepared registry snapshots and sharding (docs/deployment.md, docs/data-contracts.md).
 
@@ -235,6 +264,7 @@ class RunConfig(_Strict):
     gates: GateSettings = GateSettings()
     correction_cycle: CorrectionCycleSettings = CorrectionCycleSettings()
     prepared_registry: PreparedRegistrySettings = PreparedRegistrySettings()
+    report: ReportSettings = ReportSettings()
     config_file: str = ""
 
     @cached_property

@@ -1,30 +1,79 @@
-"""Report stage: ``summary.json`` for machines and ``report.html`` for compliance staff.
+"""Report stage: ``summary.json`` for machines, ``report.html`` and ``report.xlsx`` for
+compliance staff.
 
-The report shows counts by telco, status and flag, what was quarantined and
-why, which telcos failed, and a sample of flagged rows with the field-level
-evidence. ID numbers are masked: the report is read by people who need
-rates and reasons, not identities.
+``report.html`` is one self-contained file read offline (no server, no CDN, no
+external file): totals and rates by telco, status and flag; charts drawn as
+inline SVG (``pipelines.report_charts``): flags by telco, the trend over the
+last runs per telco, the match-score distribution, flags by the province of the
+ID's birth registration (old 63 codes mapped to the 34 units of 2025,
+``pipelines.provinces``); the top points of sale by ``BULK_ACTIVATION``; the
+citizens with the most subscriptions; a bounded table of flagged subscriptions
+with search, filters and each row's field-by-field explanation (a few lines of
+inline JavaScript). ``report.xlsx`` holds the same tables
+(``pipelines.report_workbook``).
+
+ID numbers are masked (``079*****1234``). Only a role listed in
+``report.unmasked_roles`` may have a copy with full numbers rendered
+(``simrecon report render --role``), outside the run folder; the published
+report is always masked.
+
+Every aggregate is computed with Arrow compute / NumPy over the whole results
+table; Python loops run only over aggregates and over the bounded table rows,
+so the report's size and cost stay bounded for a run of millions of rows.
 """
 
 from __future__ import annotations
 
 import html
-from collections import Counter
+import json
+import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from markupsafe import Markup
 
 from matching.compare import DOB_LEVEL_LABELS, GENDER_LEVEL_LABELS, DobLevel, GenderLevel
 from matching.flags import FLAGS
 from matching.ids import mask_id
 from matching.names import NAME_LEVEL_LABELS, NameLevel
+from pipelines import provinces, report_charts
 from pipelines.reasons import reason_descriptions
 from pipelines.schema import STATUSES
 
-SAMPLE_ROWS_PER_FLAG = 5
+if TYPE_CHECKING:
+    from pipelines.config import RunConfig
+
+NOT_COMPARED = "not compared"
+NO_CCCD = "no CCCD"
+SCORE_BIN_BITS = 2
+SCORE_RANGE = (-40, 50)  # bits; weights beyond fall in the end bins
+
+
+class RoleNotAllowedError(PermissionError):
+    """A role asked for full ID numbers without being listed in ``report.unmasked_roles``."""
+
+
+def reveal_ids_for(role: str | None, unmasked_roles: list[str]) -> bool:
+    """Whether ``role`` may see full ID numbers: ``None`` (the published report) never;
+    a role listed in ``report.unmasked_roles`` yes; any other role is refused."""
+    if role is None:
+        return False
+    if role in unmasked_roles:
+        return True
+    allowed = ", ".join(unmasked_roles) if unmasked_roles else "no role"
+    raise RoleNotAllowedError(
+        f"role {role!r} may not see full ID numbers (report.unmasked_roles allows: "
+        f"{allowed}); the published report.html, with ID numbers masked, is for everyone")
+
+
+# --- counts -----------------------------------------------------------------------------
 
 
 def _counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
@@ -33,6 +82,13 @@ def _counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
     counted = pc.value_counts(column)
     return {str(v): int(c) for v, c in zip(counted.field("values").to_pylist(),
                                             counted.field("counts").to_pylist(), strict=True)}
+
+
+def _flags_array(results: pa.Table) -> pa.ListArray:
+    flags = results["flags"].combine_chunks()
+    if isinstance(flags, pa.ChunkedArray):  # no chunk to combine (empty table)
+        flags = pa.array([], results.schema.field("flags").type)
+    return flags
 
 
 def summarise(results: pa.Table, quarantine: pa.Table, telco_stats: dict[str, dict],
@@ -44,68 +100,257 @@ def summarise(results: pa.Table, quarantine: pa.Table, telco_stats: dict[str, di
             by_telco[telco] = {"failed": failed[telco]}
             continue
         rows = results.filter(pc.equal(results["telco"], telco))
-        flags = pc.list_flatten(rows["flags"])
+        statuses = _counts(rows["status"])
+        flags = _counts(pc.list_flatten(rows["flags"]))
         q = quarantine.filter(pc.equal(quarantine["telco"], telco))
         by_telco[telco] = {
             "subscriptions": rows.num_rows,
-            "by_status": {s: _counts(rows["status"]).get(s, 0) for s in STATUSES},
-            "by_flag": {f: _counts(flags).get(f, 0) for f in FLAGS},
+            "by_status": {s: statuses.get(s, 0) for s in STATUSES},
+            "by_flag": {f: flags.get(f, 0) for f in FLAGS},
             "flagged": int(pc.sum(pc.greater(pc.list_value_length(rows["flags"]), 0)).as_py()
                            or 0),
             "quarantined": q.num_rows,
             "quarantine_reasons": _counts(q["reason"]),
             **telco_stats[telco],
         }
-    flags_all = pc.list_flatten(results["flags"])
+    statuses = _counts(results["status"])
+    flags_all = _counts(pc.list_flatten(results["flags"]))
     return {
         "run_date": run_date,
         "subscriptions": results.num_rows,
         "quarantined": quarantine.num_rows,
-        "by_status": {s: _counts(results["status"]).get(s, 0) for s in STATUSES},
-        "by_flag": {f: _counts(flags_all).get(f, 0) for f in FLAGS},
+        "by_status": {s: statuses.get(s, 0) for s in STATUSES},
+        "by_flag": {f: flags_all.get(f, 0) for f in FLAGS},
         "telcos": by_telco,
         "failed_telcos": failed,
     }
 
 
-def _sample_rows(results: pa.Table) -> list[dict]:
-    """A few flagged rows per flag, with masked IDs and readable evidence."""
-    flagged = results.filter(pc.greater(pc.list_value_length(results["flags"]), 0))
-    if flagged.num_rows == 0:
+def _rate(part: int | None, whole: int | None) -> float | None:
+    if part is None or not whole:
+        return None
+    return round(100.0 * part / whole, 2)
+
+
+# --- trend over runs --------------------------------------------------------------------
+
+
+def previous_summaries(output_dir: Path, run_date: str, runs: int) -> list[dict]:
+    """``summary.json`` of the latest ``runs`` published runs before ``run_date``, oldest
+    first (``<output_dir>/<date>/summary.json``)."""
+    if runs <= 0 or not Path(output_dir).is_dir():
         return []
-    picked: list[int] = []
-    seen: Counter[str] = Counter()
-    flag_lists = flagged["flags"].to_pylist()  # flagged rows only, bounded by the sample
-    for index, row_flags in enumerate(flag_lists):
-        if any(seen[f] < SAMPLE_ROWS_PER_FLAG for f in row_flags):
-            picked.append(index)
-            seen.update(row_flags)
-        if len(picked) >= SAMPLE_ROWS_PER_FLAG * len(FLAGS):
-            break
-    sample = flagged.take(pa.array(picked, pa.int64()))
-    masked_ids = mask_id(sample["id_number"]).to_pylist()
+    dated = sorted((p for p in Path(output_dir).glob("[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]")
+                    if p.name < run_date and (p / "summary.json").is_file()), reverse=True)
+    found = []
+    for folder in dated[:runs]:
+        try:
+            found.append(json.loads((folder / "summary.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError):  # a damaged summary leaves a gap, not a failed report
+            continue
+    return sorted(found, key=lambda s: s.get("run_date", ""))
+
+
+TREND_COLUMNS = ("run_date", "telco", "subscriptions", "flagged", "flagged_pct", "listed",
+                 "new", "persisting", "resolved", "processed")
+
+
+def trend_rows(summaries: list[dict]) -> list[dict]:
+    """Per run and telco: subscriptions, flagged, rate, and the correction cycle
+    (on the telco's list, new, persisting, resolved since its previous list)."""
+    telcos = sorted({t for s in summaries for t in s.get("telcos", {})})
     rows = []
-    for i, row in enumerate(sample.to_pylist()):
-        rows.append({
-            "telco": row["telco"],
+    for summary in summaries:
+        tracking = (summary.get("tracking") or {}).get("by_telco", {})
+        for telco in telcos:
+            stats = summary.get("telcos", {}).get(telco)
+            processed = bool(stats) and "failed" not in stats
+            cycle = tracking.get(telco, {}) if processed else {}
+            rows.append({
+                "run_date": summary["run_date"], "telco": telco,
+                "subscriptions": stats.get("subscriptions") if processed else None,
+                "flagged": stats.get("flagged") if processed else None,
+                "flagged_pct": _rate(stats.get("flagged"), stats.get("subscriptions"))
+                if processed else None,
+                "listed": cycle.get("flagged"), "new": cycle.get("new"),
+                "persisting": cycle.get("persisting"), "resolved": cycle.get("resolved"),
+                "processed": processed,
+            })
+    return rows
+
+
+def _trend_charts(rows: list[dict]) -> dict:
+    runs = sorted({r["run_date"] for r in rows})
+    telcos = sorted({r["telco"] for r in rows})
+    at = {(r["run_date"], r["telco"]): r for r in rows}
+    flagged = {t: [at[(d, t)]["flagged"] for d in runs] for t in telcos}
+    line = report_charts.line_chart(
+        "chart-trend", "Flagged subscriptions per run, by telco", runs, flagged,
+        y_label="flagged subscriptions",
+        desc=f"Flagged subscriptions of each telco over the last {len(runs)} run(s); "
+             "a gap means the telco was not processed in that run.")
+    cycles = []
+    for telco in telcos:
+        series = [at[(d, telco)] for d in runs]
+        cycles.append({"telco": telco, "chart": report_charts.diverging_bars(
+            f"chart-cycle-{telco}", f"Correction list of {telco}: new, persisting, resolved",
+            runs, {"persisting": [r["persisting"] or 0 for r in series],
+                   "new": [r["new"] or 0 for r in series]},
+            {"resolved": [r["resolved"] or 0 for r in series]},
+            desc=f"Per run, the rows on {telco}'s correction list (persisting from the "
+                 "previous list, and new) above the axis, and the flags resolved since the "
+                 "previous list below it.")})
+    return {"line": line, "cycles": cycles, "runs": runs}
+
+
+# --- flagged subscriptions: a bounded selection -----------------------------------------
+
+
+def select_flagged(results: pa.Table, limit: int) -> tuple[pa.Table, int]:
+    """At most ``limit`` flagged rows, and how many rows are flagged in all.
+
+    The rows are taken round-robin over the (telco, flag) groups in source order:
+    the first row of every group, then the second, and so on, so that a rare flag
+    or a small telco is shown even when one flag has a million rows. The selection
+    is returned in (telco, source_row) order. Vectorised: one sort over the flags.
+    """
+    flags = _flags_array(results)
+    flagged_mask = pc.greater(pc.list_value_length(flags), 0)
+    flagged = results.filter(flagged_mask)
+    total = flagged.num_rows
+    if total == 0 or limit <= 0:
+        return flagged.slice(0, 0), total
+    if total <= limit:
+        return _in_source_order(flagged), total
+    row_flags = _flags_array(flagged)
+    parents = pc.list_parent_indices(row_flags).to_numpy()
+    flag_code = pc.dictionary_encode(pc.list_flatten(row_flags))
+    telco_code = pc.dictionary_encode(flagged["telco"]).combine_chunks().indices
+    group = (telco_code.to_numpy(zero_copy_only=False).astype(np.int64)[parents]
+             * len(flag_code.dictionary)
+             + flag_code.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+    order = np.lexsort((parents, group))
+    ordered = group[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    position = np.arange(len(order))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = position - np.maximum.accumulate(np.where(starts, position, 0))
+    row_rank = np.full(total, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(row_rank, parents, rank)
+    picked = np.lexsort((np.arange(total), row_rank))[:limit]
+    return _in_source_order(flagged.take(pa.array(np.sort(picked)))), total
+
+
+def _in_source_order(table: pa.Table) -> pa.Table:
+    return table.take(pc.sort_indices(table, [("telco", "ascending"),
+                                              ("source_row", "ascending")]))
+
+
+def _label_lookup(enum_labels: dict) -> pa.Array:
+    size = max(int(level) for level in enum_labels) + 1
+    return pa.array([enum_labels.get(i, "") for i in range(size)], pa.string())
+
+
+def _levels(table: pa.Table, column: str, labels: dict, linked: pa.Array) -> pa.Array:
+    lookup = _label_lookup({int(k): v for k, v in labels.items()})
+    level = pc.cast(table[column], pa.int32())
+    text = pc.take(lookup, level)
+    return pc.if_else(linked, text, pa.scalar(NOT_COMPARED))
+
+
+def _ids(values: pa.ChunkedArray | pa.Array, reveal: bool) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
+    return values if reveal else mask_id(values)
+
+
+FLAGGED_SHEET_COLUMNS = (
+    "telco", "source_file", "source_row", "msisdn", "msisdn_as_sent", "id_type", "id_number",
+    "activation_date", "point_of_sale", "line_status", "status", "flags", "reasons_en",
+    "reasons_vi", "name_comparison", "name_score", "dob_comparison", "gender_comparison",
+    "id_weight", "name_weight", "dob_weight", "gender_weight", "match_weight",
+    "match_probability", "match_band", "suggested_citizen_id", "review_decision",
+)
+
+
+def flagged_sheet(rows: pa.Table, reveal: bool) -> pa.Table:
+    """The flagged rows with their explanation as columns (vectorised)."""
+    linked = pc.is_valid(rows["matched_citizen_id"])
+    flags = _flags_array(rows)
+    descriptions = reason_descriptions()
+    codes = list(descriptions)
+    flat = pc.list_flatten(flags)
+    picked = pc.index_in(flat, value_set=pa.array(codes))
+
+    def described(language: str) -> pa.Array:
+        texts = pc.take(pa.array([descriptions[c][language] for c in codes]), picked)
+        return pc.binary_join(pa.ListArray.from_arrays(flags.offsets, pc.fill_null(texts, "")),
+                              " | ")
+
+    return pa.table({
+        "telco": rows["telco"], "source_file": rows["source_file"],
+        "source_row": rows["source_row"], "msisdn": rows["msisdn"],
+        "msisdn_as_sent": rows["msisdn_raw"], "id_type": rows["id_type"],
+        "id_number": _ids(rows["id_number"], reveal),
+        "activation_date": rows["activation_date"], "point_of_sale": rows["point_of_sale"],
+        "line_status": rows["line_status"], "status": rows["status"],
+        "flags": pc.binary_join(flags, "|"), "reasons_en": described("en"),
+        "reasons_vi": described("vi"),
+        "name_comparison": _levels(rows, "name_level", NAME_LEVEL_LABELS, linked),
+        "name_score": rows["name_score"],
+        "dob_comparison": _levels(rows, "dob_level", DOB_LEVEL_LABELS, linked),
+        "gender_comparison": _levels(rows, "gender_level", GENDER_LEVEL_LABELS, linked),
+        **{c: pc.round(rows[c], 2) for c in ("id_weight", "name_weight", "dob_weight",
+                                              "gender_weight", "match_weight")},
+        "match_probability": pc.round(rows["match_probability"], 6),
+        "match_band": rows["match_band"],
+        "suggested_citizen_id": _ids(rows["suggested_citizen_id"], reveal),
+        "review_decision": rows["review_decision"],
+    })
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def flagged_html_rows(rows: pa.Table, reveal: bool) -> list[dict]:
+    """The table's rows for the template, each with its explanation (bounded rows)."""
+    ids = _ids(rows["id_number"], reveal).to_pylist()
+    suggested = _ids(rows["suggested_citizen_id"], reveal).to_pylist()
+    candidate = _ids(rows["candidate_citizen_id"], reveal).to_pylist()
+    out = []
+    for i, row in enumerate(rows.to_pylist()):
+        linked = row["matched_citizen_id"] is not None
+        score = row["name_score"]
+        out.append({
+            "telco": row["telco"], "source_file": row["source_file"],
             "source_row": row["source_row"],
-            "msisdn": row["msisdn"] or row["msisdn_raw"] or "",
-            "id_type": row["id_type"] or "",
-            "id_masked": masked_ids[i] or "",
-            "status": row["status"],
-            "flags": row["flags"],
+            "msisdn": row["msisdn"] or "", "msisdn_raw": _text(row["msisdn_raw"]),
+            "id_type": _text(row["id_type"]), "id": _text(ids[i]),
+            "activation": _text(row["activation_date"]),
+            "pos": _text(row["point_of_sale"]), "line_status": _text(row["line_status"]),
+            "subscription_type": _text(row["subscription_type"]),
+            "status": row["status"], "flags": row["flags"],
+            "link_method": _text(row["link_method"]),
             "name": NAME_LEVEL_LABELS.get(NameLevel(row["name_level"]), "")
-            if row["matched_citizen_id"] else "not compared",
-            "name_score": "" if row["name_score"] is None or row["name_score"] != row["name_score"]
-            else f"{row['name_score']:.0f}",
-            "dob": DOB_LEVEL_LABELS[DobLevel(row["dob_level"])] if row["matched_citizen_id"]
-            else "not compared",
-            "gender": GENDER_LEVEL_LABELS[GenderLevel(row["gender_level"])]
-            if row["matched_citizen_id"] else "not compared",
-            "suggestion": "yes" if row["suggested_citizen_id"] else "",
+            if linked and row["name_level"] is not None else NOT_COMPARED,
+            "name_score": "" if score is None or math.isnan(score) else f"{score:.0f}",
+            "dob": DOB_LEVEL_LABELS.get(DobLevel(row["dob_level"]), "")
+            if linked and row["dob_level"] is not None else NOT_COMPARED,
+            "gender": GENDER_LEVEL_LABELS.get(GenderLevel(row["gender_level"]), "")
+            if linked and row["gender_level"] is not None else NOT_COMPARED,
+            "probability": "" if row["match_probability"] is None
+            else f"{row['match_probability']:.4f}",
+            "suggested": _text(suggested[i]), "candidate": _text(candidate[i]),
+            "candidate_probability": "" if row["candidate_probability"] is None
+            or math.isnan(row["candidate_probability"])
+            else f"{row['candidate_probability']:.4f}",
+            "candidate_count": row["candidate_count"] or 0,
+            "review": _text(row["review_decision"]),
+            "reviewer": _text(row["review_reviewer"]),
             "explanation": explanation(row),
         })
-    return rows
+    return out
 
 
 WATERFALL_PX_PER_BIT = 4
@@ -144,7 +389,7 @@ def explanation(row: dict) -> dict | None:
                       "offset": round(min(start, running) * WATERFALL_PX_PER_BIT),
                       "width": max(1, round(abs(weight) * WATERFALL_PX_PER_BIT)),
                       "positive": weight >= 0})
-    low = min(0.0, *(s["offset"] for s in steps))
+    low = min(0, *(s["offset"] for s in steps))
     for step in steps:
         step["offset"] -= low
     return {
@@ -157,7 +402,303 @@ def explanation(row: dict) -> dict | None:
     }
 
 
-def render_report(summary: dict, results: pa.Table, quarantine: pa.Table) -> str:
+# --- match-score distribution -----------------------------------------------------------
+
+
+def _bits(probability: float) -> float:
+    return math.log2(probability / (1.0 - probability))
+
+
+def score_distribution(results: pa.Table, verify_above: float, mismatch_below: float) -> dict:
+    """Histogram of match weights (bits) by status, band thresholds, and status × band."""
+    lo, hi = SCORE_RANGE
+    n_bins = (hi - lo) // SCORE_BIN_BITS + 2  # + one bin below lo and one at/above hi
+    weights = results["match_weight"].to_numpy() if results.num_rows else np.zeros(0)
+    weights = np.asarray(weights, dtype=float)
+    status = pc.fill_null(pc.index_in(results["status"], value_set=pa.array(STATUSES)),
+                          len(STATUSES)).to_numpy() if results.num_rows else np.zeros(0, int)
+    scored = ~np.isnan(weights)
+    bins = np.clip(np.floor((weights[scored] - lo) / SCORE_BIN_BITS).astype(np.int64) + 1,
+                   0, n_bins - 1)
+    counts = np.bincount(status[scored].astype(np.int64) * n_bins + bins,
+                         minlength=(len(STATUSES) + 1) * n_bins).reshape(-1, n_bins)
+    used = np.flatnonzero(counts.sum(axis=0))
+    first, last = (int(used[0]), int(used[-1])) if len(used) else (0, -1)
+    labels = []
+    for b in range(first, last + 1):
+        labels.append(f"<{lo}" if b == 0 else f"≥{hi}" if b == n_bins - 1
+                      else f"{lo + (b - 1) * SCORE_BIN_BITS}")
+    stacks = {s: [int(v) for v in counts[i, first:last + 1]] for i, s in enumerate(STATUSES)}
+
+    def position(bits: float) -> float:
+        return (bits - lo) / SCORE_BIN_BITS + 1 - first
+
+    markers = [(position(_bits(mismatch_below)), f"mismatch below {mismatch_below:g}"),
+               (position(_bits(verify_above)), f"verified from {verify_above:g}")]
+    by_band = {}
+    if results.num_rows:
+        grouped = pa.table({"status": results["status"],
+                            "band": pc.fill_null(results["match_band"], "no score")}
+                           ).group_by(["status", "band"]).aggregate([([], "count_all")])
+        for s, b, n in zip(*(grouped[c].to_pylist() for c in ("status", "band", "count_all")),
+                           strict=True):
+            by_band[(s, b)] = n
+    bands = ["VERIFY", "REVIEW", "MISMATCH", "no score"]
+    table = [{"status": s, **{b: by_band.get((s, b), 0) for b in bands}} for s in STATUSES]
+    chart = report_charts.stacked_histogram(
+        "chart-scores", "Match-score distribution (bits), by status", labels, stacks,
+        markers=markers, colours=report_charts.STATUS_COLOURS,
+        desc=f"Number of subscriptions per {SCORE_BIN_BITS}-bit bin of the match weight "
+             f"(log2 odds), stacked by status; {int((~scored).sum()):,} subscription(s) "
+             "have no score. Dashed lines: the band thresholds.")
+    sheet = pa.table({"bin_from_bits": labels, **{s: stacks[s] for s in STATUSES}})
+    return {"chart": chart, "bands": bands, "table": table, "unscored": int((~scored).sum()),
+            "sheet": sheet,
+            "thresholds": {"verify_bits": round(_bits(verify_above), 2),
+                           "mismatch_bits": round(_bits(mismatch_below), 2)}}
+
+
+# --- provinces --------------------------------------------------------------------------
+
+
+def province_breakdown(results: pa.Table, provinces_file: str | Path | None = None) -> dict:
+    """Subscriptions, flagged subscriptions and flags by the province of the ID's birth
+    registration (the linked citizen's CCCD, else a CCCD as sent), old code and 2025 unit."""
+    table = provinces.mapping(provinces_file or None)
+    sent_cccd = pc.if_else(pc.equal(results["id_type"], "CCCD"), results["id_number"],
+                           pa.scalar(None, pa.string()))
+    code = provinces.birth_province_code(pc.coalesce(results["holder_citizen_id"], sent_cccd))
+    _, _, known = provinces.locate(code, provinces_file or None)
+    key = pc.if_else(pc.is_null(code), pa.scalar(NO_CCCD),
+                     pc.fill_null(known, provinces.UNKNOWN))
+    flags = _flags_array(results)
+    has_flag = pc.cast(pc.greater(pc.list_value_length(flags), 0), pa.int64())
+    per_key = pa.table({"key": key, "flagged": has_flag}).group_by("key").aggregate(
+        [([], "count_all"), ("flagged", "sum")])
+    subs = dict(zip(per_key["key"].to_pylist(), per_key["count_all"].to_pylist(), strict=True))
+    flagged = dict(zip(per_key["key"].to_pylist(), per_key["flagged_sum"].to_pylist(),
+                       strict=True))
+    flat = pc.list_flatten(flags)
+    flag_keys = pc.take(key, pc.list_parent_indices(flags)) if len(flat) else pa.array(
+        [], pa.string())
+    per_flag = pa.table({"key": flag_keys, "flag": flat}).group_by(["key", "flag"]).aggregate(
+        [([], "count_all")])
+    flag_counts: dict[str, dict[str, int]] = {}
+    for k, f, n in zip(per_flag["key"].to_pylist(), per_flag["flag"].to_pylist(),
+                       per_flag["count_all"].to_pylist(), strict=True):
+        flag_counts.setdefault(k, {})[f] = n
+
+    old_rows = []
+    for c, name, unit in zip(table["old_code"].to_pylist(), table["old_name"].to_pylist(),
+                             table["unit"].to_pylist(), strict=True):
+        old_rows.append({"code": c, "name": name, "unit": unit, "subscriptions": subs.get(c, 0),
+                         "flagged": flagged.get(c, 0), "flags": flag_counts.get(c, {})})
+    for other in (provinces.UNKNOWN, NO_CCCD):
+        old_rows.append({"code": "", "name": other, "unit": other,
+                         "subscriptions": subs.get(other, 0), "flagged": flagged.get(other, 0),
+                         "flags": flag_counts.get(other, {})})
+    units: dict[str, dict] = {}
+    for row in old_rows:
+        unit = units.setdefault(row["unit"], {"unit": row["unit"], "old": [], "subscriptions": 0,
+                                              "flagged": 0, "flags": {}})
+        if row["code"]:
+            unit["old"].append(f"{row['code']} {row['name']}")
+        unit["subscriptions"] += row["subscriptions"]
+        unit["flagged"] += row["flagged"]
+        for f, n in row["flags"].items():
+            unit["flags"][f] = unit["flags"].get(f, 0) + n
+    extra = (provinces.UNKNOWN, NO_CCCD)  # listed last, after the real units
+    unit_rows = sorted(units.values(), key=lambda u: (u["unit"] in extra, -u["flagged"],
+                                                      u["unit"]))
+    for row in [*unit_rows, *old_rows]:
+        row["flagged_pct"] = _rate(row["flagged"], row["subscriptions"])
+        row["top_flags"] = ", ".join(f"{f} {n:,}" for f, n in sorted(
+            row["flags"].items(), key=lambda x: (-x[1], x[0]))[:3])
+    shown = [u for u in unit_rows if u["subscriptions"]]
+    chart = report_charts.hbars(
+        "chart-provinces", "Flagged subscriptions by province of birth registration "
+        "(34 units since 1 July 2025)", [u["unit"] for u in shown],
+        [u["flagged"] for u in shown],
+        notes=[f"  ({u['flagged_pct']:.1f}% of {u['subscriptions']:,})"
+               if u["flagged_pct"] is not None else "" for u in shown],
+        desc="Flagged subscriptions per provincial unit after the 2025 merger (Resolution "
+             "202/2025/QH15), from the old province code of the holder's CCCD; with the share "
+             "of that unit's subscriptions.")
+    flag_columns = {f: [r["flags"].get(f, 0) for r in unit_rows] for f in FLAGS}
+    unit_sheet = pa.table({
+        "unit_2025": [u["unit"] for u in unit_rows],
+        "old_provinces": ["; ".join(u["old"]) for u in unit_rows],
+        "subscriptions": [u["subscriptions"] for u in unit_rows],
+        "flagged": [u["flagged"] for u in unit_rows],
+        "flagged_pct": [u["flagged_pct"] for u in unit_rows], **flag_columns})
+    old_sheet = pa.table({
+        "old_code": [r["code"] for r in old_rows], "old_province": [r["name"] for r in old_rows],
+        "unit_2025": [r["unit"] for r in old_rows],
+        "subscriptions": [r["subscriptions"] for r in old_rows],
+        "flagged": [r["flagged"] for r in old_rows],
+        "flagged_pct": [r["flagged_pct"] for r in old_rows],
+        **{f: [r["flags"].get(f, 0) for r in old_rows] for f in FLAGS}})
+    return {"chart": chart, "units": unit_rows, "old": old_rows, "unit_sheet": unit_sheet,
+            "old_sheet": old_sheet, "unit_count": len(provinces.units(provinces_file or None))}
+
+
+# --- top points of sale and holders -----------------------------------------------------
+
+
+def top_points_of_sale(results: pa.Table, top: int) -> pa.Table:
+    """Points of sale with the most ``BULK_ACTIVATION`` rows, with their dealer-days."""
+    flags = _flags_array(results)
+    bulk = pc.greater(pc.list_value_length(_only(flags, "BULK_ACTIVATION")), 0)
+    rows = results.filter(bulk)
+    columns = {"telco": pa.string(), "point_of_sale": pa.string(), "bulk_rows": pa.int64(),
+               "days": pa.int64(), "distinct_documents": pa.int64(),
+               "all_rows": pa.int64(), "bulk_pct": pa.float64(),
+               "first_activation": pa.date32(), "last_activation": pa.date32()}
+    if rows.num_rows == 0:
+        return pa.table({c: pa.array([], t) for c, t in columns.items()})
+    keys = ["telco", "point_of_sale"]
+    grouped = rows.group_by(keys).aggregate([
+        ([], "count_all"), ("activation_date", "count_distinct"),
+        ("id_number", "count_distinct"), ("activation_date", "min"),
+        ("activation_date", "max")])
+    everything = results.select(keys).group_by(keys).aggregate([([], "count_all")]) \
+        .rename_columns([*keys, "all_rows"])
+    grouped = grouped.join(everything, keys)
+    grouped = grouped.take(pc.sort_indices(grouped, [("count_all", "descending"),
+                                                     ("telco", "ascending"),
+                                                     ("point_of_sale", "ascending")])[:top])
+    return pa.table({
+        "telco": grouped["telco"], "point_of_sale": grouped["point_of_sale"],
+        "bulk_rows": grouped["count_all"], "days": grouped["activation_date_count_distinct"],
+        "distinct_documents": grouped["id_number_count_distinct"],
+        "all_rows": grouped["all_rows"],
+        "bulk_pct": pc.round(pc.multiply(pc.divide(pc.cast(grouped["count_all"], pa.float64()),
+                                                   grouped["all_rows"]), 100.0), 1),
+        "first_activation": grouped["activation_date_min"],
+        "last_activation": grouped["activation_date_max"],
+    })
+
+
+def _only(flags: pa.ListArray, flag: str) -> pa.ListArray:
+    """Per row, the list of its flags equal to ``flag`` (empty or one element)."""
+    flat = pc.list_flatten(flags)
+    keep = pc.equal(flat, flag)
+    parents = pc.list_parent_indices(flags)
+    counts = np.bincount(pc.filter(parents, keep).to_numpy(), minlength=len(flags))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pc.filter(flat, keep))
+
+
+def top_holders(results: pa.Table, top: int, reveal: bool) -> pa.Table:
+    """Holders (linked citizen, else the document number as sent) with the most active
+    subscriptions across all telcos; ID numbers masked unless ``reveal``."""
+    documents = pc.if_else(pc.is_in(results["id_type"], value_set=pa.array(["CCCD", "CMND"])),
+                           results["id_number"], pa.scalar(None, pa.string()))
+    holder = pc.coalesce(results["holder_citizen_id"], documents)
+    kind = pc.if_else(pc.is_valid(results["holder_citizen_id"]), pa.scalar("citizen (CCCD)"),
+                      pc.binary_join_element_wise(pa.scalar("as sent: "),
+                                                  pc.fill_null(results["id_type"], ""), ""))
+    flags = _flags_array(results)
+    excess = pc.greater(pc.list_value_length(_only(flags, "EXCESS_SUBSCRIPTIONS")), 0)
+    base = pa.table({
+        "holder": holder, "kind": kind, "telco": results["telco"],
+        "active": pc.cast(pc.fill_null(pc.equal(results["line_status"], "ACTIVE"), False),
+                          pa.int64()),
+        "excess": pc.cast(excess, pa.int64())})
+    base = base.filter(pc.fill_null(pc.greater(pc.utf8_length(base["holder"]), 0), False))
+    names = ("holder", "kind", "subscriptions", "active", "telcos", "by_telco",
+             "excess_flagged")
+    if base.num_rows == 0:
+        return pa.table({n: pa.array([], pa.int64() if n in ("subscriptions", "active",
+                                                            "telcos", "excess_flagged")
+                                      else pa.string()) for n in names})
+    grouped = base.group_by("holder").aggregate([
+        ([], "count_all"), ("active", "sum"), ("telco", "count_distinct"), ("excess", "sum"),
+        ("kind", "min")])
+    grouped = grouped.take(pc.sort_indices(grouped, [("active_sum", "descending"),
+                                                     ("count_all", "descending"),
+                                                     ("holder", "ascending")])[:top])
+    chosen = base.filter(pc.is_in(base["holder"], value_set=grouped["holder"]))
+    per_telco = chosen.group_by(["holder", "telco"]).aggregate([([], "count_all")])
+    split: dict[str, list[tuple[str, int]]] = {}
+    for h, t, n in zip(per_telco["holder"].to_pylist(), per_telco["telco"].to_pylist(),
+                       per_telco["count_all"].to_pylist(), strict=True):
+        split.setdefault(h, []).append((t, n))
+    by_telco = [", ".join(f"{t} {n}" for t, n in sorted(split.get(h, [])))
+                for h in grouped["holder"].to_pylist()]
+    return pa.table({
+        "holder": _ids(grouped["holder"], reveal), "kind": grouped["kind_min"],
+        "subscriptions": grouped["count_all"], "active": grouped["active_sum"],
+        "telcos": grouped["telco_count_distinct"], "by_telco": by_telco,
+        "excess_flagged": grouped["excess_sum"]})
+
+
+# --- rendering --------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """Everything the HTML and the workbook show, computed once."""
+
+    summary: dict
+    reveal_ids: bool
+    role: str | None
+    flagged_total: int
+    table_rows: list[dict]
+    sheet_flagged: pa.Table
+    trend: list[dict]
+    scores: dict
+    provinces: dict
+    top_pos: pa.Table
+    top_holders: pa.Table
+    quarantine_reasons: dict[str, int]
+    settings: dict = field(default_factory=dict)
+
+
+def build(summary: dict, results: pa.Table, quarantine: pa.Table, *, previous: list[dict],
+          trend_runs: int = 14, flagged_rows: int = 2000, workbook_flagged_rows: int = 20_000,
+          top: int = 20, verify_above: float = 0.999, mismatch_below: float = 0.01,
+          provinces_file: str | Path | None = None, role: str | None = None,
+          unmasked_roles: list[str] | None = None) -> Report:
+    """Compute the report's content; ``role`` (checked against ``unmasked_roles``)
+    decides whether ID numbers are shown in full."""
+    reveal = reveal_ids_for(role, list(unmasked_roles or []))
+    sheet_rows, total = select_flagged(results, max(flagged_rows, workbook_flagged_rows))
+    html_rows, _ = select_flagged(sheet_rows, flagged_rows)
+    workbook_rows, _ = select_flagged(sheet_rows, workbook_flagged_rows)
+    runs = [*previous[-(trend_runs - 1):], summary] if trend_runs > 1 else [summary]
+    return Report(
+        summary=summary, reveal_ids=reveal, role=role, flagged_total=total,
+        table_rows=flagged_html_rows(html_rows, reveal),
+        sheet_flagged=flagged_sheet(workbook_rows, reveal),
+        trend=trend_rows(runs),
+        scores=score_distribution(results, verify_above, mismatch_below),
+        provinces=province_breakdown(results, provinces_file),
+        top_pos=top_points_of_sale(results, top),
+        top_holders=top_holders(results, top, reveal),
+        quarantine_reasons=_counts(quarantine["reason"]) if quarantine.num_rows else {},
+        settings={"trend_runs": trend_runs, "flagged_rows": flagged_rows,
+                  "workbook_flagged_rows": workbook_flagged_rows, "top": top},
+    )
+
+
+def from_config(config: RunConfig, summary: dict, results: pa.Table, quarantine: pa.Table,
+                output_dir: Path, role: str | None = None) -> Report:
+    """:func:`build` with the run configuration's ``report`` and ``matching`` settings;
+    the trend reads the runs published in ``output_dir`` before this one."""
+    settings = config.report
+    return build(
+        summary, results, quarantine,
+        previous=previous_summaries(output_dir, summary["run_date"], settings.trend_runs - 1),
+        trend_runs=settings.trend_runs, flagged_rows=settings.flagged_rows,
+        workbook_flagged_rows=settings.workbook_flagged_rows, top=settings.top,
+        verify_above=config.matching.verify_above, mismatch_below=config.matching.mismatch_below,
+        provinces_file=config.resolve(settings.provinces_file) if settings.provinces_file
+        else None,
+        role=role, unmasked_roles=settings.unmasked_roles)
+
+
+def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(
             lambda name: resources.files("pipelines").joinpath(f"templates/{name}")
@@ -165,20 +706,90 @@ def render_report(summary: dict, results: pa.Table, quarantine: pa.Table) -> str
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    reasons = reason_descriptions()
-    max_flag = max([1, *summary["by_flag"].values()])
-    q_reasons = _counts(quarantine["reason"]) if quarantine.num_rows else {}
-    return env.get_template("report.html.j2").render(
+    env.filters["num"] = lambda v: "" if v is None else f"{v:,}"
+    env.filters["pct"] = lambda v: "" if v is None else f"{v:.1f}%"
+    return env
+
+
+def _script_json(value: object) -> Markup:
+    """JSON safe inside ``<script type="application/json">`` (no ``</script>``, no ``<!--``)."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+def render_html(report: Report) -> str:
+    summary = report.summary
+    processed = {t: s for t, s in summary["telcos"].items() if "failed" not in s}
+    flags_seen = [f for f in FLAGS if summary["by_flag"].get(f)]
+    bars = report_charts.grouped_hbars(
+        "chart-flags", "Flagged subscriptions by flag and telco", flags_seen,
+        {t: [s["by_flag"].get(f, 0) for f in flags_seen] for t, s in processed.items()},
+        desc="Number of subscriptions carrying each flag, one bar per telco; flags no "
+             "subscription carries are left out.")
+    trend = _trend_charts(report.trend)
+    return _environment().get_template("report.html.j2").render(
         summary=summary,
+        processed=processed,
         statuses=STATUSES,
         flags=FLAGS,
-        reasons=reasons,
-        max_flag=max_flag,
-        quarantine_reasons=q_reasons,
-        samples=_sample_rows(results),
+        flags_seen=flags_seen,
+        reasons=reason_descriptions(),
+        reasons_json=_script_json(reason_descriptions()),
+        rate=_rate,
+        report=report,
+        flag_chart=bars,
+        trend_chart=trend,
+        max_flag=max([1, *summary["by_flag"].values()]),
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         escape=html.escape,
     )
+
+
+# --- a copy for a role (``simrecon report render``) -------------------------------------
+
+
+def render_copy(config_path: str | Path, run_date: str, out: str | Path,
+                role: str | None = None) -> tuple[Path, Path]:
+    """Render the report of the published run ``run_date`` again, to ``out`` (``.html``)
+    and the workbook next to it (``.xlsx``), for ``role``.
+
+    A role listed in ``report.unmasked_roles`` gets full ID numbers; any other role
+    is refused (``RoleNotAllowedError``) before anything is read; no role gives the
+    masked report. The copy is never written inside the runs folder (``output_dir``),
+    which is published and copied as a whole.
+    """
+    import logging
+
+    import pyarrow.parquet as pq
+
+    from pipelines.config import ConfigError, load_config
+    from pipelines.quarantine import empty_quarantine
+    from pipelines.report_workbook import write_workbook
+    from pipelines.storage import write_text
+
+    config = load_config(config_path)
+    reveal_ids_for(role, config.report.unmasked_roles)
+    out = Path(out).resolve()
+    if out.suffix.lower() != ".html":
+        raise ConfigError(f"{out}: the report copy must be an .html file")
+    runs = config.output_path.resolve()
+    if out.is_relative_to(runs):
+        raise ConfigError(f"{out}: write the copy outside the runs folder {runs} (it is "
+                          "published and copied as a whole)")
+    run = runs / run_date
+    if not (run / "summary.json").is_file() or not (run / "results.parquet").is_file():
+        raise ConfigError(f"{run}: no published run (summary.json, results.parquet)")
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    results = pq.read_table(run / "results.parquet")
+    parts = [pq.read_table(p) for p in sorted((run / "quarantine").glob("*.parquet"))]
+    quarantine = pa.concat_tables(parts) if parts else empty_quarantine()
+    content = from_config(config, summary, results, quarantine, runs, role=role)
+    html_path = write_text(render_html(content), out)
+    xlsx_path = write_workbook(content, out.with_suffix(".xlsx"))
+    logging.getLogger("simrecon.report").info(
+        "report of run %s rendered for role %s (ID numbers %s): %s", run_date, role or "-",
+        "in full" if content.reveal_ids else "masked", out)
+    return html_path, xlsx_path
 
 
 # --- Data-quality gates (issue 5): read gates/*.json for summary.json and the report ---
@@ -191,9 +802,6 @@ def gate_results(folder) -> list[dict]:  # type: ignore[no-untyped-def]
     the report shows, per gate, whether it passed and each failed expectation
     with its row count and examples.
     """
-    import json
-    from pathlib import Path
-
     folder = Path(folder)
     if not folder.is_dir():
         return []

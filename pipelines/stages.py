@@ -576,7 +576,8 @@ def _all_quarantine(paths: RunPaths) -> pa.Table:
 
 
 def build_report(config_path: str, run_date: str) -> dict:
-    """Write summary.json and the HTML compliance report into staging."""
+    """Write summary.json, the compliance report (report.html) and its workbook
+    (report.xlsx) into staging; ID numbers masked (pipelines/report.py)."""
     config, paths = _planned_context(config_path, run_date)
     results = pq.read_table(paths.results)
     quarantine = _all_quarantine(paths)
@@ -597,8 +598,14 @@ def build_report(config_path: str, run_date: str) -> dict:
     summary["gates"] = report.gate_results(paths.staging / "gates")
     summary["tracking"] = _tracking(config, paths, run_date, results)
     write_json(summary, paths.summary)
-    write_text(report.render_report(summary, results, quarantine), paths.report)
-    return {"subscriptions": summary["subscriptions"], "failed_telcos": sorted(failed)}
+    from pipelines.report_workbook import write_workbook
+
+    # Trend: this run and the summaries of the runs published before it (report.trend_runs).
+    content = report.from_config(config, summary, results, quarantine, paths.output_dir)
+    write_text(report.render_html(content), paths.report)
+    write_workbook(content, paths.staging / "report.xlsx")
+    return {"subscriptions": summary["subscriptions"], "failed_telcos": sorted(failed),
+            "flagged": content.flagged_total}
 
 
 def publish_run(config_path: str, run_date: str) -> dict:

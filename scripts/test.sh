@@ -16,6 +16,20 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
       "the PostgreSQL history-store tests will be skipped (they fail when CI is set)" >&2
   fi
 fi
+# Chromium for tests/test_report_browser.py (the report opened in a real headless
+# browser; the test fails without it); Debian's package, with a font that has the
+# Vietnamese letters for the screenshot. The package lists are refreshed only when
+# the install from the current ones fails.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    chromium_pkgs="chromium fonts-dejavu-core"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends $chromium_pkgs >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $chromium_pkgs >/dev/null; }
+  else
+    echo "test.sh: no chromium (apt-get install chromium): tests/test_report_browser.py will fail" >&2
+  fi
+fi
 uv sync --frozen --quiet
 uv run --frozen ruff check .
 uv run --frozen pytest "$@"
