@@ -1,23 +1,32 @@
-"""Scale benchmark: generate a world of N subscriptions, run the whole pipeline through
-the CLI, and print wall time and peak memory per stage and in total.
+"""Scale benchmark (issue 4): generate a world of N subscriptions and a registry of N
+citizens, prepare the registry once (``simrecon registry prepare``, timed on its own:
+it is a once-per-snapshot job), then run the whole pipeline through the CLI
+(``simrecon run``) and print wall time and peak RSS per stage and in total, and the
+throughput.
 
-    uv run python benchmarks/scale.py --subscriptions 1000000
-    uv run python benchmarks/scale.py --subscriptions 1000000 10000000
+    .venv/bin/python -m benchmarks.scale --subscriptions 1000000
+    .venv/bin/python -m benchmarks.scale --subscriptions 1000000 10000000 --json out.json
 
-Worlds are cached under benchmarks/out/ (gitignored) by size and seed. Each run
-is a separate `simrecon run` process, timed with its own stage log lines and
-measured with the process's peak RSS (resource.getrusage of the child).
+Worlds are cached under benchmarks/out/ (gitignored) by size, registry size and seed;
+each measurement uses a fresh output folder. Stage times come from the run's own
+``stage X done in Ys`` log lines; the peak RSS of a stage is the largest resident set
+of the ``simrecon`` process sampled (every 20 ms, from /proc/<pid>/status) between the
+end of the previous stage and the end of that stage, so it is the process's footprint
+while the stage ran (memory held from earlier stages included). The total peak is
+the kernel's high-water mark (VmHWM) of the process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
-import resource
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,23 +34,36 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
+RUN_DATE = "2026-11-28"
 STAGE_LINE = re.compile(r"stage (?P<stage>\S+) done in (?P<seconds>[0-9.]+)s")
 
 
-def world(n: int, seed: int) -> Path:
-    folder = OUT / f"world-{n}-{seed}"
+def world(n: int, citizens: int, seed: int) -> Path:
+    """The cached world of ``n`` subscriptions and ``citizens`` registry rows."""
+    folder = OUT / f"world-{n}-{citizens}-{seed}"
+    if n > 1_000_000 and citizens == n and not (folder / "ground_truth.parquet").exists():
+        # The generator holds a world in Python objects (~2.5 GB per million rows): larger
+        # worlds are assembled from re-keyed 1M parts (benchmarks/world.py), linked here.
+        from benchmarks.world import world as assembled
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.unlink(missing_ok=True)
+        folder.symlink_to(assembled(n, seed))
     if not (folder / "ground_truth.parquet").exists():
         from data_samples.generator import generate_world
 
         start = time.perf_counter()
-        generate_world(folder, seed=seed, n_subscriptions=n,
-                       n_citizens=max(2500, int(n * 0.625)), noise="benchmark")
-        print(f"generated {n:,} subscriptions in {time.perf_counter() - start:.1f}s",
-              flush=True)
+        generate_world(folder, seed=seed, n_subscriptions=n, n_citizens=citizens,
+                       noise="benchmark")
+        print(f"generated {n:,} subscriptions, {citizens:,} citizens in "
+              f"{time.perf_counter() - start:.1f}s", flush=True)
     return folder
 
 
-def config_for(folder: Path) -> Path:
+def config_for(folder: Path, shards: int | None) -> Path:
+    """A run configuration for ``folder``; outputs and the prepared registry go to
+    ``folder/runs`` (emptied first, so every measurement starts from nothing)."""
+    shutil.rmtree(folder / "runs", ignore_errors=True)
     telcos = folder / "telcos"
     telcos.mkdir(exist_ok=True)
     for source in sorted((REPO / "config" / "telcos").glob("*.yaml")):
@@ -49,47 +71,143 @@ def config_for(folder: Path) -> Path:
         mapping["source"] = str(folder / "exports" / Path(mapping["source"]).name)
         (telcos / source.name).write_text(yaml.safe_dump(mapping, allow_unicode=True),
                                           encoding="utf-8")
-    config = folder / "simrecon.yaml"
-    config.write_text(yaml.safe_dump({
+    settings: dict = {
         "registry": str(folder / "registry" / "citizens.parquet"),
         "telcos_dir": str(telcos),
         "output_dir": str(folder / "runs"),
-    }), encoding="utf-8")
+        # the benchmark prepares the snapshot itself, before the run, and times it apart
+        "prepared_registry": {"prepare_in_run": False},
+    }
+    if shards is not None:
+        settings["prepared_registry"]["shards"] = shards
+    config = folder / "simrecon.yaml"
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
     return config
 
 
-def run(config: Path) -> tuple[float, float, list[tuple[str, float]]]:
+def _rss_kib(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def measure(args: list[str]) -> dict:
+    """Run ``python -m pipelines.cli *args`` and return wall time, peak RSS (GiB) and,
+    per stage, its logged time and the peak RSS while it ran."""
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--config", str(config),
-         "--run-date", "2026-11-28"],
-        capture_output=True, text=True, cwd=REPO, check=False,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    window = {"max": 0}  # peak RSS (KiB) since the last stage line
+    hwm = {"kib": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            rss = _rss_kib(proc.pid, "VmRSS:")
+            window["max"] = max(window["max"], rss)
+            hwm["kib"] = max(hwm["kib"], _rss_kib(proc.pid, "VmHWM:"))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stages: list[dict] = []
+    tail: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        tail = [*tail, line][-40:]
+        found = STAGE_LINE.search(line)
+        if found:
+            current = max(window["max"], _rss_kib(proc.pid, "VmRSS:"))
+            stages.append({"stage": found["stage"], "seconds": float(found["seconds"]),
+                           "peak_rss_gib": round(current / 2**20, 3)})
+            window["max"] = 0
+    stdout = proc.stdout.read() if proc.stdout else ""
+    code = proc.wait()
     wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        print(proc.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"simrecon run failed with exit code {proc.returncode}")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    stages = [(m["stage"], float(m["seconds"])) for m in STAGE_LINE.finditer(proc.stderr)]
-    return wall, peak_kib / 1024 / 1024, stages
+    done.set()
+    sampler.join()
+    if code != 0:
+        print("".join(tail), stdout, file=sys.stderr)
+        raise SystemExit(f"simrecon {' '.join(args[:2])} failed with exit code {code}")
+    peak = max(hwm["kib"], *(s["peak_rss_gib"] * 2**20 for s in stages), 0)
+    return {"wall_s": round(wall, 2), "peak_rss_gib": round(peak / 2**20, 3),
+            "stages": stages}
+
+
+def grouped(stages: list[dict]) -> list[dict]:
+    """Per-telco and per-shard stages (``ingest[viettel]``, ``match_shard[003]``) summed
+    into one line per step, peak RSS the largest of them."""
+    out: dict[str, dict] = {}
+    for s in stages:
+        name = s["stage"].split("[")[0]
+        entry = out.setdefault(name, {"stage": name, "seconds": 0.0, "peak_rss_gib": 0.0,
+                                      "count": 0})
+        entry["seconds"] += s["seconds"]
+        entry["peak_rss_gib"] = max(entry["peak_rss_gib"], s["peak_rss_gib"])
+        entry["count"] += 1
+    return list(out.values())
+
+
+def machine() -> dict:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        load = " ".join(f.read().split()[:3])
+    return {"machine": platform.machine(), "cores": os.cpu_count(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                / 2**30, 1),
+            "python": platform.python_version(), "loadavg_before": load}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscriptions", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--citizens-ratio", type=float, default=1.0,
+                        help="registry size as a multiple of the subscriptions (issue 4: 1)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--shards", type=int, default=None,
+                        help="prepared_registry.shards (default: the config's default)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-          f"Python {platform.python_version()}")
+    host = machine()
+    print(f"machine: {host['machine']}, {host['cores']} cores, {host['memory_gib']} GiB, "
+          f"Python {host['python']}, loadavg {host['loadavg_before']}", flush=True)
+    figures: dict = {"host": host, "runs": []}
     for n in args.subscriptions:
-        config = config_for(world(n, args.seed))
-        wall, peak_gib, stages = run(config)
-        print(f"\n{n:,} subscriptions: wall {wall:.1f}s, peak RSS {peak_gib:.2f} GiB, "
-              f"throughput {n / wall:,.0f} subscriptions/s")
-        for stage, seconds in stages:
-            print(f"  {stage:22s} {seconds:8.2f}s")
+        citizens = max(2500, round(n * args.citizens_ratio))
+        folder = world(n, citizens, args.seed)
+        config = config_for(folder, args.shards)
+        prepared = measure(["registry", "prepare", "--config", str(config),
+                            "--as-of", RUN_DATE])
+        ran = measure(["run", "--config", str(config), "--run-date", RUN_DATE])
+        steps = grouped(ran["stages"])
+        matching = sum(s["seconds"] for s in steps
+                       if s["stage"] in ("partition", "plan_shards", "match_shard",
+                                         "search_candidates"))
+        figures["runs"].append({"subscriptions": n, "citizens": citizens,
+                                "registry_prepare": prepared, "run": ran, "steps": steps,
+                                "holder_linking_s": round(matching, 2)})
+        print(f"\n{n:,} subscriptions, {citizens:,} citizens (seed {args.seed})")
+        print(f"  registry prepare: wall {prepared['wall_s']:.1f}s, "
+              f"peak RSS {prepared['peak_rss_gib']:.2f} GiB (once per snapshot)")
+        print(f"  simrecon run:     wall {ran['wall_s']:.1f}s, peak RSS "
+              f"{ran['peak_rss_gib']:.2f} GiB, throughput {n / ran['wall_s']:,.0f} "
+              "subscriptions/s")
+        print(f"  holder linking (partition + match_shard + search_candidates): "
+              f"{matching:.1f}s")
+        print(f"  {'step':20s} {'n':>3s} {'seconds':>9s} {'peak RSS GiB':>13s}")
+        for s in steps:
+            print(f"  {s['stage']:20s} {s['count']:3d} {s['seconds']:9.2f} "
+                  f"{s['peak_rss_gib']:13.2f}")
+        print(f"  {'total (logged)':20s} {'':3s} "
+              f"{sum(s['seconds'] for s in steps):9.2f} {ran['peak_rss_gib']:13.2f}",
+              flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return 0
 
 
