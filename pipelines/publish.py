@@ -16,8 +16,7 @@ delivery manifest with counts and sha256 (``<telco>.manifest.json``).
 from __future__ import annotations
 
 import io
-import zipfile
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +29,7 @@ import pyarrow.parquet as pq
 from pipelines import deadlines, history
 from pipelines.reasons import reason_descriptions
 from pipelines.storage import sha256_of, write_bytes, write_json
-
-_FIXED_TIME = datetime(2000, 1, 1)
+from pipelines.xlsx import write_xlsx
 
 # Flags a telco can act on; NEEDS_REVIEW is the compliance team's own business.
 TELCO_ACTIONABLE_EXCLUDES = ("NEEDS_REVIEW",)
@@ -192,32 +190,6 @@ def describe_outputs(root: Path) -> list[dict]:
                 entry["rows"] = max(sum(1 for _ in handle) - 1, 0)
         entries.append(entry)
     return entries
-
-
-def write_xlsx(sheets: dict[str, pa.Table], path: Path) -> Path:
-    """An XLSX workbook, one sheet per table (write-only mode: rows stream, memory stays flat)."""
-    from openpyxl import Workbook
-    from openpyxl.writer.excel import ExcelWriter
-
-    book = Workbook(write_only=True)
-    for title, table in sheets.items():
-        sheet = book.create_sheet(title=title[:31])
-        sheet.append(list(table.column_names))
-        columns = [c.to_pylist() for c in table.columns]
-        for values in zip(*columns, strict=True):
-            sheet.append([v.isoformat() if isinstance(v, date) else v for v in values])
-    # Same content, same bytes (the manifest's sha256 must not change on a rerun):
-    # fixed document dates, and every zip entry re-stamped with a fixed time.
-    book.properties.created = book.properties.modified = _FIXED_TIME
-    raw = io.BytesIO()
-    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
-        ExcelWriter(book, archive).save()
-    out = io.BytesIO()
-    with zipfile.ZipFile(raw) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dest:
-        for info in source.infolist():
-            dest.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)),
-                          source.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
-    return write_bytes(out.getvalue(), path)
 
 
 def reason_table() -> pa.Table:

@@ -10,9 +10,6 @@ formula (telco-sent values reach the ``flagged`` sheet).
 
 from __future__ import annotations
 
-import io
-import zipfile
-from datetime import date, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,10 +18,7 @@ from matching.flags import FLAGS
 from pipelines.reasons import reason_descriptions
 from pipelines.report import TREND_COLUMNS, Report
 from pipelines.schema import STATUSES
-from pipelines.storage import write_bytes
-
-_FIXED_TIME = datetime(2000, 1, 1)
-MAX_WIDTH = 60
+from pipelines.xlsx import write_xlsx
 
 
 def _about(report: Report) -> pa.Table:
@@ -131,58 +125,6 @@ def sheets(report: Report) -> dict[str, pa.Table]:
     }
 
 
-def _cell_value(value: object) -> object:
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
 def write_workbook(report: Report, path: Path) -> Path:
-    """Write ``report.xlsx`` (write-only mode: rows stream, memory stays flat)."""
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.styles import Font
-    from openpyxl.utils import get_column_letter
-    from openpyxl.writer.excel import ExcelWriter
-
-    book = Workbook(write_only=True)
-    bold = Font(bold=True)
-    for title, table in sheets(report).items():
-        sheet = book.create_sheet(title=title[:31])
-        columns = [c.to_pylist() for c in table.columns]
-        widths = [min(MAX_WIDTH, max([len(n), *(len(str(v)) for v in col[:200]
-                                                if v is not None)]) + 2)
-                  for n, col in zip(table.column_names, columns, strict=True)]
-        for i, width in enumerate(widths, start=1):
-            sheet.column_dimensions[get_column_letter(i)].width = width
-        sheet.freeze_panes = "A2"
-        if table.num_columns:
-            sheet.auto_filter.ref = (f"A1:{get_column_letter(table.num_columns)}"
-                                     f"{max(1, table.num_rows + 1)}")
-        header = []
-        for name in table.column_names:
-            cell = WriteOnlyCell(sheet, value=name)
-            cell.font = bold
-            header.append(cell)
-        sheet.append(header)
-        for values in zip(*columns, strict=True):
-            row = []
-            for v in values:
-                v = _cell_value(v)
-                if isinstance(v, str) and v.startswith("="):
-                    cell = WriteOnlyCell(sheet, value=v)
-                    cell.data_type = "s"  # text, not a formula
-                    row.append(cell)
-                else:
-                    row.append(v)
-            sheet.append(row)
-    book.properties.created = book.properties.modified = _FIXED_TIME
-    raw = io.BytesIO()
-    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
-        ExcelWriter(book, archive).save()
-    out = io.BytesIO()
-    with zipfile.ZipFile(raw) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dest:
-        for info in source.infolist():
-            dest.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)),
-                          source.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
-    return write_bytes(out.getvalue(), path)
+    """Write ``report.xlsx``: text stays text (never a formula), same bytes on a re-run."""
+    return write_xlsx(sheets(report), path)

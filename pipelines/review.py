@@ -167,7 +167,8 @@ def queue(results: pa.Table, subscriptions: pa.Table) -> pa.Table:
 
 def write_queue(table: pa.Table, folder: Path) -> list[Path]:
     """``queue.csv`` (UTF-8 with BOM) and ``queue.xlsx`` in ``folder``."""
-    from pipelines.publish import write_correction_csv, write_xlsx
+    from pipelines.publish import write_correction_csv
+    from pipelines.xlsx import write_xlsx
 
     instructions = pa.table({"decision": list(DECISIONS), "meaning": [
         "the subscriber is the document's holder: no longer flagged while the data is unchanged",

@@ -17,17 +17,21 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   fi
 fi
 # Chromium for tests/test_report_browser.py (the report opened in a real headless
-# browser; the test fails without it); Debian's package, with a font that has the
-# Vietnamese letters for the screenshot. The package lists are refreshed only when
-# the install from the current ones fails.
-if ! command -v chromium >/dev/null 2>&1; then
+# browser), with a font that has the Vietnamese letters for the screenshot, and
+# LibreOffice Calc for tests/test_xlsx.py (a real spreadsheet application reads
+# the workbooks); Debian's packages. The tests fail without them. The package
+# lists are refreshed only when the install from the current ones fails.
+missing_pkgs=""
+command -v chromium >/dev/null 2>&1 || missing_pkgs="chromium fonts-dejavu-core"
+command -v soffice >/dev/null 2>&1 || missing_pkgs="$missing_pkgs libreoffice-calc-nogui"
+if [ -n "$missing_pkgs" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    chromium_pkgs="chromium fonts-dejavu-core"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends $chromium_pkgs >/dev/null 2>&1 \
-      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $chromium_pkgs >/dev/null; }
+    apt-get install -y -qq --no-install-recommends $missing_pkgs >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing_pkgs >/dev/null; }
   else
-    echo "test.sh: no chromium (apt-get install chromium): tests/test_report_browser.py will fail" >&2
+    echo "test.sh: missing $missing_pkgs (apt-get install them): the browser and" \
+      "spreadsheet tests will fail" >&2
   fi
 fi
 uv sync --frozen --quiet

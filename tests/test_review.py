@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines import review
-from pipelines.publish import write_xlsx
+from pipelines.xlsx import write_xlsx
 
 
 def _subscriptions(**changes: str) -> pa.Table:
