@@ -291,17 +291,18 @@ def search_candidates(config: RunConfig, paths: RunPaths) -> dict:
     from pipelines.registry_prepare import read_search_columns
 
     plan = shard_plan(paths)
-    searched_parts, schema = [], None
+    if not plan["telcos"] or not plan["shards"]:
+        return {"searched": 0, "with_candidate": 0}
+    schema = pq.read_schema(paths.matched_shard(plan["telcos"][0], 0))
+    # Only the few unlinked rows, only the subscription's own columns: the reader
+    # filters while it decodes, so the matched rows are never materialised.
+    unlinked = pc.field("matched_citizen_id").is_null() & (
+        pc.field("id_type").is_null() | (pc.field("id_type") != "PASSPORT"))
+    searched_parts = []
     for telco in plan["telcos"]:
         own = pq.read_schema(paths.subscription_shard(telco, 0)).names
-        for part in _matched_parts(paths, plan, telco):
-            schema = schema or part.schema
-            unlinked = pc.and_(pc.is_null(part["matched_citizen_id"]),
-                               pc.invert(pc.fill_null(pc.equal(part["id_type"], "PASSPORT"),
-                                                      False)))
-            searched_parts.append(part.filter(unlinked).select(own))
-    if schema is None:
-        return {"searched": 0, "with_candidate": 0}
+        searched_parts += [pq.read_table(paths.matched_shard(telco, k), columns=own,
+                                         filters=unlinked) for k in range(plan["shards"])]
     searched = concat(searched_parts, searched_parts[0].schema)
     if searched.num_rows and config.matching.candidate_search:
         found = match.match(searched, read_search_columns(snapshot_of_run(paths)),
