@@ -219,7 +219,7 @@ def _int64(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 def blocking_parts(full_name: pa.Array, date_of_birth: pa.Array, dob_precision: pa.Array,
                    birth_year: pa.Array, sex: pa.Array) -> BlockingParts:
-    """The parts of :func:`blocking_keys` of each row, for :func:`candidate_pairs`."""
+    """The parts of :func:`blocking_keys` of each row, for :func:`plan_candidates`."""
     full_name, sex = (c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
                       for c in (full_name, sex))
     distinct, name_code = distinct_codes(pc.cast(full_name, pa.string()))
@@ -353,38 +353,6 @@ def repaired_number(id_number: pa.Array) -> pa.Array:
     return s
 
 
-def candidate_pairs(
-    *,
-    full_name: pa.Array,
-    date_of_birth: pa.Array,
-    dob_precision: pa.Array,
-    id_number: pa.Array,
-    id_birth_year: pa.Array,
-    id_sex: pa.Array,
-    registry_blocking: pa.Table | BlockingParts,
-    registry_citizen_id: pa.Array,
-    near_miss: np.ndarray,
-    max_block: int = 200,
-) -> CandidatePairs:
-    """Candidates of rows whose document leads nowhere: number variants plus blocking keys.
-
-    ``near_miss`` marks rows whose number gets one-edit variants (well-formed
-    CCCDs not found); every row with lookalike letters is also tried with them
-    mapped back to digits. Pairs are unique; ONE_EDIT wins over NONE.
-    ``registry_blocking``: the registry's :func:`blocking_parts` (integer keys), or
-    its :func:`blocking_keys` table (``citizen``, ``key``). For many rows against a
-    large registry, :func:`plan_candidates` yields the same pairs a chunk of rows at
-    a time.
-    """
-    plan = plan_candidates(full_name=full_name, date_of_birth=date_of_birth,
-                           dob_precision=dob_precision, id_number=id_number,
-                           id_birth_year=id_birth_year, id_sex=id_sex,
-                           registry_blocking=registry_blocking,
-                           registry_citizen_id=registry_citizen_id, near_miss=near_miss,
-                           max_block=max_block)
-    return plan.pairs(0, plan.n_rows)
-
-
 @dataclass(frozen=True)
 class CandidatePlan:
     """The candidates of a set of searched rows, ready to be drawn a range of rows at a
@@ -404,6 +372,10 @@ class CandidatePlan:
         if self.blocks is not None:
             counts += self.blocks.pair_counts(self.n_rows)
         return counts
+
+    def all_pairs(self) -> CandidatePairs:
+        """The pairs of every row (see :meth:`pairs`)."""
+        return self.pairs(0, self.n_rows)
 
     def pairs(self, start: int, stop: int) -> CandidatePairs:
         """The unique pairs of rows ``start`` ≤ row < ``stop``, numbered from ``start``;
@@ -451,7 +423,16 @@ def plan_candidates(
     near_miss: np.ndarray,
     max_block: int = 200,
 ) -> CandidatePlan:
-    """What :func:`candidate_pairs` finds, before the pairs are drawn (see there)."""
+    """Candidates of rows whose document leads nowhere: number variants plus blocking keys.
+
+    ``near_miss`` marks rows whose number gets one-edit variants (well-formed
+    CCCDs not found); every row with lookalike letters is also tried with them
+    mapped back to digits. Pairs are unique; ONE_EDIT wins over NONE.
+    ``registry_blocking``: the registry's :func:`blocking_parts` (integer keys), or
+    its :func:`blocking_keys` table (``citizen``, ``key``). For many rows against a
+    large registry, draw them a chunk of rows at a time (:meth:`CandidatePlan.pairs`);
+    :meth:`CandidatePlan.all_pairs` draws every row's at once.
+    """
     rows_parts, cit_parts = [], []
     searched = np.flatnonzero(near_miss)
     if searched.size:

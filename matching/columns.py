@@ -62,6 +62,11 @@ def take_codes(values: pa.Array, codes: np.ndarray) -> pa.Array:
     return pc.take(values, index)
 
 
+def take_labels(codes: np.ndarray, labels: Sequence[str]) -> pa.Array:
+    """Small integer codes (negative = null) as their labels, without a per-row loop."""
+    return take_codes(pa.array(list(labels), pa.string()), np.asarray(codes))
+
+
 def per_distinct(function: Callable[[pa.Array], pa.Array], values: pa.Array,
                  *, min_rows: int = 64) -> pa.Array:
     """``function(values)``, computed on the distinct values only and taken back.

@@ -18,14 +18,12 @@ reported as an unknown province, never as an invalid number.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching import reference
-from matching.columns import ArrayLike, as_bool_mask, as_string_array, interleave
+from matching.columns import ArrayLike, as_bool_mask, as_string_array, interleave, take_labels
 
 DOCUMENT_TYPES = ("CCCD", "CMND", "PASSPORT")
 ISSUES = (
@@ -44,11 +42,6 @@ _NULL_STR = pa.scalar(None, pa.string())
 _VARIANT_CHUNK = 16_384  # rows per block: bounds the (rows, variants, L) temporaries
 
 
-
-
-def _labels(codes: np.ndarray, vocabulary: Sequence[str]) -> pa.Array:
-    """Small integer codes (-1 = null) -> string array, without a per-row loop."""
-    return pc.take(pa.array(vocabulary, pa.string()), pa.array(codes, mask=codes < 0))
 
 
 def clean_document_number(values: ArrayLike) -> pa.Array:
@@ -115,10 +108,10 @@ def classify_documents(
     _, _, year, _ = _parse_cccd(number)
     future = is_cccd & (year > reference_year)
     fast = pa.table({
-        "id_type": _labels(np.where(is_cccd, 0, 1).astype(np.int8), DOCUMENT_TYPES),
+        "id_type": take_labels(np.where(is_cccd, 0, 1).astype(np.int8), DOCUMENT_TYPES),
         "id_number": number,
         "id_valid": pa.array(~future),
-        "id_issue": _labels(np.where(future, ISSUES.index("FUTURE_BIRTH_YEAR"), -1)
+        "id_issue": take_labels(np.where(future, ISSUES.index("FUTURE_BIRTH_YEAR"), -1)
                             .astype(np.int8), ISSUES),
     })
     if plain.all():
@@ -199,10 +192,10 @@ def _classify_documents(id_type: pa.Array, id_number: pa.Array, *,
     issue[~has] = MISSING
     return pa.table(
         {
-            "id_type": _labels(out_type, DOCUMENT_TYPES),
+            "id_type": take_labels(out_type, DOCUMENT_TYPES),
             "id_number": pc.if_else(pa.array(use_pad), padded, number),
             "id_valid": pa.array(valid, mask=~has),
-            "id_issue": _labels(issue, ISSUES),
+            "id_issue": take_labels(issue, ISSUES),
         }
     )
 
@@ -224,7 +217,7 @@ def cccd_parts(id_number: ArrayLike, *, provinces: pa.Table | None = None) -> pa
             "province_code": province,
             "province_known": pc.if_else(pa.array(ok), known, pa.scalar(None, pa.bool_())),
             "birth_year": pa.array(year.astype(np.int16), mask=~ok),
-            "sex": _labels(np.where(ok, female.astype(np.int8), -1), ("M", "F")),
+            "sex": take_labels(np.where(ok, female.astype(np.int8), -1), ("M", "F")),
         }
     )
 
@@ -355,7 +348,7 @@ def near_miss_variants(
             order = np.argsort(rows_np, kind="stable")
             rows_np, is_swap = rows_np[order], is_swap[order]
             variants = variants.take(pa.array(order))
-        edits = _labels(is_swap.astype(np.int8), EDITS)
+        edits = take_labels(is_swap.astype(np.int8), EDITS)
         batches.append(
             pa.record_batch([pa.array(rows_np, pa.int64()), variants, edits], schema=schema)
         )

@@ -33,7 +33,7 @@ from matching.candidates import (
     link_by_document,
     plan_candidates,
 )
-from matching.columns import as_bool_mask
+from matching.columns import as_bool_mask, take_labels
 from matching.compare import DOB_AGREEING_LEVELS, compare_dates_of_birth, compare_genders
 from matching.model import IdLevel, MatchModel, name_frequencies
 from matching.names import NameComparison, NameComparisonSettings, NameLevel, compare_names
@@ -111,11 +111,6 @@ def band_codes(probability: np.ndarray, settings: MatchingSettings) -> np.ndarra
     code[probability >= settings.verify_above] = BANDS.index("VERIFY")
     code[probability < settings.mismatch_below] = BANDS.index("MISMATCH")
     return code
-
-
-def _labels(codes: np.ndarray, labels: tuple[str, ...]) -> pa.Array:
-    """Small integer codes (-1: null) as their labels."""
-    return pc.take(pa.array(labels, pa.string()), pa.array(codes, pa.int8(), mask=codes < 0))
 
 
 def _take(column: pa.Array | pa.ChunkedArray, index: np.ndarray) -> pa.Array:
@@ -340,7 +335,7 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
 
     matched = subscriptions.append_column("matched_citizen_id", registry_column("citizen_id"))
     for name, column in (
-        ("link_method", _labels(method, LINK_METHODS)),
+        ("link_method", take_labels(method, LINK_METHODS)),
         ("link_ambiguous", pa.array(links.ambiguous)),
         ("name_level", pa.array(name_level, pa.int8())),
         ("name_score", pa.array(name_score, pa.float64())),
@@ -350,7 +345,7 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
         ("name_frequency", float_column(np.nan_to_num(name_tf),
                                         explained & np.isfinite(name_tf))),
         *((key, float_column(values, explained)) for key, values in weights.items()),
-        ("match_band", _labels(band, BANDS)),
+        ("match_band", take_labels(band, BANDS)),
         ("holder_citizen_id", citizen_ids(np.where(holder, links.registry_index, -1))),
         ("candidate_citizen_id", citizen_ids(candidate)),
         ("candidate_probability", float_column(np.nan_to_num(candidate_probability),

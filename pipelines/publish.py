@@ -27,7 +27,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from pipelines import deadlines, history
-from pipelines.reasons import reason_descriptions
+from pipelines.reasons import reason_descriptions, reason_table
 from pipelines.storage import sha256_of, write_bytes, write_json
 from pipelines.xlsx import write_xlsx
 
@@ -190,13 +190,6 @@ def describe_outputs(root: Path) -> list[dict]:
                 entry["rows"] = max(sum(1 for _ in handle) - 1, 0)
         entries.append(entry)
     return entries
-
-
-def reason_table() -> pa.Table:
-    descriptions = reason_descriptions()
-    codes = sorted(descriptions)
-    return pa.table({"reason_code": codes, "vi": [descriptions[c]["vi"] for c in codes],
-                     "en": [descriptions[c]["en"] for c in codes]})
 
 
 def write_delivery(corrections_dir: Path, telco: str, listed: pa.Table, resolved: pa.Table,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from matching.flags import FLAGS
-from pipelines.reasons import reason_descriptions
+from pipelines.reasons import reason_descriptions, reason_table
 from pipelines.report import TREND_COLUMNS, Report
 from pipelines.schema import STATUSES
 from pipelines.xlsx import write_xlsx
@@ -105,8 +105,6 @@ def _score_bands(report: Report) -> pa.Table:
 
 
 def sheets(report: Report) -> dict[str, pa.Table]:
-    reasons = reason_descriptions()
-    codes = sorted(reasons)
     return {
         "about": _about(report),
         "totals": _totals(report),
@@ -120,8 +118,7 @@ def sheets(report: Report) -> dict[str, pa.Table]:
         "top_points_of_sale": report.top_pos,
         "top_holders": report.top_holders,
         "flagged": report.sheet_flagged,
-        "reason_codes": pa.table({"reason_code": codes, "vi": [reasons[c]["vi"] for c in codes],
-                                  "en": [reasons[c]["en"] for c in codes]}),
+        "reason_codes": reason_table(),
     }
 
 

@@ -132,7 +132,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Write to a hidden temporary name in the same folder, then rename into place:
     readers (and later stages) see the old file or the complete new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
     """Write Parquet atomically (deterministic bytes: no pandas index, fixed settings)."""
-    return _atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 class AtomicParquetWriter:
@@ -220,7 +220,7 @@ def publish_dir(tmp: Path, final: Path) -> bool:
 
 
 def write_bytes(data: bytes, path: Path) -> Path:
-    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+    return write_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_text(text: str, path: Path, encoding: str = "utf-8") -> Path:

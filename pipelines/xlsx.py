@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.storage import _atomic
+from pipelines.storage import write_atomically
 
 BATCH_ROWS = 50_000
 MAX_WIDTH = 60  # characters; longer text wraps off-screen, the filter still finds it
@@ -71,7 +71,7 @@ def write_xlsx(sheets: dict[str, pa.Table], path: Path) -> Path:
                     for piece in _sheet_xml(table):
                         member.write(piece)
 
-    return _atomic(path, write)
+    return write_atomically(path, write)
 
 
 def _split_long(sheets: dict[str, pa.Table]) -> dict[str, pa.Table]:
@@ -122,8 +122,8 @@ def column_letters(count: int) -> list[str]:
     return letters
 
 
-def _last_cell(table: pa.Table) -> str:
-    return f"{column_letters(max(table.num_columns, 1))[-1]}{table.num_rows + 1}"
+def _last_column(table: pa.Table) -> str:
+    return column_letters(max(table.num_columns, 1))[-1]
 
 
 # --- Sheet XML -----------------------------------------------------------------------
@@ -135,9 +135,9 @@ def _sheet_xml(table: pa.Table) -> Iterator[bytes]:
             '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" '
             'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews>'
             + (f"<cols>{widths}</cols>" if widths else "") + "<sheetData>")
+    names = _escape_text(pa.array(table.column_names, pa.string())).to_pylist()
     header = "".join(f'<c r="{letter}1" s="1" t="inlineStr"><is><t xml:space="preserve">'
-                     f"{_escape_text(name)}</t></is></c>"
-                     for letter, name in zip(letters, table.column_names, strict=True))
+                     f"{name}</t></is></c>" for letter, name in zip(letters, names, strict=True))
     yield (head + f'<row r="1">{header}</row>').encode("utf-8")
     done = 0
     for batch in table.to_batches(max_chunksize=BATCH_ROWS):
@@ -146,7 +146,7 @@ def _sheet_xml(table: pa.Table) -> Iterator[bytes]:
             done += batch.num_rows
     tail = "</sheetData>"
     if table.num_columns:
-        tail += f'<autoFilter ref="A1:{_last_cell(table)}"/>'
+        tail += f'<autoFilter ref="A1:{_last_column(table)}{table.num_rows + 1}"/>'
     yield (tail + "</worksheet>").encode("utf-8")
 
 
@@ -217,11 +217,8 @@ def _as_text(column: pa.Array) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
 
 
-def _escape_text(values: pa.Array | str) -> pa.Array | str:
+def _escape_text(values: pa.Array) -> pa.Array:
     """XML text: &, <, > escaped; characters XML 1.0 forbids replaced by U+FFFD."""
-    if isinstance(values, str):
-        clean = pc.replace_substring_regex(pa.array([values]), _ILLEGAL_XML, "\ufffd")
-        return escape(clean[0].as_py())
     for raw, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
         values = pc.replace_substring(values, raw, entity)
     if pc.any(pc.match_substring_regex(values, _ILLEGAL_XML)).as_py():
@@ -274,8 +271,8 @@ def _workbook(names: list[str], tables: list[pa.Table]) -> str:
                      for n, name in enumerate(names, start=1))
     filters = "".join(
         f'<definedName name="_xlnm._FilterDatabase" localSheetId="{n}" hidden="1">'
-        f"{escape(_quoted_sheet(name))}!$A$1:${_last_cell(table).rstrip('0123456789')}"
-        f"${table.num_rows + 1}</definedName>"
+        f"{escape(_quoted_sheet(name))}!$A$1:${_last_column(table)}${table.num_rows + 1}"
+        "</definedName>"
         for n, (name, table) in enumerate(zip(names, tables, strict=True)) if table.num_columns)
     return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
             f'<workbook xmlns="{_MAIN}" xmlns:r="{_REL}"><sheets>{sheets}</sheets>'

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from matching.candidates import blocking_keys, candidate_pairs, repaired_number
+from matching.candidates import blocking_keys, plan_candidates, repaired_number
 from pipelines.config import FlagSettings, MatchingSettings
 from pipelines.flag import flag
 from pipelines.match import match
@@ -127,11 +127,11 @@ def test_malformed_cccd_digits_block_by_birth_year_and_sex(results: pa.Table) ->
     year, sex = _cccd_year_sex(number)
     assert year.to_pylist() == [2001] and sex.to_pylist() == ["F"]
     registry = _registry()
-    pairs = candidate_pairs(
+    pairs = plan_candidates(
         full_name=pa.array(["Huỳnk Ngọc Hân"]), date_of_birth=pa.array([date(2001, 1, 1)]),
         dob_precision=pa.array(["year"]), id_number=number, id_birth_year=year, id_sex=sex,
         registry_blocking=_registry_keys(registry), registry_citizen_id=registry["citizen_id"],
-        near_miss=np.array([False]))
+        near_miss=np.array([False])).all_pairs()
     assert pairs.citizen.tolist() == [5] and pairs.id_level.tolist() == [0]
     row = results.slice(5, 1).to_pylist()[0]
     assert row["status"] == "UNREGISTERED" and row["candidate_count"] >= 1
@@ -160,8 +160,8 @@ def test_large_blocks_are_skipped() -> None:
                   id_birth_year=pa.nulls(1, pa.int32()), id_sex=pa.nulls(1, pa.string()),
                   registry_blocking=registry, registry_citizen_id=pa.array(["x"]),
                   near_miss=np.array([False]))
-    assert len(candidate_pairs(**common, max_block=5).row) == 5
-    assert len(candidate_pairs(**common, max_block=4).row) == 0
+    assert len(plan_candidates(**common, max_block=5).all_pairs().row) == 5
+    assert len(plan_candidates(**common, max_block=4).all_pairs().row) == 0
 
 
 def test_repaired_number() -> None:
@@ -203,9 +203,10 @@ def test_integer_keys_find_the_pairs_the_string_keys_find() -> None:
                             registry["dob_precision"], pc.year(registry["date_of_birth"]),
                             registry["gender"]).rename_columns(["citizen", "key"])
     for max_block in (200, 15, 1):
-        by_string = candidate_pairs(**common, registry_blocking=strings, max_block=max_block)
-        by_integer = candidate_pairs(**common, registry_blocking=_registry_keys(registry),
-                                     max_block=max_block)
+        by_string = plan_candidates(**common, registry_blocking=strings,
+                                    max_block=max_block).all_pairs()
+        by_integer = plan_candidates(**common, registry_blocking=_registry_keys(registry),
+                                     max_block=max_block).all_pairs()
         assert len(by_string.row) > 0 or max_block == 1
         for field in ("row", "citizen", "id_level"):
             assert getattr(by_string, field).tolist() == getattr(by_integer, field).tolist()
