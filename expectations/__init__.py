@@ -4,7 +4,7 @@ One module per boundary, each with functions that build an
 ``ExpectationSuite`` from the contracts in ``pipelines.schema`` /
 ``docs/data-contracts.md`` and the thresholds in the run configuration
 (``gates:``, ``pipelines.config.GateSettings``). The suites are code, so they
-are versioned and reviewed with the pipeline; ``pipelines.gates`` runs them.
+are versioned and reviewed with the pipeline; ``pipelines.quality.gates`` runs them.
 
 * ``telco_export``: ``telco_export_ingested`` (one telco's export after column
   mapping), ``telco_export_normalised`` (after normalisation),
@@ -27,5 +27,6 @@ E = gx.expectations
 
 
 def new_suite(name: str, expectations: list) -> gx.ExpectationSuite:
-    """A suite not bound to any stored context (``pipelines.gates`` validates it in memory)."""
+    """A suite not bound to any stored context (``pipelines.quality.gates`` validates it
+    in memory)."""
     return gx.ExpectationSuite(name=name, expectations=list(expectations))

@@ -49,7 +49,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_estimate(args: argparse.Namespace) -> int:
-    from pipelines.estimate import estimate_from_config
+    from pipelines.reconcile.estimate import estimate_from_config
 
     model = estimate_from_config(str(args.config), date.fromisoformat(args.run_date),
                                  Path(args.out), version=args.version,
@@ -61,7 +61,7 @@ def _cmd_model_estimate(args: argparse.Namespace) -> int:
 
 def _cmd_review_import(args: argparse.Namespace) -> int:
     from pipelines.config import load_config
-    from pipelines.review import ReviewImportError, import_decisions
+    from pipelines.correction_cycle.review import ReviewImportError, import_decisions
     from pipelines.stages import store_of
 
     try:
@@ -74,7 +74,8 @@ def _cmd_review_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_report_render(args: argparse.Namespace) -> int:
-    from pipelines.report import RoleNotAllowedError, render_copy
+    from pipelines.reporting.copies import render_copy
+    from pipelines.reporting.report import RoleNotAllowedError
 
     try:
         html_path, xlsx_path = render_copy(args.config, args.run_date, args.out, role=args.role)

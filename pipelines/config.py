@@ -17,10 +17,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipelines import objectstore
-from pipelines.deadlines import DeadlinePolicy
-from pipelines.delivery import DeliverySettings
-from pipelines.encodings import canonical_encoding
+from pipelines.correction_cycle.deadlines import DeadlinePolicy
+from pipelines.delivery.transport import DeliverySettings
+from pipelines.intake.encodings import canonical_encoding
 from pipelines.schema import (
     GENDERS,
     ID_TYPES,
@@ -29,6 +28,7 @@ from pipelines.schema import (
     SUBSCRIPTION_FIELDS,
     SUBSCRIPTION_TYPES,
 )
+from pipelines.storage import objectstore
 
 
 class ConfigError(ValueError):
@@ -118,7 +118,7 @@ class TelcoMapping(_Strict):
 
     def source_path(self) -> Path | objectstore.RemoteFile:
         """The export: a local path (relative to the mapping file) or, for a URL
-        (``s3://…``), a ``RemoteFile`` read in place (pipelines/objectstore.py)."""
+        (``s3://…``), a ``RemoteFile`` read in place (pipelines/storage/objectstore.py)."""
         return objectstore.input_file(self.source, Path(self.mapping_file).parent)
 
 
@@ -178,7 +178,7 @@ class CorrectionCycleSettings(_Strict):
 
     deadlines: DeadlinePolicy = DeadlinePolicy()
     delivery: DeliverySettings = DeliverySettings()
-    # Where flag history and review decisions live (pipelines/history.py): empty =
+    # Where flag history and review decisions live (pipelines/correction_cycle/history.py): empty =
     # <output_dir>/history.sqlite (<work_dir>/… when output_dir is a URL); a file path or
     # sqlite:///… URL (SQLite), or postgresql://user@host:port/db (password from
     # PGPASSWORD / ~/.pgpass, never in this file).

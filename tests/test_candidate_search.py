@@ -12,9 +12,9 @@ import pytest
 
 from matching.candidates import blocking_keys, plan_candidates, repaired_number
 from pipelines.config import FlagSettings, MatchingSettings
-from pipelines.flag import flag
-from pipelines.match import match
-from pipelines.normalise import NORMALISED_SCHEMA
+from pipelines.intake.normalise import NORMALISED_SCHEMA
+from pipelines.reconcile.flag import flag
+from pipelines.reconcile.match import match
 
 REGISTRY = [
     # citizen_id, legacy_id, name, dob, gender
@@ -119,7 +119,7 @@ def test_nobody_is_suggested_for_a_made_up_person(results: pa.Table) -> None:
 
 
 def test_malformed_cccd_digits_block_by_birth_year_and_sex(results: pa.Table) -> None:
-    from pipelines.match import _cccd_year_sex, _registry_keys
+    from pipelines.reconcile.match import _cccd_year_sex, _registry_keys
 
     # A typo in the family name, a year-only birth date, 11 digits: only the century/sex
     # and year digits of the number (2001, female) plus the given name reach her.
@@ -173,7 +173,7 @@ def test_repaired_number() -> None:
 def test_integer_keys_find_the_pairs_the_string_keys_find() -> None:
     """The registry's blocking parts (integer keys) and the string keys of
     ``blocking_keys`` propose exactly the same pairs, large blocks skipped alike."""
-    from pipelines.match import _cccd_year_sex, _registry_keys
+    from pipelines.reconcile.match import _cccd_year_sex, _registry_keys
 
     rng = np.random.default_rng(5)
     names = ["Nguyễn Văn An", "NGUYEN VAN AN", "Trần Thị Bích", "Huỳnh Mai", "Hoàng Thị Mai",
@@ -216,7 +216,7 @@ def test_the_search_in_chunks_finds_what_it_finds_at_once(monkeypatch: pytest.Mo
                                                           results: pa.Table) -> None:
     """Rows are searched a bounded number of candidate pairs at a time: a chunk of one
     row each changes nothing."""
-    import pipelines.match as match_module
+    import pipelines.reconcile.match as match_module
 
     monkeypatch.setattr(match_module, "SEARCH_CHUNK_PAIRS", 1)
     rows = [{"full_name": "NGUYEN VAN BINH", "date_of_birth": "1984-05-06", "gender": "M",

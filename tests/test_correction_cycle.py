@@ -191,7 +191,11 @@ def test_bad_review_file_is_refused_whole(cycle: dict, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     queue.to_csv(bad, index=False, encoding="utf-8-sig")
     from pipelines.config import load_config
-    from pipelines.review import ReviewImportError, import_decisions, latest_decisions
+    from pipelines.correction_cycle.review import (
+        ReviewImportError,
+        import_decisions,
+        latest_decisions,
+    )
     from pipelines.stages import store_of
 
     store = store_of(load_config(cycle["config"]))

@@ -160,7 +160,7 @@ def test_a_killed_run_rerun_equals_a_clean_run(big_world: tuple[Path, Path, int]
     _run_and_kill(config, output, "gates/results.json")
     assert (run_dir / "manifest.json").read_bytes() == before
     assert _visible_outside_working_folders(output, run_dir) == []
-    from pipelines.storage import sha256_of
+    from pipelines.storage.files import sha256_of
 
     for path, digest in _digests(run_dir).items():
         assert sha256_of(run_dir / path) == digest, path

@@ -341,8 +341,8 @@ def test_a_registry_failing_its_gate_stops_the_run(airflow_home: Path, tmp_path:
 def test_review_inbox_records_dropped_decisions(airflow_home: Path, tmp_path: Path) -> None:
     """A filled-in queue dropped in the inbox is recorded by the review_inbox DAG with
     its reviewer; a file with an unknown decision is refused with its reasons."""
-    from pipelines import review
     from pipelines.config import load_config
+    from pipelines.correction_cycle import review
     from pipelines.stages import store_of
 
     from .test_review import _decide

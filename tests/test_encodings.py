@@ -12,9 +12,9 @@ import unicodedata
 
 import pytest
 
-from pipelines import encodings
 from pipelines.config import CsvOptions
-from pipelines.encodings import (
+from pipelines.intake import encodings
+from pipelines.intake.encodings import (
     Decoded,
     EncodingUndetectedError,
     UndecodableError,

@@ -106,7 +106,7 @@ def test_outputs_exist_with_manifest(sample_run: tuple[Path, dict]) -> None:
                      "corrections/mobifone.csv", "normalised/viettel.parquet"):
         assert required in listed
     for entry in manifest["files"]:
-        from pipelines.storage import sha256_of
+        from pipelines.storage.files import sha256_of
 
         assert sha256_of(run_dir / entry["path"]) == entry["sha256"]
     assert not (run_dir / "ingested").exists() and not (run_dir / "work").exists()
@@ -186,7 +186,7 @@ def test_a_stage_after_publish_refuses_instead_of_publishing_a_partial_run(
 
 def test_publish_retry_after_the_swap_only_finishes_clean_up(tmp_path: Path) -> None:
     from pipelines import stages
-    from pipelines.storage import RunPaths
+    from pipelines.storage.paths import RunPaths
 
     from .conftest import write_config
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.report import explanation
+from pipelines.reporting.report import explanation
 from pipelines.stages import run_all
 
 from .conftest import REPO, write_config

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import encodings
 from pipelines.errors import TelcoInputError
-from pipelines.ingest import ingest
-from pipelines.normalise import normalise
+from pipelines.intake import encodings
+from pipelines.intake.ingest import ingest
+from pipelines.intake.normalise import normalise
 from pipelines.schema import SUBSCRIPTION_FIELDS
 
 from .test_hostile_files import VIETTEL_COLUMNS, viettel_like
@@ -54,7 +54,7 @@ def _check_outcome(path: Path, mapping_kwargs: dict) -> None:
     assert sorted(rows) == list(range(1, ingested.rows_in_file + 1))
     reasons = set(ingested.quarantine["reason"].to_pylist()
                   + result.quarantine["reason"].to_pylist())
-    from pipelines.quarantine import QUARANTINE_REASONS
+    from pipelines.intake.quarantine import QUARANTINE_REASONS
 
     assert reasons <= set(QUARANTINE_REASONS)
     assert None not in ingested.quarantine["raw_record"].to_pylist()

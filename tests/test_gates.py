@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines import gates
 from pipelines.cli import main
 from pipelines.config import GateSettings
 from pipelines.errors import GateFailedError, RegistryError
+from pipelines.quality import gates
 from pipelines.stages import run_all
 
 from .conftest import REPO, write_config
@@ -259,7 +259,8 @@ def test_a_registry_that_breaks_its_suite_stops_the_run(tmp_path: Path) -> None:
 
 def test_a_results_defect_stops_the_run_before_publish(tmp_path: Path) -> None:
     from pipelines import stages
-    from pipelines.storage import RunPaths, write_parquet
+    from pipelines.storage.files import write_parquet
+    from pipelines.storage.paths import RunPaths
 
     config = str(write_config(tmp_path))
     stages.plan_run(config, RUN_DATE)
@@ -285,9 +286,9 @@ def test_a_results_defect_stops_the_run_before_publish(tmp_path: Path) -> None:
 
 def test_a_correction_list_breaking_its_contract_is_not_published(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines import publish
+    from pipelines.delivery import correction_lists
 
-    real = publish.correction_list
+    real = correction_lists.correction_list
 
     def leaking(results: pa.Table, telco: str, **kwargs: object) -> pa.Table:
         table = real(results, telco, **kwargs)  # type: ignore[arg-type]
@@ -295,7 +296,7 @@ def test_a_correction_list_breaking_its_contract_is_not_published(
             table = table.append_column("full_name", pa.array(["X"] * table.num_rows))
         return table
 
-    monkeypatch.setattr(publish, "correction_list", leaking)
+    monkeypatch.setattr(correction_lists, "correction_list", leaking)
     outcome = run_all(str(write_config(tmp_path)), RUN_DATE)
     run_dir = Path(outcome["run_dir"])
     assert outcome["failed_telcos"] == ["mobifone"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import history
+from pipelines.correction_cycle import history
 
 
 def _keys(*triples: tuple[str, str, str]) -> pd.DataFrame:

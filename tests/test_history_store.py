@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from pipelines import history, review
 from pipelines.config import ConfigError, load_config
+from pipelines.correction_cycle import history, review
 from pipelines.stages import run_all, store_of
 
 from .conftest import write_config

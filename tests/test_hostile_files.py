@@ -18,8 +18,8 @@ import yaml
 
 from pipelines.config import TelcoMapping
 from pipelines.errors import TelcoInputError
-from pipelines.ingest import ingest
-from pipelines.normalise import normalise
+from pipelines.intake.ingest import ingest
+from pipelines.intake.normalise import normalise
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 MANIFEST: list[dict[str, Any]] = yaml.safe_load((HOSTILE / "manifest.yaml").read_text("utf-8"))
@@ -120,7 +120,7 @@ def test_every_row_keeps_its_raw_text_through_ingest() -> None:
 
 
 def test_excel_serial_dates_follow_the_1900_system() -> None:
-    from pipelines.normalise import parse_dates
+    from pipelines.intake.normalise import parse_dates
 
     parsed = parse_dates(pa.array(["45748", "61", "60", "2958465", "45748.75", " 1985 ", "",
                                    "12/03/1985", "4.5e4", None]),

@@ -21,7 +21,7 @@ from matching.model import (
 )
 from matching.names import NameLevel, compare_names
 from pipelines.config import MatchingSettings
-from pipelines.match import DEFAULT_MODEL_FILE, load_model
+from pipelines.reconcile.match import DEFAULT_MODEL_FILE, load_model
 
 # --- every comparison level, with Vietnamese examples ------------------------------------
 NAME_CASES = [
@@ -183,7 +183,7 @@ def test_em_recovers_the_share_of_matches() -> None:
 
 
 def test_estimate_on_the_samples(tmp_path: Path) -> None:
-    from pipelines.estimate import estimate_from_config
+    from pipelines.reconcile.estimate import estimate_from_config
 
     from .conftest import write_config
 

@@ -19,10 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines import ingest, objectstore
 from pipelines.config import ConfigError, load_config, load_telco_mapping
 from pipelines.errors import TelcoInputError
+from pipelines.intake import ingest
 from pipelines.stages import run_all
+from pipelines.storage import objectstore
 
 from .conftest import REPO, write_config
 from .servers import moto_s3

@@ -15,11 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from matching.model import name_frequencies
-from pipelines import registry_prepare, shards, stages
+from pipelines import stages
 from pipelines.cli import main
 from pipelines.errors import RegistryError
-from pipelines.registry import load_registry
-from pipelines.storage import sha256_of
+from pipelines.reconcile import sharding
+from pipelines.registry import snapshot as registry_snapshot
+from pipelines.registry.source import load_registry
+from pipelines.storage.files import sha256_of
 
 from .conftest import REPO, write_config
 
@@ -29,22 +31,22 @@ RUN_DATE = "2026-11-28"
 
 
 @pytest.fixture(scope="module")
-def snapshot(tmp_path_factory: pytest.TempPathFactory) -> registry_prepare.Snapshot:
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> registry_snapshot.Snapshot:
     folder = tmp_path_factory.mktemp("registry")
-    prepared, fresh = registry_prepare.prepare(SOURCE, folder, 4, as_of=AS_OF)
+    prepared, fresh = registry_snapshot.prepare(SOURCE, folder, 4, as_of=AS_OF)
     assert fresh
     return prepared
 
 
-def test_layout_and_manifest(snapshot: registry_prepare.Snapshot) -> None:
+def test_layout_and_manifest(snapshot: registry_snapshot.Snapshot) -> None:
     folder = snapshot.path
     assert folder.name == f"snapshot={sha256_of(SOURCE)[:16]}-004"
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert names == ["gate.json", "legacy_index.parquet", "manifest.json",
                      *(f"shard={k:03d}/part.parquet" for k in range(4))]
     manifest = snapshot.manifest
-    assert manifest["format"] == registry_prepare.PREPARED_FORMAT
-    assert manifest["hash"] == shards.HASH_NAME
+    assert manifest["format"] == registry_snapshot.PREPARED_FORMAT
+    assert manifest["hash"] == sharding.HASH_NAME
     assert manifest["shards"] == 4 and manifest["as_of"] == AS_OF.isoformat()
     assert manifest["source"]["sha256"] == sha256_of(SOURCE)
     assert manifest["gate"]["success"] is True
@@ -61,13 +63,13 @@ def test_layout_and_manifest(snapshot: registry_prepare.Snapshot) -> None:
 
 
 def test_every_citizen_is_in_the_shard_of_its_id_with_registry_wide_columns(
-        snapshot: registry_prepare.Snapshot) -> None:
+        snapshot: registry_snapshot.Snapshot) -> None:
     whole = load_registry(SOURCE)
     parts = []
     for k in range(snapshot.shards):
         part = pq.read_table(snapshot.shard_path(k))
-        assert part.schema.equals(registry_prepare.SHARD_SCHEMA)
-        assert set(shards.shard_of(part["citizen_id"], snapshot.shards).tolist()) <= {k}
+        assert part.schema.equals(registry_snapshot.SHARD_SCHEMA)
+        assert set(sharding.shard_of(part["citizen_id"], snapshot.shards).tolist()) <= {k}
         rows = part["registry_row"].to_numpy()
         assert (np.diff(rows) > 0).all(), "a shard keeps the source's order"
         parts.append(part)
@@ -81,10 +83,10 @@ def test_every_citizen_is_in_the_shard_of_its_id_with_registry_wide_columns(
 
 
 def test_legacy_index_names_the_first_holder_and_counts_the_holders(
-        snapshot: registry_prepare.Snapshot) -> None:
+        snapshot: registry_snapshot.Snapshot) -> None:
     whole = load_registry(SOURCE)
     index = pq.read_table(snapshot.legacy_index_path)
-    assert index.schema.equals(registry_prepare.LEGACY_SCHEMA)
+    assert index.schema.equals(registry_snapshot.LEGACY_SCHEMA)
     legacy = whole["legacy_id"].to_pylist()
     assert index.num_rows == len({v for v in legacy if v})
     assert index["legacy_id"].to_pylist() == sorted(index["legacy_id"].to_pylist())
@@ -95,54 +97,54 @@ def test_legacy_index_names_the_first_holder_and_counts_the_holders(
             "legacy_id", "citizen_id", "citizens", "shard")), strict=True):
         holders = [ids[i] for i, v in enumerate(legacy) if v == number]
         assert first == holders[0] and citizens == len(holders)
-        assert shard == shards.shard_of(pa.array([first]), snapshot.shards)[0]
+        assert shard == sharding.shard_of(pa.array([first]), snapshot.shards)[0]
 
 
 def test_the_same_source_and_shard_count_is_prepared_once(
-        snapshot: registry_prepare.Snapshot) -> None:
+        snapshot: registry_snapshot.Snapshot) -> None:
     before = sha256_of(snapshot.path / "manifest.json")
-    again, fresh = registry_prepare.prepare(SOURCE, snapshot.path.parent, 4, as_of=AS_OF)
+    again, fresh = registry_snapshot.prepare(SOURCE, snapshot.path.parent, 4, as_of=AS_OF)
     assert not fresh and again.path == snapshot.path
     assert sha256_of(snapshot.path / "manifest.json") == before
 
 
 def test_a_registry_breaking_its_suite_is_never_published(tmp_path: Path) -> None:
     folder = tmp_path / "registry"
-    good, _ = registry_prepare.prepare(SOURCE, folder, 2, as_of=AS_OF)
+    good, _ = registry_snapshot.prepare(SOURCE, folder, 2, as_of=AS_OF)
     raw = pq.read_table(SOURCE)
     births = raw["date_of_birth"].to_pylist()
     births[3] = "2030-01-01"
     broken = tmp_path / "citizens.parquet"
     pq.write_table(raw.set_column(raw.schema.get_field_index("date_of_birth"),
                                   "date_of_birth", pa.array(births, pa.string())), broken)
-    with pytest.raises(registry_prepare.RegistryGateFailed,
+    with pytest.raises(registry_snapshot.RegistryGateFailed,
                        match="no date of birth after the run date") as failed:
-        registry_prepare.prepare(broken, folder, 2, as_of=AS_OF)
+        registry_snapshot.prepare(broken, folder, 2, as_of=AS_OF)
     assert failed.value.result["success"] is False
     # The previous snapshot stays the latest; nothing half-written is left to read.
-    assert registry_prepare.latest(folder).path == good.path
+    assert registry_snapshot.latest(folder).path == good.path
     assert [p.name for p in folder.glob("snapshot=*")] == [good.path.name]
     assert not list((folder / ".staging").iterdir())
-    rejected_id = registry_prepare.snapshot_id(sha256_of(broken), 2)
+    rejected_id = registry_snapshot.snapshot_id(sha256_of(broken), 2)
     rejected = json.loads((folder / "rejected" / f"{rejected_id}.gate.json").read_text())
     assert rejected["success"] is False
 
 
 def test_the_runs_check_catches_a_damaged_or_foreign_snapshot(
-        snapshot: registry_prepare.Snapshot, tmp_path: Path) -> None:
+        snapshot: registry_snapshot.Snapshot, tmp_path: Path) -> None:
     import shutil
 
-    assert registry_prepare.check(snapshot, AS_OF)["success"]
+    assert registry_snapshot.check(snapshot, AS_OF)["success"]
     # A run dated before the youngest citizen's birth cannot use this snapshot.
-    too_early = registry_prepare.check(snapshot, date(2020, 1, 1))
+    too_early = registry_snapshot.check(snapshot, date(2020, 1, 1))
     assert [f["expectation"] for f in too_early["failed"]] == ["no_birth_after_run_date"]
 
     copy = tmp_path / snapshot.path.name
     shutil.copytree(snapshot.path, copy)
-    damaged = registry_prepare.open_snapshot(copy)
+    damaged = registry_snapshot.open_snapshot(copy)
     part = copy / "shard=001" / "part.parquet"
     pq.write_table(pq.read_table(part).slice(1), part)  # a citizen lost
-    failed = {f["expectation"] for f in registry_prepare.check(damaged, AS_OF)["failed"]}
+    failed = {f["expectation"] for f in registry_snapshot.check(damaged, AS_OF)["failed"]}
     assert "files_as_listed" in failed
     with pytest.raises(RegistryError, match="sha256"):
         damaged.verify("shard=001/part.parquet")
@@ -151,7 +153,7 @@ def test_the_runs_check_catches_a_damaged_or_foreign_snapshot(
     manifest["hash"] = "another-hash"
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RegistryError, match="prepare the snapshot again"):
-        registry_prepare.open_snapshot(copy)
+        registry_snapshot.open_snapshot(copy)
 
 
 def test_a_run_without_a_prepared_snapshot_says_how_to_make_one(tmp_path: Path) -> None:

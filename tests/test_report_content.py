@@ -19,13 +19,13 @@ import pytest
 from openpyxl import load_workbook
 
 from matching.flags import FLAGS
-from pipelines import report, report_charts
 from pipelines.cli import main
 from pipelines.config import ConfigError, load_config
-from pipelines.quarantine import empty_quarantine
-from pipelines.report_workbook import write_workbook
+from pipelines.intake.quarantine import empty_quarantine
+from pipelines.reporting import charts, copies, report
+from pipelines.reporting.workbook import write_workbook
 from pipelines.stages import run_all
-from pipelines.storage import sha256_of
+from pipelines.storage.files import sha256_of
 
 from .conftest import write_config
 
@@ -221,19 +221,19 @@ def test_a_role_not_allowed_is_refused(run: dict, capsys: pytest.CaptureFixture)
     (run["tmp"] / "plain").mkdir()
     plain = write_config(run["tmp"] / "plain")
     with pytest.raises(report.RoleNotAllowedError, match="allows: no role"):
-        report.render_copy(plain, RUN_DATE, out, role="investigator")
+        copies.render_copy(plain, RUN_DATE, out, role="investigator")
     assert load_config(plain).report.unmasked_roles == []
 
 
 def test_a_copy_without_role_is_masked_and_never_in_the_runs_folder(run: dict) -> None:
     out = run["tmp"] / "copy" / "report.html"
-    html_path, xlsx_path = report.render_copy(run["config"], RUN_DATE, out)
+    html_path, xlsx_path = copies.render_copy(run["config"], RUN_DATE, out)
     html = html_path.read_text(encoding="utf-8")
     assert not _leaked(html, run["ids"]) and "unmasked-notice" not in html
     # Same content as the published workbook: byte for byte (deterministic).
     assert sha256_of(xlsx_path) == sha256_of(run["dir"] / "report.xlsx")
     with pytest.raises(ConfigError, match="outside the runs folder"):
-        report.render_copy(run["config"], RUN_DATE, run["dir"] / "x.html", role="investigator")
+        copies.render_copy(run["config"], RUN_DATE, run["dir"] / "x.html", role="investigator")
     assert not (run["dir"] / "x.html").exists()
 
 
@@ -325,8 +325,8 @@ def test_trend_leaves_a_gap_where_a_telco_failed() -> None:
 
 
 def test_chart_text_is_escaped_and_labelled() -> None:
-    svg = str(report_charts.hbars("c", "T <b>", ["<script>alert(1)</script>"], [3]))
+    svg = str(charts.hbars("c", "T <b>", ["<script>alert(1)</script>"], [3]))
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     assert '<title id="c-title">T &lt;b&gt;</title>' in svg and ">3<" in svg
-    empty = str(report_charts.line_chart("e", "Trend", [], {}))
+    empty = str(charts.line_chart("e", "Trend", [], {}))
     assert "No run to show yet." in empty

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from matching.reference import provinces as cccd_provinces
-from pipelines import provinces
+from pipelines.reporting import provinces
 
 # Written out from Resolution 202/2025/QH15 independently of the data file: each merged
 # unit and the old provinces it was formed from (the first keeps its name).

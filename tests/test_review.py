@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines import review
-from pipelines.xlsx import write_xlsx
+from pipelines.correction_cycle import review
+from pipelines.storage.xlsx import write_xlsx
 
 
 def _subscriptions(**changes: str) -> pa.Table:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipelines import delivery, objectstore
+from pipelines.delivery import transport
 from pipelines.stages import run_all
+from pipelines.storage import objectstore
 
 from .conftest import write_config
 from .servers import SftpServer, sftp_server
@@ -31,8 +32,8 @@ def server(tmp_path: Path) -> Iterator[SftpServer]:
         yield running
 
 
-def _target(server: SftpServer, known_hosts: Path | None = None) -> delivery.DeliveryTarget:
-    return delivery.DeliveryTarget(
+def _target(server: SftpServer, known_hosts: Path | None = None) -> transport.DeliveryTarget:
+    return transport.DeliveryTarget(
         kind="sftp", path=f"sftp://{server.user}@127.0.0.1:{server.port}/incoming",
         options={"known_hosts": str(known_hosts or server.known_hosts),
                  "key_filename": str(server.client_key_file),
@@ -51,7 +52,7 @@ def test_sftp_delivery_uploads_then_renames_manifest_last(server: SftpServer,
                                                           tmp_path: Path) -> None:
     folder = tmp_path / "corrections"
     names = _files(folder)
-    where = delivery.deliver(folder, names, "viettel.manifest.json", _target(server),
+    where = transport.deliver(folder, names, "viettel.manifest.json", _target(server),
                              RUN_DATE, tmp_path)
     assert where == f"sftp://{server.user}@127.0.0.1:{server.port}/incoming/{RUN_DATE}"
     delivered = server.root / "incoming" / RUN_DATE
@@ -62,7 +63,7 @@ def test_sftp_delivery_uploads_then_renames_manifest_last(server: SftpServer,
     assert not [p for p in delivered.rglob(".*")]  # no temporary file left behind
     # Delivering the date again replaces the files; the old manifest goes first.
     (folder / "viettel.csv").write_bytes(b"\xef\xbb\xbfchanged\n")
-    delivery.deliver(folder, names, "viettel.manifest.json", _target(server), RUN_DATE, tmp_path)
+    transport.deliver(folder, names, "viettel.manifest.json", _target(server), RUN_DATE, tmp_path)
     assert (delivered / "viettel.csv").read_bytes() == b"\xef\xbb\xbfchanged\n"
 
 
@@ -80,36 +81,36 @@ def test_unknown_host_key_is_refused_before_anything_is_sent(server: SftpServer,
     names = _files(folder)
     for known_hosts in (wrong, empty):
         with pytest.raises(objectstore.StorageError, match="refused"):
-            delivery.deliver(folder, names, "viettel.manifest.json",
+            transport.deliver(folder, names, "viettel.manifest.json",
                              _target(server, known_hosts), RUN_DATE, tmp_path)
     assert not (server.root / "incoming").exists() and server.renames == []
 
 
 def test_sftp_settings_keep_secrets_out_of_the_configuration() -> None:
     with pytest.raises(ValidationError, match="secret"):
-        delivery.DeliveryTarget(kind="sftp", path="sftp://u@h/x", options={"password": "p"})
+        transport.DeliveryTarget(kind="sftp", path="sftp://u@h/x", options={"password": "p"})
     with pytest.raises(ValidationError, match="no password"):
-        delivery.DeliveryTarget(kind="sftp", path="sftp://u:p@h/x")
+        transport.DeliveryTarget(kind="sftp", path="sftp://u:p@h/x")
     with pytest.raises(ValidationError, match="sftp://"):
-        delivery.DeliveryTarget(kind="sftp", path="s3://bucket/x")
+        transport.DeliveryTarget(kind="sftp", path="s3://bucket/x")
     with pytest.raises(ValidationError, match="kind sftp or object"):
-        delivery.DeliveryTarget(kind="local", path="sftp://u@h/x")
-    assert delivery.DeliveryTarget(kind="fsspec", path="s3://b/x").kind == "fsspec"
+        transport.DeliveryTarget(kind="local", path="sftp://u@h/x")
+    assert transport.DeliveryTarget(kind="fsspec", path="s3://b/x").kind == "fsspec"
 
 
 def test_password_from_the_named_environment_variable(server: SftpServer, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    target = delivery.DeliveryTarget(
+    target = transport.DeliveryTarget(
         kind="sftp", path=f"sftp://{server.user}@127.0.0.1:{server.port}/incoming",
         options={"known_hosts": str(server.known_hosts), "password_env": "VIETTEL_SFTP_PASSWORD",
                  "allow_agent": "false", "look_for_keys": "false"})
     folder = tmp_path / "corrections"
     names = _files(folder)
     with pytest.raises(objectstore.StorageError, match=r"VIETTEL_SFTP_PASSWORD.*not set"):
-        delivery.deliver(folder, names, "viettel.manifest.json", target, RUN_DATE, tmp_path)
+        transport.deliver(folder, names, "viettel.manifest.json", target, RUN_DATE, tmp_path)
     monkeypatch.setenv("VIETTEL_SFTP_PASSWORD", "not-the-key")  # this server wants the key
     with pytest.raises(objectstore.StorageError, match="refused"):
-        delivery.deliver(folder, names, "viettel.manifest.json", target, RUN_DATE, tmp_path)
+        transport.deliver(folder, names, "viettel.manifest.json", target, RUN_DATE, tmp_path)
 
 
 @pytest.mark.slow

@@ -15,9 +15,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import flag, match, registry_prepare, shards
 from pipelines.config import FlagSettings, MatchingSettings
-from pipelines.registry import load_registry
+from pipelines.reconcile import flag, match, sharding
+from pipelines.registry import snapshot as registry_snapshot
+from pipelines.registry.source import load_registry
 from pipelines.stages import run_all
 
 from .conftest import REPO, write_config
@@ -72,22 +73,24 @@ def test_the_hash_is_pinned_and_spreads_numbers_evenly() -> None:
     """The hash is part of the prepared snapshot's contract (HASH_NAME): it must give the
     same shard on every machine, in every process, for ever."""
     values = pa.array(["079090001234", "001185000001", "123456789", "B1234567", None, ""])
-    assert shards.shard_of(values, 8).tolist() == [3, 1, 1, 0, -1, 0]
-    assert shards.stable_hash(values)[0] == 12594255313554067211
+    assert sharding.shard_of(values, 8).tolist() == [3, 1, 1, 0, -1, 0]
+    assert sharding.stable_hash(values)[0] == 12594255313554067211
     # Leading zeros count: "079…" and "79…" are different documents.
-    assert shards.stable_hash(pa.array(["079090001234"]))[0] \
-        != shards.stable_hash(pa.array(["79090001234"]))[0]
+    assert sharding.stable_hash(pa.array(["079090001234"]))[0] \
+        != sharding.stable_hash(pa.array(["79090001234"]))[0]
     # Position matters in non-numeric documents too.
-    assert shards.stable_hash(pa.array(["AB12"]))[0] != shards.stable_hash(pa.array(["BA12"]))[0]
+    hashed = sharding.stable_hash(pa.array(["AB12", "BA12"]))
+    assert hashed[0] != hashed[1]
     # Slices and chunked arrays hash like the values they hold.
-    assert shards.stable_hash(values.slice(2)).tolist() == shards.stable_hash(values)[2:].tolist()
+    whole = sharding.stable_hash(values)
+    assert sharding.stable_hash(values.slice(2)).tolist() == whole[2:].tolist()
     chunked = pa.chunked_array([values.slice(0, 3), values.slice(3)])
-    assert shards.stable_hash(chunked).tolist() == shards.stable_hash(values).tolist()
+    assert sharding.stable_hash(chunked).tolist() == sharding.stable_hash(values).tolist()
 
     cccd = pa.array([f"0{p:02d}{g}{y:02d}{s:06d}" for p, g, y, s in
                      zip(np.arange(200_000) % 96, np.arange(200_000) % 4,
                          np.arange(200_000) % 100, np.arange(200_000), strict=True)])
-    counts = np.bincount(shards.shard_of(cccd, 16), minlength=16)
+    counts = np.bincount(sharding.shard_of(cccd, 16), minlength=16)
     assert counts.min() > 0.95 * len(cccd) / 16 and counts.max() < 1.05 * len(cccd) / 16
 
 
@@ -101,8 +104,8 @@ def test_subscriptions_meet_their_citizen_in_the_same_shard() -> None:
     id_number = pa.array(["079090001234", "123456789", "987654321", "555555555", "B1234567",
                           None])
     source_row = pa.array([1, 2, 3, 4, 5, 6], pa.int64())
-    routed = shards.route_subscriptions(id_type, id_number, source_row, legacy, n)
-    own = shards.shard_of(id_number, n)
+    routed = sharding.route_subscriptions(id_type, id_number, source_row, legacy, n)
+    own = sharding.shard_of(id_number, n)
     assert routed[0] == own[0]                          # CCCD: the citizen's shard
     assert routed[1] == 6 and routed[2] == 2            # CMND: through the legacy index
     assert routed[3] == own[3] and routed[4] == own[4]  # not in the index: its own hash
@@ -130,7 +133,7 @@ def _tiny_registry(tmp_path: Path) -> Path:
 
 
 def _subscriptions() -> pa.Table:
-    from pipelines.normalise import NORMALISED_SCHEMA
+    from pipelines.intake.normalise import NORMALISED_SCHEMA
 
     n = 3
     rows = {name: pa.nulls(n, field.type) for name, field in
@@ -158,13 +161,13 @@ def test_a_shard_scores_like_the_whole_registry(tmp_path: Path) -> None:
     assert expected["link_ambiguous"].to_pylist() == [True, False, False]
 
     for count in (2, 5):
-        snapshot, _ = registry_prepare.prepare(source, tmp_path / f"r{count}", count,
+        snapshot, _ = registry_snapshot.prepare(source, tmp_path / f"r{count}", count,
                                                as_of=date(2026, 11, 28))
         legacy = pq.read_table(snapshot.legacy_index_path)
         shared = legacy.filter(pc.equal(legacy["legacy_id"], "273000001"))
         assert shared["citizens"].to_pylist() == [2]
         assert shared["citizen_id"].to_pylist() == ["079090000001"]  # first in source order
-        routed = shards.route_subscriptions(subscriptions["id_type"], subscriptions["id_number"],
+        routed = sharding.route_subscriptions(subscriptions["id_type"], subscriptions["id_number"],
                                             subscriptions["source_row"], legacy, count)
         got = []
         for k in range(count):
@@ -255,7 +258,7 @@ def test_a_telco_not_cut_into_shards_is_reported_failed_and_left_out(tmp_path: P
     are matched and published, and the run reports it (check turns the run red)."""
     from pipelines import stages
     from pipelines.errors import RunIncompleteError
-    from pipelines.storage import RunPaths
+    from pipelines.storage.paths import RunPaths
 
     config = str(write_config(tmp_path, prepared_registry={"shards": 3}))
     telcos = stages.plan_run(config, RUN_DATE)

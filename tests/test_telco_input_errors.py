@@ -11,7 +11,7 @@ import yaml
 
 from pipelines.config import load_telco_mapping
 from pipelines.errors import RunIncompleteError, TelcoInputError
-from pipelines.ingest import ingest
+from pipelines.intake.ingest import ingest
 from pipelines.stages import check_run, run_all
 
 from .conftest import REPO, write_config

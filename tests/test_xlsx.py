@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines import xlsx
-from pipelines.xlsx import column_letters, write_xlsx
+from pipelines.storage import xlsx
+from pipelines.storage.xlsx import column_letters, write_xlsx
 
 HOSTILE = ['=HYPERLINK("http://x","y")', "+84 912", "-1+1", "@SUM(A1)", "a & <b> \"c\" 'd'",
            "tab\there\nnewline", "bell\x07nul\x00", "Nguyễn Văn An", "  spaces  "]

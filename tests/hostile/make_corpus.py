@@ -1,7 +1,7 @@
 """Regenerate the hostile-file corpus: ``python tests/hostile/make_corpus.py``.
 
 Windows-1258 and TCVN3 bytes come from GNU iconv (CP1258, TCVN5712-1), an
-encoder independent of ``pipelines.encodings``; VNI bytes from the published
+encoder independent of ``pipelines.intake.encodings``; VNI bytes from the published
 VNI table (``pipelines/data/vni_windows.csv``). Outcomes: ``manifest.yaml``.
 """
 

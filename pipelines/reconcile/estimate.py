@@ -42,10 +42,10 @@ from matching.model import (
     neutral_model,
 )
 from matching.names import NameLevel, compare_names
-from pipelines import ingest, normalise
 from pipelines.config import MatchingSettings, load_config
-from pipelines.match import match, name_settings, search_candidates
-from pipelines.registry import load_registry
+from pipelines.intake import ingest, normalise
+from pipelines.reconcile.match import match, name_settings, search_candidates
+from pipelines.registry.source import load_registry
 
 log = logging.getLogger("simrecon.estimate")
 

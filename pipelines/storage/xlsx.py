@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.storage import write_atomically
+from pipelines.storage.files import write_atomically
 
 BATCH_ROWS = 50_000
 MAX_WIDTH = 60  # characters; longer text wraps off-screen, the filter still finds it

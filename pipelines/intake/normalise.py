@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 from matching import dates, ids, normalize, phones
 from matching.columns import distinct_codes, take_codes
 from pipelines.config import TelcoMapping
-from pipelines.ingest import RAW_RECORD
-from pipelines.quarantine import empty_quarantine, quarantine_table
+from pipelines.intake.ingest import RAW_RECORD
+from pipelines.intake.quarantine import empty_quarantine, quarantine_table
 
 log = logging.getLogger("simrecon.normalise")
 

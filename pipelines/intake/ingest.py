@@ -26,11 +26,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from pipelines import encodings, objectstore
 from pipelines.config import TelcoMapping
 from pipelines.errors import TelcoInputError
-from pipelines.quarantine import empty_quarantine, quarantine_table
+from pipelines.intake import encodings
+from pipelines.intake.quarantine import empty_quarantine, quarantine_table
 from pipelines.schema import SUBSCRIPTION_FIELDS
+from pipelines.storage import objectstore
 
 log = logging.getLogger("simrecon.ingest")
 

@@ -7,7 +7,7 @@ reviewer sent back for a telco check (``NEEDS_TELCO_CHECK``), with the evidence
 match probability; ID numbers masked) and empty ``decision`` / ``comment``
 columns. ``simrecon review import FILE --reviewer NAME`` validates a filled-in
 queue and records the decisions, with who and when, in the same store as the
-flag history (SQLite or PostgreSQL, ``pipelines/history.py``); decisions are only
+flag history (SQLite or PostgreSQL, ``pipelines/correction_cycle/history.py``); decisions are only
 ever added, never overwritten.
 
 Each queue row carries ``row_hash``: sha256 of the subscription's own
@@ -31,7 +31,7 @@ from sqlalchemy import select
 from matching.compare import DOB_LEVEL_LABELS, GENDER_LEVEL_LABELS, DobLevel, GenderLevel
 from matching.ids import mask_id
 from matching.names import NAME_LEVEL_LABELS, NameLevel
-from pipelines import history
+from pipelines.correction_cycle import history
 
 CONFIRMED_HOLDER = "CONFIRMED_HOLDER"
 NOT_HOLDER = "NOT_HOLDER"
@@ -167,8 +167,8 @@ def queue(results: pa.Table, subscriptions: pa.Table) -> pa.Table:
 
 def write_queue(table: pa.Table, folder: Path) -> list[Path]:
     """``queue.csv`` (UTF-8 with BOM) and ``queue.xlsx`` in ``folder``."""
-    from pipelines.publish import write_correction_csv
-    from pipelines.xlsx import write_xlsx
+    from pipelines.delivery.correction_lists import write_correction_csv
+    from pipelines.storage.xlsx import write_xlsx
 
     instructions = pa.table({"decision": list(DECISIONS), "meaning": [
         "the subscriber is the document's holder: no longer flagged while the data is unchanged",

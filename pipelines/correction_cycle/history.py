@@ -3,7 +3,7 @@
 Each flag a telco is asked to act on is keyed ``(telco, msisdn, flag)``; a
 number the telco sent that is not a valid number is keyed by the number as
 sent. The store holds only these keys and run dates (and, for the review
-queue, reviewers' decisions: ``pipelines/review.py``), never names, dates of
+queue, reviewers' decisions: ``pipelines/correction_cycle/review.py``), never names, dates of
 birth or IDs.
 
 The store is a database named by a URL (``correction_cycle.history_store``),
@@ -83,7 +83,8 @@ FLAGS = Table(
     Column("msisdn", String, nullable=False), Column("flag", String, nullable=False),
     PrimaryKeyConstraint("telco", "msisdn", "flag", "run_date"),
     Index("flags_by_run", "telco", "run_date"))
-# Reviewers' decisions (pipelines/review.py): only ever appended; ``id`` keeps their order.
+# Reviewers' decisions (pipelines/correction_cycle/review.py): only ever appended; ``id``
+# keeps their order.
 DECISIONS = Table(
     "decisions", METADATA,
     Column("id", Integer, primary_key=True, autoincrement=True),

@@ -15,10 +15,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from matching.flags import FLAGS
-from pipelines.reasons import reason_descriptions, reason_table
-from pipelines.report import TREND_COLUMNS, Report
+from pipelines.delivery.reasons import reason_descriptions, reason_table
+from pipelines.reporting.report import TREND_COLUMNS, Report
 from pipelines.schema import STATUSES
-from pipelines.xlsx import write_xlsx
+from pipelines.storage.xlsx import write_xlsx
 
 
 def _about(report: Report) -> pa.Table:

@@ -3,7 +3,7 @@
 A raw registry snapshot (``registry`` in the run configuration) is read and
 normalised by ``pipelines.registry.load_registry``, given the columns that need
 the whole registry (``registry_row``, ``name_frequency``, ``legacy_citizens``),
-cut into ``shards`` files by ``pipelines.shards.shard_of(citizen_id)``,
+cut into ``shards`` files by ``pipelines.reconcile.sharding.shard_of(citizen_id)``,
 validated by the ``registry_prepared`` Great Expectations suite, and published
 as one folder (docs/data-contracts.md, "Prepared registry snapshot")::
 
@@ -34,11 +34,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from matching.model import name_frequencies
-from pipelines import gates, objectstore
 from pipelines.errors import RegistryError
-from pipelines.registry import load_registry
-from pipelines.shards import HASH_NAME, shard_of, split_by_shard
-from pipelines.storage import publish_dir, read_json, sha256_of, write_json, write_parquet
+from pipelines.quality import gates
+from pipelines.reconcile.sharding import HASH_NAME, shard_of, split_by_shard
+from pipelines.registry.source import load_registry
+from pipelines.storage import objectstore
+from pipelines.storage.files import publish_dir, read_json, sha256_of, write_json, write_parquet
 
 log = logging.getLogger("simrecon.registry")
 
@@ -356,7 +357,7 @@ def check(snapshot: Snapshot, run_date: date) -> dict:
     """The run's cheap check of a published snapshot (no row is read): the manifest's
     format, every file present with its size and row count (Parquet footers), shard
     rows summing to the citizens, the gate passed, no date of birth after the run date.
-    Returns a suite result in the shape ``pipelines.gates`` produces."""
+    Returns a suite result in the shape ``pipelines.quality.gates`` produces."""
     manifest, failed, evaluated = snapshot.manifest, [], 0
 
     def expect(name: str, ok: bool, description: str, observed: object = None) -> None:

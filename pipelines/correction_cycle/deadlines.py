@@ -1,7 +1,7 @@
 """What a telco is asked to do about a flagged subscription, and by when.
 
 The policy escalates with how long a flag has stood (from its first-seen date
-in the run-over-run history, ``pipelines.history``): first the telco is asked
+in the run-over-run history, ``pipelines.correction_cycle.history``): first the telco is asked
 to notify the subscriber and correct the record; after ``one_way_block_after_days``
 the line is to be blocked one way, after ``two_way_block_after_days`` both ways.
 The deadline printed on a list is the date the next step applies, so a telco

@@ -39,7 +39,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from pipelines import objectstore
+from pipelines.storage import objectstore
 
 
 class DeliveryTarget(BaseModel):

@@ -3,14 +3,14 @@ compliance staff.
 
 ``report.html`` is one self-contained file read offline (no server, no CDN, no
 external file): totals and rates by telco, status and flag; charts drawn as
-inline SVG (``pipelines.report_charts``): flags by telco, the trend over the
+inline SVG (``pipelines.reporting.charts``): flags by telco, the trend over the
 last runs per telco, the match-score distribution, flags by the province of the
 ID's birth registration (old 63 codes mapped to the 34 units of 2025,
-``pipelines.provinces``); the top points of sale by ``BULK_ACTIVATION``; the
+``pipelines.reporting.provinces``); the top points of sale by ``BULK_ACTIVATION``; the
 citizens with the most subscriptions; a bounded table of flagged subscriptions
 with search, filters and each row's field-by-field explanation (a few lines of
 inline JavaScript). ``report.xlsx`` holds the same tables
-(``pipelines.report_workbook``).
+(``pipelines.reporting.workbook``).
 
 ID numbers are masked (``079*****1234``). Only a role listed in
 ``report.unmasked_roles`` may have a copy with full numbers rendered
@@ -43,8 +43,8 @@ from matching.compare import DOB_LEVEL_LABELS, GENDER_LEVEL_LABELS, DobLevel, Ge
 from matching.flags import FLAGS
 from matching.ids import mask_id
 from matching.names import NAME_LEVEL_LABELS, NameLevel
-from pipelines import provinces, report_charts
-from pipelines.reasons import reason_descriptions
+from pipelines.delivery.reasons import reason_descriptions
+from pipelines.reporting import charts, provinces
 from pipelines.schema import STATUSES
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def _trend_charts(rows: list[dict]) -> dict:
     telcos = sorted({r["telco"] for r in rows})
     at = {(r["run_date"], r["telco"]): r for r in rows}
     flagged = {t: [at[(d, t)]["flagged"] for d in runs] for t in telcos}
-    line = report_charts.line_chart(
+    line = charts.line_chart(
         "chart-trend", "Flagged subscriptions per run, by telco", runs, flagged,
         y_label="flagged subscriptions",
         desc=f"Flagged subscriptions of each telco over the last {len(runs)} run(s); "
@@ -192,7 +192,7 @@ def _trend_charts(rows: list[dict]) -> dict:
     cycles = []
     for telco in telcos:
         series = [at[(d, telco)] for d in runs]
-        cycles.append({"telco": telco, "chart": report_charts.diverging_bars(
+        cycles.append({"telco": telco, "chart": charts.diverging_bars(
             f"chart-cycle-{telco}", f"Correction list of {telco}: new, persisting, resolved",
             runs, {"persisting": [r["persisting"] or 0 for r in series],
                    "new": [r["new"] or 0 for r in series]},
@@ -445,9 +445,9 @@ def score_distribution(results: pa.Table, verify_above: float, mismatch_below: f
             by_band[(s, b)] = n
     bands = ["VERIFY", "REVIEW", "MISMATCH", "no score"]
     table = [{"status": s, **{b: by_band.get((s, b), 0) for b in bands}} for s in STATUSES]
-    chart = report_charts.stacked_histogram(
+    chart = charts.stacked_histogram(
         "chart-scores", "Match-score distribution (bits), by status", labels, stacks,
-        markers=markers, colours=report_charts.STATUS_COLOURS,
+        markers=markers, colours=charts.STATUS_COLOURS,
         desc=f"Number of subscriptions per {SCORE_BIN_BITS}-bit bin of the match weight "
              f"(log2 odds), stacked by status; {int((~scored).sum()):,} subscription(s) "
              "have no score. Dashed lines: the band thresholds.")
@@ -515,7 +515,7 @@ def province_breakdown(results: pa.Table, provinces_file: str | Path | None = No
         row["top_flags"] = ", ".join(f"{f} {n:,}" for f, n in sorted(
             row["flags"].items(), key=lambda x: (-x[1], x[0]))[:3])
     shown = [u for u in unit_rows if u["subscriptions"]]
-    chart = report_charts.hbars(
+    chart = charts.hbars(
         "chart-provinces", "Flagged subscriptions by province of birth registration "
         "(34 units since 1 July 2025)", [u["unit"] for u in shown],
         [u["flagged"] for u in shown],
@@ -721,7 +721,7 @@ def render_html(report: Report) -> str:
     summary = report.summary
     processed = {t: s for t, s in summary["telcos"].items() if "failed" not in s}
     flags_seen = [f for f in FLAGS if summary["by_flag"].get(f)]
-    bars = report_charts.grouped_hbars(
+    bars = charts.grouped_hbars(
         "chart-flags", "Flagged subscriptions by flag and telco", flags_seen,
         {t: [s["by_flag"].get(f, 0) for f in flags_seen] for t, s in processed.items()},
         desc="Number of subscriptions carrying each flag, one bar per telco; flags no "
@@ -745,60 +745,13 @@ def render_html(report: Report) -> str:
     )
 
 
-# --- a copy for a role (``simrecon report render``) -------------------------------------
-
-
-def render_copy(config_path: str | Path, run_date: str, out: str | Path,
-                role: str | None = None) -> tuple[Path, Path]:
-    """Render the report of the published run ``run_date`` again, to ``out`` (``.html``)
-    and the workbook next to it (``.xlsx``), for ``role``.
-
-    A role listed in ``report.unmasked_roles`` gets full ID numbers; any other role
-    is refused (``RoleNotAllowedError``) before anything is read; no role gives the
-    masked report. The copy is never written inside the runs folder (``output_dir``),
-    which is published and copied as a whole.
-    """
-    import logging
-
-    import pyarrow.parquet as pq
-
-    from pipelines.config import ConfigError, load_config
-    from pipelines.quarantine import empty_quarantine
-    from pipelines.report_workbook import write_workbook
-    from pipelines.storage import write_text
-
-    config = load_config(config_path)
-    reveal_ids_for(role, config.report.unmasked_roles)
-    out = Path(out).resolve()
-    if out.suffix.lower() != ".html":
-        raise ConfigError(f"{out}: the report copy must be an .html file")
-    runs = config.output_path.resolve()
-    if out.is_relative_to(runs):
-        raise ConfigError(f"{out}: write the copy outside the runs folder {runs} (it is "
-                          "published and copied as a whole)")
-    run = runs / run_date
-    if not (run / "summary.json").is_file() or not (run / "results.parquet").is_file():
-        raise ConfigError(f"{run}: no published run (summary.json, results.parquet)")
-    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-    results = pq.read_table(run / "results.parquet")
-    parts = [pq.read_table(p) for p in sorted((run / "quarantine").glob("*.parquet"))]
-    quarantine = pa.concat_tables(parts) if parts else empty_quarantine()
-    content = from_config(config, summary, results, quarantine, runs, role=role)
-    html_path = write_text(render_html(content), out)
-    xlsx_path = write_workbook(content, out.with_suffix(".xlsx"))
-    logging.getLogger("simrecon.report").info(
-        "report of run %s rendered for role %s (ID numbers %s): %s", run_date, role or "-",
-        "in full" if content.reveal_ids else "masked", out)
-    return html_path, xlsx_path
-
-
 # --- Data-quality gates (issue 5): read gates/*.json for summary.json and the report ---
 
 
 def gate_results(folder) -> list[dict]:  # type: ignore[no-untyped-def]
     """Every gate result in ``folder`` (``gates/*.json`` of the run), sorted by gate name.
 
-    The files are written by ``pipelines.gates`` with ID numbers already masked;
+    The files are written by ``pipelines.quality.gates`` with ID numbers already masked;
     the report shows, per gate, whether it passed and each failed expectation
     with its row count and examples.
     """

@@ -41,7 +41,7 @@ from pipelines.config import MatchingSettings
 
 log = logging.getLogger("simrecon.match")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_FILE = REPO_ROOT / "models" / "fellegi-sunter-v1.json"
 BANDS = ("VERIFY", "REVIEW", "MISMATCH")
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching import dates, ids, normalize
-from pipelines import objectstore
 from pipelines.errors import RegistryError
 from pipelines.schema import REGISTRY_FIELDS
+from pipelines.storage import objectstore
 
 log = logging.getLogger("simrecon.registry")
 

@@ -6,8 +6,8 @@ document it recorded) plus reason codes: never registry data such as the
 registry name, date of birth, or a citizen id the telco did not send.
 
 Each flagged row also says whether its flags are new or persisting since the
-telco's last list (``pipelines.history``), what the telco must do and by when
-(``pipelines.deadlines``). With the CSV come, per telco, an XLSX workbook (the
+telco's last list (``pipelines.correction_cycle.history``), what the telco must do and by when
+(``pipelines.correction_cycle.deadlines``). With the CSV come, per telco, an XLSX workbook (the
 list, the flags resolved since the last list, the quarantined rows to resend,
 the reason codes), ``resolved/<telco>.csv``, ``resend/<telco>.csv`` and a
 delivery manifest with counts and sha256 (``<telco>.manifest.json``).
@@ -26,10 +26,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from pipelines import deadlines, history
-from pipelines.reasons import reason_descriptions, reason_table
-from pipelines.storage import sha256_of, write_bytes, write_json
-from pipelines.xlsx import write_xlsx
+from pipelines.correction_cycle import deadlines, history
+from pipelines.delivery.reasons import reason_descriptions, reason_table
+from pipelines.storage.files import sha256_of, write_bytes, write_json
+from pipelines.storage.xlsx import write_xlsx
 
 # Flags a telco can act on; NEEDS_REVIEW is the compliance team's own business.
 TELCO_ACTIONABLE_EXCLUDES = ("NEEDS_REVIEW",)

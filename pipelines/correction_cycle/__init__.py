@@ -1,0 +1,1 @@
+"""Run over run: flag history, review queue and decisions, deadlines."""

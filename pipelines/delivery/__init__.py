@@ -1,0 +1,1 @@
+"""What telcos receive: correction lists, their reason texts, and the transport."""

@@ -1,0 +1,1 @@
+"""Reading one telco's export: decoding, column mapping, normalisation, quarantine."""

@@ -1,0 +1,1 @@
+"""Data-quality gates: Great Expectations suites run over each boundary's data."""

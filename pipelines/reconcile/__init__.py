@@ -1,0 +1,1 @@
+"""Linking subscriptions to citizens, shard by shard, and deciding flags and status."""

@@ -1,0 +1,161 @@
+"""Hash partitioning of the registry and the subscriptions, and the sharded match steps.
+
+A citizen lives in shard ``shard_of(citizen_id)``; a subscription goes to the shard
+of the citizen its document can lead to, so each shard is matched on its own
+(``match_shard``: one mapped Airflow task per shard, reading only its slice of the
+registry and of the subscriptions):
+
+* CCCD (and any other number): ``shard_of(id_number)``, the same hash of the same
+  canonical text, so a CCCD meets its citizen;
+* old CMND: the shard of the citizen the legacy index names for that number (the
+  first citizen in registry order holding it, the one the document link picks);
+* no number: a hash of ``source_row`` (such a row links to nobody; it only spreads
+  the load).
+
+
+The hash (``HASH_NAME``) is part of the prepared snapshot's contract: changing it
+means preparing every snapshot again (the run refuses a snapshot made with
+another hash).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+HASH_NAME = "simrecon-splitmix64-v1"
+
+
+_DIGITS = r"^[0-9]{1,18}$"
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijective, well-mixing map of 64-bit integers."""
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _bytes_hash(values: pa.Array) -> np.ndarray:
+    """Hash of each (non-null) string's UTF-8 bytes, vectorised: every byte is mixed
+    with its position, a row's mixes summed (mod 2**64), then mixed with the length."""
+    n = len(values)
+    out = np.zeros(n, dtype=np.uint64)
+    if n == 0:
+        return out
+    binary = pc.cast(pc.take(values, pa.array(np.arange(n))), pa.large_binary())
+    offsets = np.frombuffer(binary.buffers()[1], dtype=np.int64)[
+        binary.offset:binary.offset + n + 1]
+    lengths = np.diff(offsets)
+    if not lengths.any():
+        return out
+    data = np.frombuffer(binary.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    starts = offsets[:-1] - offsets[0]
+    position = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+    mixed = _mix64((data.astype(np.uint64) + np.uint64(1))
+                   | (position.astype(np.uint64) << np.uint64(8)))
+    filled = lengths > 0
+    with np.errstate(over="ignore"):
+        sums = np.add.reduceat(mixed, starts[filled]).astype(np.uint64)
+        out[filled] = _mix64(sums + lengths[filled].astype(np.uint64))
+    return out
+
+
+def stable_hash(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash of each text value that is the same on every machine and run.
+
+    Numbers of up to 18 digits (every CCCD and CMND) are hashed from their integer
+    value and length; anything else from its UTF-8 bytes. Null gives 0. No Python
+    loop per row.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    values = pc.cast(values, pa.string())
+    n = len(values)
+    out = np.zeros(n, dtype=np.uint64)
+    if n == 0:
+        return out
+    digits = np.asarray(pc.fill_null(pc.match_substring_regex(values, _DIGITS), False)
+                        .to_numpy(zero_copy_only=False), dtype=bool)
+    if digits.any():
+        index = pa.array(np.flatnonzero(digits))
+        numbers = pc.take(values, index)
+        value = np.asarray(pc.cast(numbers, pa.uint64()).to_numpy(zero_copy_only=False),
+                           dtype=np.uint64)
+        length = np.asarray(pc.utf8_length(numbers).to_numpy(zero_copy_only=False),
+                            dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            out[digits] = _mix64(_mix64(value) + length)
+    other = ~digits & np.asarray(pc.is_valid(values).to_numpy(zero_copy_only=False), dtype=bool)
+    if other.any():
+        out[other] = _bytes_hash(pc.take(values, pa.array(np.flatnonzero(other))))
+    return out
+
+
+def shard_of(values: pa.Array | pa.ChunkedArray, shards: int) -> np.ndarray:
+    """The shard (0 … shards-1) of each value; -1 where the value is null."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    shard = (stable_hash(values) % np.uint64(shards)).astype(np.int32)
+    shard[np.asarray(pc.is_null(values).to_numpy(zero_copy_only=False), dtype=bool)] = -1
+    return shard
+
+
+def shard_of_integers(values: np.ndarray, shards: int) -> np.ndarray:
+    return (_mix64(np.asarray(values).astype(np.uint64)) % np.uint64(shards)).astype(np.int32)
+
+
+def route_subscriptions(id_type: pa.Array | pa.ChunkedArray,
+                        id_number: pa.Array | pa.ChunkedArray,
+                        source_row: pa.Array | pa.ChunkedArray,
+                        legacy_index: pa.Table, shards: int) -> np.ndarray:
+    """The shard of each subscription (see the module docstring).
+
+    ``legacy_index``: ``legacy_id`` and ``shard`` (of the first citizen in registry
+    order holding that number), one row per distinct legacy number.
+    """
+    id_type = id_type.combine_chunks() if isinstance(id_type, pa.ChunkedArray) else id_type
+    id_number = id_number.combine_chunks() if isinstance(id_number, pa.ChunkedArray) \
+        else id_number
+    shard = shard_of(id_number, shards)
+    cmnd = np.asarray(pc.fill_null(pc.equal(id_type, "CMND"), False)
+                      .to_numpy(zero_copy_only=False), dtype=bool)
+    if cmnd.any() and legacy_index.num_rows:
+        at = pc.index_in(id_number, value_set=legacy_index["legacy_id"].combine_chunks(),
+                         skip_nulls=True)
+        at = np.asarray(pc.fill_null(at, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        via = cmnd & (at >= 0)
+        legacy_shard = np.asarray(legacy_index["shard"].to_numpy(), dtype=np.int32)
+        shard[via] = legacy_shard[at[via]]
+    none = shard < 0
+    if none.any():
+        rows = np.asarray(pc.cast(source_row, pa.int64()).to_numpy(zero_copy_only=False))
+        shard[none] = shard_of_integers(rows[none], shards)
+    return shard
+
+
+def split_by_shard(table: pa.Table, shard: np.ndarray, shards: int) -> list[pa.Table]:
+    """``table``'s rows per shard, each in the table's order (one stable sort, no loop
+    over rows)."""
+    order = np.argsort(shard, kind="stable")
+    ordered = table.take(pa.array(order))
+    counts = np.bincount(shard, minlength=shards)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return [ordered.slice(int(bounds[k]), int(counts[k])) for k in range(shards)]
+
+
+def read_tables(paths: Iterable[Path], columns: Sequence[str] | None = None) -> list[pa.Table]:
+    return [pq.read_table(p, columns=list(columns) if columns else None) for p in paths]
+
+
+def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """Tables of the same columns as one (an empty table of ``schema`` when none)."""
+    tables = [t for t in tables if t.num_rows] or [schema.empty_table()]
+    return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])

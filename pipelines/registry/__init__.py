@@ -1,0 +1,1 @@
+"""The citizen registry: reading a raw snapshot, preparing it once into hash shards."""

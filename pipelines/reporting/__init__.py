@@ -1,0 +1,1 @@
+"""The compliance report: summary.json, report.html (charts), report.xlsx."""

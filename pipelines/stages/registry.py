@@ -1,0 +1,130 @@
+"""Registry stages: the run's registry gate, and the three steps of a registry
+refresh (dags/citizen_registry_refresh.py, ``simrecon registry prepare``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.config import RunConfig, load_config, parse_run_date
+from pipelines.errors import (
+    RegistryError,
+)
+from pipelines.quality import gates
+from pipelines.registry import snapshot as registry_snapshot
+from pipelines.stages.common import (
+    _planned_context,
+    _write_gate,
+    log,
+)
+from pipelines.storage.files import (
+    read_json,
+    write_json,
+)
+
+
+def gate_registry(config_path: str, run_date: str) -> dict:
+    """Choose the run's prepared registry snapshot and check it cheaply; a failure stops
+    the whole run (``RegistryError``).
+
+    With ``prepared_registry.prepare_in_run`` the snapshot of ``registry`` cut into
+    ``prepared_registry.shards`` is used, prepared here first (validated by the
+    ``registry_prepared`` suite as of the run date) when it does not exist yet;
+    otherwise the latest snapshot the registry refresh published. The check reads no
+    row: manifest, files, counts, the snapshot's gate, no birth after the run date.
+    """
+    config, paths = _planned_context(config_path, run_date)
+    settings, folder = config.prepared_registry, config.prepared_registry_path
+    day = parse_run_date(run_date)
+    paths.registry_snapshot.unlink(missing_ok=True)
+    prepared = False
+    if settings.prepare_in_run:
+        try:
+            snapshot, prepared = registry_snapshot.prepare(
+                config.registry_path, folder, settings.shards, as_of=day,
+                example_rows=config.gates.example_rows, set_latest=False, keep=settings.keep)
+        except registry_snapshot.RegistryGateFailed as exc:
+            _write_gate(paths, exc.result)
+            raise
+    else:
+        snapshot = registry_snapshot.latest(folder)
+        if snapshot is None:
+            raise RegistryError(
+                f"{folder}: no prepared registry snapshot; run the citizen_registry_refresh "
+                "DAG or `simrecon registry prepare` first")
+        if snapshot.shards != settings.shards:
+            log.warning("registry snapshot %s has %d shards (prepared_registry.shards: %d): "
+                        "the run uses the snapshot's", snapshot.id, snapshot.shards,
+                        settings.shards)
+    prepared_gate = snapshot.gate_result()
+    suites = [*prepared_gate["suites"], registry_snapshot.check(snapshot, day)]
+    result = gates.gate_result("registry", "registry", suites)
+    result["registry_snapshot"] = snapshot.identity()
+    _write_gate(paths, result)
+    if not result["success"]:
+        raise RegistryError(f"{snapshot.path}: {gates.failure_reason(result)}")
+    write_json({"path": str(snapshot.path), "snapshot": snapshot.id,
+                "shards": snapshot.shards, "citizens": snapshot.citizens}, paths.registry_snapshot)
+    return {"success": True, "citizens": snapshot.citizens, "shards": snapshot.shards,
+            "snapshot": snapshot.id, "prepared": prepared}
+
+
+def _registry_context(config_path: str, as_of: str) -> tuple[RunConfig, Path, int]:
+    parse_run_date(as_of)
+    config = load_config(config_path)
+    return config, config.prepared_registry_path, config.prepared_registry.shards
+
+
+def prepare_registry(config_path: str, as_of: str) -> dict:
+    """Refresh step 1: read, validate and normalise the raw snapshot (``registry``) and cut
+    it into ``prepared_registry.shards`` shards in a staging folder; nothing to do when
+    that snapshot (same source content, same shard count) is already published."""
+    config, folder, count = _registry_context(config_path, as_of)
+    digest = registry_snapshot.source_digest(config.registry_path)
+    existing = registry_snapshot.find(folder, registry_snapshot.snapshot_id(digest, count))
+    if existing is not None:
+        return {"snapshot": existing.id, "staging": "", "citizens": existing.citizens,
+                "shards": existing.shards, "reused": True}
+    staging = registry_snapshot.stage(config.registry_path, folder, count, digest)
+    return {"snapshot": registry_snapshot.snapshot_id(digest, count), "staging": str(staging),
+            "citizens": read_json(staging / "draft.json")["citizens"],  # type: ignore[index]
+            "shards": count, "reused": False}
+
+
+def gate_prepared_registry(config_path: str, as_of: str, staging: str) -> dict:
+    """Refresh step 2: the ``registry_prepared`` suite over the staged snapshot (as of
+    ``as_of``); a failure discards it (``RegistryError``; result kept in ``rejected/``)."""
+    config, _, _ = _registry_context(config_path, as_of)
+    if not staging:
+        return {"success": True, "reused": True}
+    result = registry_snapshot.gate(Path(staging), parse_run_date(as_of),
+                                   config.gates.example_rows)
+    return {"success": result["success"], "reused": False}
+
+
+def publish_registry(config_path: str, as_of: str, snapshot: str, staging: str) -> dict:
+    """Refresh step 3: put the staged snapshot in place and make it the latest.
+    ``changed`` is False when it already was the latest (nothing new to announce)."""
+    config, folder, _ = _registry_context(config_path, as_of)
+    if staging:
+        published = registry_snapshot.publish(Path(staging), folder,
+                                             keep=config.prepared_registry.keep)
+    else:
+        found = registry_snapshot.find(folder, snapshot)
+        if found is None:
+            raise RegistryError(f"{folder}: snapshot {snapshot} is not there any more")
+        published = found
+    changed = registry_snapshot.set_latest_snapshot(folder, published)
+    log.info("registry %s: snapshot %s (%d citizens, %d shards)%s", as_of, published.id,
+             published.citizens, published.shards, "" if changed else ", already the latest")
+    return {"snapshot": published.id, "path": str(published.path), "changed": changed,
+            "citizens": published.citizens, "shards": published.shards,
+            "source_sha256": published.manifest["source"]["sha256"]}
+
+
+def refresh_registry(config_path: str, as_of: str) -> dict:
+    """The three refresh steps in this process (``simrecon registry prepare``)."""
+    prepared = prepare_registry(config_path, as_of)
+    gate_prepared_registry(config_path, as_of, prepared["staging"])
+    published = publish_registry(config_path, as_of, prepared["snapshot"], prepared["staging"])
+    return {**published, "prepared": not prepared["reused"]}

@@ -1,0 +1,1 @@
+"""Where data is kept: run folders, atomic files, object stores, workbooks."""
