@@ -31,6 +31,8 @@ log = logging.getLogger("simrecon.flag")
 
 RESULT_COLUMNS = (
     "telco", "source_file", "source_row", "msisdn", "msisdn_raw", "id_type", "id_number",
+    # The holder as the telco registered them (normalised): the look-up service shows them.
+    "full_name", "date_of_birth", "dob_precision", "gender",
     "activation_date", "subscription_type", "line_status", "point_of_sale",
     "status", "flags", "matched_citizen_id", "suggested_citizen_id", "link_method",
     "name_level", "name_score", "dob_level", "gender_level",
