@@ -245,13 +245,13 @@ def province_counts(results: pa.Table, bits: np.ndarray,
     _, _, known = provinces.locate(code, provinces_file or None)
     key = pc.if_else(pc.is_null(code), pa.scalar(NO_CCCD),
                      pc.fill_null(known, provinces.UNKNOWN))
-    distinct, codes = np.unique(np.asarray(key.to_numpy(zero_copy_only=False), dtype=object),
-                                return_inverse=True)
-    codes = codes.reshape(-1)
+    encoded = pc.dictionary_encode(key)
+    distinct = encoded.dictionary.to_pylist()
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
     subs = np.bincount(codes, minlength=len(distinct))
     flagged = np.bincount(codes, weights=(bits != 0), minlength=len(distinct))
     out = {}
-    for i, name in enumerate(distinct.tolist()):
+    for i, name in enumerate(distinct):
         out[name] = {"subscriptions": int(subs[i]), "flagged": int(flagged[i]), "flags": {}}
     for flag, bit in FLAG_BITS.items():
         per = np.bincount(codes, weights=(bits & bit) != 0, minlength=len(distinct))
