@@ -162,7 +162,8 @@ def flagged_keys(results: pa.Table) -> pa.Table:
 # --- one shard's partial aggregates ---------------------------------------------------------
 
 
-def _counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+def value_counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    """How many times each value occurs (nulls left out)."""
     if len(column) == 0:
         return {}
     counted = pc.value_counts(column)
@@ -193,7 +194,7 @@ def _telco_counts(results: pa.Table, bits: np.ndarray) -> dict[str, dict]:
     for name in sorted(set(telco.tolist())):
         mine = telco == name
         chosen = pa.array(mine)
-        statuses = _counts(pc.filter(status, chosen))
+        statuses = value_counts(pc.filter(status, chosen))
         mine_bits = bits[mine]
         out[name] = {
             "subscriptions": int(mine.sum()),
