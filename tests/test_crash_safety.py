@@ -140,7 +140,9 @@ def _visible_outside_working_folders(output: Path, run_dir: Path) -> list[str]:
     stray = []
     for path in output.rglob("*"):
         relative = path.relative_to(output)
-        if not path.is_file() or relative.parts[0] in (".staging", ".work"):
+        # Working folders (the run's and the registry snapshot's) are cleared by the
+        # next run; nothing in them is read as output.
+        if not path.is_file() or {".staging", ".work"} & set(relative.parts):
             continue
         # The deployment's flag-history/review store lives next to the runs, not in one.
         if relative.parts[0].startswith("history.sqlite"):
