@@ -62,6 +62,9 @@ _BOMS = (
 )
 
 
+BOMS = _BOMS
+
+
 class EncodingProblem(ValueError):
     """Base of the decoding errors; ``ingest`` turns them into ``TelcoInputError``."""
 
@@ -70,8 +73,14 @@ class UndecodableError(EncodingProblem):
     """The bytes are not valid in the (declared or evident) encoding, at ``line``/``offset``."""
 
     def __init__(self, encoding: str, line: int, offset: int, problem: str) -> None:
-        self.encoding, self.line, self.offset = encoding, line, offset
+        self.encoding, self.line, self.offset, self.problem = encoding, line, offset, problem
         super().__init__(f"line {line}: {problem} (byte offset {offset})")
+
+    def shifted(self, lines: int, offset: int) -> UndecodableError:
+        """The same error in a piece that starts ``lines`` lines and ``offset`` bytes
+        into the file."""
+        return UndecodableError(self.encoding, self.line + lines, self.offset + offset,
+                                self.problem)
 
 
 class EncodingUndetectedError(EncodingProblem):
@@ -340,6 +349,11 @@ def _utf16(data: bytes) -> Decoded:
         raise UndecodableError(UTF16, line, start,
                                f"bytes {data[start:start + 2].hex(' ')} are not valid "
                                f"{codec} ({exc.reason})") from exc
+
+
+def looks_utf16(data: bytes) -> bool:
+    """No BOM, but the zero bytes of ASCII characters fall on one side: UTF-16."""
+    return _looks_utf16(data)
 
 
 def _looks_utf16(data: bytes) -> bool:
