@@ -29,9 +29,14 @@ from pipelines.intake import encodings
 from pipelines.intake.records import MAX_LINES_PER_RECORD, Records, record_spans
 from pipelines.storage.objectstore import RemoteFile
 
-# One record may extend a chunk to at most this many times the chunk size: no
-# plausible record is that long, and memory must stay bounded.
+# One record may extend a chunk to at most this many times the chunk size (and at
+# least to MIN_RECORD_LIMIT): no plausible record is that long, and memory must stay
+# bounded.
 MAX_RECORD_CHUNKS = 4
+# The encoding is established on the first block, of at least this many bytes (an
+# 8-bit encoding is told from the words that hold a non-ASCII byte).
+DETECTION_BYTES = 1 << 20
+MIN_RECORD_LIMIT = 8 << 20
 
 
 class ExportProblem(ValueError):
@@ -81,12 +86,21 @@ def _validate_utf8(data: pa.Buffer) -> bool:
     return True
 
 
-class _Utf8Blocks:
-    """Blocks of UTF-8 bytes from the file, and where an error in them lies in the file."""
+def _with_last(pieces: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """(piece, whether it is the last one); one empty piece for an empty stream."""
+    previous = next(pieces, b"")
+    for piece in pieces:
+        yield previous, False
+        previous = piece
+    yield previous, True
 
-    def __init__(self, handle: IO[bytes], first: bytes, text: ExportText, declared: str,
-                 block: int) -> None:
-        self.handle, self.text, self.declared, self.block = handle, text, declared, block
+
+class _Utf8Blocks:
+    """Blocks of at most ``block`` bytes of the file, as UTF-8 (decoded when the file is
+    in another encoding); errors name their line and byte offset in the file."""
+
+    def __init__(self, handle: IO[bytes], first: bytes, text: ExportText, block: int) -> None:
+        self.handle, self.text, self.block = handle, text, block
         self.first = first
         self.cut_in_character = False
 
@@ -100,36 +114,37 @@ class _Utf8Blocks:
         else:
             yield from self._legacy(encoding)
 
-    def _read(self) -> bytes:
-        return self.handle.read(self.block)
+    def _pieces(self, skip: int = 0) -> Iterator[bytes]:
+        """The file from byte ``skip`` in blocks: the first block read (for detection)
+        first, then the rest."""
+        head = self.first
+        self.first = b""
+        for start in range(skip, len(head), self.block):
+            yield head[start:start + self.block]
+        while piece := self.handle.read(self.block):
+            yield piece
 
     def _utf8(self) -> Iterator[tuple[bytes, bool]]:
-        data = self.first[3:] if self.text.bom else self.first
-        while True:
-            more = self._read()
-            if not more:
+        for data, last in _with_last(self._pieces(3 if self.text.bom else 0)):
+            if last:
                 cut = _incomplete_utf8_tail(data)
                 if cut and not data.endswith((b"\n", b"\r")):
                     self.cut_in_character = True
                     data = data[:-cut]
-                yield data, True
-                return
-            yield data, False
-            data = more
+            yield data, last
 
     def _utf16(self) -> Iterator[tuple[bytes, bool]]:
-        data = self.first
-        if data.startswith(codecs.BOM_UTF16_LE):
-            codec, data = "utf-16-le", data[2:]
-        elif data.startswith(codecs.BOM_UTF16_BE):
-            codec, data = "utf-16-be", data[2:]
+        first = self.first
+        if first.startswith(codecs.BOM_UTF16_LE):
+            codec, skip = "utf-16-le", 2
+        elif first.startswith(codecs.BOM_UTF16_BE):
+            codec, skip = "utf-16-be", 2
         else:  # ASCII characters leave their zero byte on the high side
-            codec = "utf-16-be" if data[0::2].count(0) > data[1::2].count(0) else "utf-16-le"
+            codec = "utf-16-be" if first[0::2].count(0) > first[1::2].count(0) else "utf-16-le"
+            skip = 0
         decoder = codecs.getincrementaldecoder(codec)("strict")
-        offset = len(self.first) - len(data)
-        lines = 0
-        while True:
-            more = self._read()
+        offset, lines = skip, 0
+        for data, last in _with_last(self._pieces(skip)):
             try:  # never final: an incomplete character at the end stays pending
                 text = decoder.decode(data)
             except UnicodeDecodeError as exc:
@@ -138,36 +153,27 @@ class _Utf8Blocks:
                     encodings.UTF16, line, offset + exc.start,
                     f"bytes {data[exc.start:exc.start + 2].hex(' ')} are not valid "
                     f"{codec} ({exc.reason})") from exc
-            if not more and decoder.getstate()[0]:
+            if last and decoder.getstate()[0]:
                 self.cut_in_character = True  # the file ends inside a character
             lines += text.count("\n")
             offset += len(data)
-            yield text.encode("utf-8"), not more
-            if not more:
-                return
-            data = more
+            yield text.encode("utf-8"), last
 
     def _legacy(self, encoding: str) -> Iterator[tuple[bytes, bool]]:
         """8-bit encodings: decoded per block cut at a line end (a byte never spans two
         characters there: a VNI letter and its diacritic bytes sit on one line)."""
-        data, offset, lines = self.first, 0, 0
-        while True:
-            more = self._read()
-            if more:
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:  # no line end yet: read on
-                    data += more
-                    continue
-                piece, data = data[:cut], data[cut:] + more
-            else:
-                piece, data = data, b""
+        carry, offset, lines = b"", 0, 0
+        for data, last in _with_last(self._pieces()):
+            data = carry + data
+            cut = len(data) if last else data.rfind(b"\n") + 1
+            piece, carry = data[:cut], data[cut:]
+            if not piece and not last:
+                continue
             try:
-                decoded = encodings.decode(piece, encoding)
+                text = encodings.decode_piece(piece, encoding)
             except encodings.UndecodableError as exc:
                 raise exc.shifted(lines, offset) from exc
-            yield decoded.text.encode("utf-8"), not more
-            if not more:
-                return
+            yield text.encode("utf-8"), last
             offset += len(piece)
             lines += piece.count(b"\n")
 
@@ -183,16 +189,17 @@ class ExportChunks:
                  quote: str, chunk_bytes: int) -> None:
         self.source, self.declared = source, declared
         self.delimiter, self.quote = delimiter, quote
-        self.chunk_bytes = max(int(chunk_bytes), 1024)
+        self.chunk_bytes = max(int(chunk_bytes), 16)
         self.text: ExportText | None = None
         self._handle: IO[bytes] | None = None
         self._first = b""
 
     def open(self) -> ExportText:
         self._handle = self.source.open("rb")
-        first = self._handle.read(self.chunk_bytes)
+        size = max(self.chunk_bytes, DETECTION_BYTES)
+        first = self._handle.read(size)
         self._first = first
-        self.text = _establish(first, self.declared, complete=len(first) < self.chunk_bytes)
+        self.text = _establish(first, self.declared, complete=len(first) < size)
         return self.text
 
     def close(self) -> None:
@@ -210,8 +217,7 @@ class ExportChunks:
         if self.text is None:
             self.open()
         assert self._handle is not None and self.text is not None
-        blocks = _Utf8Blocks(self._handle, self._first, self.text, self.declared,
-                             self.chunk_bytes)
+        blocks = _Utf8Blocks(self._handle, self._first, self.text, self.chunk_bytes)
         self._first = b""
         utf8 = self.text.encoding == encodings.UTF8
         offset = 3 if self.text.bom else 0  # file offset of buf[0] (UTF-8 only)
@@ -235,7 +241,7 @@ class ExportChunks:
                 return
             self._refuse_runaway(buf, records, line)
             if len(records) < 2:  # one record longer than the block: read on
-                if len(buf) > MAX_RECORD_CHUNKS * self.chunk_bytes:
+                if len(buf) > max(MAX_RECORD_CHUNKS * self.chunk_bytes, MIN_RECORD_LIMIT):
                     raise ExportProblem(
                         f"line {line}: one record runs over {len(buf)} bytes; no record of "
                         "a subscriber export is that long")

@@ -89,14 +89,14 @@ class RowHashSet:
     def nbytes(self) -> int:
         return sum(h.nbytes + line.nbytes for h, line in self._runs)
 
-    def _lookup(self, hashes: np.ndarray) -> np.ndarray:
-        """Line of the first copy for each hash already in the set, else -1."""
-        found = np.full(len(hashes), -1, dtype=np.int64)
+    def _lookup(self, sorted_hashes: np.ndarray) -> np.ndarray:
+        """Line of the first copy for each (sorted) hash already in the set, else -1."""
+        found = np.full(len(sorted_hashes), -1, dtype=np.int64)
         for run, lines in self._runs:
-            at = np.searchsorted(run, hashes)
+            at = np.searchsorted(run, sorted_hashes)  # sorted needles: a sequential walk
             at_ok = at < len(run)
-            hit = np.zeros(len(hashes), dtype=bool)
-            hit[at_ok] = run[at[at_ok]] == hashes[at_ok]
+            hit = np.zeros(len(sorted_hashes), dtype=bool)
+            hit[at_ok] = run[at[at_ok]] == sorted_hashes[at_ok]
             hit &= found < 0
             found[hit] = lines[at[hit]]
         return found
@@ -104,23 +104,26 @@ class RowHashSet:
     def add(self, hashes: np.ndarray, lines: np.ndarray) -> np.ndarray:
         """Add a chunk's rows (in file order); return for each the line of an earlier
         identical row (in an earlier chunk or earlier in this one), or -1."""
-        first = self._lookup(hashes)
+        if len(lines) and int(lines.max()) >= 2**32:
+            raise ValueError("line numbers beyond 2**32 do not fit the set")
         order = np.argsort(hashes, kind="stable")
         sorted_hashes = hashes[order]
+        sorted_lines = lines[order]
+        before = self._lookup(sorted_hashes)
         new_group = np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]]
-        group_first = order[np.maximum.accumulate(np.where(new_group, np.arange(len(order)),
-                                                           0))]
-        within = group_first != order  # a later copy inside this chunk
-        earlier = np.where(first[order] >= 0, first[order], lines[group_first])
+        group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
+        # the earliest copy: an earlier chunk's, else the first of this chunk's group
+        earlier = np.where(before[group_start] >= 0, before[group_start],
+                           sorted_lines[group_start])
+        repeated = ~new_group | (before >= 0)
         result = np.full(len(hashes), -1, dtype=np.int64)
-        result[order] = np.where(within | (first[order] >= 0), earlier, -1)
-        keep = new_group & (first[order] < 0)
+        result[order] = np.where(repeated, earlier, -1)
+        keep = new_group & (before < 0)
         if keep.any():
-            self._runs.append((sorted_hashes[keep].copy(),
-                               lines[order][keep].astype(np.uint32)))
+            self._runs.append((sorted_hashes[keep], sorted_lines[keep].astype(np.uint32)))
             while len(self._runs) > 1 and len(self._runs[-1][0]) * 2 >= len(self._runs[-2][0]):
                 (h2, l2), (h1, l1) = self._runs.pop(), self._runs.pop()
                 merged = np.concatenate((h1, h2))
-                by = np.argsort(merged, kind="stable")
+                by = np.argsort(merged, kind="stable")  # two sorted runs: a linear merge
                 self._runs.append((merged[by], np.concatenate((l1, l2))[by]))
         return result

@@ -407,6 +407,17 @@ def _check_declared_legacy(data: bytes, declared: str) -> dict[str, float]:
     return scores
 
 
+def decode_piece(data: bytes, encoding: str, *, min_words: int = 50) -> str:
+    """A later piece of a file whose 8-bit ``encoding`` is established: decoded strictly,
+    and checked against the other encodings like a declared one (refused when it clearly
+    reads as another) only when it holds enough non-ASCII words to tell."""
+    text = _legacy(data, encoding).text
+    counts, _ = _words(data)
+    if sum(counts.values()) >= min_words:
+        _check_declared_legacy(data, encoding)
+    return text
+
+
 def _valid_utf8(data: bytes) -> bool:
     """The whole buffer is valid UTF-8 (Arrow's vectorised validation, no text made)."""
     import numpy as np

@@ -83,10 +83,11 @@ class IngestReport:
                  "quarantined_at_ingest": self.quarantined,
                  "encoding": self.encoding}  # declared, or detected with `auto`
         if self.mojibake_rows:
+            pages = sorted(self.mojibake_codepages - {suspect.BOTH}) or [suspect.BOTH]
             stats["mojibake_repaired"] = {
                 "rows": self.mojibake_rows,
-                "read_as": f"UTF-8 decoded as {' or '.join(sorted(self.mojibake_codepages))} "
-                           "and saved again; repaired (each value had one exact reading)"}
+                "read_as": f"UTF-8 decoded as {' and '.join(pages)} and saved again; "
+                           "repaired (each value had one exact reading)"}
         return stats
 
 
@@ -239,12 +240,13 @@ class ExportReader:
 
     def _take_header(self, chunk: Chunk) -> tuple[list[str], dict[str, str], Chunk | None]:
         recs, data = chunk.records, chunk.data
-        blank = not len(recs) or not data.to_pybytes()[recs.starts[0]:recs.ends[0]].strip()
-        if blank and chunk.last and not data.to_pybytes().strip():
+        first_bytes = data.slice(int(recs.starts[0]), int(recs.ends[0] - recs.starts[0])) \
+            .to_pybytes() if len(recs) else b""
+        if not first_bytes.strip() and chunk.last and len(recs) <= 1:
             raise self._fail("file is empty (no header line)")
-        if blank or recs.first_lines[0] != 1:
+        if not first_bytes.strip() or recs.first_lines[0] != 1:
             raise self._fail("line 1 is blank: the header must be the first line")
-        first = data.to_pybytes()[recs.starts[0]:recs.ends[0]].decode("utf-8")
+        first = first_bytes.decode("utf-8")
         header = next(csv.reader([first], delimiter=self.mapping.csv.delimiter,
                                  quotechar=self.mapping.csv.quote_char))
         names = _check_columns(self.mapping, self.path, header, first)
@@ -317,8 +319,12 @@ class ExportReader:
 
         n = len(good_idx)
         source_rows = pa.array(good_idx + chunk.first_record, pa.int64())
-        raw_column = raw.take(pa.array(good_idx)) if raw is not None else \
-            pa.nulls(n, pa.string())
+        if raw is None:
+            raw_column = pa.nulls(n, pa.string())
+        elif n == len(raw):
+            raw_column = raw
+        else:
+            raw_column = raw.take(pa.array(good_idx))
         rows = self._canonical(table, source_rows, raw_column)
         quarantine = _quarantine_of(m.telco, self.path.name, [
             (r + chunk.first_record, t, code, d) for r, t, code, d in parsed_out])
@@ -336,7 +342,7 @@ class ExportReader:
         """
         out = []
         last = len(chunk.records) - 1
-        tail = chunk.data.to_pybytes()[-1:] if chunk.data.size else b""
+        tail = chunk.data.slice(chunk.data.size - 1).to_pybytes() if chunk.data.size else b""
         cut_off = chunk.last and tail not in (b"\n", b"\r")
         for record, text, expected, actual in invalid:
             where = f"line {int(first_lines[record])}: " if raw is not None else ""

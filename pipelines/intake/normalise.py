@@ -24,6 +24,7 @@ Every row is normalised on its own, so a telco's rows are normalised in batches
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -36,7 +37,7 @@ import pyarrow.parquet as pq
 from matching import dates, ids, normalize, phones
 from matching.columns import as_bool_mask, distinct_codes, take_codes
 from pipelines.config import TelcoMapping
-from pipelines.intake.ingest import raw_or_fields
+from pipelines.intake.ingest import RAW_RECORD, raw_or_fields
 from pipelines.intake.quarantine import QUARANTINE_SCHEMA, empty_quarantine, quarantine_table
 from pipelines.storage.files import AtomicParquetWriter
 
@@ -162,8 +163,13 @@ def _cccd_century(documents: pa.Table) -> np.ndarray:
     return np.where(is_cccd & (century >= 0), century // 100 * 100, -1)
 
 
-def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> NormaliseResult:
-    """Normalise one telco's ingested rows; see module docstring."""
+def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date,
+              raw_records: Callable[[np.ndarray], pa.Array] | None = None) -> NormaliseResult:
+    """Normalise one telco's ingested rows; see module docstring.
+
+    ``raw_records``: when ``rows`` were read without their ``raw_record`` column (it is
+    needed only for the few quarantined rows), gives it for the given row indices.
+    """
     n = rows.num_rows
     problems: list[tuple[str, str, np.ndarray]] = []
 
@@ -240,6 +246,8 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> Norma
     if bad.any():
         bad_idx = np.flatnonzero(bad)
         bad_rows = rows.take(bad_idx)
+        if RAW_RECORD not in bad_rows.column_names and raw_records is not None:
+            bad_rows = bad_rows.append_column(RAW_RECORD, raw_records(bad_idx))
         # the record as sent, where ingest kept it; else (Parquet) the mapped fields as JSON
         raw_json = raw_or_fields(bad_rows)
         quarantine = quarantine_table(
@@ -264,19 +272,31 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> Norma
 def normalise_file(ingested: Path, mapping: TelcoMapping, *, run_date: date,
                    rows_path: Path, quarantine_path: Path,
                    batch_rows: int = 500_000) -> tuple[int, int]:
-    """Normalise an ingested file batch by batch into ``rows_path`` and
-    ``quarantine_path`` (each complete or absent); returns (normalised, quarantined)."""
+    """Normalise an ingested file into ``rows_path`` and ``quarantine_path`` (each
+    complete or absent), one row group (an ingest chunk) or ``batch_rows`` at a time;
+    returns (normalised, quarantined). ``raw_record`` is read only for quarantined rows."""
     normalised = quarantined = 0
+    source = pq.ParquetFile(ingested)
+    columns = [c for c in source.schema_arrow.names if c != RAW_RECORD]
     with AtomicParquetWriter(rows_path) as rows_out, \
             AtomicParquetWriter(quarantine_path) as quarantine_out:
-        for batch in pq.ParquetFile(ingested).iter_batches(batch_size=batch_rows):
-            result = normalise(pa.Table.from_batches([batch]), mapping, run_date=run_date)
-            if result.rows.num_rows:
-                rows_out.write(result.rows)
-            if result.quarantine.num_rows:
-                quarantine_out.write(result.quarantine)
-            normalised += result.rows.num_rows
-            quarantined += result.quarantine.num_rows
+        for group in range(source.num_row_groups):
+            rows = source.read_row_group(group, columns=columns)
+            for start in range(0, rows.num_rows, batch_rows):
+                batch = rows.slice(start, batch_rows)
+
+                def raw_records(index: np.ndarray, group: int = group,
+                                start: int = start) -> pa.Array:
+                    raw = source.read_row_group(group, columns=[RAW_RECORD])[RAW_RECORD]
+                    return raw.take(pa.array(index + start)).combine_chunks()
+
+                result = normalise(batch, mapping, run_date=run_date, raw_records=raw_records)
+                if result.rows.num_rows:
+                    rows_out.write(result.rows)
+                if result.quarantine.num_rows:
+                    quarantine_out.write(result.quarantine)
+                normalised += result.rows.num_rows
+                quarantined += result.quarantine.num_rows
         rows_out.close(NORMALISED_SCHEMA)
         quarantine_out.close(QUARANTINE_SCHEMA)
     log.info("normalise %s: %d rows normalised, %d quarantined", mapping.telco, normalised,

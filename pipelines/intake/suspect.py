@@ -38,6 +38,7 @@ from matching.columns import as_bool_mask, distinct_codes, take_codes
 from pipelines.intake import encodings
 
 CP1252, CP1258 = "windows-1252", "windows-1258"
+BOTH = "windows-1252/1258"  # both code pages give the same reading
 # Undefined bytes of each code page: Windows decodes them to the C1 control of the
 # same number, and so do these tables.
 _UNDEFINED = {CP1252: (0x81, 0x8D, 0x8F, 0x90, 0x9D),
@@ -159,7 +160,8 @@ def read_value(value: str) -> Reading | None:
     found = {cp: r for cp, r in readings.items() if r is not None and _plausible(r)}
     evidence = pieces[0]
     if len(set(found.values())) == 1:
-        codepage, repaired = next(iter(found.items()))
+        codepage = next(iter(found)) if len(found) == 1 else BOTH
+        repaired = next(iter(found.values()))
         if _vietnamese(repaired):
             return Reading(value, unicodedata.normalize("NFC", repaired), codepage, evidence)
         return None
