@@ -17,10 +17,13 @@ record is quarantined as truncated, like a file cut inside a quoted value.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
+import contextlib
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -308,3 +311,49 @@ def _establish(first: bytes, declared: str, *, complete: bool) -> ExportText:
     # An 8-bit encoding, declared or detected on the first block (or broken UTF-8).
     decoded = encodings.decode(head, declared)
     return ExportText(decoded.encoding, bom=decoded.bom, scores=decoded.scores)
+
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterable[T]) -> Iterator[T]:
+    """``items``, produced one ahead in a thread of their own: reading and preparing the
+    next chunk (file I/O, numpy and Arrow, which release the GIL) overlaps with the work
+    on this one. An exception in the producer is raised here; closing this iterator
+    early stops the producer."""
+    handoff: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(kind: str, value: object) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put("item", item):
+                    return
+            put("done", None)
+        except BaseException as exc:  # handed over to the consumer
+            put("error", exc)
+
+    thread = threading.Thread(target=produce, name="intake-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value  # type: ignore[misc]
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                handoff.get(timeout=0.05)

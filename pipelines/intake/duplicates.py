@@ -75,6 +75,11 @@ def row_hashes(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return out
 
 
+def combine_hashes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """One hash of two (order matters): a row's hash from its columns' hashes."""
+    return _finalise((first * _MULTIPLY) ^ second)
+
+
 class RowHashSet:
     """Hashes of the rows seen so far with the line of their first copy, as a few sorted
     runs merged like a log-structured tree (adding n rows costs O(n log n) overall)."""

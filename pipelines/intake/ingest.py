@@ -42,8 +42,8 @@ from matching.columns import as_bool_mask
 from pipelines.config import IntakeSettings, TelcoMapping
 from pipelines.errors import TelcoInputError
 from pipelines.intake import encodings, suspect
-from pipelines.intake.chunks import Chunk, ExportChunks, ExportProblem
-from pipelines.intake.duplicates import RowHashSet, row_hashes
+from pipelines.intake.chunks import Chunk, ExportChunks, ExportProblem, prefetched
+from pipelines.intake.duplicates import RowHashSet, combine_hashes, row_hashes
 from pipelines.intake.quarantine import QUARANTINE_SCHEMA, empty_quarantine, quarantine_table
 from pipelines.intake.records import Records, raw_texts
 from pipelines.schema import SUBSCRIPTION_FIELDS
@@ -221,22 +221,31 @@ class ExportReader:
                 if encodings.canonical_encoding(m.csv.encoding) == encodings.AUTO:
                     log.info("%s: %s detected as %s %s", m.telco, self.path.name,
                              text.encoding, text.scores or "")
-                header: list[str] | None = None
-                names: dict[str, str] = {}
-                for chunk in chunks:
-                    if header is None:
-                        header, names, rest = self._take_header(chunk)
-                        if rest is None:
-                            continue
-                        chunk = rest
-                    yield self._csv_chunk(chunk, header, names)
-                if header is None:
-                    raise self._fail("file is empty (no header line)")
+                for header, names, prepared in prefetched(self._prepared(chunks)):
+                    yield self._csv_chunk(prepared, header, names)
         except encodings.UndecodableError as exc:
             raise self._fail(f"{exc}; check csv.encoding ({m.csv.encoding!r}) in "
                              f"{m.mapping_file}") from exc
         except (encodings.EncodingProblem, ExportProblem) as exc:
             raise self._fail(str(exc)) from exc
+
+    def _prepared(self, chunks: ExportChunks) \
+            -> Iterator[tuple[list[str], dict[str, str], _Prepared]]:
+        """The header, and each chunk of data records with what can be computed before
+        parsing (run one chunk ahead, in the prefetch thread)."""
+        header: list[str] | None = None
+        names: dict[str, str] = {}
+        for chunk in chunks:
+            if header is None:
+                header, names, rest = self._take_header(chunk)
+                if rest is None:
+                    continue
+                chunk = rest
+            raw = raw_texts(chunk.data, chunk.records)
+            yield header, names, _Prepared(chunk, raw, row_hashes(raw),
+                                           suspect.chunk_is_suspect(chunk.data))
+        if header is None:
+            raise self._fail("file is empty (no header line)")
 
     def _take_header(self, chunk: Chunk) -> tuple[list[str], dict[str, str], Chunk | None]:
         recs, data = chunk.records, chunk.data
@@ -258,8 +267,9 @@ class ExportReader:
         return header, names, Chunk(data.slice(start), rest, chunk.first_record + 1,
                                     chunk.last, chunk.cut_in_character)
 
-    def _csv_chunk(self, chunk: Chunk, header: list[str],
+    def _csv_chunk(self, prepared: _Prepared, header: list[str],
                    names: dict[str, str]) -> tuple[pa.Table, pa.Table]:
+        chunk = prepared.chunk
         m, recs, data = self.mapping, chunk.records, chunk.data
         if not len(recs):
             return INGESTED_SCHEMA.empty_table(), empty_quarantine()
@@ -296,7 +306,7 @@ class ExportReader:
             table = parse(threads=False)
         table = table.rename_columns([c.strip() for c in table.column_names])
         total = table.num_rows + len(invalid)
-        raw = raw_texts(data, recs) if len(recs) == total else None
+        raw = prepared.raw if len(recs) == total else None
         if raw is None:
             log.warning("%s: record boundaries disagree with the CSV parser (%d vs %d): raw "
                         "text of quarantined rows falls back to their fields", m.telco,
@@ -328,7 +338,10 @@ class ExportReader:
         rows = self._canonical(table, source_rows, raw_column)
         quarantine = _quarantine_of(m.telco, self.path.name, [
             (r + chunk.first_record, t, code, d) for r, t, code, d in parsed_out])
-        rows, checked = self._checked(rows, first_lines[good_idx], data, "line")
+        hashes = prepared.hashes[good_idx] if raw is not None else \
+            _field_hashes(rows.select(list(SUBSCRIPTION_FIELDS)))
+        rows, checked = self._checked(rows, first_lines[good_idx], prepared.suspect, "line",
+                                      hashes)
         return rows, _sorted_concat(quarantine, checked)
 
     def _classify_invalid(self, invalid: list[tuple[int, str, int, int]], chunk: Chunk,
@@ -381,11 +394,10 @@ class ExportReader:
                     texts.setdefault(name.strip(), pc.cast(column, pa.string()))
                 table = pa.table(texts)
                 source_rows = np.arange(next_row, next_row + n, dtype=np.int64)
-                # Identical rows: every column of the file, as text (null apart from "").
-                key = _join_text(*[v for name in table.column_names
-                                   for v in ("\x1f", pc.coalesce(table[name], "\x00"))])
                 rows = self._canonical(table, pa.array(source_rows), pa.nulls(n, pa.string()))
-                rows, checked = self._checked(rows, source_rows, None, "row", key)
+                # Identical rows: every column of the file, as text (null apart from "").
+                rows, checked = self._checked(rows, source_rows, None, "row",
+                                              _field_hashes(table))
                 yield rows, checked
                 next_row += n
 
@@ -408,15 +420,20 @@ class ExportReader:
         columns[RAW_RECORD] = raw
         return pa.table(columns).cast(INGESTED_SCHEMA)
 
-    def _checked(self, rows: pa.Table, lines: np.ndarray, data: pa.Buffer | None, unit: str,
-                 key: pa.Array | None = None) -> tuple[pa.Table, pa.Table]:
+    def _checked(self, rows: pa.Table, lines: np.ndarray, may_be_suspect: bool | None,
+                 unit: str, hashes: np.ndarray) -> tuple[pa.Table, pa.Table]:
         """Mojibake (repaired or refused), control characters, implausible lengths and
-        identical copies of earlier rows; returns the rows that pass and the quarantine."""
+        identical copies of earlier rows (by ``hashes``); returns the rows that pass and
+        the quarantine. ``may_be_suspect``: what the chunk-wide pass found (None: look)."""
         n = rows.num_rows
         if not n:
             return rows, empty_quarantine()
         flags = _Flags(n)
-        if data is None or suspect.chunk_is_suspect(data):
+        if may_be_suspect is None:
+            may_be_suspect = any(
+                pc.any(pc.match_substring_regex(rows[name], suspect.SUSPECT)).as_py()
+                for name in self._mapped)
+        if may_be_suspect:
             rows = self._repair_mojibake(rows, lines, unit)
             for name in self._mapped:
                 hit, code = suspect.control_characters(rows[name].combine_chunks())
@@ -434,7 +451,6 @@ class ExportReader:
                 f"{name} has ", length, f" characters; at most {limit} are plausible "
                 f"(intake.max_field_length)"))
         # Identical rows, over the whole file: later copies are quarantined.
-        hashes = row_hashes(key if key is not None else rows[RAW_RECORD])
         ok = ~flags.bad
         earlier = np.full(n, -1, dtype=np.int64)
         earlier[ok] = self._seen.add(hashes[ok], lines[ok])
@@ -490,6 +506,27 @@ class ExportReader:
                                                       if r.codepage)
         self.report.mojibake_rows += int(changed.sum())
         return rows
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A chunk of data records with its records' raw text, their row hashes and whether a
+    control character or mojibake may be in it (``suspect.chunk_is_suspect``)."""
+
+    chunk: Chunk
+    raw: pa.Array
+    hashes: np.ndarray
+    suspect: bool
+
+
+def _field_hashes(table: pa.Table) -> np.ndarray:
+    """A row hash over every column of ``table`` (a null differs from an empty text)."""
+    combined = np.zeros(table.num_rows, dtype=np.uint64)
+    for name in table.column_names:
+        column = table[name]
+        null = as_bool_mask(pc.is_null(column)).astype(np.uint64)
+        combined = combine_hashes(combined, row_hashes(column) ^ null)
+    return combined
 
 
 def _truncation_detail(chunk: Chunk, line: int) -> str:
