@@ -322,31 +322,36 @@ def prefetched(items: Iterable[T]) -> Iterator[T]:
     on this one. An exception in the producer is raised here; closing this iterator
     early stops the producer."""
     handoff: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=1)
+    # At most one item ahead: the producer starts the next one only once the consumer
+    # has taken the last (memory holds two chunks, not three).
+    turn = threading.Semaphore(1)
     stop = threading.Event()
 
-    def put(kind: str, value: object) -> bool:
+    def wait_turn() -> bool:
         while not stop.is_set():
-            try:
-                handoff.put((kind, value), timeout=0.1)
+            if turn.acquire(timeout=0.1):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def produce() -> None:
         try:
-            for item in items:
-                if not put("item", item):
+            iterator = iter(items)
+            while wait_turn():
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    handoff.put(("done", None))
                     return
-            put("done", None)
+                handoff.put(("item", item))
         except BaseException as exc:  # handed over to the consumer
-            put("error", exc)
+            handoff.put(("error", exc))
 
     thread = threading.Thread(target=produce, name="intake-prefetch", daemon=True)
     thread.start()
     try:
         while True:
             kind, value = handoff.get()
+            turn.release()
             if kind == "done":
                 return
             if kind == "error":
