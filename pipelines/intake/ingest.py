@@ -25,6 +25,7 @@ stage can be sent back to the telco exactly as received.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import logging
 from collections import Counter
@@ -280,10 +281,15 @@ class ExportReader:
                             row.actual_columns))
             return "skip"
 
+        # The CSV reader drops a BOM at the start of its input: a record that starts with
+        # U+FEFF at the start of a chunk keeps it behind a blank line (skipped, not counted).
+        parsed_data = pa.py_buffer(b"\n" + data.to_pybytes()) \
+            if data.size >= 3 and data.slice(0, 3).to_pybytes() == codecs.BOM_UTF8 else data
+
         def parse(threads: bool) -> pa.Table:
             try:
                 return pa_csv.read_csv(
-                    pa.BufferReader(data),
+                    pa.BufferReader(parsed_data),
                     read_options=pa_csv.ReadOptions(column_names=header, use_threads=threads,
                                                     block_size=1 << 24),
                     parse_options=pa_csv.ParseOptions(
