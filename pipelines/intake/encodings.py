@@ -418,44 +418,6 @@ def decode_piece(data: bytes, encoding: str, *, min_words: int = 50) -> str:
     return text
 
 
-def _valid_utf8(data: bytes) -> bool:
-    """The whole buffer is valid UTF-8 (Arrow's vectorised validation, no text made)."""
-    import numpy as np
-    import pyarrow as pa
-
-    text = pa.LargeStringArray.from_buffers(
-        1, pa.py_buffer(np.array([0, len(data)], dtype=np.int64)), pa.py_buffer(data))
-    try:
-        text.validate(full=True)
-    except pa.ArrowInvalid:
-        return False
-    return True
-
-
-def decode_head(data: bytes, declared: str = AUTO, head: int = 1 << 16) -> Decoded | None:
-    """What :func:`decode` gives, cut to the first ``head`` bytes (at a line end), when the
-    file is UTF-8 (declared, or detected by ``auto`` without any other BOM), without
-    decoding the whole text: a reader that parses the bytes itself needs the header line,
-    and to know the bytes are valid. None whenever :func:`decode` has more to say (other
-    encodings, invalid bytes, a head without a line end or without a visible character):
-    call it then.
-    """
-    encoding = canonical_encoding(declared)
-    if encoding not in (UTF8, AUTO):
-        return None
-    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    if encoding == AUTO and not skip and (
-            any(data.startswith(bom) for bom, _, _ in _BOMS[1:]) or _looks_utf16(data)):
-        return None
-    cut = max(data.rfind(b"\n", skip, skip + head), data.rfind(b"\r", skip, skip + head))
-    if cut < 0 or not _valid_utf8(data):
-        return None
-    text = data[skip:cut + 1].decode("utf-8")
-    if re.search(r"\S", text) is None:
-        return None
-    return Decoded(text, UTF8, bom=skip > 0)
-
-
 def decode(data: bytes, declared: str = AUTO) -> Decoded:
     """Decode ``data`` in the declared encoding (or detect it with ``auto``); see module doc.
 
