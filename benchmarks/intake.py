@@ -30,26 +30,26 @@ from benchmarks.world import CACHE, world
 REPO = Path(__file__).resolve().parents[1]
 RUN_DATE = "2026-11-28"
 
-_CHILD = """
+_CHILD = f"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from pipelines.stages.run import plan_run
 from pipelines.stages import ingest_telco, normalise_telco
 config, telcos = sys.argv[2], sys.argv[3].split(",")
-plan_run(config, {run_date!r})
+plan_run(config, {RUN_DATE!r})
 timings = {{}}
 for telco in telcos:
     start = time.perf_counter()
-    stats = ingest_telco(config, {run_date!r}, telco)
+    stats = ingest_telco(config, {RUN_DATE!r}, telco)
     timings["ingest[" + telco + "]"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
-    normalised = normalise_telco(config, {run_date!r}, telco)
+    normalised = normalise_telco(config, {RUN_DATE!r}, telco)
     timings["normalise[" + telco + "]"] = round(time.perf_counter() - start, 3)
 print(json.dumps({{"seconds": timings, "rows_in_file": stats["rows_in_file"],
                   "rows_normalised": normalised["rows_normalised"],
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                         / 1024, 1)}}))
-""".format(run_date=RUN_DATE)
+"""
 
 
 def _config(folder: Path, exports: dict[str, Path], out: Path) -> Path:

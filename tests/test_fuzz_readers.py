@@ -173,9 +173,9 @@ def test_outcome_does_not_depend_on_the_chunk_size(fuzz_dir: Path, rows: list[li
     path.write_bytes((text + (eol if final_eol else "")).encode(encoding, "surrogatepass"))
     mapping = viettel_like(path, csv={"encoding": encoding})
     outcomes = []
-    for settings in (None, IntakeSettings(chunk_mb=chunk / 2**20)):
+    for intake in (None, IntakeSettings(chunk_mb=chunk / 2**20)):
         try:
-            result = ingest(mapping, settings)
+            result = ingest(mapping, intake)
             outcomes.append((result.rows.to_pylist(), result.quarantine.to_pylist()))
         except TelcoInputError as exc:
             outcomes.append(str(exc))

@@ -222,11 +222,10 @@ def check_mapping(config: RunConfig, telco: str, *, rows: int = 200,
         values = sample[name].combine_chunks()
         _, unknown = normalise.map_vocabulary(values, vocabulary)
         report.unknown_values[name] = Counter(values.filter(pa.array(unknown)).to_pylist())
-        seen = {normalise._vocabulary_key(pa.array([v])).to_pylist()[0]
-                for v in pc.unique(values).to_pylist() if v is not None}
+        seen = set(normalise.vocabulary_key(pc.unique(values)).to_pylist())
+        keys = normalise.vocabulary_key(pa.array(list(vocabulary), pa.string())).to_pylist()
         report.unused_vocabulary[name] = sorted(
-            k for k in vocabulary
-            if normalise._vocabulary_key(pa.array([k])).to_pylist()[0] not in seen)
+            k for k, key in zip(vocabulary, keys, strict=True) if key not in seen)
     for name in ("date_of_birth", "activation_date"):
         values = sample[name].combine_chunks()
         left = pa.array([True] * len(values))

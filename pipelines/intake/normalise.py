@@ -82,7 +82,8 @@ class NormaliseResult:
     quarantine: pa.Table
 
 
-def _vocabulary_key(values: pa.Array) -> pa.Array:
+def vocabulary_key(values: pa.Array) -> pa.Array:
+    """What a coded value is matched on: NFC, trimmed, single spaces, lower case."""
     return pc.utf8_lower(normalize.clean_text(values))
 
 
@@ -93,8 +94,8 @@ def map_vocabulary(values: pa.Array, vocabulary: dict[str, str]) -> tuple[pa.Arr
     does not know (those rows are quarantined rather than guessed).
     """
     distinct, codes = distinct_codes(values)  # a coded column has a handful of values
-    keys = _vocabulary_key(distinct)
-    source = _vocabulary_key(pa.array(list(vocabulary.keys()), pa.string()))
+    keys = vocabulary_key(distinct)
+    source = vocabulary_key(pa.array(list(vocabulary.keys()), pa.string()))
     targets = pa.array(list(vocabulary.values()), pa.string())
     index = pc.index_in(keys, value_set=source)
     unknown = np.asarray(pc.and_(pc.is_valid(keys), pc.is_null(index))
