@@ -44,7 +44,7 @@ from pipelines.config import IntakeSettings, TelcoMapping
 from pipelines.errors import TelcoInputError
 from pipelines.intake import encodings, suspect
 from pipelines.intake.chunks import Chunk, ExportChunks, ExportProblem, prefetched
-from pipelines.intake.duplicates import RowHashSet, combine_hashes, row_hashes
+from pipelines.intake.duplicates import RowHashSet, row_hashes
 from pipelines.intake.quarantine import QUARANTINE_SCHEMA, empty_quarantine, quarantine_table
 from pipelines.intake.records import Records, raw_texts
 from pipelines.schema import SUBSCRIPTION_FIELDS
@@ -435,10 +435,10 @@ class ExportReader:
         if not n:
             return rows, empty_quarantine()
         flags = _Flags(n)
-        if may_be_suspect is None:
-            may_be_suspect = any(
-                pc.any(pc.match_substring_regex(rows[name], suspect.SUSPECT)).as_py()
-                for name in self._mapped)
+        if may_be_suspect is None:  # one pass over the mapped columns' text, back to back
+            may_be_suspect = suspect.chunk_is_suspect(pa.py_buffer(b"".join(
+                pc.cast(rows[name], pa.large_binary()).combine_chunks().buffers()[2]
+                .to_pybytes() for name in self._mapped if rows[name].null_count < n)))
         if may_be_suspect:
             rows = self._repair_mojibake(rows, lines, unit)
             for name in self._mapped:
@@ -526,13 +526,16 @@ class _Prepared:
 
 
 def _field_hashes(table: pa.Table) -> np.ndarray:
-    """A row hash over every column of ``table`` (a null differs from an empty text)."""
-    combined = np.zeros(table.num_rows, dtype=np.uint64)
+    """A row hash over every column of ``table``: the values joined, each behind its
+    length (so that no value can pass for a separator; a null has length -1)."""
+    parts: list[pa.Array | pa.ChunkedArray] = []
     for name in table.column_names:
         column = table[name]
-        null = as_bool_mask(pc.is_null(column)).astype(np.uint64)
-        combined = combine_hashes(combined, row_hashes(column) ^ null)
-    return combined
+        length = pc.cast(pc.fill_null(pc.binary_length(column), -1), pa.string())
+        parts += [length, pc.fill_null(column, "")]
+    if not parts:
+        return np.zeros(table.num_rows, dtype=np.uint64)
+    return row_hashes(pc.binary_join_element_wise(*parts, ":"))
 
 
 def _truncation_detail(chunk: Chunk, line: int) -> str:
