@@ -148,3 +148,17 @@ def test_two_digit_year_rule_is_per_row_even_when_values_repeat() -> None:
         century=__import__("numpy").array([-1] * 100 + [2000]))
     assert resolved.value.to_pylist()[:100] == [date(1967, 8, 8)] * 100
     assert resolved.value.to_pylist()[100] == date(2067, 8, 8)
+
+
+def test_stopping_early_stops_the_prefetch_thread(tmp_path: Path) -> None:
+    """``simrecon mapping check`` reads only the first rows: the reader must let go."""
+    import threading
+
+    from pipelines.intake.ingest import ExportReader
+
+    reader = ExportReader(viettel_like(_export(tmp_path)), IntakeSettings(chunk_mb=500 / 2**20))
+    batches = reader.batches()
+    rows, _ = next(batches)
+    assert 0 < rows.num_rows < 400
+    batches.close()
+    assert not [t for t in threading.enumerate() if t.name == "intake-prefetch"]

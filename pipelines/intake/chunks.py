@@ -333,6 +333,12 @@ def prefetched(items: Iterable[T]) -> Iterator[T]:
                 return True
         return False
 
+    def put(kind: str, value: object) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                handoff.put((kind, value), timeout=0.1)
+                return
+
     def produce() -> None:
         try:
             iterator = iter(items)
@@ -340,11 +346,11 @@ def prefetched(items: Iterable[T]) -> Iterator[T]:
                 try:
                     item = next(iterator)
                 except StopIteration:
-                    handoff.put(("done", None))
+                    put("done", None)
                     return
-                handoff.put(("item", item))
+                put("item", item)
         except BaseException as exc:  # handed over to the consumer
-            handoff.put(("error", exc))
+            put("error", exc)
 
     thread = threading.Thread(target=produce, name="intake-prefetch", daemon=True)
     thread.start()

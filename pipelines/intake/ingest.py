@@ -26,6 +26,7 @@ stage can be sent back to the telco exactly as received.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import logging
 from collections import Counter
@@ -222,8 +223,9 @@ class ExportReader:
                 if encodings.canonical_encoding(m.csv.encoding) == encodings.AUTO:
                     log.info("%s: %s detected as %s %s", m.telco, self.path.name,
                              text.encoding, text.scores or "")
-                for header, names, prepared in prefetched(self._prepared(chunks)):
-                    yield self._csv_chunk(prepared, header, names)
+                with contextlib.closing(prefetched(self._prepared(chunks))) as ahead:
+                    for header, names, prepared in ahead:
+                        yield self._csv_chunk(prepared, header, names)
         except encodings.UndecodableError as exc:
             raise self._fail(f"{exc}; check csv.encoding ({m.csv.encoding!r}) in "
                              f"{m.mapping_file}") from exc
@@ -252,7 +254,7 @@ class ExportReader:
         recs, data = chunk.records, chunk.data
         first_bytes = data.slice(int(recs.starts[0]), int(recs.ends[0] - recs.starts[0])) \
             .to_pybytes() if len(recs) else b""
-        if not first_bytes.strip() and chunk.last and len(recs) <= 1:
+        if not first_bytes.strip() and chunk.last and not data.to_pybytes().strip():
             raise self._fail("file is empty (no header line)")
         if not first_bytes.strip() or recs.first_lines[0] != 1:
             raise self._fail("line 1 is blank: the header must be the first line")
