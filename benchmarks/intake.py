@@ -1,8 +1,10 @@
 """Intake benchmark: wall time and peak RSS of the ingest and normalise stages.
 
 Each measurement runs the real stage functions (``ingest_telco``, ``normalise_telco``,
-after ``plan_run``) in a fresh process and reports its peak RSS (``ru_maxrss``,
-imports included), so that runs are comparable between sizes and between trees.
+after ``plan_run``) in a fresh process and reports the stages' wall time, the
+process's CPU time (user + system, imports included: steadier than wall time on a
+shared machine) and its peak RSS (``ru_maxrss``, imports included), so that runs
+are comparable between sizes and between trees.
 
     python -m benchmarks.intake world --subscriptions 1000000      # the 1M world's 3 exports
     python -m benchmarks.intake csv --rows 1000000 5000000          # one Viettel-like CSV
@@ -45,10 +47,11 @@ for telco in telcos:
     start = time.perf_counter()
     normalised = normalise_telco(config, {RUN_DATE!r}, telco)
     timings["normalise[" + telco + "]"] = round(time.perf_counter() - start, 3)
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({{"seconds": timings, "rows_in_file": stats["rows_in_file"],
                   "rows_normalised": normalised["rows_normalised"],
-                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                        / 1024, 1)}}))
+                  "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+                  "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}}))
 """
 
 
