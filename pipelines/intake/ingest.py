@@ -438,9 +438,9 @@ class ExportReader:
             return rows, empty_quarantine()
         flags = _Flags(n)
         if may_be_suspect is None:  # one pass over the mapped columns' text, back to back
-            may_be_suspect = suspect.chunk_is_suspect(pa.py_buffer(b"".join(
+            may_be_suspect = suspect.chunk_is_suspect(b"".join(
                 pc.cast(rows[name], pa.large_binary()).combine_chunks().buffers()[2]
-                .to_pybytes() for name in self._mapped if rows[name].null_count < n)))
+                .to_pybytes() for name in self._mapped if rows[name].null_count < n))
         if may_be_suspect:
             rows = self._repair_mojibake(rows, lines, unit)
             for name in self._mapped:
@@ -593,7 +593,9 @@ def ingest_to_files(mapping: TelcoMapping, rows_path: Path, quarantine_path: Pat
     quarantine to ``quarantine_path``, chunk by chunk; both appear complete or not at
     all (``AtomicParquetWriter``)."""
     reader = ExportReader(mapping, settings)
-    with AtomicParquetWriter(rows_path) as rows_out, \
+    # The ingested rows are working state, read back once by normalise: LZ4 writes them
+    # several times faster than zstd (the raw text of every record makes them large).
+    with AtomicParquetWriter(rows_path, compression="lz4") as rows_out, \
             AtomicParquetWriter(quarantine_path) as quarantine_out:
         for rows, quarantine in reader.batches():
             if rows.num_rows:

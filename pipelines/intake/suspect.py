@@ -82,13 +82,39 @@ SUSPECT = _patterns()[1]
 CONTROL = _CONTROL
 
 
-def chunk_is_suspect(data: pa.Buffer) -> bool:
-    """Whether a chunk of UTF-8 bytes may hold mojibake or a control character (one
-    RE2 pass over the whole chunk; the columns are looked at only when it may)."""
-    if not data.size:
+# UTF-8 of the characters that stand for continuation bytes: U+0080-U+00BF (C2 xx), the
+# Windows-1252 letters Œœ Š š Ÿ Ž ž ƒ ˆ ˜ and the punctuation (E2 xx xx). Mojibake has at
+# least one; clean Vietnamese text rarely any.
+_CONTINUATION_BYTES = (b"\xc2", b"\xcb", b"\xe2")
+_SECOND_BYTE = np.zeros((2, 256), dtype=bool)  # after C5 / C6
+_SECOND_BYTE[0, [0x92, 0x93, 0xA0, 0xA1, 0xB8, 0xBD, 0xBE]] = True
+_SECOND_BYTE[1, 0x92] = True
+
+
+def _may_hold_suspect_bytes(data: bytes) -> bool:
+    """A cheap byte-level test (memchr and SIMD counts): False means no control
+    character and no mojibake pair can be in ``data``."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    below_space = int(np.count_nonzero(arr < 0x20))
+    if below_space != data.count(b"\n") + data.count(b"\r") + data.count(b"\t"):
+        return True  # a C0 control
+    if b"\x7f" in data or any(b in data for b in _CONTINUATION_BYTES):
+        return True  # DEL, a C1 control or a continuation character
+    # C5/C6 lead ũ, ơ, ư too (frequent): look at the byte after each
+    lead = np.flatnonzero((arr[:-1] == 0xC5) | (arr[:-1] == 0xC6))
+    return bool(_SECOND_BYTE[arr[lead] - 0xC5, arr[lead + 1]].any())
+
+
+def chunk_is_suspect(data: pa.Buffer | bytes) -> bool:
+    """Whether a chunk of UTF-8 bytes may hold mojibake or a control character: a byte
+    test first, then one RE2 pass over the whole chunk; the columns are looked at only
+    when it may."""
+    raw = data.to_pybytes() if isinstance(data, pa.Buffer) else data
+    if not raw or not _may_hold_suspect_bytes(raw):
         return False
+    buffer = pa.py_buffer(raw)
     text = pa.LargeStringArray.from_buffers(
-        1, pa.py_buffer(np.array([0, data.size], dtype=np.int64)), data)
+        1, pa.py_buffer(np.array([0, buffer.size], dtype=np.int64)), buffer)
     return bool(pc.match_substring_regex(text, SUSPECT)[0].as_py())
 
 

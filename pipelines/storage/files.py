@@ -68,15 +68,17 @@ class AtomicParquetWriter:
     The schema is that of the first piece; later pieces are cast to it.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, compression: str = "zstd") -> None:
         self.path = path
+        self.compression = compression  # e.g. "lz4" for a working file read back once
         self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         self._writer: pq.ParquetWriter | None = None
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self._tmp, table.schema,
+                                            compression=self.compression)
         self._writer.write_table(table.cast(self._writer.schema).combine_chunks())
 
     def close(self, empty: pa.Schema | None = None) -> Path:
