@@ -274,30 +274,35 @@ def normalise_file(ingested: Path, mapping: TelcoMapping, *, run_date: date,
                    rows_path: Path, quarantine_path: Path,
                    batch_rows: int = 500_000) -> tuple[int, int]:
     """Normalise an ingested file into ``rows_path`` and ``quarantine_path`` (each
-    complete or absent), one row group (an ingest chunk) or ``batch_rows`` at a time;
-    returns (normalised, quarantined). ``raw_record`` is read only for quarantined rows."""
+    complete or absent), in batches of whole row groups (ingest chunks) of about
+    ``batch_rows``; returns (normalised, quarantined). ``raw_record`` is read only for
+    the rows that are quarantined."""
     normalised = quarantined = 0
     source = pq.ParquetFile(ingested)
     columns = [c for c in source.schema_arrow.names if c != RAW_RECORD]
+    sizes = [source.metadata.row_group(g).num_rows for g in range(source.num_row_groups)]
+    batches: list[list[int]] = []
+    for group, size in enumerate(sizes):
+        if batches and sum(sizes[g] for g in batches[-1]) + size <= batch_rows:
+            batches[-1].append(group)
+        else:
+            batches.append([group])
     with AtomicParquetWriter(rows_path) as rows_out, \
             AtomicParquetWriter(quarantine_path) as quarantine_out:
-        for group in range(source.num_row_groups):
-            rows = source.read_row_group(group, columns=columns)
-            for start in range(0, rows.num_rows, batch_rows):
-                batch = rows.slice(start, batch_rows)
+        for groups in batches:
+            rows = source.read_row_groups(groups, columns=columns)
 
-                def raw_records(index: np.ndarray, group: int = group,
-                                start: int = start) -> pa.Array:
-                    raw = source.read_row_group(group, columns=[RAW_RECORD])[RAW_RECORD]
-                    return raw.take(pa.array(index + start)).combine_chunks()
+            def raw_records(index: np.ndarray, groups: list[int] = groups) -> pa.Array:
+                raw = source.read_row_groups(groups, columns=[RAW_RECORD])[RAW_RECORD]
+                return raw.take(pa.array(index)).combine_chunks()
 
-                result = normalise(batch, mapping, run_date=run_date, raw_records=raw_records)
-                if result.rows.num_rows:
-                    rows_out.write(result.rows)
-                if result.quarantine.num_rows:
-                    quarantine_out.write(result.quarantine)
-                normalised += result.rows.num_rows
-                quarantined += result.quarantine.num_rows
+            result = normalise(rows, mapping, run_date=run_date, raw_records=raw_records)
+            if result.rows.num_rows:
+                rows_out.write(result.rows)
+            if result.quarantine.num_rows:
+                quarantine_out.write(result.quarantine)
+            normalised += result.rows.num_rows
+            quarantined += result.quarantine.num_rows
         rows_out.close(NORMALISED_SCHEMA)
         quarantine_out.close(QUARANTINE_SCHEMA)
     log.info("normalise %s: %d rows normalised, %d quarantined", mapping.telco, normalised,
