@@ -43,11 +43,19 @@ _RE2_SPECIAL = set(r".^$*+?()[]{}|\/-")
 @dataclass(frozen=True)
 class ParsedDates:
     """``value`` (date32, null when unparsed), ``precision`` ('day'/'year'/null),
-    ``unparsed`` (numpy bool: non-empty input that matched no format)."""
+    ``unparsed`` (numpy bool: non-empty input that matched no format), ``two_digit_year``
+    (numpy bool: parsed by a ``%y`` format, whose century :func:`resolve_two_digit_years`
+    decides; until then it is Arrow's pivot, 1969-2068)."""
 
     value: pa.Array
     precision: pa.Array
     unparsed: np.ndarray
+    two_digit_year: np.ndarray | None = None
+
+    @property
+    def short_year(self) -> np.ndarray:
+        return self.two_digit_year if self.two_digit_year is not None \
+            else np.zeros(len(self.value), dtype=bool)
 
 
 
@@ -113,10 +121,13 @@ def parsed_per_distinct(parse: Callable[[pa.Array], ParsedDates],
         return parse(s)
     parsed = parse(distinct)
     unparsed = np.zeros(len(s), dtype=bool)
+    short = np.zeros(len(s), dtype=bool)
     if len(distinct):
         unparsed = (codes >= 0) & np.asarray(parsed.unparsed, dtype=bool)[np.maximum(codes, 0)]
+        short = (codes >= 0) & parsed.short_year[np.maximum(codes, 0)]
     return ParsedDates(value=take_codes(parsed.value, codes),
-                       precision=take_codes(parsed.precision, codes), unparsed=unparsed)
+                       precision=take_codes(parsed.precision, codes), unparsed=unparsed,
+                       two_digit_year=short)
 
 
 def parse_dates(values: ArrayLike, formats: Sequence[str]) -> ParsedDates:
@@ -142,6 +153,7 @@ def _parse_dates(values: pa.Array, formats: Sequence[str]) -> ParsedDates:
     done = np.zeros(n, dtype=bool)
     days = np.zeros(n, dtype=np.int32)
     year_only = np.zeros(n, dtype=bool)
+    short = np.zeros(n, dtype=bool)
 
     for fmt in formats:
         if fmt == "%Y":
@@ -162,6 +174,7 @@ def _parse_dates(values: pa.Array, formats: Sequence[str]) -> ParsedDates:
         ok, parsed_days = _parse_day_format(target, fmt)
         take = ok & ~done
         days[take] = parsed_days[take]
+        short[take] = "%y" in fmt
         done |= take
 
     precision = np.where(done, year_only.astype(np.int8), -1)
@@ -169,6 +182,69 @@ def _parse_dates(values: pa.Array, formats: Sequence[str]) -> ParsedDates:
         value=pa.array(days, pa.int32(), mask=~done).view(pa.date32()),
         precision=pc.take(pa.array(["day", "year"]), pa.array(precision, mask=precision < 0)),
         unparsed=present & ~done,
+        two_digit_year=short,
+    )
+
+
+def _ymd(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    d = days.astype("datetime64[D]")
+    years = d.astype("datetime64[Y]")
+    months = d.astype("datetime64[M]")
+    return (years.astype(np.int64) + 1970, (months - years).astype(np.int64) + 1,
+            (d - months).astype(np.int64) + 1)
+
+
+def _days_of(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Day numbers of (year, month, day), and whether each is a real date (29 Feb)."""
+    first = ((year - 1970).astype("datetime64[Y]").astype("datetime64[M]")
+             + (month - 1).astype("timedelta64[M]"))
+    days = first.astype("datetime64[D]") + (day - 1).astype("timedelta64[D]")
+    real = days.astype("datetime64[M]") == first
+    return days.astype(np.int64), real
+
+
+def resolve_two_digit_years(parsed: ParsedDates, *, not_after: ArrayLike | dt.date,
+                            century: np.ndarray | None = None) -> ParsedDates:
+    """Give the dates parsed with ``%y`` their century, by a documented rule.
+
+    ``century`` (per row, e.g. 1900 or 2000; negative where unknown) wins where it is
+    known: for a date of birth, the century/sex digit of the holder's CCCD. Elsewhere
+    the year is the latest one ending in those two digits whose date is not after
+    ``not_after`` (per row, or one date; for a date of birth the activation date, for
+    an activation date the run date): ``8/8/67`` activated in 2024 is 1967, not 2067.
+    A 29 February that does not exist in the year so chosen is unparsed.
+    """
+    short = parsed.short_year & as_bool_mask(pc.is_valid(parsed.value))
+    if not short.any():
+        return parsed
+    n = len(parsed.value)
+    days = pc.fill_null(pc.cast(parsed.value, pa.int32()), 0).to_numpy().astype(np.int64)
+    year, month, day = _ymd(days)
+    two = year % 100
+    if isinstance(not_after, dt.date):
+        limit = np.full(n, (not_after - dt.date(1970, 1, 1)).days, dtype=np.int64)
+        known = np.ones(n, dtype=bool)
+    else:
+        limit_array = _dates(not_after)
+        known = as_bool_mask(pc.is_valid(limit_array))
+        limit = pc.fill_null(pc.cast(limit_array, pa.int32()), 0).to_numpy().astype(np.int64)
+    ly, lm, ld = _ymd(limit)
+    latest = ly - ((ly - two) % 100)
+    after = (latest == ly) & ((month * 100 + day) > (lm * 100 + ld))
+    latest = latest - 100 * after
+    chosen = np.where(known, latest, year)
+    if century is not None:
+        chosen = np.where(np.asarray(century) >= 0, np.asarray(century) + two, chosen)
+    new_days, real = _days_of(chosen, month, day)
+    ok = ~short | real
+    value = np.where(short, new_days, days).astype(np.int32)
+    valid = as_bool_mask(pc.is_valid(parsed.value)) & ok
+    return ParsedDates(
+        value=pa.array(value, pa.int32(), mask=~valid).view(pa.date32()),
+        precision=pc.if_else(pa.array(valid), parsed.precision,
+                             pa.scalar(None, pa.string())),
+        unparsed=parsed.unparsed | (short & ~real),
+        two_digit_year=parsed.two_digit_year,
     )
 
 

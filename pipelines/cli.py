@@ -100,6 +100,22 @@ def _cmd_registry_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mapping_check(args: argparse.Namespace) -> int:
+    from pipelines.config import load_config
+    from pipelines.intake.mapping_check import check_mapping
+
+    config = load_config(args.config)
+    telcos = [args.telco] if args.telco else [m.telco for m in config.telcos()]
+    unusable = False
+    for telco in telcos:
+        report = check_mapping(config, telco, rows=args.rows,
+                               run_date=date.fromisoformat(args.run_date))
+        print("\n".join(report.lines()))
+        print()
+        unusable |= report.error is not None
+    return 1 if unusable else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrecon", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -159,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", required=True, type=Path,
                         help="the .html to write, outside the runs folder (.xlsx next to it)")
     render.set_defaults(func=_cmd_report_render)
+
+    mapping = sub.add_parser("mapping", help="telco mappings (docs/data-contracts.md)")
+    mapping_sub = mapping.add_subparsers(dest="mapping_command", required=True)
+    check = mapping_sub.add_parser(
+        "check", help="read the first rows of a telco's export through its mapping: fields "
+        "before and after normalisation, vocabulary coverage, date formats, the encoding, "
+        "and every flag rule the mapping leaves unable to fire")
+    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                       help="run configuration (telcos_dir, flags, intake settings)")
+    check.add_argument("--telco", default=None, help="the telco to check (default: every one)")
+    check.add_argument("--rows", type=int, default=200, help="rows read from the export")
+    check.add_argument("--run-date", default=date.today().isoformat(),
+                       help="YYYY-MM-DD: reference date for normalisation (default: today)")
+    check.set_defaults(func=_cmd_mapping_check)
 
     registry = sub.add_parser("registry", help="prepared registry snapshots "
                               "(docs/data-contracts.md)")

@@ -81,6 +81,61 @@ _VOCABULARY_TARGETS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Longest plausible value of each canonical field, in characters, after trimming
+# (docs/data-contracts.md, "Plausible lengths"). A longer value is not a record
+# but a defect (a column shifted into another, a runaway export): the row is
+# quarantined (FIELD_TOO_LONG) instead of being matched.
+DEFAULT_MAX_FIELD_LENGTHS: dict[str, int] = {
+    "msisdn": 32,             # +84 91 234 5678 with separators, 11-digit legacy numbers
+    "full_name": 150,         # the longest Vietnamese names run to about 60 characters
+    "date_of_birth": 40,      # a date, a year, an Excel serial or an ISO timestamp
+    "gender": 40,
+    "id_type": 40,
+    "id_number": 40,          # 12 digits; passports up to 12 with separators
+    "activation_date": 40,
+    "subscription_type": 40,
+    "line_status": 40,
+    "point_of_sale": 200,     # a dealer code, sometimes with its address
+}
+
+
+class IntakeSettings(_Strict):
+    """Reading exports (docs/data-contracts.md, "Reading in chunks" and "Suspect text").
+
+    ``chunk_mb``: bytes of the export read, decoded and parsed at once (whole
+    records; a record longer than the chunk extends it). Peak memory of ingest is
+    a few times this, whatever the size of the file. ``normalise_batch_rows``: rows
+    normalised at once. ``max_field_length``: longest plausible value per canonical
+    field, in characters (defaults in ``DEFAULT_MAX_FIELD_LENGTHS``; a field named
+    here overrides its default). ``mojibake``: ``repair`` (text that is UTF-8 read as
+    Windows-1252/1258 and saved again is repaired when every suspect value has
+    exactly one reading, and the repair is counted in the run summary; otherwise the
+    file is refused with the evidence) or ``refuse`` (always refused).
+    """
+
+    chunk_mb: float = Field(32, gt=0, le=4096)
+    normalise_batch_rows: int = Field(500_000, ge=1_000)
+    max_field_length: dict[str, int] = {}
+    mojibake: Literal["repair", "refuse"] = "repair"
+
+    @field_validator("max_field_length")
+    @classmethod
+    def _known_fields(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(SUBSCRIPTION_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown canonical field(s): {unknown}")
+        if any(limit < 1 for limit in value.values()):
+            raise ValueError("lengths must be at least 1")
+        return value
+
+    @property
+    def chunk_bytes(self) -> int:
+        return int(self.chunk_mb * (1 << 20))
+
+    def field_lengths(self) -> dict[str, int]:
+        return {**DEFAULT_MAX_FIELD_LENGTHS, **self.max_field_length}
+
+
 class TelcoMapping(_Strict):
     """How one telco's export maps onto the canonical subscription fields."""
 
@@ -107,6 +162,9 @@ class TelcoMapping(_Strict):
         for field in ("date_of_birth", "activation_date"):
             if not self.date_formats.get(field):
                 raise ValueError(f"date_formats.{field} must list at least one format")
+        unknown = set(self.defaults) - set(SUBSCRIPTION_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown canonical field(s) in defaults: {sorted(unknown)}")
         for field, targets in _VOCABULARY_TARGETS.items():
             vocabulary = self.vocabularies.get(field, {})
             if field in self.columns and not vocabulary:
@@ -114,7 +172,25 @@ class TelcoMapping(_Strict):
             bad = sorted({v for v in vocabulary.values() if v not in targets})
             if bad:
                 raise ValueError(f"vocabularies.{field} maps to {bad}; allowed: {list(targets)}")
+            default = self.defaults.get(field)
+            if default is not None and field not in self.columns \
+                    and default not in targets and default not in vocabulary:
+                raise ValueError(
+                    f"defaults.{field} is {default!r}: give a canonical value {list(targets)}"
+                    + (" or a key of vocabularies." + field if vocabulary else ""))
         return self
+
+    def vocabulary(self, field: str) -> dict[str, str] | None:
+        """The vocabulary a coded field is read through: the mapping's own, and for a
+        field filled from ``defaults`` also every canonical code as itself (so that
+        ``defaults: {line_status: ACTIVE}`` needs no vocabulary). None: the field is
+        neither mapped nor defaulted (it stays empty)."""
+        explicit = self.vocabularies.get(field)
+        if field in self.columns:
+            return explicit
+        if field in self.defaults:
+            return {**{code: code for code in _VOCABULARY_TARGETS[field]}, **(explicit or {})}
+        return explicit
 
     def source_path(self) -> Path | objectstore.RemoteFile:
         """The export: a local path (relative to the mapping file) or, for a URL
@@ -268,6 +344,7 @@ class RunConfig(_Strict):
     correction_cycle: CorrectionCycleSettings = CorrectionCycleSettings()
     prepared_registry: PreparedRegistrySettings = PreparedRegistrySettings()
     report: ReportSettings = ReportSettings()
+    intake: IntakeSettings = IntakeSettings()
     config_file: str = ""
 
     @cached_property

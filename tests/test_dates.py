@@ -190,3 +190,30 @@ def test_long_columns_are_parsed_once_per_distinct_text(values: list[str | None]
     assert many.value.to_pylist() == one.value.to_pylist() * 20
     assert many.precision.to_pylist() == one.precision.to_pylist() * 20
     assert many.unparsed.tolist() == one.unparsed.tolist() * 20
+
+
+def test_two_digit_years_take_the_century_by_rule():
+    date = dt.date
+    """The CCCD's century where known, else the latest year not after the given date."""
+    parsed = dates.parse_dates(pa.array(["8/8/67", "29/02/00", "1/1/24", "31/12/24",
+                                         "12/03/1985", None]), ["%d/%m/%y", "%d/%m/%Y"])
+    assert parsed.short_year.tolist() == [True, True, True, True, False, False]
+    assert parsed.value[0].as_py() == date(2067, 8, 8)  # Arrow's pivot, before the rule
+    limit = pa.array([date(2024, 5, 1)] * 5 + [None])
+    resolved = dates.resolve_two_digit_years(parsed, not_after=limit)
+    assert resolved.value.to_pylist() == [date(1967, 8, 8), date(2000, 2, 29),
+                                          date(2024, 1, 1), date(1924, 12, 31),
+                                          date(1985, 3, 12), None]
+    by_cccd = dates.resolve_two_digit_years(
+        parsed, not_after=date(2024, 5, 1), century=np.array([-1, 1900, 2000, -1, 1900, -1]))
+    # 1900 has no 29 February: unparsed, never moved to another day
+    assert by_cccd.value.to_pylist() == [date(1967, 8, 8), None, date(2024, 1, 1),
+                                         date(1924, 12, 31), date(1985, 3, 12), None]
+    assert by_cccd.unparsed.tolist() == [False, True, False, False, False, False]
+    assert by_cccd.precision.to_pylist()[:3] == ["day", None, "day"]
+
+
+def test_a_date_without_two_digit_years_is_left_as_parsed():
+    date = dt.date
+    parsed = dates.parse_dates(pa.array(["12/03/1985"]), ["%d/%m/%Y"])
+    assert dates.resolve_two_digit_years(parsed, not_after=date(1900, 1, 1)) is parsed

@@ -151,3 +151,32 @@ def test_vni_and_tcvn3_round_trip_vietnamese_text(text: str) -> None:
     if all(ch in inverse or ch.isascii() for ch in text):
         encoded = b"".join(inverse.get(ch, ch.encode()) for ch in text)
         assert encodings.decode_tcvn3(encoded) == text
+
+
+@FUZZ
+@given(rows=st.lists(st.lists(_FIELD, min_size=10, max_size=10), min_size=1, max_size=8),
+       eol=st.sampled_from(["\n", "\r\n"]), final_eol=st.booleans(),
+       encoding=st.sampled_from(["utf-8", "utf-16"]), chunk=st.integers(16, 300))
+def test_outcome_does_not_depend_on_the_chunk_size(fuzz_dir: Path, rows: list[list[str]],
+                                                   eol: str, final_eol: bool, encoding: str,
+                                                   chunk: int) -> None:
+    """Whatever the bytes, reading in chunks of ``chunk`` bytes gives what one piece gives:
+    the same rows, raw text and quarantine, or the same refusal."""
+    from pipelines.config import IntakeSettings
+
+    def cell(value: str) -> str:
+        return '"' + value.replace('"', '""') + '"' if any(c in value for c in '",\r\n') \
+            else value
+
+    text = eol.join([HEADER, *(",".join(cell(v) for v in row) for row in rows)])
+    path = fuzz_dir / "chunks.csv"
+    path.write_bytes((text + (eol if final_eol else "")).encode(encoding, "surrogatepass"))
+    mapping = viettel_like(path, csv={"encoding": encoding})
+    outcomes = []
+    for intake in (None, IntakeSettings(chunk_mb=chunk / 2**20)):
+        try:
+            result = ingest(mapping, intake)
+            outcomes.append((result.rows.to_pylist(), result.quarantine.to_pylist()))
+        except TelcoInputError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]

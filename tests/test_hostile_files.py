@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipelines.config import TelcoMapping
+from pipelines.config import IntakeSettings, TelcoMapping
 from pipelines.errors import TelcoInputError
 from pipelines.intake.ingest import ingest
 from pipelines.intake.normalise import normalise
@@ -62,11 +62,28 @@ def _case_id(case: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize("case", MANIFEST, ids=_case_id)
 def test_hostile_file_gives_documented_outcome(case: dict[str, Any]) -> None:
+    _check_case(case, IntakeSettings(**case.get("intake", {})))
+
+
+# Chunk sizes that cut the corpus files everywhere: inside quoted line breaks, CRLF pairs,
+# multi-byte and UTF-16 characters, 8-bit lines, the BOM and the header.
+SMALL_CHUNKS = [16, 37, 64, 101]
+
+
+@pytest.mark.parametrize("chunk_bytes", SMALL_CHUNKS)
+@pytest.mark.parametrize("case", MANIFEST, ids=_case_id)
+def test_hostile_file_outcome_does_not_depend_on_chunk_size(case: dict[str, Any],
+                                                           chunk_bytes: int) -> None:
+    settings = IntakeSettings(**{**case.get("intake", {}), "chunk_mb": chunk_bytes / 2**20})
+    _check_case(case, settings)
+
+
+def _check_case(case: dict[str, Any], settings: IntakeSettings) -> None:
     path = HOSTILE / case["file"]
     mapping = viettel_like(path, csv=case.get("csv"), date_formats=case.get("date_formats"))
     if case["outcome"] == "rejected":
         with pytest.raises(TelcoInputError) as error:
-            ingested = ingest(mapping)
+            ingested = ingest(mapping, settings)
             normalise(ingested.rows, mapping, run_date=RUN_DATE)
         message = str(error.value)
         for expected in [case["file"], *case["error"]]:
@@ -74,10 +91,12 @@ def test_hostile_file_gives_documented_outcome(case: dict[str, Any]) -> None:
         return
 
     assert case["outcome"] == "parsed"
-    ingested = ingest(mapping)
+    ingested = ingest(mapping, settings)
     result = normalise(ingested.rows, mapping, run_date=RUN_DATE)
     if "encoding" in case:
         assert ingested.encoding == case["encoding"]
+    assert ingested.report is not None
+    assert ingested.report.mojibake_rows == case.get("mojibake_rows", 0)
     quarantine = pa.concat_tables([ingested.quarantine, result.quarantine]).to_pylist()
     # conservation: every row of the file is normalised or quarantined, none twice
     assert ingested.rows_in_file == case["rows_in_file"]

@@ -62,6 +62,9 @@ _BOMS = (
 )
 
 
+BOMS = _BOMS
+
+
 class EncodingProblem(ValueError):
     """Base of the decoding errors; ``ingest`` turns them into ``TelcoInputError``."""
 
@@ -70,8 +73,14 @@ class UndecodableError(EncodingProblem):
     """The bytes are not valid in the (declared or evident) encoding, at ``line``/``offset``."""
 
     def __init__(self, encoding: str, line: int, offset: int, problem: str) -> None:
-        self.encoding, self.line, self.offset = encoding, line, offset
+        self.encoding, self.line, self.offset, self.problem = encoding, line, offset, problem
         super().__init__(f"line {line}: {problem} (byte offset {offset})")
+
+    def shifted(self, lines: int, offset: int) -> UndecodableError:
+        """The same error in a piece that starts ``lines`` lines and ``offset`` bytes
+        into the file."""
+        return UndecodableError(self.encoding, self.line + lines, self.offset + offset,
+                                self.problem)
 
 
 class EncodingUndetectedError(EncodingProblem):
@@ -342,6 +351,11 @@ def _utf16(data: bytes) -> Decoded:
                                f"{codec} ({exc.reason})") from exc
 
 
+def looks_utf16(data: bytes) -> bool:
+    """No BOM, but the zero bytes of ASCII characters fall on one side: UTF-16."""
+    return _looks_utf16(data)
+
+
 def _looks_utf16(data: bytes) -> bool:
     head = data[:4096]
     zeros = head.count(0)
@@ -393,42 +407,15 @@ def _check_declared_legacy(data: bytes, declared: str) -> dict[str, float]:
     return scores
 
 
-def _valid_utf8(data: bytes) -> bool:
-    """The whole buffer is valid UTF-8 (Arrow's vectorised validation, no text made)."""
-    import numpy as np
-    import pyarrow as pa
-
-    text = pa.LargeStringArray.from_buffers(
-        1, pa.py_buffer(np.array([0, len(data)], dtype=np.int64)), pa.py_buffer(data))
-    try:
-        text.validate(full=True)
-    except pa.ArrowInvalid:
-        return False
-    return True
-
-
-def decode_head(data: bytes, declared: str = AUTO, head: int = 1 << 16) -> Decoded | None:
-    """What :func:`decode` gives, cut to the first ``head`` bytes (at a line end), when the
-    file is UTF-8 (declared, or detected by ``auto`` without any other BOM), without
-    decoding the whole text: a reader that parses the bytes itself needs the header line,
-    and to know the bytes are valid. None whenever :func:`decode` has more to say (other
-    encodings, invalid bytes, a head without a line end or without a visible character):
-    call it then.
-    """
-    encoding = canonical_encoding(declared)
-    if encoding not in (UTF8, AUTO):
-        return None
-    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    if encoding == AUTO and not skip and (
-            any(data.startswith(bom) for bom, _, _ in _BOMS[1:]) or _looks_utf16(data)):
-        return None
-    cut = max(data.rfind(b"\n", skip, skip + head), data.rfind(b"\r", skip, skip + head))
-    if cut < 0 or not _valid_utf8(data):
-        return None
-    text = data[skip:cut + 1].decode("utf-8")
-    if re.search(r"\S", text) is None:
-        return None
-    return Decoded(text, UTF8, bom=skip > 0)
+def decode_piece(data: bytes, encoding: str, *, min_words: int = 50) -> str:
+    """A later piece of a file whose 8-bit ``encoding`` is established: decoded strictly,
+    and checked against the other encodings like a declared one (refused when it clearly
+    reads as another) only when it holds enough non-ASCII words to tell."""
+    text = _legacy(data, encoding).text
+    counts, _ = _words(data)
+    if sum(counts.values()) >= min_words:
+        _check_declared_legacy(data, encoding)
+    return text
 
 
 def decode(data: bytes, declared: str = AUTO) -> Decoded:

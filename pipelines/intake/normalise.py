@@ -10,24 +10,36 @@ A quarantined row carries its original text (``raw_record`` from ingest: the
 CSV record as sent) or, when there is none (Parquet), its mapped fields as JSON.
 Besides strptime patterns, ``date_formats`` accept ``excel_serial``: a day
 number in Excel's 1900 date system (``45123`` = 2023-07-16), which is what a
-date column becomes when someone saves the export from Excel as General.
+date column becomes when someone saves the export from Excel as General. A
+two-digit year (``%y``) gets its century by a documented rule
+(``matching.dates.resolve_two_digit_years``): a date of birth the century digit
+of the holder's CCCD, else the latest year not after the activation date; an
+activation date the latest year not after the run date. A birth after the
+activation date is quarantined (``BIRTH_AFTER_ACTIVATION``).
+
+Every row is normalised on its own, so a telco's rows are normalised in batches
+(:func:`normalise_file`) and memory does not grow with the export.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from matching import dates, ids, normalize, phones
-from matching.columns import distinct_codes, take_codes
+from matching.columns import as_bool_mask, distinct_codes, take_codes
 from pipelines.config import TelcoMapping
-from pipelines.intake.ingest import RAW_RECORD
-from pipelines.intake.quarantine import empty_quarantine, quarantine_table
+from pipelines.intake.ingest import RAW_RECORD, raw_or_fields
+from pipelines.intake.quarantine import QUARANTINE_SCHEMA, empty_quarantine, quarantine_table
+from pipelines.storage.files import AtomicParquetWriter
 
 log = logging.getLogger("simrecon.normalise")
 
@@ -70,7 +82,8 @@ class NormaliseResult:
     quarantine: pa.Table
 
 
-def _vocabulary_key(values: pa.Array) -> pa.Array:
+def vocabulary_key(values: pa.Array) -> pa.Array:
+    """What a coded value is matched on: NFC, trimmed, single spaces, lower case."""
     return pc.utf8_lower(normalize.clean_text(values))
 
 
@@ -81,8 +94,8 @@ def map_vocabulary(values: pa.Array, vocabulary: dict[str, str]) -> tuple[pa.Arr
     does not know (those rows are quarantined rather than guessed).
     """
     distinct, codes = distinct_codes(values)  # a coded column has a handful of values
-    keys = _vocabulary_key(distinct)
-    source = _vocabulary_key(pa.array(list(vocabulary.keys()), pa.string()))
+    keys = vocabulary_key(distinct)
+    source = vocabulary_key(pa.array(list(vocabulary.keys()), pa.string()))
     targets = pa.array(list(vocabulary.values()), pa.string())
     index = pc.index_in(keys, value_set=source)
     unknown = np.asarray(pc.and_(pc.is_valid(keys), pc.is_null(index))
@@ -143,24 +156,40 @@ def _parse_dates(values: pa.Array, formats: list[str]) -> dates.ParsedDates:
     )
 
 
-def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> NormaliseResult:
-    """Normalise one telco's ingested rows; see module docstring."""
+def _cccd_century(documents: pa.Table) -> np.ndarray:
+    """Per row, the century the CCCD's century/sex digit gives (1900, 2000…), else -1."""
+    is_cccd = as_bool_mask(pc.equal(documents["id_type"], "CCCD"))
+    year = ids.cccd_parts(documents["id_number"])["birth_year"]
+    century = pc.fill_null(pc.cast(year, pa.int64()), -1).to_numpy(zero_copy_only=False)
+    return np.where(is_cccd & (century >= 0), century // 100 * 100, -1)
+
+
+def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date,
+              raw_records: Callable[[np.ndarray], pa.Array] | None = None) -> NormaliseResult:
+    """Normalise one telco's ingested rows; see module docstring.
+
+    ``raw_records``: when ``rows`` were read without their ``raw_record`` column (it is
+    needed only for the few quarantined rows), gives it for the given row indices.
+    """
     n = rows.num_rows
     problems: list[tuple[str, str, np.ndarray]] = []
 
     coded: dict[str, pa.Array] = {}
     for field in CODED_FIELDS:
         values = rows[field].combine_chunks()
-        vocabulary = mapping.vocabularies.get(field)
+        vocabulary = mapping.vocabulary(field)
         if vocabulary is None:
             coded[field] = pa.nulls(n, pa.string())
             continue
         coded[field], unknown = map_vocabulary(values, vocabulary)
         problems.append(("UNKNOWN_VOCABULARY_VALUE", f"{field} not in vocabulary", unknown))
 
-    activation = parse_dates(
-        rows["activation_date"].combine_chunks(), mapping.date_formats["activation_date"]
+    documents = ids.classify_documents(
+        coded["id_type"], rows["id_number"].combine_chunks(), reference_year=run_date.year
     )
+    activation = dates.resolve_two_digit_years(parse_dates(
+        rows["activation_date"].combine_chunks(), mapping.date_formats["activation_date"]
+    ), not_after=run_date)
     activation_missing = np.asarray(
         pc.is_null(activation.value).to_numpy(zero_copy_only=False), dtype=bool
     )
@@ -170,14 +199,16 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> Norma
     birth = parse_dates(
         rows["date_of_birth"].combine_chunks(), mapping.date_formats["date_of_birth"]
     )
+    if birth.short_year.any():
+        birth = dates.resolve_two_digit_years(birth, not_after=pc.coalesce(
+            activation.value, pa.scalar(run_date, pa.date32())), century=_cccd_century(documents))
     problems.append(("UNPARSEABLE_DATE_OF_BIRTH",
                      f"date_of_birth not in {mapping.date_formats['date_of_birth']}",
                      np.asarray(birth.unparsed, dtype=bool)))
+    problems.append(("BIRTH_AFTER_ACTIVATION", "date_of_birth is after activation_date",
+                     as_bool_mask(pc.greater(birth.value, activation.value))))
 
     phone = phones.canonical_msisdn(rows["msisdn"].combine_chunks())
-    documents = ids.classify_documents(
-        coded["id_type"], rows["id_number"].combine_chunks(), reference_year=run_date.year
-    )
     names = normalize.clean_text(rows["full_name"].combine_chunks())
 
     normalised = pa.table(
@@ -216,14 +247,10 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> Norma
     if bad.any():
         bad_idx = np.flatnonzero(bad)
         bad_rows = rows.take(bad_idx)
-        fields = bad_rows.drop_columns(
-            [c for c in ("telco", "source_file", "source_row", RAW_RECORD)
-             if c in bad_rows.column_names])
-        raw_json = pa.array(fields.to_pandas().to_json(
-            orient="records", lines=True, force_ascii=False).strip().split("\n"), pa.string())
-        if RAW_RECORD in bad_rows.column_names:  # the record as sent, where ingest kept it
-            raw_json = pc.coalesce(pc.cast(bad_rows[RAW_RECORD].combine_chunks(), pa.string()),
-                                   raw_json)
+        if RAW_RECORD not in bad_rows.column_names and raw_records is not None:
+            bad_rows = bad_rows.append_column(RAW_RECORD, raw_records(bad_idx))
+        # the record as sent, where ingest kept it; else (Parquet) the mapped fields as JSON
+        raw_json = raw_or_fields(bad_rows)
         quarantine = quarantine_table(
             telco=mapping.telco,
             source_file=rows["source_file"][0].as_py(),
@@ -238,6 +265,46 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date) -> Norma
         quarantine = empty_quarantine()
     if normalised.num_rows + quarantine.num_rows != n:
         raise AssertionError(f"{mapping.telco}: row conservation broken at normalise")
-    log.info("normalise %s: %d rows normalised, %d quarantined", mapping.telco,
+    log.debug("normalise %s: %d rows normalised, %d quarantined", mapping.telco,
              normalised.num_rows, quarantine.num_rows)
     return NormaliseResult(rows=normalised, quarantine=quarantine)
+
+
+def normalise_file(ingested: Path, mapping: TelcoMapping, *, run_date: date,
+                   rows_path: Path, quarantine_path: Path,
+                   batch_rows: int = 500_000) -> tuple[int, int]:
+    """Normalise an ingested file into ``rows_path`` and ``quarantine_path`` (each
+    complete or absent), in batches of whole row groups (ingest chunks) of about
+    ``batch_rows``; returns (normalised, quarantined). ``raw_record`` is read only for
+    the rows that are quarantined."""
+    normalised = quarantined = 0
+    source = pq.ParquetFile(ingested)
+    columns = [c for c in source.schema_arrow.names if c != RAW_RECORD]
+    sizes = [source.metadata.row_group(g).num_rows for g in range(source.num_row_groups)]
+    batches: list[list[int]] = []
+    for group, size in enumerate(sizes):
+        if batches and sum(sizes[g] for g in batches[-1]) + size <= batch_rows:
+            batches[-1].append(group)
+        else:
+            batches.append([group])
+    with AtomicParquetWriter(rows_path) as rows_out, \
+            AtomicParquetWriter(quarantine_path) as quarantine_out:
+        for groups in batches:
+            rows = source.read_row_groups(groups, columns=columns)
+
+            def raw_records(index: np.ndarray, groups: list[int] = groups) -> pa.Array:
+                raw = source.read_row_groups(groups, columns=[RAW_RECORD])[RAW_RECORD]
+                return raw.take(pa.array(index)).combine_chunks()
+
+            result = normalise(rows, mapping, run_date=run_date, raw_records=raw_records)
+            if result.rows.num_rows:
+                rows_out.write(result.rows)
+            if result.quarantine.num_rows:
+                quarantine_out.write(result.quarantine)
+            normalised += result.rows.num_rows
+            quarantined += result.quarantine.num_rows
+        rows_out.close(NORMALISED_SCHEMA)
+        quarantine_out.close(QUARANTINE_SCHEMA)
+    log.info("normalise %s: %d rows normalised, %d quarantined", mapping.telco, normalised,
+             quarantined)
+    return normalised, quarantined

@@ -25,9 +25,17 @@ QUARANTINE_REASONS: dict[str, str] = {
     "MALFORMED_ROW": "the row has a different number of fields than the header",
     "TRUNCATED_ROW": "the file ends in the middle of this row (cut off during export or "
                      "transfer): resend the whole file",
+    "CONTROL_CHARACTER": "a field holds a control character (such as NUL), which no name, "
+                         "number, date or code contains",
+    "FIELD_TOO_LONG": "a field is longer than any plausible value of its kind (a shifted "
+                      "column or a broken export)",
+    "DUPLICATE_ROW": "the row is an identical copy of an earlier row of the same file; only "
+                     "the first copy is used: remove the copy",
     "UNPARSEABLE_ACTIVATION_DATE": "activation date is missing or not in a configured format",
     "UNPARSEABLE_DATE_OF_BIRTH": "date of birth is not in a configured format",
     "UNKNOWN_VOCABULARY_VALUE": "a coded field holds a value the telco's mapping does not define",
+    "BIRTH_AFTER_ACTIVATION": "the date of birth is after the activation date: one of the two "
+                              "dates is wrong",
 }
 
 

@@ -20,49 +20,54 @@ from pipelines.stages.common import log, planned_context, stats_of, write_gate
 from pipelines.storage.files import (
     read_json,
     write_json,
-    write_parquet,
 )
 from pipelines.storage.paths import RunPaths
 
 
 def ingest_telco(config_path: str, run_date: str, telco: str) -> dict:
-    """Read one telco's export and map its columns to canonical fields.
+    """Read one telco's export and map its columns to canonical fields, streaming it to
+    ``paths.ingested(telco)`` in chunks (``intake.chunk_mb``).
 
     Raises ``TelcoInputError`` (after recording it in staging) when the file
-    itself is unusable; unreadable rows are quarantined.
+    itself is unusable; unreadable rows are quarantined. Logs what the mapping
+    leaves undone (rules that cannot fire; ``simrecon mapping check`` shows more).
     """
+    from pipelines.intake.mapping_check import rule_warnings
+
     config, paths = planned_context(config_path, run_date)
     paths.telco_error(telco).unlink(missing_ok=True)
     mapping = config.telco(telco)
+    warnings = rule_warnings(mapping, config.flags)
+    for warning in warnings:
+        log.warning("mapping %s: %s", telco, warning)
     try:
-        result = ingest.ingest(mapping)
+        report = ingest.ingest_to_files(mapping, paths.ingested(telco),
+                                        paths.quarantine(telco, "ingest"), config.intake)
     except TelcoInputError as exc:
         write_json({"telco": telco, "stage": "ingest", "error": str(exc)},
                    paths.telco_error(telco))
         log.error("ingest %s failed: %s", telco, exc)
         raise
-    write_parquet(result.rows, paths.ingested(telco))
-    write_parquet(result.quarantine, paths.quarantine(telco, "ingest"))
-    stats = {"telco": telco, "source_file": mapping.source_path().name,
-             "rows_in_file": result.rows_in_file, "rows_read": result.rows.num_rows,
-             "quarantined_at_ingest": result.quarantine.num_rows,
-             "encoding": result.encoding}  # declared, or detected with `auto`
+    stats = report.stats()
+    if warnings:
+        stats["mapping_warnings"] = warnings
     write_json(stats, paths.stats(telco, "ingest"))
     return stats
 
 
 def normalise_telco(config_path: str, run_date: str, telco: str) -> dict:
-    """Normalise one telco's ingested rows; unnormalisable rows are quarantined."""
+    """Normalise one telco's ingested rows in batches (``intake.normalise_batch_rows``);
+    unnormalisable rows are quarantined."""
     config, paths = planned_context(config_path, run_date)
     if not paths.ingested(telco).exists():
         raise TelcoInputError(telco, str(paths.ingested(telco)),
                               "no ingested rows: the ingest stage did not succeed")
-    rows = pq.read_table(paths.ingested(telco))
-    result = normalise.normalise(rows, config.telco(telco), run_date=parse_run_date(run_date))
-    write_parquet(result.rows, paths.normalised(telco))
-    write_parquet(result.quarantine, paths.quarantine(telco, "normalise"))
-    stats = {"telco": telco, "rows_normalised": result.rows.num_rows,
-             "quarantined_at_normalise": result.quarantine.num_rows}
+    normalised, quarantined = normalise.normalise_file(
+        paths.ingested(telco), config.telco(telco), run_date=parse_run_date(run_date),
+        rows_path=paths.normalised(telco), quarantine_path=paths.quarantine(telco, "normalise"),
+        batch_rows=config.intake.normalise_batch_rows)
+    stats = {"telco": telco, "rows_normalised": normalised,
+             "quarantined_at_normalise": quarantined}
     write_json(stats, paths.stats(telco, "normalise"))
     return stats
 

@@ -202,18 +202,20 @@ class AtomicParquetWriter(_AtomicStream):
     failure (or a kill) leaves at most that ``.tmp`` file. The schema is that of the
     first piece (or ``schema``); later pieces are cast to it. ``row_group_rows`` keeps
     row groups small enough for a reader's filter to skip most of a large file.
+    ``compression``: zstd, or e.g. lz4 for a working file that is read back once.
     """
 
     def __init__(self, path: Path, schema: pa.Schema | None = None,
-                 row_group_rows: int | None = None) -> None:
+                 row_group_rows: int | None = None, compression: str = "zstd") -> None:
         super().__init__(path)
         self._schema = schema
         self._row_group_rows = row_group_rows
+        self._compression = compression
 
     def _parquet(self, schema: pa.Schema) -> pq.ParquetWriter:
         if self._writer is None:
             self._writer = pq.ParquetWriter(pa.PythonFile(self._open(), mode="w"), schema,
-                                            compression="zstd")
+                                            compression=self._compression)
         return self._writer
 
     def write(self, table: pa.Table | pa.RecordBatch) -> None:

@@ -116,9 +116,64 @@ def main() -> None:
     files["26_invalid_utf8.csv"] = b"\n".join(broken)
     files["27_tcvn3_declared_vni.csv"] = iconv(base, "TCVN5712-1")
     files["28_no_final_newline.csv"] = base.rstrip("\n").encode()
+    files.update(issue_14_files(lines))
     for name, data in files.items():
         (HERE / name).write_bytes(data)
     print(f"{len(files)} files written to {HERE}")
+
+
+def mojibake(text: str, codepage: str) -> str:
+    """UTF-8 text decoded as a Windows code page (undefined bytes as the C1 control of
+    the same number, as Windows does) and saved again: what a careless export does."""
+    python = "cp1252" if codepage == "1252" else "cp1258"
+    out = []
+    for byte in text.encode("utf-8"):
+        try:
+            out.append(bytes([byte]).decode(python))
+        except UnicodeDecodeError:
+            out.append(chr(byte))
+    return "".join(out)
+
+
+def issue_14_files(lines: list[str]) -> dict[str, bytes]:
+    """Exports that read as text but lie (issue 14): one file per class."""
+    files: dict[str, bytes] = {}
+    header, body = lines[0], lines[1:]
+    files["29_mojibake_1252.csv"] = (
+        "\n".join([header, *(mojibake(line, "1252") for line in body)]) + "\n").encode()
+    files["30_mojibake_1258.csv"] = (
+        "\n".join([header, *(mojibake(line, "1258") for line in body)]) + "\n").encode()
+    lost = [mojibake(line, "1252").replace("\x90", "") for line in body]  # a byte dropped
+    files["31_mojibake_lost_byte.csv"] = ("\n".join([header, *lost]) + "\n").encode()
+    control = list(body)
+    control[1] = control[1].replace("Trần Thị", "Trần\x00Thị")   # NUL inside a name
+    control[4] = control[4].replace("092301009876", "0923010\x079876")  # BEL in an ID
+    control[5] = control[5].replace("Võ Minh", "Võ\tMinh")      # a tab is only a space
+    files["32_control_characters.csv"] = ("\n".join([header, *control]) + "\n").encode()
+    long = list(body)
+    long[2] = long[2].replace("Phạm Hoàng Yến", "Phạm Hoàng Yến" * 200)  # 2,800 characters
+    long[6] = long[6].replace("VT-HNI-0006", "X" * 250)  # a dealer code of 250
+    files["33_field_too_long.csv"] = ("\n".join([header, *long]) + "\n").encode()
+    cut = ("\n".join([header, *body]) + "\n").encode()
+    cut = cut[:cut.rindex("Bùi".encode()) + 2]  # inside the two bytes of "ù"
+    files["34_truncated_in_character.csv"] = cut
+    born = list(body)
+    born[1] = born[1].replace("01/07/1990", "02/04/2025")  # activated 01/04/2025
+    born[3] = born[3].replace("05/05/1968", "2025")        # year only: may be before
+    files["35_birth_after_activation.csv"] = ("\n".join([header, *born]) + "\n").encode()
+    short = list(body)
+    short[0] = short[0].replace("12/03/1985", "12/03/85")    # CCCD 001085…: 1900s
+    short[2] = short[2].replace("23/11/1979", "23/11/20").replace("031179", "031120")
+    short[3] = short[3].replace("05/05/1968", "8/8/67")       # CCCD 048068…: 1900s
+    short[4] = short[4].replace("30/09/2001", "30/09/01").replace("092301", "092201")
+    short[5] = short[5].replace("14/02/1995", "14/02/38").replace(",CCCD,052095003344",
+                                                                  ",CMND,052095003")
+    short[6] = short[6].replace("01/04/2025", "01/04/25")     # activation: not after run date
+    files["36_two_digit_years.csv"] = ("\n".join([header, *short]) + "\n").encode()
+    twice = [*body[:3], body[0], body[1].replace("VT-HNI-0001", "VT-HNI-0009"), body[0],
+             *body[3:]]
+    files["37_identical_rows.csv"] = ("\n".join([header, *twice]) + "\n").encode()
+    return files
 
 
 if __name__ == "__main__":
