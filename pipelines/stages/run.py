@@ -14,6 +14,7 @@ from pipelines.stages.common import (
     log,
 )
 from pipelines.stages.intake import gate_export, ingest_telco, normalise_telco, partition_telco
+from pipelines.stages.lookup import refresh_lookup_index
 from pipelines.stages.outputs import (
     approve_publication,
     build_report,
@@ -81,4 +82,5 @@ def run_all(config_path: str, run_date: str) -> dict:
     timed("report", build_report, config_path, run_date)
     timed("approve", approve_publication, config_path, run_date)
     published = timed("publish", publish_run, config_path, run_date)
+    timed("lookup_index", refresh_lookup_index, config_path, run_date)
     return {**published, "timings": timings}
