@@ -193,14 +193,18 @@ def describe_outputs(root: Path) -> list[dict]:
 
 
 def write_delivery(corrections_dir: Path, telco: str, listed: pa.Table, resolved: pa.Table,
-                   resend: pa.Table, run_date: str) -> tuple[list[Path], Path]:
-    """The telco's XLSX, resolved and resend CSVs and its delivery manifest (written last)."""
+                   resend: pa.Table, run_date: str,
+                   extra_files: list[Path] | None = None) -> tuple[list[Path], Path]:
+    """The telco's XLSX, resolved and resend CSVs and its delivery manifest (written last).
+    ``extra_files``: more files of this telco's delivery, already written under
+    ``corrections_dir`` (its verification requests: pipelines/lookup/delivery.py)."""
     files = [
         corrections_dir / f"{telco}.csv",
         write_xlsx({"corrections": listed, "resolved": resolved, "resend": resend,
                     "reason_codes": reason_table()}, corrections_dir / f"{telco}.xlsx"),
         write_correction_csv(resolved, corrections_dir / "resolved" / f"{telco}.csv"),
         write_correction_csv(resend, corrections_dir / "resend" / f"{telco}.csv"),
+        *(extra_files or []),
     ]
     status = listed["flag_status"].to_pylist()
     actions = listed["action"].to_pylist()

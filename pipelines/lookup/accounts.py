@@ -170,7 +170,8 @@ def authenticate(db: Engine, name: str, password: str, *, max_failed: int,
         raise LoginRefused("LOCKED", f"this account is locked until {row.locked_until} after "
                            f"{max_failed} wrong passwords")
     if not _verify(row.password_hash, password):
-        with db.begin() as conn:
+        until = None
+        with db.begin() as conn:  # committed before the refusal is raised
             conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.name == name)
                          .values(failed_logins=ACCOUNTS.c.failed_logins + 1))
             failed = conn.execute(select(ACCOUNTS.c.failed_logins)
@@ -179,8 +180,9 @@ def authenticate(db: Engine, name: str, password: str, *, max_failed: int,
                 until = _iso(now + timedelta(minutes=lockout_minutes))
                 conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.name == name)
                              .values(locked_until=until, failed_logins=0))
-                raise LoginRefused("LOCKED_NOW", f"wrong password; the account is now locked "
-                                   f"until {until}")
+        if until is not None:
+            raise LoginRefused("LOCKED_NOW", f"wrong password; the account is now locked "
+                               f"until {until}")
         raise LoginRefused("WRONG_PASSWORD", "wrong account name or password")
     values: dict[str, object] = {"failed_logins": 0, "locked_until": None}
     if _HASHER.check_needs_rehash(row.password_hash):

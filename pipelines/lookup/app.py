@@ -213,6 +213,10 @@ def create_app(settings: ServeSettings, service: LookupService | None = None) ->
         kind, data = static[name]
         return Response(data, media_type=kind)
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/login")
     def login_form() -> HTMLResponse:
         return page("login.html.j2", error=None)

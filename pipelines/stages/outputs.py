@@ -17,6 +17,7 @@ from pipelines.delivery import correction_lists, transport
 from pipelines.errors import (
     RunIncompleteError,
 )
+from pipelines.lookup import delivery as lookup_delivery
 from pipelines.quality import gates
 from pipelines.reporting import report
 from pipelines.stages.common import (
@@ -106,8 +107,11 @@ def _delivery_files(config: RunConfig, paths: RunPaths, run_date: str) -> list[s
                                          store=store_of(config),
                                          policy=config.correction_cycle.deadlines)
         resolved = correction_lists.resolved_list(results, telco, run_date, store_of(config))
+        # The look-up service's verification requests to this telco (requests/<telco>.csv).
+        asked = lookup_delivery.telco_request_files(config, telco, paths.corrections_dir)
         correction_lists.write_delivery(paths.corrections_dir, telco, listed, resolved,
-                                        correction_lists.resend_list(quarantine, telco), run_date)
+                                        correction_lists.resend_list(quarantine, telco), run_date,
+                                        extra_files=asked)
         telcos.append(telco)
     return telcos
 
@@ -198,6 +202,7 @@ def build_report(config_path: str, run_date: str) -> dict:
 
     # Trend: this run and the summaries of the runs published before it (report.trend_runs).
     content = report.from_config(config, summary, results, quarantine, paths.output_dir)
+    content.lookup = lookup_delivery.report_section(config, run_date)
     write_text(report.render_html(content), paths.report)
     write_workbook(content, paths.staging / "report.xlsx")
     return {"subscriptions": summary["subscriptions"], "failed_telcos": sorted(failed),
