@@ -46,6 +46,9 @@ PROVINCES = tuple(f"{c:03d}" for c in (
     37, 38, 40, 42, 44, 45, 46, 48, 49, 51, 52, 54, 56, 58, 60, 62, 64, 66, 67, 68, 70, 72, 74,
     75, 77, 79, 80, 82, 83, 84, 86, 87, 89, 91, 92, 93, 94, 95, 96))
 TELCOS = ("viettel", "vinaphone", "mobifone")
+MOBILE_PREFIXES = ("086", "096", "097", "098", "032", "033", "034", "035", "036", "037", "038",
+                   "039", "088", "091", "094", "081", "082", "083", "084", "085", "089", "090",
+                   "093", "070", "076", "077", "078", "079")
 SURNAMES = ("NGUYEN", "TRAN", "LE", "PHAM", "HUYNH", "HOANG", "PHAN", "VU", "VO", "DANG", "BUI",
             "DO", "HO", "NGO")
 MIDDLES = ("VAN", "THI", "HUU", "DUC", "MINH", "NGOC", "THANH", "QUOC", "KIM")
@@ -74,9 +77,13 @@ def shard_table(rng: np.random.Generator, rows: np.ndarray, n_total: int) -> pa.
     n = len(rows)
     telco_code = rng.integers(0, len(TELCOS), n)
     telco = pc.take(pa.array(TELCOS), pa.array(telco_code))
-    # Unique numbers: a bijection of the row number onto 10**8 (multiplier coprime to 10).
+    # Unique numbers on current mobile prefixes: a bijection of the row number onto
+    # prefixes x 10**7 (the multiplier is coprime to it).
+    space = len(MOBILE_PREFIXES) * 10**7
+    slot = (rows * 7_919_317 + 12_345) % space
     msisdn = pc.binary_join_element_wise(
-        "09", _digits((rows * 7_919_317 + 12_345) % 10**8, 8), "")
+        pc.take(pa.array(MOBILE_PREFIXES), pa.array(slot // 10**7)),
+        _digits(slot % 10**7, 7), "")
     # Citizens: ~1.3 subscriptions each; the CCCD is derived from the citizen number.
     citizen = rng.integers(0, max(1, int(n_total / 1.3)), n)
     province = pc.take(pa.array(PROVINCES), pa.array(citizen % len(PROVINCES)))

@@ -16,12 +16,14 @@ bits are the bucket, the top few the build's partition (docs/lookup.md, "The ind
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from matching import reference
 from matching.ids import clean_document_number
 from matching.phones import canonical_msisdn
 
@@ -30,10 +32,16 @@ _MASK = (1 << 64) - 1
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _MAX_DIGITS = 18  # 10**18 * 32 + 18 < 2**64
 _DOCUMENT = re.compile(r"^[0-9A-Z]{5,20}$")
+_CANONICAL = re.compile(r"^0[0-9]{9}$")
 
 
 class QueryError(ValueError):
     """The query is not one number or one document number."""
+
+
+@functools.lru_cache(maxsize=1)
+def _mobile_prefixes() -> frozenset[str]:
+    return frozenset(reference.mobile_prefixes()["prefix"].to_pylist())
 
 
 def normalise_number(text: str) -> str:
@@ -41,6 +49,8 @@ def normalise_number(text: str) -> str:
     text = (text or "").strip()
     if not text or len(text) > 32:
         raise QueryError("enter one mobile number")
+    if _CANONICAL.match(text) and text[:3] in _mobile_prefixes():
+        return text  # already canonical: what canonical_msisdn would return
     number = canonical_msisdn(pa.array([text], pa.string()))["msisdn"][0].as_py()
     if number is None:
         raise QueryError("not a Vietnamese mobile number (one number, no wildcard)")

@@ -90,6 +90,12 @@ def requests_for_number(db: Engine, msisdn: str) -> list[dict]:
     return [dict(r._mapping) for r in rows]
 
 
+def numbers_asked(db: Engine) -> set[str]:
+    """Every number a request was ever raised about."""
+    with db.connect() as conn:
+        return set(conn.execute(select(REQUESTS.c.msisdn).distinct()).scalars())
+
+
 def standing_requests(db: Engine, telco: str | None = None) -> list[dict]:
     condition = REQUESTS.c.status.in_(STANDING)
     if telco is not None:

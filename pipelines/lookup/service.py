@@ -36,6 +36,7 @@ from pipelines.reporting import provinces
 log = logging.getLogger("simrecon.lookup")
 
 KINDS = ("number", "document")
+SESSION_RECHECK = 5.0  # seconds
 
 
 class Refused(Exception):
@@ -118,6 +119,9 @@ class LookupService:
         self._province_names = dict(zip(table["old_code"].to_pylist(),
                                         table["old_name"].to_pylist(), strict=True))
         self.telcos = [m.telco for m in self.config.telcos()]
+        self._sessions: dict[str, tuple[Account, float]] = {}
+        self._asked: set[str] = set()
+        self._asked_until = 0.0
 
     def close(self) -> None:
         self.audit.close()
@@ -165,10 +169,25 @@ class LookupService:
         return token, expires, account
 
     def session(self, token: str) -> Account | None:
-        return accounts.session_account(self.db, token)
+        """The session's account; a live session is re-read from the store at most every
+        ``SESSION_RECHECK`` seconds (a disabled account or a logout elsewhere takes effect
+        within that), so a look-up does not pay a database round trip for it."""
+        now = time.monotonic()
+        held = self._sessions.get(token)
+        if held is not None and held[1] > now:
+            return held[0]
+        account = accounts.session_account(self.db, token)
+        if account is None:
+            self._sessions.pop(token, None)
+            return None
+        if len(self._sessions) > 10_000:
+            self._sessions.clear()
+        self._sessions[token] = (account, now + SESSION_RECHECK)
+        return account
 
     def logout(self, account: Account, token: str, client: str) -> None:
         accounts.close_session(self.db, token)
+        self._sessions.pop(token, None)
         self._record(account, "logout", "LOGOUT", client=client)
 
     # --- checks ----------------------------------------------------------------------
@@ -236,8 +255,7 @@ class LookupService:
         shown = self._shape(who, visible)
         answer = Answer(kind, query, meta.get("run_date", ""), shown, withheld)
         if kind == "number":
-            answer.requests = [public_request(r) for r in
-                               verification.requests_for_number(self.db, query)
+            answer.requests = [public_request(r) for r in self._requests_for(query)
                                if r["agency"] == who.agency]
             answer.can_request = self._requestable(who, query, visible, found)
         outcome = "ANSWERED" if shown else "NOT_FOUND"
@@ -246,6 +264,17 @@ class LookupService:
             detail="some subscriptions outside the scope were withheld" if withheld else "",
             result=shown, count=len(shown))
         return answer
+
+    def _requests_for(self, number: str) -> list[dict]:
+        """The requests about ``number``; which numbers have any is re-read at most every
+        ``SESSION_RECHECK`` seconds, so most look-ups skip the query."""
+        now = time.monotonic()
+        if self._asked_until <= now:
+            self._asked = verification.numbers_asked(self.db)
+            self._asked_until = now + SESSION_RECHECK
+        if number not in self._asked:
+            return []
+        return verification.requests_for_number(self.db, number)
 
     def _requestable(self, who: Account, number: str, visible: list[dict],
                      found: list[dict]) -> list[str]:
@@ -317,6 +346,7 @@ class LookupService:
             agency=who.agency, case_reference=reason.case_reference,
             legal_basis=reason.legal_basis, policy=self.config.correction_cycle.deadlines)
         shown = public_request(row)
+        self._asked.add(query)
         self._record(who, action, "REQUEST_RAISED" if new else "REQUEST_ALREADY_OPEN",
                      client=client, kind="number", query=query, reason=reason,
                      detail=f"request {row['id']} to {telco}, deadline {row['deadline']}",
