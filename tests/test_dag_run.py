@@ -28,7 +28,7 @@ TELCOS_DIR = REPO / "config" / "telcos"
 TELCOS = {"mobifone", "viettel", "vinaphone"}
 STAGE_TASKS = ("plan", "gate_registry", "plan_shards", "search_candidates", "spanning_flags",
                "flag", "gate_results", "corrections", "gate_corrections", "report", "approve",
-               "publish", "check")
+               "publish", "lookup_index", "check")
 TELCO_TASKS = ("ingest", "normalise", "gate_export", "partition")
 SHARDS = 3  # of the snapshot the refresh DAG prepares for the daily run
 
