@@ -260,7 +260,8 @@ def build_index(results: RunResults, run_date: str, store: Store, *,
         if previous is not None and previous.get("run_date", "") > run_date:
             raise ValueError(f"the look-up index already holds run {previous['run_date']}, "
                              f"later than {run_date}: refusing to go back")
-        expected = results.num_rows + int(previous.get("subscriptions", 0) if previous else 0)
+        # Mostly the same subscriptions as the previous index, plus the few that left.
+        expected = max(results.num_rows, int(previous["subscriptions"]) if previous else 0)
         pbits = _bits_for(expected / partition_rows)
         bits = max(pbits, _bits_for(expected / records_per_bucket), 1)
         cutoff = (date.fromisoformat(run_date) - timedelta(days=keep_unseen_days)).isoformat()
