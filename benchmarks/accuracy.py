@@ -4,7 +4,7 @@
 
 Generates a world with ``data_samples.generator`` (``noise="benchmark"``),
 writes a temporary run configuration whose telco mappings point at it, runs
-``pipelines.stages.run_all`` and scores ``results.parquet`` against
+``pipelines.stages.run_all`` and scores the run's results (``RunResults``) against
 ``ground_truth.parquet``:
 
 * holder link: a row links its holder when ``holder_citizen_id`` (the
@@ -191,12 +191,13 @@ def run(subscriptions: int, seed: int, workdir: Path, **matching: object) -> dic
                    n_citizens=max(2500, round(subscriptions * 0.625)), noise="benchmark")
     generated = time.perf_counter() - start
     config = write_world_config(world, workdir, **matching)
+    from pipelines.results.dataset import RunResults
     from pipelines.stages import run_all
 
     start = time.perf_counter()
     outcome = run_all(str(config), RUN_DATE)
     ran = time.perf_counter() - start
-    results = pq.read_table(Path(outcome["run_dir"]) / "results.parquet").to_pandas()
+    results = RunResults(outcome["run_dir"]).read().to_pandas()
     truth = pq.read_table(world / "ground_truth.parquet").to_pandas()
     figures = score(results, truth)
     figures["timings"] = {"generate_s": round(generated, 1), "pipeline_s": round(ran, 1),

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from pipelines.correction_cycle.deadlines import DeadlinePolicy
 from pipelines.lookup.service_store import REQUESTS
+from pipelines.storage.files import write_csv
 
 OPEN, ESCALATED, CLOSED_VERIFIED = "OPEN", "ESCALATED", "CLOSED_VERIFIED"
 STANDING = (OPEN, ESCALATED)
@@ -125,12 +126,10 @@ def telco_requests(db: Engine, telco: str) -> pa.Table:
 def write_telco_requests(db: Engine, telco: str, corrections_dir: Path) -> Path | None:
     """``corrections_dir/requests/<telco>.csv`` when the telco has standing requests (the
     caller lists it in the telco's delivery manifest); None when it has none."""
-    from pipelines.delivery.correction_lists import write_correction_csv
-
     table = telco_requests(db, telco)
     if table.num_rows == 0:
         return None
-    return write_correction_csv(table, Path(corrections_dir) / "requests" / f"{telco}.csv")
+    return write_csv(table, Path(corrections_dir) / "requests" / f"{telco}.csv")
 
 
 def settle(db: Engine, run_date: str, verified) -> dict[str, int]:  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ stop, such as an edit of the file itself.
 from __future__ import annotations
 
 import threading
+import time
 from functools import lru_cache
 
 from sqlalchemy import (
@@ -27,7 +28,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pipelines.correction_cycle.history import StoreError
 from pipelines.lookup.store import Store, _prepare_folder, secure_file, sqlite_file, url_of
@@ -150,19 +151,28 @@ def engine(store: Store) -> Engine:
     db = _engine(key)
     file = sqlite_file(url)
     if key not in _ready or (file is not None and not file.exists()):
-        with _ready_lock, db.begin() as conn:
-            METADATA.create_all(conn, checkfirst=True)
-            for statement in (_SQLITE_GUARDS if file is not None else _POSTGRES_GUARDS):
-                conn.exec_driver_sql(statement)
-            if conn.execute(select(AUDIT_HEAD.c.id)).first() is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(AUDIT_HEAD).values(id=1, seq=0, hash=GENESIS))
-                except IntegrityError:
-                    pass  # another process created it first
+        with _ready_lock:
+            try:
+                _create(db, file)
+            except OperationalError:  # another process created them at the same moment
+                time.sleep(0.5)
+                _create(db, file)
         if file is not None:
             secure_file(file)
             for side in (file.with_name(file.name + "-wal"), file.with_name(file.name + "-shm")):
                 secure_file(side)
         _ready.add(key)
     return db
+
+
+def _create(db: Engine, file) -> None:  # type: ignore[no-untyped-def]
+    with db.begin() as conn:
+        METADATA.create_all(conn, checkfirst=True)
+        for statement in (_SQLITE_GUARDS if file is not None else _POSTGRES_GUARDS):
+            conn.exec_driver_sql(statement)
+        if conn.execute(select(AUDIT_HEAD.c.id)).first() is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(AUDIT_HEAD).values(id=1, seq=0, hash=GENESIS))
+            except IntegrityError:
+                pass  # another process created it first

@@ -7,7 +7,7 @@ from pipelines.lookup import index, requests, service_store
 from pipelines.lookup.service import index_store_of, service_store_of
 from pipelines.lookup.store import IndexReader
 from pipelines.results.dataset import ResultsNotFoundError, RunResults
-from pipelines.stages.common import _context, log
+from pipelines.stages.common import context, log
 
 
 def refresh_lookup_index(config_path: str, run_date: str | None = None) -> dict:
@@ -22,7 +22,7 @@ def refresh_lookup_index(config_path: str, run_date: str | None = None) -> dict:
         if latest is None:
             raise ResultsNotFoundError(f"{config.output_path}: no published run to index")
         run_date = latest.run_date
-    config, paths = _context(config_path, run_date)
+    config, paths = context(config_path, run_date)
     if not (paths.final / "manifest.json").is_file():
         raise ResultsNotFoundError(f"run {run_date} is not published: nothing to index")
     settings = config.lookup
