@@ -256,6 +256,37 @@ def test_broken_export_fails_its_gate_and_publishes_no_list_for_that_telco(
     assert "export.viettel" in report and "FAILED" in report and "lack an ID number" in report
 
 
+def test_one_bad_row_in_a_good_export_passes_and_a_bad_share_fails(tmp_path: Path) -> None:
+    """Through the whole run: one subscription activated after the run date does not
+    fail viettel's export (it is counted and shown), 3% of them do."""
+
+    def future_activation(every: int):  # type: ignore[no-untyped-def]
+        def rewrite(rows: list[dict], columns: dict) -> list[dict]:
+            for row in rows[::every]:
+                row[columns["activation_date"]] = "01/01/2027"
+            return rows
+        return rewrite
+
+    one = tmp_path / "one"
+    one.mkdir()
+    config = write_config(one, telcos_dir=telcos_dir_with(one, "viettel",
+                                                          future_activation(10_000)))
+    outcome = run_all(str(config), RUN_DATE)
+    assert outcome["failed_telcos"] == []
+    export = _gate(Path(outcome["run_dir"]), "export.viettel")
+    assert export["success"] is True and _failed(export) == []
+    share = tmp_path / "share"
+    share.mkdir()
+    config = write_config(share, telcos_dir=telcos_dir_with(share, "viettel",
+                                                            future_activation(30)))
+    outcome = run_all(str(config), RUN_DATE)
+    assert outcome["failed_telcos"] == ["viettel"]
+    (failed,) = _failed(_gate(Path(outcome["run_dir"]), "export.viettel"))
+    assert failed["column"] == "activation_date"
+    assert failed["unexpected_count"] == -(-1868 // 30)
+    assert all(e["activation_date"] == "2027-01-01" for e in failed["examples"])
+
+
 def test_gate_examples_never_show_a_full_id_number(tmp_path: Path) -> None:
     def bad_cccd(rows: list[dict], columns: dict) -> list[dict]:
         for row in rows:

@@ -162,7 +162,8 @@ def flagged_keys(results: pa.Table) -> pa.Table:
 # --- one shard's partial aggregates ---------------------------------------------------------
 
 
-def _counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+def value_counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    """How many times each value occurs (nulls left out)."""
     if len(column) == 0:
         return {}
     counted = pc.value_counts(column)
@@ -193,7 +194,7 @@ def _telco_counts(results: pa.Table, bits: np.ndarray) -> dict[str, dict]:
     for name in sorted(set(telco.tolist())):
         mine = telco == name
         chosen = pa.array(mine)
-        statuses = _counts(pc.filter(status, chosen))
+        statuses = value_counts(pc.filter(status, chosen))
         mine_bits = bits[mine]
         out[name] = {
             "subscriptions": int(mine.sum()),
@@ -245,13 +246,13 @@ def province_counts(results: pa.Table, bits: np.ndarray,
     _, _, known = provinces.locate(code, provinces_file or None)
     key = pc.if_else(pc.is_null(code), pa.scalar(NO_CCCD),
                      pc.fill_null(known, provinces.UNKNOWN))
-    distinct, codes = np.unique(np.asarray(key.to_numpy(zero_copy_only=False), dtype=object),
-                                return_inverse=True)
-    codes = codes.reshape(-1)
+    encoded = pc.dictionary_encode(key)
+    distinct = encoded.dictionary.to_pylist()
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
     subs = np.bincount(codes, minlength=len(distinct))
     flagged = np.bincount(codes, weights=(bits != 0), minlength=len(distinct))
     out = {}
-    for i, name in enumerate(distinct.tolist()):
+    for i, name in enumerate(distinct):
         out[name] = {"subscriptions": int(subs[i]), "flagged": int(flagged[i]), "flags": {}}
     for flag, bit in FLAG_BITS.items():
         per = np.bincount(codes, weights=(bits & bit) != 0, minlength=len(distinct))

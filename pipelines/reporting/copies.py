@@ -85,8 +85,9 @@ def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
                                        settings["workbook_flagged_rows"]))
     reasons: dict[str, int] = {}
     for path in sorted((results.run_dir / "quarantine").glob("*.parquet")):
-        for item in pq.read_table(path, columns=["reason"])["reason"].value_counts().to_pylist():
-            reasons[item["values"]] = reasons.get(item["values"], 0) + item["counts"]
+        for reason, n in aggregates.value_counts(
+                pq.read_table(path, columns=["reason"])["reason"]).items():
+            reasons[reason] = reasons.get(reason, 0) + n
     return build_from(summary, merged, flagged, total, dict(sorted(reasons.items())),
                       previous=previous_summaries(runs, summary["run_date"],
                                                   settings["trend_runs"] - 1),

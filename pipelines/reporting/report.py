@@ -77,14 +77,6 @@ def reveal_ids_for(role: str | None, unmasked_roles: list[str]) -> bool:
 # --- counts -----------------------------------------------------------------------------
 
 
-def _counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
-    if len(column) == 0:
-        return {}
-    counted = pc.value_counts(column)
-    return {str(v): int(c) for v, c in zip(counted.field("values").to_pylist(),
-                                            counted.field("counts").to_pylist(), strict=True)}
-
-
 def quarantine_counts(quarantine: pa.Table) -> dict[str, dict[str, int]]:
     """Quarantined rows per telco and reason."""
     out: dict[str, dict[str, int]] = {}
@@ -577,7 +569,7 @@ def build(summary: dict, results: pa.Table, quarantine: pa.Table, *, previous: l
     counts = aggregates.of_results(results, top=top, provinces_file=provinces_file)
     flagged, total = select_flagged(results, max(flagged_rows, workbook_flagged_rows))
     return build_from(summary, counts, flagged, total,
-                      _counts(quarantine["reason"]) if quarantine.num_rows else {},
+                      aggregates.value_counts(quarantine["reason"]) if quarantine.num_rows else {},
                       previous=previous, top=top, provinces_file=provinces_file,
                       flagged_rows=flagged_rows, workbook_flagged_rows=workbook_flagged_rows,
                       **options)  # type: ignore[arg-type]

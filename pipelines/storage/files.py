@@ -148,6 +148,7 @@ class _AtomicStream:
         self.path = Path(path)
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         self._handle: BinaryIO | None = None
+        self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None  # the format's
         self.sink: HashingSink | None = None
         self.rows = 0
 
@@ -176,6 +177,23 @@ class _AtomicStream:
             self._handle.close()
         self._tmp.unlink(missing_ok=True)
 
+    def _finish(self) -> Path:
+        """Close the format's writer, then rename the file into place."""
+        assert self._writer is not None
+        try:
+            self._writer.close()
+        except BaseException:
+            self._abort()
+            raise
+        return self._commit()
+
+    def abort(self) -> None:
+        """Give the file up: nothing is left behind."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # abandoning the file anyway
+                self._writer.close()
+        self._abort()
+
 
 class AtomicParquetWriter(_AtomicStream):
     """A Parquet file written in pieces (``write``), renamed into place on ``close``.
@@ -191,7 +209,6 @@ class AtomicParquetWriter(_AtomicStream):
         super().__init__(path)
         self._schema = schema
         self._row_group_rows = row_group_rows
-        self._writer: pq.ParquetWriter | None = None
 
     def _parquet(self, schema: pa.Schema) -> pq.ParquetWriter:
         if self._writer is None:
@@ -213,19 +230,7 @@ class AtomicParquetWriter(_AtomicStream):
             if empty is None and self._schema is None:
                 raise ValueError(f"{self.path}: nothing written and no schema given")
             self._parquet(self._schema or empty)  # type: ignore[arg-type]
-        assert self._writer is not None
-        try:
-            self._writer.close()
-        except BaseException:
-            self._abort()
-            raise
-        return self._commit()
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(Exception):  # abandoning the file anyway
-                self._writer.close()
-        self._abort()
+        return self._finish()
 
     def __enter__(self) -> AtomicParquetWriter:
         return self
@@ -242,13 +247,13 @@ class AtomicCsvWriter(_AtomicStream):
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         super().__init__(path)
         self.schema = schema
-        self._writer: pa_csv.CSVWriter | None = None
 
     def _csv(self) -> pa_csv.CSVWriter:
         if self._writer is None:
             sink = self._open()
             sink.write(b"\xef\xbb\xbf")
             self._writer = pa_csv.CSVWriter(pa.PythonFile(sink, mode="w"), self.schema)
+        assert isinstance(self._writer, pa_csv.CSVWriter)
         return self._writer
 
     def write(self, table: pa.Table) -> None:
@@ -256,19 +261,8 @@ class AtomicCsvWriter(_AtomicStream):
         self.rows += table.num_rows
 
     def close(self) -> Path:
-        writer = self._csv()
-        try:
-            writer.close()
-        except BaseException:
-            self._abort()
-            raise
-        return self._commit()
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(Exception):  # abandoning the file anyway
-                self._writer.close()
-        self._abort()
+        self._csv()  # a list without rows still has its header
+        return self._finish()
 
 
 def write_parquet(table: pa.Table, path: Path, row_group_rows: int | None = None) -> Path:
