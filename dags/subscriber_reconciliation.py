@@ -93,6 +93,7 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | `report` | writes `summary.json` and `report.html` from the shards' aggregates | once |
 | `approve` | compliance approves publishing (human-in-the-loop; auto for the demo) | once |
 | `publish` | writes `manifest.json`, swaps the run folder in, delivers the lists | once |
+| `lookup_index` | indexes the run for the look-up service, settles verification requests | once |
 | `check` | fails the run if any telco could not be processed | once |
 
 `ingest`, `normalise`, `partition` and `gate_export` are mapped over the telcos in
@@ -345,6 +346,13 @@ def publish() -> dict:
     return _run("publish", publish_run)
 
 
+@task
+def lookup_index() -> dict:
+    from pipelines.stages import refresh_lookup_index
+
+    return _run("lookup_index", refresh_lookup_index)
+
+
 # The only leaf, so it decides the run's state: red when a telco failed, even
 # though the other telcos' outputs were published.
 @task
@@ -383,7 +391,7 @@ def subscriber_reconciliation() -> None:
     lists = corrections.expand(telco=telcos)
     queued >> lists
     checked = gate_corrections.expand(telco=telcos)
-    gated >> lists >> checked >> report() >> approve() >> publish() >> check()
+    gated >> lists >> checked >> report() >> approve() >> publish() >> lookup_index() >> check()
 
 
 subscriber_reconciliation()

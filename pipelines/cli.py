@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipelines.config import ConfigError
 from pipelines.errors import RegistryError
+from pipelines.lookup.settings import LookupSettingsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "simrecon.yaml"
@@ -116,6 +117,111 @@ def _cmd_mapping_check(args: argparse.Namespace) -> int:
     return 1 if unusable else 0
 
 
+DEFAULT_LOOKUP_SETTINGS = REPO_ROOT / "config" / "lookup.yaml"
+
+
+def _lookup_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from pipelines.lookup.settings import load_serve_settings
+
+    return load_serve_settings(args.settings)
+
+
+def _service_db(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from pipelines.config import load_config
+    from pipelines.lookup import service_store
+    from pipelines.lookup.service import service_store_of
+
+    settings = _lookup_settings(args)
+    return settings, service_store.engine(service_store_of(load_config(settings.run_config_path)))
+
+
+def _cmd_lookup_index(args: argparse.Namespace) -> int:
+    from pipelines.stages import refresh_lookup_index
+
+    outcome = refresh_lookup_index(str(args.config), args.run_date)
+    print(json.dumps(outcome, indent=2))
+    return 0
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise SystemExit("simrecon: the passwords differ")
+    return first
+
+
+def _cmd_lookup_account(args: argparse.Namespace) -> int:
+    from pipelines.lookup import accounts
+
+    settings, db = _service_db(args)
+    try:
+        if args.account_command == "add":
+            if args.role not in settings.roles:
+                raise accounts.AccountError(f"role {args.role!r}: one of {sorted(settings.roles)}")
+            provinces = accounts.province_codes([p for p in args.provinces.split(",")])
+            telcos = "*" if args.telcos.strip() == "*" else ",".join(
+                sorted(t.strip() for t in args.telcos.split(",") if t.strip()))
+            account = accounts.create_account(db, args.name, args.agency, args.role, provinces,
+                                               telcos, _password(args))
+            print(f"account {account.name} ({account.role}, {account.agency}): provinces "
+                  f"{provinces}, telcos {telcos}")
+        elif args.account_command == "password":
+            accounts.set_password(db, args.name, _password(args))
+            print(f"account {args.name}: password changed")
+        elif args.account_command == "unlock":
+            accounts.unlock(db, args.name)
+            print(f"account {args.name}: unlocked")
+        elif args.account_command == "disable":
+            accounts.disable(db, args.name)
+            print(f"account {args.name}: disabled, sessions closed")
+    except accounts.AccountError as exc:
+        print(f"simrecon: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pipelines.lookup.app import serve
+
+    serve(_lookup_settings(args), host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from pipelines.lookup import audit
+
+    _, db = _service_db(args)
+    verdict = audit.verify(db)
+    if verdict.ok:
+        print(f"audit log intact: {verdict.entries} entries, head {verdict.head_seq} "
+              f"{verdict.head_hash}")
+        return 0
+    print(f"AUDIT LOG BROKEN at entry {verdict.first_broken}: {verdict.problem}",
+          file=sys.stderr)
+    return 1
+
+
+def _cmd_audit_export(args: argparse.Namespace) -> int:
+    from pipelines.lookup import audit
+
+    _, db = _service_db(args)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    count = 0
+    try:
+        for entry in audit.export(db, args.start, args.end, args.account):
+            out.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+            count += 1
+    finally:
+        if args.out:
+            out.close()
+    print(f"{count} audit entries exported", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrecon", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -201,7 +307,70 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--as-of", default=date.today().isoformat(),
                          help="YYYY-MM-DD: no date of birth may be after it (default: today)")
     prepare.set_defaults(func=_cmd_registry_prepare)
+
+    _lookup_parsers(sub)
     return parser
+
+
+def _lookup_parsers(sub) -> None:  # type: ignore[no-untyped-def]
+    """``lookup``, ``serve`` and ``audit`` (docs/lookup.md)."""
+
+    def settings_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--settings", type=Path, default=DEFAULT_LOOKUP_SETTINGS,
+                       help=f"look-up service settings (default: {DEFAULT_LOOKUP_SETTINGS})")
+
+    lookup = sub.add_parser("lookup", help="the look-up index and agency accounts "
+                            "(docs/lookup.md)")
+    lookup_sub = lookup.add_subparsers(dest="lookup_command", required=True)
+    indexed = lookup_sub.add_parser(
+        "index", help="index a published run for the look-up service (what the DAG's "
+        "lookup_index task does after publish)")
+    indexed.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                         help="run configuration (output_dir, lookup settings)")
+    indexed.add_argument("--run-date", default=None,
+                         help="YYYY-MM-DD of a published run (default: the latest)")
+    indexed.set_defaults(func=_cmd_lookup_index)
+    account = lookup_sub.add_parser("account", help="agency accounts of the look-up service")
+    account_sub = account.add_subparsers(dest="account_command", required=True)
+    add = account_sub.add_parser("add", help="create an account (asks for its password)")
+    add.add_argument("name")
+    add.add_argument("--agency", required=True, help="the agency the account belongs to")
+    add.add_argument("--role", required=True, help="a role of the settings (investigator, "
+                     "compliance, ...)")
+    add.add_argument("--provinces", required=True,
+                     help="* or comma-separated old codes (079), old provinces or 2025 units")
+    add.add_argument("--telcos", required=True, help="* or comma-separated telco names")
+    for name, text in (("password", "set a new password (and unlock)"),
+                       ("unlock", "lift a lockout"),
+                       ("disable", "disable the account and close its sessions")):
+        command = account_sub.add_parser(name, help=text)
+        command.add_argument("name")
+    for command in account_sub.choices.values():
+        settings_option(command)
+        command.add_argument("--password-stdin", action="store_true",
+                             help="read the password from standard input")
+        command.set_defaults(func=_cmd_lookup_account)
+
+    serve = sub.add_parser("serve", help="run the look-up service for authorised agencies")
+    settings_option(serve)
+    serve.add_argument("--host", default=None, help="address to listen on (default: settings)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: settings)")
+    serve.set_defaults(func=_cmd_serve)
+
+    audit = sub.add_parser("audit", help="the look-up service's audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; name the first "
+                                  "broken entry")
+    settings_option(verify)
+    verify.set_defaults(func=_cmd_audit_verify)
+    export = audit_sub.add_parser("export", help="entries for oversight, as JSON lines")
+    settings_option(export)
+    export.add_argument("--from", dest="start", default=None,
+                        help="from this UTC date or time (YYYY-MM-DD[THH:MM])")
+    export.add_argument("--to", dest="end", default=None, help="before this UTC date or time")
+    export.add_argument("--account", default=None, help="one account's entries only")
+    export.add_argument("--out", default=None, help="file to write (default: standard output)")
+    export.set_defaults(func=_cmd_audit_export)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return args.func(args)
-    except (ConfigError, RegistryError) as exc:
+    except (ConfigError, RegistryError, LookupSettingsError) as exc:
         print(f"simrecon: error: {exc}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipelines.correction_cycle.deadlines import DeadlinePolicy
 from pipelines.delivery.transport import DeliverySettings
 from pipelines.intake.encodings import canonical_encoding
+from pipelines.lookup.settings import LookupSettings
 from pipelines.schema import (
     GENDERS,
     ID_TYPES,
@@ -345,6 +346,7 @@ class RunConfig(_Strict):
     prepared_registry: PreparedRegistrySettings = PreparedRegistrySettings()
     report: ReportSettings = ReportSettings()
     intake: IntakeSettings = IntakeSettings()
+    lookup: LookupSettings = LookupSettings()  # the look-up index and service (docs/lookup.md)
     config_file: str = ""
 
     @cached_property

@@ -220,3 +220,72 @@ def artifacts_dir() -> Path:
         ignore.write_text("# test artefacts (screenshots): never committed\n*\n",
                           encoding="utf-8")
     return folder
+
+
+def browse(url: str, steps: list[tuple[str, str, bool]], *, screenshot: Path | None = None,
+           width: int = 1280, height: int = 900, full_page_max: int = 6000) -> PageReport:
+    """Open ``url`` (a page served on loopback) in headless Chromium and run ``steps``:
+    ``(name, JavaScript expression, navigates)``, each awaited, its value kept under
+    ``name``; after a step that submits a form or follows a link (``navigates``) the
+    next waits for the new page to load. Screenshot of the last page as in ``open_page``."""
+    binary = chromium_binary()
+    profile = Path(tempfile.mkdtemp(prefix="simrecon-chromium-"))
+    command = [binary, "--headless", "--disable-gpu", "--no-sandbox",
+               "--remote-debugging-pipe", f"--user-data-dir={profile}", "--no-first-run",
+               "--no-default-browser-check", "--disable-extensions",
+               "--disable-background-networking", "--disable-sync", "--mute-audio",
+               f"--window-size={width},{height}", "about:blank"]
+    pipe = _Pipe(command)
+    report = PageReport()
+    try:
+        target = pipe.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = pipe.call("Target.attachToTarget",
+                            {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Runtime", "Log", "Page", "Network"):
+            pipe.call(f"{domain}.enable", session=session)
+        pipe.call("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                  session=session)
+        pipe.call("Page.navigate", {"url": url}, session=session)
+        pipe.wait_for(lambda m: m.get("method") == "Page.loadEventFired")
+        for name, expression, navigates in steps:
+            seen = len(pipe.events)
+            result = pipe.call("Runtime.evaluate", {"expression": expression,
+                                                    "returnByValue": True,
+                                                    "awaitPromise": True}, session=session)
+            if "exceptionDetails" in result:
+                report.errors.append(f"step {name}: "
+                                     f"{_describe_exception(result['exceptionDetails'])}")
+            report.values[name] = result.get("result", {}).get("value")
+            loaded = any(e.get("method") == "Page.loadEventFired" for e in pipe.events[seen:])
+            if navigates and not loaded:
+                try:
+                    pipe.wait_for(lambda m: m.get("method") == "Page.loadEventFired")
+                except TimeoutError as exc:
+                    raise TimeoutError(f"step {name}: no page loaded after it") from exc
+        if screenshot is not None:
+            metrics = pipe.call("Page.getLayoutMetrics", session=session)
+            content = metrics.get("cssContentSize") or metrics["contentSize"]
+            clip = {"x": 0, "y": 0, "width": max(width, int(content["width"])),
+                    "height": min(full_page_max, int(content["height"])), "scale": 1}
+            shot = pipe.call("Page.captureScreenshot", {"format": "png", "clip": clip,
+                                                        "captureBeyondViewport": True},
+                             session=session)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+            report.screenshot = screenshot
+    finally:
+        pipe.close()
+        shutil.rmtree(profile, ignore_errors=True)
+    for event in pipe.events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            report.errors.append(_describe_exception(params["exceptionDetails"]))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            report.errors.append(f"console.{params['type']}")
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            entry = params["entry"]
+            report.errors.append(f"{entry.get('source')}: {entry.get('text')}")
+        elif method == "Network.requestWillBeSent":
+            report.requests.append(params["request"]["url"])
+    return report

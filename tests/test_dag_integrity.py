@@ -44,6 +44,7 @@ EXPECTED_TASKS = {
     "report",
     "approve",
     "publish",
+    "lookup_index",
     "check",
 }
 # What the DAG file may import: the standard library bits it needs, Airflow,
@@ -132,7 +133,9 @@ def test_dependencies(dag):
     # Compliance approves (human-in-the-loop) between the report and publishing.
     assert upstream["approve"] == {"report"}
     assert upstream["publish"] == {"approve"}
-    assert upstream["check"] == {"publish"}
+    # The look-up index is refreshed from the published run (issue 13), before the check.
+    assert upstream["lookup_index"] == {"publish"}
+    assert upstream["check"] == {"lookup_index"}
     assert [t.task_id for t in dag.leaves] == ["check"]
 
 
@@ -284,6 +287,7 @@ def test_dag_calls_existing_stage_functions():
         "gate_corrections",
         "build_report",
         "publish_run",
+        "refresh_lookup_index",
         "check_run",
         "prepare_registry",
         "gate_prepared_registry",

@@ -29,7 +29,8 @@ AIRFLOW_ENV = REPO / "scripts" / "airflow_env.sh"
 TELCOS_DIR = REPO / "config" / "telcos"
 TELCOS = {"mobifone", "viettel", "vinaphone"}
 STAGE_TASKS = ("plan", "gate_registry", "plan_shards", "search_candidates", "spanning_flags",
-               "review_queue", "gate_results", "report", "approve", "publish", "check")
+               "review_queue", "gate_results", "report", "approve", "publish", "lookup_index",
+               "check")
 TELCO_TASKS = ("ingest", "normalise", "partition", "gate_export")
 DELIVERY_TASKS = ("corrections", "gate_corrections")  # mapped over every planned telco
 SHARDS = 3  # of the snapshot the refresh DAG prepares for the daily run

@@ -39,6 +39,9 @@ class DeadlinePolicy(BaseModel):
     two_way_block_after_days: int = Field(45, ge=1)
     # Flags that never lead to a block (e.g. an old CMND: update the record only).
     notify_only_flags: list[str] = ["LEGACY_ID"]
+    # Days a telco has to verify a number an agency asked about through the look-up
+    # service (pipelines/lookup/requests.py), counted from the day it was asked.
+    verification_request_days: int = Field(7, ge=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> DeadlinePolicy:

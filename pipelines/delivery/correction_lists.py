@@ -182,12 +182,15 @@ def resolved_table(resolved: pd.DataFrame) -> pa.Table:
 def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
                    results: RunResults, flagged: pa.Table, quarantine: list[Path],
                    store: history.Store | None, policy: deadlines.DeadlinePolicy,
-                   keys_out: Path | None = None, batch_rows: int = 65_536) -> dict:
+                   keys_out: Path | None = None, batch_rows: int = 65_536,
+                   extra_files: list[Path] | None = None) -> dict:
     """Write ``telco``'s list (CSV and workbook, streamed from ``results`` in source
     order), its resolved and resend lists and its delivery manifest (last); return the
     manifest's counts. ``flagged``: the telco's ``aggregates.flagged_keys`` from every
     shard; ``quarantine``: the telco's quarantine files; ``keys_out``: where the
-    classified keys go, for the flag history when the run is published."""
+    classified keys go, for the flag history when the run is published; ``extra_files``:
+    more files of this delivery, already written under ``corrections_dir`` (its
+    verification requests: pipelines/lookup/delivery.py), listed in the manifest."""
     today = date.fromisoformat(run_date)
     keys, resolved, classes = classified_rows(flagged, run_date, store, telco)
     if keys_out is not None:
@@ -242,7 +245,8 @@ def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
         workbook.abort()
         raise
     files += [write_csv(resolved_rows, corrections_dir / "resolved" / f"{telco}.csv"),
-              write_csv(resend, corrections_dir / "resend" / f"{telco}.csv")]
+              write_csv(resend, corrections_dir / "resend" / f"{telco}.csv"),
+              *(extra_files or [])]
     counts = {"flagged": position, "new": new, "persisting": persisting,
               "resolved": resolved_rows.num_rows, "resend": resend.num_rows,
               "by_action": dict(sorted(by_action.items()))}

@@ -555,6 +555,9 @@ class Report:
     top_holders: pa.Table
     quarantine_reasons: dict[str, int]
     settings: dict = field(default_factory=dict)
+    # The look-up service (pipelines/lookup/delivery.py, report_section): its public URL
+    # (flagged numbers link to it) and the verification requests past their deadline.
+    lookup: dict = field(default_factory=lambda: {"public_url": "", "overdue": []})
 
 
 def build(summary: dict, results: pa.Table, quarantine: pa.Table, *, previous: list[dict],

@@ -8,6 +8,7 @@ counts only, never citizen data.
 
 from pipelines.stages.common import store_of
 from pipelines.stages.intake import gate_export, ingest_telco, normalise_telco, partition_telco
+from pipelines.stages.lookup import refresh_lookup_index
 from pipelines.stages.outputs import (
     approve_publication,
     build_report,
@@ -59,6 +60,7 @@ __all__ = [
     "prepare_registry",
     "publish_registry",
     "publish_run",
+    "refresh_lookup_index",
     "refresh_registry",
     "run_all",
     "search_candidates",

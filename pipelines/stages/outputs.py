@@ -18,6 +18,7 @@ from pipelines.config import RunConfig
 from pipelines.correction_cycle import history
 from pipelines.delivery import correction_lists, transport
 from pipelines.errors import RunIncompleteError
+from pipelines.lookup import delivery as lookup_delivery
 from pipelines.quality import facts, gates
 from pipelines.reconcile import shard_steps
 from pipelines.reporting import aggregates, report
@@ -69,11 +70,15 @@ def write_corrections(config_path: str, run_date: str, telco: str | None = None)
     for name in telcos:
         for suffix in _DELIVERY_SUFFIXES:
             (paths.corrections_dir / f"{name}{suffix}").unlink(missing_ok=True)
+        (paths.corrections_dir / "requests" / f"{name}.csv").unlink(missing_ok=True)
+        # The look-up service's verification requests to this telco (requests/<telco>.csv).
+        asked = lookup_delivery.telco_request_files(config, name, paths.corrections_dir)
         counts[name] = correction_lists.write_delivery(
             paths.corrections_dir, name, run_date, results=results,
             flagged=_flagged_keys(paths, plan["shards"], name),
             quarantine=quarantine_files(paths, name), store=store_of(config),
-            policy=config.correction_cycle.deadlines, keys_out=paths.flag_keys(name))
+            policy=config.correction_cycle.deadlines, keys_out=paths.flag_keys(name),
+            extra_files=asked)
         write_json(counts[name], paths.tracking(name))
     return {"telcos": telcos, "listed": sum(c["flagged"] for c in counts.values())}
 
@@ -152,6 +157,7 @@ def _withdraw(paths: RunPaths, telco: str) -> None:
     folder = paths.corrections_dir
     for path in (folder / f"{telco}.csv", folder / f"{telco}.xlsx",
                  folder / "resolved" / f"{telco}.csv", folder / "resend" / f"{telco}.csv",
+                 folder / "requests" / f"{telco}.csv",
                  folder / f"{telco}.manifest.json", paths.flag_keys(telco),
                  paths.tracking(telco)):
         path.unlink(missing_ok=True)
@@ -264,6 +270,7 @@ def build_report(config_path: str, run_date: str) -> dict:
         summary, merged, flagged, total, dict(sorted(reasons.items())),
         previous=report.previous_summaries(paths.output_dir, run_date,
                                            settings["trend_runs"] - 1), **settings)
+    content.lookup = lookup_delivery.report_section(config, run_date)
     write_text(report.render_html(content), paths.report)
     write_workbook(content, paths.staging / "report.xlsx")
     return {"subscriptions": summary["subscriptions"], "failed_telcos": sorted(failed),

@@ -22,6 +22,7 @@ from typing import Any
 from pipelines.errors import TelcoInputError
 from pipelines.stages.common import context, log, processed_telcos
 from pipelines.stages.intake import gate_export, ingest_telco, normalise_telco, partition_telco
+from pipelines.stages.lookup import refresh_lookup_index
 from pipelines.stages.outputs import (
     approve_publication,
     build_report,
@@ -162,6 +163,7 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         timed("report", build_report, config_path, run_date)
         timed("approve", approve_publication, config_path, run_date)
         published = timed("publish", publish_run, config_path, run_date)
+        timed("lookup_index", refresh_lookup_index, config_path, run_date)
     return {**published, "timings": timings}
 
 
