@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from matching.candidates import blocking_keys, plan_candidates, repaired_number
+from matching.candidates import blocking_keys, plan_candidates, registry_parts, repaired_number
 from pipelines.config import FlagSettings, MatchingSettings
 from pipelines.intake.normalise import NORMALISED_SCHEMA
 from pipelines.reconcile.flag import flag
 from pipelines.reconcile.match import match
+from pipelines.reconcile.search import _cccd_year_sex
 
 REGISTRY = [
     # citizen_id, legacy_id, name, dob, gender
@@ -119,7 +120,6 @@ def test_nobody_is_suggested_for_a_made_up_person(results: pa.Table) -> None:
 
 
 def test_malformed_cccd_digits_block_by_birth_year_and_sex(results: pa.Table) -> None:
-    from pipelines.reconcile.match import _cccd_year_sex, _registry_keys
 
     # A typo in the family name, a year-only birth date, 11 digits: only the century/sex
     # and year digits of the number (2001, female) plus the given name reach her.
@@ -130,11 +130,16 @@ def test_malformed_cccd_digits_block_by_birth_year_and_sex(results: pa.Table) ->
     pairs = plan_candidates(
         full_name=pa.array(["Huỳnk Ngọc Hân"]), date_of_birth=pa.array([date(2001, 1, 1)]),
         dob_precision=pa.array(["year"]), id_number=number, id_birth_year=year, id_sex=sex,
-        registry_blocking=_registry_keys(registry), registry_citizen_id=registry["citizen_id"],
+        registry_blocking=_keys(registry), registry_citizen_id=registry["citizen_id"],
         near_miss=np.array([False])).all_pairs()
     assert pairs.citizen.tolist() == [5] and pairs.id_level.tolist() == [0]
     row = results.slice(5, 1).to_pylist()[0]
     assert row["status"] == "UNREGISTERED" and row["candidate_count"] >= 1
+
+
+def _keys(registry: pa.Table):  # type: ignore[no-untyped-def]
+    return registry_parts(registry["full_name"], registry["date_of_birth"],
+                          registry["dob_precision"], registry["gender"])
 
 
 def test_never_verified_without_a_document_link(results: pa.Table) -> None:
@@ -173,7 +178,6 @@ def test_repaired_number() -> None:
 def test_integer_keys_find_the_pairs_the_string_keys_find() -> None:
     """The registry's blocking parts (integer keys) and the string keys of
     ``blocking_keys`` propose exactly the same pairs, large blocks skipped alike."""
-    from pipelines.reconcile.match import _cccd_year_sex, _registry_keys
 
     rng = np.random.default_rng(5)
     names = ["Nguyễn Văn An", "NGUYEN VAN AN", "Trần Thị Bích", "Huỳnh Mai", "Hoàng Thị Mai",
@@ -205,7 +209,7 @@ def test_integer_keys_find_the_pairs_the_string_keys_find() -> None:
     for max_block in (200, 15, 1):
         by_string = plan_candidates(**common, registry_blocking=strings,
                                     max_block=max_block).all_pairs()
-        by_integer = plan_candidates(**common, registry_blocking=_registry_keys(registry),
+        by_integer = plan_candidates(**common, registry_blocking=_keys(registry),
                                      max_block=max_block).all_pairs()
         assert len(by_string.row) > 0 or max_block == 1
         for field in ("row", "citizen", "id_level"):
@@ -216,7 +220,7 @@ def test_the_search_in_chunks_finds_what_it_finds_at_once(monkeypatch: pytest.Mo
                                                           results: pa.Table) -> None:
     """Rows are searched a bounded number of candidate pairs at a time: a chunk of one
     row each changes nothing."""
-    import pipelines.reconcile.match as match_module
+    import pipelines.reconcile.search as match_module
 
     monkeypatch.setattr(match_module, "SEARCH_CHUNK_PAIRS", 1)
     rows = [{"full_name": "NGUYEN VAN BINH", "date_of_birth": "1984-05-06", "gender": "M",

@@ -11,6 +11,7 @@ import pytest
 
 from matching.candidates import LinkMethod, link_by_document
 from matching.compare import DobLevel, GenderLevel, compare_dates_of_birth, compare_genders
+from matching.documents import DOC_SLIP_LEVELS, DocLevel
 from matching.model import (
     IdLevel,
     MatchModel,
@@ -21,7 +22,7 @@ from matching.model import (
 )
 from matching.names import NameLevel, compare_names
 from pipelines.config import MatchingSettings
-from pipelines.reconcile.match import DEFAULT_MODEL_FILE, load_model
+from pipelines.reconcile.model_file import DEFAULT_MODEL_FILE, load_model
 
 # --- every comparison level, with Vietnamese examples ------------------------------------
 NAME_CASES = [
@@ -119,7 +120,16 @@ def test_weights_follow_the_strength_of_the_levels(model: MatchModel) -> None:
                            (gender, GenderLevel.MISSING)):
         assert table[missing] == 0  # a missing value is no evidence either way
     ids = model.id_weights()
-    assert ids[IdLevel.EXACT] > 0 > ids[IdLevel.NONE]
+    assert ids[IdLevel.EXACT] > 0 and ids[IdLevel.LEGACY_CMND] > 0
+    doc = model.search.level_weights("document")
+    # A slip of the citizen's own number is for them; a far, well-formed number against.
+    assert min(doc[lv] for lv in DOC_SLIP_LEVELS) > 0
+    assert max(doc[DocLevel.SAME_PROVINCE_AND_BIRTH], doc[DocLevel.SAME_BIRTH_OTHER_PROVINCE],
+               doc[DocLevel.OTHER_BIRTH]) < -10
+    assert doc[DocLevel.MISSING] == 0
+    # The search prior: one citizen among N, so it falls as the registry grows.
+    small, large = model.search.prior_weights(100_000), model.search.prior_weights(10_000_000)
+    assert (large < small).all() and np.allclose(small - large, np.log2(100))
 
 
 def test_common_name_agreeing_weighs_less_than_a_rare_one(model: MatchModel) -> None:
@@ -144,7 +154,8 @@ def test_common_name_agreeing_weighs_less_than_a_rare_one(model: MatchModel) -> 
 
 def test_score_adds_the_weights_and_gives_a_probability(model: MatchModel) -> None:
     s = model.score(id_level=np.array([3, 3]), name_level=np.array([8, 1]),
-                    dob_level=np.array([5, 1]), gender_level=np.array([2, 2]))
+                    dob_level=np.array([DobLevel.EXACT, DobLevel.DIFFERENT]),
+                    gender_level=np.array([2, 2]))
     total = s.id_weight + s.name_weight + s.dob_weight + s.gender_weight
     assert np.allclose(total, s.match_weight)
     assert np.allclose(s.match_probability, 1 / (1 + 2.0 ** -s.match_weight))
@@ -170,7 +181,7 @@ def test_a_model_lacking_a_level_is_refused() -> None:
 
 # --- estimation ----------------------------------------------------------------------------
 def test_level_distribution_is_smoothed_and_sums_to_one() -> None:
-    dist = level_distribution(np.array([5, 5, 5, 1]), DobLevel)
+    dist = level_distribution(np.array([DobLevel.EXACT] * 3 + [DobLevel.DIFFERENT]), DobLevel)
     assert sum(dist.values()) == pytest.approx(1.0)
     assert dist["DAY_MONTH_SWAPPED"] > 0 and "MISSING" not in dist
 

@@ -1,8 +1,8 @@
 """The sharded steps of a run (called by ``pipelines.stages``).
 
 What needs the whole registry or every subscription runs in its own step:
-``search_candidates`` (rows whose document leads nowhere, searched in the whole
-registry's compact columns) and ``spanning_flags`` (EXCESS_SUBSCRIPTIONS,
+``search_candidates`` (rows whose document leads nowhere, searched one registry
+shard at a time: ``pipelines.reconcile.search``) and ``spanning_flags`` (EXCESS_SUBSCRIPTIONS,
 BULK_ACTIVATION, DUPLICATE_MSISDN over a few columns of every subscription);
 ``gather`` then assembles each telco's rows in ``source_row`` order and applies
 the per-row rules. Every step is a pure function of its inputs, rows are
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -24,42 +23,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.config import MatchingSettings, RunConfig
-from pipelines.errors import RegistryError
 from pipelines.intake.normalise import NORMALISED_SCHEMA
-from pipelines.reconcile import flag, match
+from pipelines.reconcile import flag, match, search
+from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
 from pipelines.reconcile.sharding import (
     concat,
     read_tables,
     route_subscriptions,
     split_by_shard,
 )
-from pipelines.registry.snapshot import (
-    LEGACY_INDEX,
-    SHARD_SCHEMA,
-    Snapshot,
-    open_snapshot,
-    read_search_columns,
-    shard_file,
-)
+from pipelines.registry.snapshot import LEGACY_INDEX, SHARD_SCHEMA, shard_file
 from pipelines.storage.files import AtomicParquetWriter, read_json, write_json, write_parquet
 from pipelines.storage.paths import RunPaths
 
 log = logging.getLogger("simrecon.shards")
-
-
-def snapshot_of_run(paths: RunPaths) -> Snapshot:
-    """The prepared registry snapshot ``gate_registry`` chose for this run."""
-
-    if not paths.registry_snapshot.exists():
-        raise RegistryError(f"run {paths.run_date}: no registry snapshot was chosen "
-                            "(the gate_registry step did not succeed)")
-    return open_snapshot(Path(read_json(paths.registry_snapshot)["path"]))  # type: ignore[index]
-
-
-def shard_plan(paths: RunPaths) -> dict:
-    if not paths.shard_plan.exists():
-        raise RuntimeError(f"run {paths.run_date}: no shard plan (plan_shards did not run)")
-    return read_json(paths.shard_plan)  # type: ignore[return-value]
 
 
 def partition_telco(paths: RunPaths, telco: str, batch_rows: int = 1 << 20) -> dict:
@@ -122,7 +99,8 @@ def match_shard(config: RunConfig, paths: RunPaths, shard: int) -> dict:
     if not parts:
         return {"shard": shard, "subscriptions": 0, "citizens": registry.num_rows}
     subscriptions = concat(parts, parts[0].schema)
-    matched = match.match(subscriptions, registry, _no_search(config.matching))
+    matched = match.match(subscriptions, registry, _no_search(config.matching),
+                          statistics=snapshot.statistics)
     offset = 0
     for telco, part in zip(plan["telcos"], parts, strict=True):
         write_parquet(matched.slice(offset, part.num_rows), paths.matched_shard(telco, shard))
@@ -138,35 +116,19 @@ def _matched_parts(paths: RunPaths, plan: dict, telco: str,
 
 
 def search_candidates(config: RunConfig, paths: RunPaths) -> dict:
-    """Rows whose document leads to no citizen (passports excepted), from every shard,
-    matched again against the whole registry's compact columns with the candidate
-    search on; written per telco in ``source_row`` order."""
+    """The candidate search in this process: the rows whose document leads to no citizen
+    (passports excepted), from every shard, searched one registry shard at a time
+    (``search.search_registry_shard``), then the best candidates chosen over all of them
+    (``search.choose_candidates``), written per telco in ``source_row`` order. Peak
+    memory: one registry shard plus the searched rows."""
 
     plan = shard_plan(paths)
     if not plan["telcos"] or not plan["shards"]:
         return {"searched": 0, "with_candidate": 0}
-    schema = pq.read_schema(paths.matched_shard(plan["telcos"][0], 0))
-    # Only the few unlinked rows, only the subscription's own columns: the reader
-    # filters while it decodes, so the matched rows are never materialised.
-    unlinked = pc.field("matched_citizen_id").is_null() & (
-        pc.field("id_type").is_null() | (pc.field("id_type") != "PASSPORT"))
-    searched_parts = []
-    for telco in plan["telcos"]:
-        own = pq.read_schema(paths.subscription_shard(telco, 0)).names
-        searched_parts += [pq.read_table(paths.matched_shard(telco, k), columns=own,
-                                         filters=unlinked) for k in range(plan["shards"])]
-    searched = concat(searched_parts, searched_parts[0].schema)
-    if searched.num_rows and config.matching.candidate_search:
-        found = match.match(searched, read_search_columns(snapshot_of_run(paths)),
-                            config.matching)
-    else:
-        found = schema.empty_table()
-    for telco in plan["telcos"]:
-        rows = found.filter(pc.equal(found["telco"], telco)).sort_by("source_row")
-        write_parquet(rows.cast(schema), paths.candidates(telco))
-    with_candidate = int(pc.sum(pc.greater(found["candidate_count"], 0)).as_py() or 0) \
-        if found.num_rows else 0
-    return {"searched": searched.num_rows, "with_candidate": with_candidate}
+    search.collect_searched(config, paths)
+    for registry_shard in range(snapshot_of_run(paths).shards):
+        search.search_registry_shard(config, paths, registry_shard)
+    return search.choose_candidates(config, paths)
 
 
 def spanning_flags(config: RunConfig, paths: RunPaths) -> dict:

@@ -73,6 +73,15 @@ class RunPaths:
         """Rows whose document leads nowhere, matched by the cross-shard candidate search."""
         return self.work / "candidates" / f"{telco}.parquet"
 
+    @property
+    def searched(self) -> Path:
+        """Every row whose document leads nowhere, as the candidate search reads them."""
+        return self.work / "search" / "searched.parquet"
+
+    def search_part(self, registry_shard: int) -> Path:
+        """The searched rows' candidates within one registry shard."""
+        return self.work / "search" / f"registry-{registry_shard:03d}.parquet"
+
     def spanning_flags(self, telco: str) -> Path:
         """Flags of rules that span shards and telcos, per subscription of the telco."""
         return self.work / "spanning" / f"{telco}.parquet"
