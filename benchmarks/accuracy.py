@@ -23,8 +23,10 @@ writes a temporary run configuration whose telco mappings point at it, runs
   ``candidate_probability`` (is the row's best candidate its holder?) and of the
   document links' ``match_probability`` (is the document's citizen the holder?);
 * every link a user would act on (holder links, suggestions, candidates at
-  probability >= 0.5): precision, and recall over the linkable rows (the true
-  holder is in the registry and the document leads to them or to nobody).
+  probability >= 0.5): precision, and recall over the linkable rows (as above: the
+  document leads to the true holder), and, for information, over every row whose
+  true holder is in the registry and whose document leads to them or to nobody
+  (a searched row can be unresolvable: two namesakes born the same day, no number).
 
 To see every searched row's best candidate, not only those clearly best, the run
 offers every one (``suggest_min_probability`` ~0, ``suggest_min_margin_bits`` 0);
@@ -203,9 +205,11 @@ def score(results: pd.DataFrame, truth: pd.DataFrame,
                                       | (joined["document_citizen_id"] == true_holder))
     acted_right = acted.notna() & (acted == true_holder)
     acting = {"links": int(acted.notna().sum()), "right": int(acted_right.sum()),
-              "linkable": int(reachable.sum()),
+              "linkable": int(linkable.sum()), "reachable": int(reachable.sum()),
               "precision": float(acted_right.sum() / max(acted.notna().sum(), 1)),
-              "recall": float((acted_right & reachable).sum() / max(reachable.sum(), 1))}
+              "recall": float((acted_right & linkable).sum() / max(linkable.sum(), 1)),
+              "recall_of_reachable": float((acted_right & reachable).sum()
+                                           / max(reachable.sum(), 1))}
     review = int((joined["status"] == "REVIEW").sum())
     return {
         "rows": len(truth), "scored_rows": len(joined), "quarantined": quarantined,
@@ -291,6 +295,9 @@ def render(figures: dict) -> str:
         f"{figures['acted']['links']:,}) |",
         f"| links acted on: recall | {figures['acted']['recall']:.5f} (of "
         f"{figures['acted']['linkable']:,} linkable rows) |",
+        f"| links acted on: recall of every row whose holder is in the registry and not "
+        f"behind another's document | {figures['acted']['recall_of_reachable']:.5f} (of "
+        f"{figures['acted']['reachable']:,}) |",
         "",
         "| flag | planted | found | precision | recall | F1 |", "|---|---:|---:|---:|---:|---:|",
     ]

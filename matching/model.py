@@ -45,10 +45,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
 
 from matching.compare import DobLevel, GenderLevel
 from matching.documents import DocLevel
-from matching.names import NameLevel, canonical_name_key
+from matching.names import NameLevel, canonical_name_key, sequence_name_key
 
 MODEL_FORMAT = "simrecon-fellegi-sunter/2"
 
@@ -319,10 +321,20 @@ class MatchModel:
             table[int(level)] = _log2_odds(self.id_prior[level.name])
         return table
 
-    def name_weights(self, level: np.ndarray, name_tf: np.ndarray | None) -> np.ndarray:
-        """Name weight per pair; at the equal-key levels u is the name's frequency."""
+    def name_weights(self, level: np.ndarray, name_tf: np.ndarray | None,
+                     typo_tf: np.ndarray | None = None) -> np.ndarray:
+        """Name weight per pair; at the equal-key levels u is the name's frequency, at
+        ONE_TYPO the share of citizens one typo from the name (``typo_frequencies``)."""
         level = np.asarray(level, dtype=np.int64)
         weight = self.level_weights("name")[level]
+        if typo_tf is not None:
+            typo = np.asarray(typo_tf, dtype=np.float64)
+            use = (level == int(NameLevel.ONE_TYPO)) & np.isfinite(typo) & (typo > 0)
+            if use.any():
+                weight[use] = np.minimum(
+                    np.log2(self.m["name"][NameLevel.ONE_TYPO.name]
+                            / np.maximum(typo[use], self.tf_floor)),
+                    self.max_name_tf_weight)
         if name_tf is None:
             return weight
         tf = np.asarray(name_tf, dtype=np.float64)
@@ -352,10 +364,11 @@ class MatchModel:
 
     def score(self, *, id_level: np.ndarray, name_level: np.ndarray, dob_level: np.ndarray,
               gender_level: np.ndarray, name_tf: np.ndarray | None = None,
-              birth_dates: BirthDateAgreement | None = None) -> MatchScores:
+              birth_dates: BirthDateAgreement | None = None,
+              typo_tf: np.ndarray | None = None) -> MatchScores:
         """Weights and probability of each document-linked pair (vectorised lookups)."""
         id_w = self.id_weights()[np.asarray(id_level, dtype=np.int64)]
-        name_w = self.name_weights(name_level, name_tf)
+        name_w = self.name_weights(name_level, name_tf, typo_tf)
         dob_w = self.dob_weights(dob_level, birth_dates)
         gender_w = self.level_weights("gender")[np.asarray(gender_level, dtype=np.int64)]
         total = id_w + name_w + dob_w + gender_w
@@ -367,14 +380,15 @@ class MatchModel:
                      name_level: np.ndarray, dob_level: np.ndarray, gender_level: np.ndarray,
                      history_level: np.ndarray, others_level: np.ndarray,
                      name_tf: np.ndarray | None = None,
-                     birth_dates: BirthDateAgreement | None = None) -> SearchScores:
+                     birth_dates: BirthDateAgreement | None = None,
+                     typo_tf: np.ndarray | None = None) -> SearchScores:
         """Weights of each (searched row, candidate) pair: the prior that one of
         ``citizens`` is the holder, the row's number against the candidate's, name, date
         of birth, gender, the number's history and the same number elsewhere."""
         search = self.search
         id_w = search.prior_weights(citizens)[np.asarray(kind, dtype=np.int64)]
         doc_w = search.level_weights("document")[np.asarray(doc_level, dtype=np.int64)]
-        name_w = self.name_weights(name_level, name_tf)
+        name_w = self.name_weights(name_level, name_tf, typo_tf)
         dob_w = self.dob_weights(dob_level, birth_dates)
         gender_w = self.level_weights("gender")[np.asarray(gender_level, dtype=np.int64)]
         history_w = search.level_weights("history")[np.asarray(history_level, dtype=np.int64)]
@@ -459,6 +473,68 @@ def name_frequencies(registry_names: pa.Array | pa.ChunkedArray) -> tuple[pa.Arr
     tf = np.asarray(pc.fill_null(per_row, 0).to_numpy(zero_copy_only=False), dtype=np.float64) / n
     tf[tf == 0] = np.nan  # no key (name missing): no term frequency
     return keys, tf
+
+
+def typo_frequencies(registry_names: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per registry citizen: the share of citizens whose name is one typing error from
+    theirs (written-order canonical keys one edit apart, canonical keys not equal): ``u``
+    of the ONE_TYPO name level for that citizen. Short Vietnamese given names sit one
+    letter apart (Dũng, Hùng, Tùng; Minh, Bình, Linh): a typo-level agreement with
+    "Nguyễn Văn Tùng" is much weaker evidence than one with a name whose neighbours are
+    rare.
+
+    Vectorised, once per distinct key: two keys one edit apart share a key with one
+    character deleted (or one is the other with one deleted); those candidate pairs are
+    confirmed with rapidfuzz. Half a neighbour is added to every count. NaN where the
+    name has no key.
+    """
+    if isinstance(registry_names, pa.ChunkedArray):
+        registry_names = registry_names.combine_chunks()
+    sequence = sequence_name_key(registry_names)
+    canonical = canonical_name_key(registry_names)
+    n = max(len(sequence), 1)
+    distinct = pa.table({"sequence": sequence, "canonical": canonical}).filter(
+        pc.is_valid(sequence)).group_by(["sequence", "canonical"], use_threads=False) \
+        .aggregate([([], "count_all")])
+    values = distinct["sequence"].combine_chunks()
+    canon = np.asarray(pc.dictionary_encode(distinct["canonical"]).combine_chunks().indices,
+                       np.int64)
+    freq = np.asarray(distinct["count_all"], dtype=np.float64)
+    out = np.zeros(len(values))
+    if len(values) > 1:
+        lengths = np.asarray(pc.utf8_length(values), dtype=np.int64)
+        ids = np.arange(len(values), dtype=np.int64)
+        parts_variant, parts_id = [values], [ids]  # the key itself: a deletion of a longer one
+        for pos in range(int(lengths.max())):
+            has = lengths > pos
+            chosen = values.filter(pa.array(has))
+            deleted = pc.binary_join_element_wise(
+                pc.utf8_slice_codeunits(chosen, 0, pos), pc.utf8_slice_codeunits(chosen, pos + 1),
+                "")
+            parts_variant.append(deleted)
+            parts_id.append(ids[has])
+        table = pa.table({"variant": pa.concat_arrays(parts_variant),
+                          "key": np.concatenate(parts_id)})
+        table = table.group_by(["variant", "key"], use_threads=False).aggregate([])
+        joined = table.join(table, "variant", right_suffix="_other", use_threads=False)
+        a = np.asarray(joined["key"], np.int64)
+        b = np.asarray(joined["key_other"], np.int64)
+        keep = canon[a] != canon[b]
+        pair = np.unique(a[keep] * len(values) + b[keep])
+        a, b = pair // len(values), pair % len(values)
+        if len(a):
+            close = process.cpdist(values.take(pa.array(a)).to_pylist(),
+                                   values.take(pa.array(b)).to_pylist(),
+                                   scorer=Levenshtein.distance, score_cutoff=1, workers=-1)
+            near = np.asarray(close) <= 1
+            np.add.at(out, a[near], freq[b[near]])
+    share = (out + 0.5) / n  # half a neighbour when none is seen: never certainty
+    at = pc.index_in(pc.binary_join_element_wise(sequence, canonical, "\x1f"),
+                     value_set=pc.binary_join_element_wise(distinct["sequence"],
+                                                           distinct["canonical"], "\x1f")
+                     .combine_chunks())
+    per_row = np.asarray(pc.fill_null(at, -1).to_numpy(zero_copy_only=False), np.int64)
+    return np.where(per_row >= 0, share[np.maximum(per_row, 0)], np.nan)
 
 
 # --- Estimation ----------------------------------------------------------------------------
@@ -593,6 +669,13 @@ def _row_posteriors(row: np.ndarray, weight: np.ndarray, n_rows: int
 # at this value; the u of these levels is estimated.
 FAR_NUMBER_LEVELS = ("SAME_PROVINCE_AND_BIRTH", "SAME_BIRTH_OTHER_PROVINCE", "OTHER_BIRTH")
 FAR_NUMBER_M = 1e-6
+# Levels through which the number itself makes a citizen a candidate (its one-slip
+# variants are looked up): among candidates they are over-represented by construction,
+# so their u is the chance that any one citizen who is not the holder is that close to
+# the number (estimated per searched row with a number and per registry citizen, like
+# the prior's 1/N), not their share among candidates.
+VARIANT_LEVELS = ("SAME_AFTER_REPAIR", "ONE_SUBSTITUTION", "TRANSPOSITION",
+                  "ONE_DROPPED_OR_ADDED")
 
 
 def estimate_search_model(*, row: np.ndarray, kind: np.ndarray, others: np.ndarray,
@@ -612,8 +695,9 @@ def estimate_search_model(*, row: np.ndarray, kind: np.ndarray, others: np.ndarr
     u to their shares among true and false candidates (weighted by the posteriors), and
     the others levels' m and u to their shares among rows whose holder is and is not
     among the candidates. Name, date of birth and gender weights stay fixed, and so does
-    the m of the far-number levels (:data:`FAR_NUMBER_LEVELS`, ``far_number_m``). π is
-    smoothed (one pseudo-row each way per kind).
+    the m of the far-number levels (:data:`FAR_NUMBER_LEVELS`, ``far_number_m``). The u
+    of :data:`VARIANT_LEVELS` is per citizen (see there). π is smoothed (one pseudo-row
+    each way per kind).
     """
     row = np.asarray(row, np.int64)
     kind = np.asarray(kind, np.int64)
@@ -622,6 +706,7 @@ def estimate_search_model(*, row: np.ndarray, kind: np.ndarray, others: np.ndarr
     history_level = np.asarray(history_level, np.int64)
     field_weight = np.asarray(field_weight, np.float64)
     n_rows = len(kind)
+    with_number = max(int((kind != int(SearchKind.NO_NUMBER)).sum()), 1)
     model = start
     change, done = np.inf, 0
     while done < iterations and change >= tolerance:
@@ -643,7 +728,11 @@ def estimate_search_model(*, row: np.ndarray, kind: np.ndarray, others: np.ndarr
         m = {"document": m_doc,
              "history": _distribution(history_level, pair, HistoryLevel, alpha=alpha),
              "others": _distribution(others, inside, OthersLevel, alpha=alpha)}
-        u = {"document": _distribution(doc_level, 1 - pair, DocLevel, alpha=alpha),
+        u_doc = _distribution(doc_level, 1 - pair, DocLevel, alpha=alpha)
+        for name in VARIANT_LEVELS:
+            false = float((1 - pair)[doc_level == int(DocLevel[name])].sum())
+            u_doc[name] = (false + alpha) / (with_number * max(citizens, 1))
+        u = {"document": u_doc,
              "history": _distribution(history_level, 1 - pair, HistoryLevel, alpha=alpha),
              "others": _distribution(others, 1 - inside, OthersLevel, alpha=alpha)}
         new = SearchModel(holder_in_registry=holder, m=m, u=u,

@@ -234,3 +234,123 @@ def test_the_search_in_chunks_finds_what_it_finds_at_once(monkeypatch: pytest.Mo
     whole = match(_subscriptions(rows), _registry(), MatchingSettings())
     assert chunked.to_pylist() == whole.to_pylist()
     assert chunked["candidate_count"].to_pylist() == [1, 1, 2]
+
+
+# --- the evidence of issue 15: the number carried, competing candidates, history -------------
+def _one(rows: list[dict], **kwargs: object) -> list[dict]:
+    return match(_subscriptions(rows), _registry(), MatchingSettings(), **kwargs).to_pylist()
+
+
+def test_an_invented_person_with_a_citizens_name_and_birthday_gets_no_candidate() -> None:
+    """Same name, date of birth and sex as Lê Văn Tám, but a well-formed CCCD of another
+    province with another serial: the number is strong evidence against him."""
+    from matching.documents import DocLevel
+
+    invented, slip = _one([
+        {"full_name": "Lê Văn Tám", "date_of_birth": "1975-09-30", "gender": "M",
+         "id_number": "001075123456"},
+        {"full_name": "Lê Văn Tám", "date_of_birth": "1975-09-30", "gender": "M",
+         "id_number": "048075001112"},  # one digit off his own
+    ])
+    assert invented["doc_level"] == DocLevel.SAME_BIRTH_OTHER_PROVINCE
+    assert invented["doc_weight"] < -10
+    assert invented["candidate_citizen_id"] is None and invented["candidate_probability"] < 0.05
+    assert slip["doc_level"] == DocLevel.ONE_SUBSTITUTION and slip["doc_weight"] > 0
+    assert slip["candidate_citizen_id"] == slip["suggested_citizen_id"] == "048075001111"
+
+
+def test_the_number_tells_two_namesakes_born_the_same_day_apart() -> None:
+    """Two citizens named Phạm Thị Lan born 1988-12-01: without a number they tie (each
+    about one half); a CCCD one digit off one of theirs picks her."""
+    tie, picked = _one([
+        {"full_name": "Phạm Thị Lan", "date_of_birth": "1988-12-01", "gender": "F",
+         "id_type": None, "id_number": None, "id_valid": None},
+        {"full_name": "Phạm Thị Lan", "date_of_birth": "1988-12-01", "gender": "F",
+         "id_number": "036188003334"},
+    ])
+    assert tie["candidate_count"] == 2 and tie["candidate_citizen_id"] is None
+    assert tie["candidate_probability"] < 0.5
+    assert picked["candidate_citizen_id"] == "036188003333"
+    assert picked["suggested_citizen_id"] == "036188003333"
+    assert picked["candidate_probability"] > 0.999 and picked["candidate_margin_bits"] > 10
+
+
+def test_the_weights_of_a_searched_row_add_up() -> None:
+    row = _one([{"full_name": "NGUYEN VAN BINH", "date_of_birth": "1984-05-06", "gender": "M",
+                 "id_type": None, "id_number": None, "id_valid": None}])[0]
+    parts = ("id_weight", "doc_weight", "name_weight", "dob_weight", "gender_weight",
+             "history_weight", "others_weight")
+    assert sum(row[p] for p in parts) == pytest.approx(row["match_weight"])
+    assert row["id_weight"] < 0  # the prior that one given citizen is the holder
+
+
+def test_the_previous_holder_of_the_number_is_a_candidate() -> None:
+    """A row without a document whose name is too far off for any blocking key: the
+    number's verified holder in the previous run is still compared (history level)."""
+    from matching.model import HistoryLevel
+
+    rows = [{"full_name": "Lê Văn Tám", "date_of_birth": "1975-09-30", "gender": "M",
+             "id_type": None, "id_number": None, "id_valid": None},
+            {"full_name": "Trần Hồng", "date_of_birth": "1991-03-02", "gender": "F",
+             "id_type": None, "id_number": None, "id_valid": None}]
+    before = pa.array(["079084000123", "001190004567"])
+    first, second = _one(rows, previous_holder=before)
+    assert first["history_level"] == HistoryLevel.OTHER_HOLDER  # found by name, not him
+    assert second["candidate_count"] == 1
+    assert second["history_level"] == HistoryLevel.SAME_HOLDER
+    without = _one(rows)
+    assert without[1]["candidate_count"] == 0
+
+
+def test_the_same_unfound_number_under_other_names() -> None:
+    from matching.model import OthersLevel
+    from pipelines.reconcile.search import others_levels
+
+    levels = others_levels(pa.array(["CCCD", "CCCD", "CCCD", "CCCD", "CMND", None]),
+                           pa.array(["040079987654", "040079987654", "001190000001",
+                                     "001190000001", "040079987654", None]),
+                           pa.array(["Đỗ Quang Vinh", "Lê Thị Hoa", "Trần An", "TRAN AN",
+                                     "Đỗ Quang Vinh", "Ai Đó"]))
+    assert levels.tolist() == [OthersLevel.OTHER_NAMES, OthersLevel.OTHER_NAMES,
+                               OthersLevel.SAME_NAME, OthersLevel.SAME_NAME,
+                               OthersLevel.ALONE, OthersLevel.MISSING]
+
+
+def test_slip_variants_of_malformed_numbers_reach_the_citizen() -> None:
+    """A CCCD with a digit too many, or one missing, is looked up with one digit dropped or
+    added (not through its name: here the name is far off)."""
+    pairs = plan_candidates(
+        full_name=pa.array(["X Y", "X Y"]),
+        date_of_birth=pa.array([date(1990, 1, 1)] * 2), dob_precision=pa.array(["day"] * 2),
+        id_number=pa.array(["0011900045678", "00119004567"]),
+        id_birth_year=pa.nulls(2, pa.int32()), id_sex=pa.nulls(2, pa.string()),
+        registry_blocking=_keys(_registry()), registry_citizen_id=_registry()["citizen_id"],
+        near_miss=np.array([True, True])).all_pairs()
+    assert pairs.row.tolist() == [0, 1] and pairs.citizen.tolist() == [1, 1]
+    assert pairs.id_level.tolist() == [1, 1]  # ONE_EDIT: reached through the number
+
+
+def test_previous_holders_come_from_the_latest_run_before(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The verified holder of each number in the latest published run before this one;
+    a number held by two different citizens then is no evidence (null)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from pipelines.reconcile.search import previous_holders
+
+    def publish(day: str, msisdn: list, holder: list) -> None:
+        folder = tmp_path / day
+        folder.mkdir()
+        pq.write_table(pa.table({"msisdn": msisdn, "holder_citizen_id": holder,
+                                 "telco": ["t"] * len(msisdn)}), folder / "results.parquet")
+        (folder / "manifest.json").write_text(json.dumps({"files": []}))
+
+    publish("2026-09-28", ["0901", "0902"], ["OLD1", "OLD2"])
+    publish("2026-10-28", ["0901", "0902", "0902", "0903", "0904"],
+            ["C1", "C2", "C3", None, "C4"])
+    publish("2026-11-28", ["0901"], ["LATER"])  # the run itself, or later: never read
+    got = previous_holders(tmp_path, "2026-11-28",
+                           pa.array(["0901", "0902", "0903", "0905", None, "0901"]))
+    assert got.to_pylist() == ["C1", None, None, None, None, "C1"]
+    assert previous_holders(tmp_path, "2026-09-01", pa.array(["0901"])).to_pylist() == [None]

@@ -148,10 +148,15 @@ def estimate_model(subscriptions: pa.Table, registry: pa.Table, settings: Matchi
 
     id_level = np.asarray(pc.fill_null(matched["id_level"], 0), dtype=np.int64)[linked]
     tf = np.asarray(pc.fill_null(matched["name_frequency"], np.nan), dtype=np.float64)[linked]
+    table = search.registry_search_table(registry)
+    at = np.asarray(pc.fill_null(pc.index_in(matched["matched_citizen_id"],
+                                             value_set=table["citizen_id"]), 0), np.int64)
+    typo = np.asarray(table["name_typo_frequency"], np.float64)[at][linked]
     flat = MatchModel(version=version, m=m, u=u, id_prior={k: 0.5 for k in DEFAULT_PRIORS})
     field_weight = flat.score(id_level=id_level, name_level=levels["name"],
                               dob_level=levels["dob"], gender_level=levels["gender"],
-                              name_tf=tf, birth_dates=statistics.birth_dates).match_weight
+                              name_tf=tf, birth_dates=statistics.birth_dates,
+                              typo_tf=typo).match_weight
     priors = dict(DEFAULT_PRIORS)
     counts: dict[str, int] = {}
     for level in (IdLevel.EXACT, IdLevel.LEGACY_CMND):
@@ -166,13 +171,12 @@ def estimate_model(subscriptions: pa.Table, registry: pa.Table, settings: Matchi
     before = None if previous_holder is None else pc.take(previous_holder,
                                                           pa.array(searched_at))
     searched = search.searched_rows(subscriptions.take(pa.array(searched_at)), before)
-    table = search.registry_search_table(registry)
     pairs = {k: [] for k in ("row", "field", "doc", "history")}
     for found in search.pair_levels(searched, table, settings):
         scores = flat.score(id_level=np.zeros(len(found.pairs.row), np.int64),
                             name_level=found.names.level, dob_level=found.dob,
                             gender_level=found.gender, name_tf=found.name_tf,
-                            birth_dates=statistics.birth_dates)
+                            birth_dates=statistics.birth_dates, typo_tf=found.typo_tf)
         pairs["row"].append(found.pairs.row)
         pairs["field"].append(scores.match_weight)
         pairs["doc"].append(found.doc)

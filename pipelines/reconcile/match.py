@@ -32,8 +32,9 @@ from matching.model import (
     RegistryStatistics,
     name_frequencies,
     registry_statistics,
+    typo_frequencies,
 )
-from matching.names import compare_names
+from matching.names import NameLevel, compare_names
 from pipelines.config import MatchingSettings
 from pipelines.reconcile import search
 from pipelines.reconcile.model_file import load_model
@@ -55,6 +56,15 @@ def registry_name_tf(registry: pa.Table) -> np.ndarray:
         return np.asarray(pc.fill_null(registry["name_frequency"], np.nan)
                           .to_numpy(zero_copy_only=False), dtype=np.float64)
     return name_frequencies(registry["full_name"].combine_chunks())[1]
+
+
+def registry_typo_tf(registry: pa.Table) -> np.ndarray:
+    """Per citizen, the share of the registry one typo from their name (the prepared
+    snapshot's ``name_typo_frequency``, else counted over ``registry`` itself)."""
+    if "name_typo_frequency" in registry.column_names:
+        return np.asarray(pc.fill_null(registry["name_typo_frequency"], np.nan)
+                          .to_numpy(zero_copy_only=False), dtype=np.float64)
+    return typo_frequencies(registry["full_name"])
 
 
 def _registry_wide_ambiguity(links: IdLinks, registry: pa.Table) -> IdLinks:
@@ -129,13 +139,18 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
     registry_tf = registry_name_tf(registry)
     name_tf = np.where(linked, registry_tf[np.where(linked, links.registry_index, 0)]
                        if registry.num_rows else np.nan, np.nan)
+    typo_tf = None
+    if (linked & (names.level == int(NameLevel.ONE_TYPO))).any():
+        registry_typo = registry_typo_tf(registry)
+        typo_tf = np.where(linked, registry_typo[np.where(linked, links.registry_index, 0)],
+                           np.nan)
     method = links.codes()
     id_level = np.full(n, int(IdLevel.NONE), dtype=np.int8)
     id_level[method == LINK_METHODS.index(LinkMethod.CCCD)] = int(IdLevel.EXACT)
     id_level[method == LINK_METHODS.index(LinkMethod.LEGACY_CMND)] = int(IdLevel.LEGACY_CMND)
     scores = model.score(id_level=id_level, name_level=names.level, dob_level=dob_level,
                          gender_level=gender_level, name_tf=name_tf,
-                         birth_dates=statistics.birth_dates)
+                         birth_dates=statistics.birth_dates, typo_tf=typo_tf)
 
     # A CMND shared by several citizens (the Bà Rịa–Vũng Tàu / Đồng Nai collision) names
     # nobody in particular: its scores are kept, but it gets no band and no holder.

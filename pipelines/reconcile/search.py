@@ -59,6 +59,7 @@ from matching.model import (
     name_frequencies,
     registry_statistics,
     row_probability,
+    typo_frequencies,
 )
 from matching.names import (
     NameComparison,
@@ -206,6 +207,9 @@ def registry_search_table(registry: pa.Table) -> pa.Table:
     if "name_frequency" not in table.column_names:
         tf = name_frequencies(registry["full_name"].combine_chunks())[1]
         table = table.append_column("name_frequency", pa.array(tf, pa.float64()))
+    if "name_typo_frequency" not in table.column_names:
+        table = table.append_column("name_typo_frequency", pa.array(
+            typo_frequencies(registry["full_name"]), pa.float64()))
     if not set(BLOCK_COLUMNS) <= set(table.column_names):
         sizes = registry_block_sizes(registry_parts(
             table["full_name"], table["date_of_birth"], table["dob_precision"],
@@ -231,6 +235,7 @@ class PairLevels:
     history: np.ndarray
     others: np.ndarray
     name_tf: np.ndarray
+    typo_tf: np.ndarray
 
 
 def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
@@ -253,8 +258,9 @@ def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
     kind = _np(searched["search_kind"], 0, np.int64)[row]
     others = _np(searched["others_level"], 0, np.int64)[row]
     tf = _np(shard["name_frequency"], np.nan, np.float64)[cit]
+    typo = _np(shard["name_typo_frequency"], np.nan, np.float64)[cit]
     return PairLevels(pairs=pairs, kind=kind, doc=doc, names=names, dob=dob, gender=gender,
-                      history=history, others=others, name_tf=tf)
+                      history=history, others=others, name_tf=tf, typo_tf=typo)
 
 
 def _chunks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
@@ -321,7 +327,7 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
             citizens=statistics.citizens, kind=found.kind, doc_level=found.doc,
             name_level=found.names.level, dob_level=found.dob, gender_level=found.gender,
             history_level=found.history, others_level=found.others, name_tf=found.name_tf,
-            birth_dates=statistics.birth_dates)
+            birth_dates=statistics.birth_dates, typo_tf=found.typo_tf)
         registry_row = _np(shard["registry_row"], 0, np.int64)[pairs.citizen]
         # Best first within each row; equal weights: the earlier citizen in the source.
         order = np.lexsort((registry_row, -scores.match_weight, pairs.row))

@@ -37,7 +37,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from matching.candidates import BLOCK_FAMILIES, registry_block_sizes, registry_parts
-from matching.model import RegistryStatistics, name_frequencies, registry_statistics
+from matching.model import (
+    RegistryStatistics,
+    name_frequencies,
+    registry_statistics,
+    typo_frequencies,
+)
 from pipelines.errors import RegistryError
 from pipelines.quality import gates
 from pipelines.reconcile.sharding import HASH_NAME, shard_of, split_by_shard
@@ -66,6 +71,7 @@ SHARD_SCHEMA = pa.schema([
     # Computed over the whole registry, so a shard scores exactly like the whole:
     ("registry_row", pa.int64()),       # the citizen's row in the source (tie-breaks)
     ("name_frequency", pa.float64()),   # share of citizens with the same canonical name
+    ("name_typo_frequency", pa.float64()),  # share of citizens one typo from that name
     ("legacy_citizens", pa.int32()),    # citizens holding the same legacy_id (0: none)
     # Citizens sharing each of the citizen's candidate-search blocking keys (0: no key),
     # so a shard skips the blocks larger than matching.candidate_max_block exactly as
@@ -81,7 +87,8 @@ LEGACY_SCHEMA = pa.schema([
 # What the candidate search reads of each shard.
 BLOCK_COLUMNS = tuple(f"block_{family}" for family in BLOCK_FAMILIES)
 SEARCH_COLUMNS = ("citizen_id", "legacy_id", "full_name", "date_of_birth", "dob_precision",
-                  "gender", "registry_row", "name_frequency", *BLOCK_COLUMNS)
+                  "gender", "registry_row", "name_frequency", "name_typo_frequency",
+                  *BLOCK_COLUMNS)
 GATE_COLUMNS = ["citizen_id", "legacy_id", "gender", "date_of_birth"]
 
 
@@ -180,10 +187,11 @@ def latest(registry_dir: Path) -> Snapshot | None:
 
 
 def _registry_wide_columns(registry: pa.Table) -> pa.Table:
-    """Add the columns that need the whole registry: source row, name frequency, how
+    """Add the columns that need the whole registry: source row, name frequencies, how
     many citizens share each legacy number, and the size of each citizen's blocks."""
     n = registry.num_rows
-    _, tf = name_frequencies(registry["full_name"].combine_chunks())
+    names = registry["full_name"].combine_chunks()
+    _, tf = name_frequencies(names)
     legacy = registry["legacy_id"].combine_chunks()
     counts = pc.value_counts(pc.drop_null(legacy))
     at = pc.index_in(legacy, value_set=counts.field("values"), skip_nulls=True)
@@ -191,6 +199,8 @@ def _registry_wide_columns(registry: pa.Table) -> pa.Table:
     table = (registry
              .append_column("registry_row", pa.array(np.arange(n, dtype=np.int64)))
              .append_column("name_frequency", pa.array(tf, pa.float64()))
+             .append_column("name_typo_frequency",
+                            pa.array(typo_frequencies(names), pa.float64()))
              .append_column("legacy_citizens", pc.cast(sharing, pa.int32())))
     sizes = registry_block_sizes(registry_parts(registry["full_name"], registry["date_of_birth"],
                                                 registry["dob_precision"], registry["gender"]))
