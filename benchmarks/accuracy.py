@@ -28,6 +28,11 @@ writes a temporary run configuration whose telco mappings point at it, runs
   true holder is in the registry and whose document leads to them or to nobody
   (a searched row can be unresolvable: two namesakes born the same day, no number).
 
+With history (the default) the world also holds the exports as the previous run
+(``PREVIOUS_RUN_DATE``) received them, and that run is made first: each number's
+verified holder then is evidence for the search (``data_samples.generator``,
+``_previous_rows``).
+
 To see every searched row's best candidate, not only those clearly best, the run
 offers every one (``suggest_min_probability`` ~0, ``suggest_min_margin_bits`` 0);
 the offer under the configured thresholds is then taken from
@@ -52,13 +57,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
-from data_samples.generator import generate_world
+from data_samples.generator import PREVIOUS_EXPORTS, generate_world
 from matching.flags import FLAGS
 from pipelines.config import MatchingSettings
 from pipelines.results.dataset import RunResults
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DATE = "2026-11-28"
+PREVIOUS_RUN_DATE = "2026-11-27"  # the run before, on the exports as they were then
 TARGETS = {"link_precision": 0.999, "link_recall": 0.995, "flag_precision": 0.99,
            "flag_recall": 0.98, "review_share": 0.01, "suggestion_right": 0.95,
            "suggestion_wrong": 0.005,
@@ -71,20 +77,22 @@ BIN_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 0.999, 1.0)
 EXPOSE_EVERY_CANDIDATE = {"suggest_min_probability": 1e-12, "suggest_min_margin_bits": 0.0}
 
 
-def write_world_config(world: Path, folder: Path, **matching: object) -> Path:
-    """A run configuration for ``world`` whose outputs go to ``folder/runs``."""
-    telcos = folder / "telcos"
+def write_world_config(world: Path, folder: Path, *, exports: str = "exports",
+                       name: str = "simrecon.yaml", **matching: object) -> Path:
+    """A run configuration for ``world`` whose outputs go to ``folder/runs`` (``exports``:
+    the world's folder of telco exports, e.g. ``exports_previous``)."""
+    telcos = folder / f"telcos-{exports}"
     telcos.mkdir(parents=True, exist_ok=True)
     for path in sorted((REPO / "config" / "telcos").glob("*.yaml")):
         mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
-        mapping["source"] = str((world / "exports" / Path(mapping["source"]).name).resolve())
+        mapping["source"] = str((world / exports / Path(mapping["source"]).name).resolve())
         (telcos / path.name).write_text(yaml.safe_dump(mapping, allow_unicode=True),
                                         encoding="utf-8")
     config = {"registry": str(world / "registry" / "citizens.parquet"),
               "telcos_dir": str(telcos), "output_dir": str(folder / "runs")}
     if matching:
         config["matching"] = matching
-    path = folder / "simrecon.yaml"
+    path = folder / name
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 
@@ -319,21 +327,31 @@ def render(figures: dict) -> str:
 
 
 def run(subscriptions: int, seed: int, workdir: Path, citizens: int | None = None,
-        **matching: object) -> dict:
-    """Generate, run, score. Returns the figures plus timings."""
+        history: bool = True, **matching: object) -> dict:
+    """Generate, run (the previous run first, with ``history``), score. Returns the
+    figures plus timings."""
     world = workdir / "world"
     citizens = citizens or max(2500, round(subscriptions * 0.625))
     start = time.perf_counter()
-    if not (world / "ground_truth.parquet").exists():
+    if not (world / "ground_truth.parquet").exists() or \
+            (history and not (world / PREVIOUS_EXPORTS).exists()):
         generate_world(world, seed=seed, n_subscriptions=subscriptions, n_citizens=citizens,
-                       noise="benchmark")
+                       noise="benchmark", previous=history)
     generated = time.perf_counter() - start
     settings = MatchingSettings(**matching)  # type: ignore[arg-type]
-    config = write_world_config(world, workdir, **{**matching, **EXPOSE_EVERY_CANDIDATE})
+    exposed = {**matching, **EXPOSE_EVERY_CANDIDATE}
+    config = write_world_config(world, workdir, **exposed)
     shutil.rmtree(workdir / "runs", ignore_errors=True)  # a kept world is run afresh
     from pipelines.stages import run_all
 
     start = time.perf_counter()
+    previous_s = 0.0
+    if history:
+        before = write_world_config(world, workdir, exports=PREVIOUS_EXPORTS,
+                                    name="simrecon-previous.yaml", **exposed)
+        run_all(str(before), PREVIOUS_RUN_DATE)
+        previous_s = time.perf_counter() - start
+        start = time.perf_counter()
     outcome = run_all(str(config), RUN_DATE)
     ran = time.perf_counter() - start
     results = RunResults(outcome["run_dir"]).read().to_pandas()
@@ -341,7 +359,9 @@ def run(subscriptions: int, seed: int, workdir: Path, citizens: int | None = Non
     figures = score(results, truth, settings)
     figures["citizens"] = citizens
     figures["timings"] = {"generate_s": round(generated, 1), "pipeline_s": round(ran, 1),
+                          "previous_run_s": round(previous_s, 1),
                           "stages": outcome["timings"]}
+    figures["history"] = history
     figures["model_version"] = str(results["model_version"].iloc[0])
     return figures
 
@@ -354,13 +374,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="citizens in the registry (default 0.625 x subscriptions, at "
                              "least 2,500)")
     parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--no-history", dest="history", action="store_false",
+                        help="no previous run (each number without history)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the world and the run here (default: a temp folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="simrecon-accuracy-"))
     try:
-        figures = run(args.subscriptions, args.seed, workdir, args.registry)
+        figures = run(args.subscriptions, args.seed, workdir, args.registry, args.history)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

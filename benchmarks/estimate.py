@@ -4,9 +4,11 @@
         --version fs-2026.12-1
 
 Generates the world (``data_samples.generator``, ``noise="benchmark"``, seed 1 by
-default: never the accuracy benchmark's seed), writes a run configuration for it
-(``benchmarks.accuracy.write_world_config``) and runs ``simrecon model estimate``
-on it. The same arguments give the same model (its ``estimated_at`` aside).
+default: never the accuracy benchmark's seed) with the exports of the run before,
+makes that previous run (so each number has its history), writes a run
+configuration for the world (``benchmarks.accuracy.write_world_config``) and runs
+``simrecon model estimate`` on it. The same arguments give the same model (its
+``estimated_at`` aside).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from benchmarks.accuracy import RUN_DATE, write_world_config
-from data_samples.generator import generate_world
+from benchmarks.accuracy import PREVIOUS_RUN_DATE, RUN_DATE, write_world_config
+from data_samples.generator import PREVIOUS_EXPORTS, generate_world
 from pipelines.reconcile.estimate import estimate_from_config
+from pipelines.stages import run_all
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,10 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="simrecon-estimate-"))
     try:
         world = workdir / "world"
-        if not (world / "ground_truth.parquet").exists():
+        if not (world / PREVIOUS_EXPORTS).exists():
             generate_world(world, seed=args.seed, n_subscriptions=args.subscriptions,
-                           n_citizens=args.registry, noise="benchmark")
+                           n_citizens=args.registry, noise="benchmark", previous=True)
         config = write_world_config(world, workdir)
+        # The run before, on the exports as they were then: each number's history.
+        shutil.rmtree(workdir / "runs", ignore_errors=True)
+        run_all(str(write_world_config(world, workdir, exports=PREVIOUS_EXPORTS,
+                                       name="simrecon-previous.yaml")), PREVIOUS_RUN_DATE)
         model = estimate_from_config(
             str(config), date.fromisoformat(RUN_DATE), args.out, version=args.version,
             random_pairs=args.random_pairs, seed=args.seed)

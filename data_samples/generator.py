@@ -143,6 +143,7 @@ LAYOUT_VOCAB: dict[str, dict[str, dict[str, str]]] = {  # canonical -> export va
     },
 }
 CSV_DELIMITER = {"viettel": ",", "vinaphone": ";"}
+PREVIOUS_EXPORTS = "exports_previous"  # the same exports as the previous run received them
 FILES = {
     "registry": "registry/citizens.parquet",
     "viettel": "exports/viettel_subscribers.csv",
@@ -1573,6 +1574,53 @@ def _mobifone_table(rows: pd.DataFrame) -> pa.Table:
     return pa.table(arrays)
 
 
+# --- The previous run's exports (the history of each number) -------------------------------
+_GENUINE_SEARCHED = ("no_id", "invalid_id", "near_miss_cccd", "unknown_cmnd", "namesake_no_id",
+                     "namesake_near_miss", "colliding_near_miss")
+_INVENTED_SEARCHED = ("fabricated_cccd", "invented_cccd", "invented_namesake_cccd",
+                      "invented_near_real_cccd", "invented_no_id")
+PREVIOUS_HAD_OWN_CCCD = 0.6  # genuine searched rows whose number carried their CCCD before
+PREVIOUS_OTHER_HOLDER = 0.05  # ... whose number was someone else's before (recycled)
+PREVIOUS_INVENTED_RECYCLED = 0.1  # invented people on a number a citizen held before
+
+
+def _previous_rows(rng: np.random.Generator, rows: pd.DataFrame, cz: _Citizens) -> pd.DataFrame:
+    """The exports as the previous run received them: the same subscriptions, except that
+    most rows whose document now leads nobody carried their holder's own CCCD then (the
+    number was verified to them), and some numbers were held by another citizen then (a
+    recycled number: its verified holder then is not its holder now)."""
+    prev = rows.copy()
+    base = rows["scenario"].str.split("/").str[0].to_numpy()
+    holder = rows["true_holder"].to_numpy()
+    genuine = np.isin(base, _GENUINE_SEARCHED) & (holder >= 0)
+    invented = np.isin(base, _INVENTED_SEARCHED)
+    u = rng.random(len(rows))
+    own = genuine & (u < PREVIOUS_HAD_OWN_CCCD)
+    recycled = (genuine & (u >= 1 - PREVIOUS_OTHER_HOLDER)) \
+        | (invented & (u < PREVIOUS_INVENTED_RECYCLED))
+    id_type, id_number = prev["id_type"].to_numpy().copy(), prev["id_number"].to_numpy().copy()
+    id_type[own] = "CCCD"
+    id_number[own] = cz.cid[holder[own]]
+    others = rng.integers(0, cz.n, len(rows))
+    before = others[recycled]
+    id_type[recycled] = "CCCD"
+    id_number[recycled] = cz.cid[before]
+    prev["id_type"], prev["id_number"] = id_type, id_number
+    name = prev["name_written"].to_numpy().copy()
+    telco = prev["telco"].to_numpy()
+    written = cz.full_name[before]
+    name[recycled] = np.where(telco[recycled] == "mobifone",
+                              [fold(n).upper() for n in written], written)
+    prev["name_written"] = name
+    dob, year_only = prev["dob"].to_numpy().copy(), prev["dob_year_only"].to_numpy().copy()
+    dob[recycled], year_only[recycled] = cz.dob[before], cz.year_only[before]
+    prev["dob"], prev["dob_year_only"] = dob, year_only
+    gender = prev["gender"].to_numpy().copy()
+    gender[recycled] = np.where(cz.female[before], "F", "M")
+    prev["gender"] = gender
+    return prev
+
+
 # --- Entry points -------------------------------------------------------------------------
 def generate_world(
     out_dir: Path,
@@ -1582,12 +1630,16 @@ def generate_world(
     n_subscriptions: int = DEFAULT_N_SUBSCRIPTIONS,
     as_of: date = DEFAULT_AS_OF,
     noise: str = "samples",
+    previous: bool = False,
 ) -> dict:
     """Build the world for ``seed`` and write its five files under ``out_dir``.
 
     Returns ``{"paths", "citizens", "rows", "rows_per_telco", "scenarios",
     "flags", "statuses"}`` (counts are plain ints; ``scenarios`` counts the
-    planted label without the accepted-name-noise suffix).
+    planted label without the accepted-name-noise suffix). ``previous``: also write
+    the exports as the previous run received them (``exports_previous/``, same file
+    names; :func:`_previous_rows`), so a run before this one gives each number its
+    history. The world itself does not depend on it.
     """
     if noise not in NOISE_LEVELS:
         raise ValueError(f"noise must be one of {NOISE_LEVELS}, not {noise!r}")
@@ -1618,6 +1670,15 @@ def generate_world(
     for t in ("viettel", "vinaphone"):
         _write_csv(paths[t], rows[rows["telco"] == t], t)
     _write_parquet(paths["mobifone"], _mobifone_table(rows[rows["telco"] == "mobifone"]))
+    if previous:
+        prev = _previous_rows(np.random.default_rng([seed, 3]), rows, cz)
+        folder = out_dir / PREVIOUS_EXPORTS
+        folder.mkdir(parents=True, exist_ok=True)
+        for t in ("viettel", "vinaphone"):
+            _write_csv(folder / Path(FILES[t]).name, prev[prev["telco"] == t], t)
+        _write_parquet(folder / Path(FILES["mobifone"]).name,
+                       _mobifone_table(prev[prev["telco"] == "mobifone"]))
+        paths["previous_exports"] = folder
     truth = truth.sort_values(["telco", "source_row"], kind="stable").reset_index(drop=True)
     _write_parquet(paths["ground_truth"], pa.Table.from_pandas(
         truth, schema=pa.schema([
@@ -1654,11 +1715,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subscriptions", type=int, default=DEFAULT_N_SUBSCRIPTIONS)
     parser.add_argument("--as-of", type=date.fromisoformat, default=DEFAULT_AS_OF)
     parser.add_argument("--noise", choices=NOISE_LEVELS, default="samples")
+    parser.add_argument("--previous", action="store_true",
+                        help="also write the exports as the previous run received them")
     args = parser.parse_args(argv)
     citizens = args.citizens or max(DEFAULT_N_CITIZENS, round(args.subscriptions * 0.625))
     result = generate_world(args.out, seed=args.seed, n_citizens=citizens,
                             n_subscriptions=args.subscriptions, as_of=args.as_of,
-                            noise=args.noise)
+                            noise=args.noise, previous=args.previous)
     json.dump(result, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
     return 0

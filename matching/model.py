@@ -676,6 +676,8 @@ FAR_NUMBER_M = 1e-6
 # the prior's 1/N), not their share among candidates.
 VARIANT_LEVELS = ("SAME_AFTER_REPAIR", "ONE_SUBSTITUTION", "TRANSPOSITION",
                   "ONE_DROPPED_OR_ADDED")
+# Likewise the number's previous holder is a candidate because of the history itself.
+HISTORY_ROUTE_LEVELS = ("SAME_HOLDER",)
 
 
 def estimate_search_model(*, row: np.ndarray, kind: np.ndarray, others: np.ndarray,
@@ -696,8 +698,8 @@ def estimate_search_model(*, row: np.ndarray, kind: np.ndarray, others: np.ndarr
     the others levels' m and u to their shares among rows whose holder is and is not
     among the candidates. Name, date of birth and gender weights stay fixed, and so does
     the m of the far-number levels (:data:`FAR_NUMBER_LEVELS`, ``far_number_m``). The u
-    of :data:`VARIANT_LEVELS` is per citizen (see there). π is smoothed (one pseudo-row
-    each way per kind).
+    of :data:`VARIANT_LEVELS` and :data:`HISTORY_ROUTE_LEVELS` is per citizen (see
+    there). π is smoothed (one pseudo-row each way per kind).
     """
     row = np.asarray(row, np.int64)
     kind = np.asarray(kind, np.int64)
@@ -707,6 +709,9 @@ def estimate_search_model(*, row: np.ndarray, kind: np.ndarray, others: np.ndarr
     field_weight = np.asarray(field_weight, np.float64)
     n_rows = len(kind)
     with_number = max(int((kind != int(SearchKind.NO_NUMBER)).sum()), 1)
+    had = np.zeros(n_rows, dtype=bool)
+    had[row[history_level != int(HistoryLevel.MISSING)]] = True
+    with_history = max(int(had.sum()), 1)
     model = start
     change, done = np.inf, 0
     while done < iterations and change >= tolerance:
@@ -732,8 +737,12 @@ def estimate_search_model(*, row: np.ndarray, kind: np.ndarray, others: np.ndarr
         for name in VARIANT_LEVELS:
             false = float((1 - pair)[doc_level == int(DocLevel[name])].sum())
             u_doc[name] = (false + alpha) / (with_number * max(citizens, 1))
+        u_history = _distribution(history_level, 1 - pair, HistoryLevel, alpha=alpha)
+        for name in HISTORY_ROUTE_LEVELS:
+            false = float((1 - pair)[history_level == int(HistoryLevel[name])].sum())
+            u_history[name] = (false + alpha) / (with_history * max(citizens, 1))
         u = {"document": u_doc,
-             "history": _distribution(history_level, 1 - pair, HistoryLevel, alpha=alpha),
+             "history": u_history,
              "others": _distribution(others, 1 - inside, OthersLevel, alpha=alpha)}
         new = SearchModel(holder_in_registry=holder, m=m, u=u,
                           top_candidates=start.top_candidates)
