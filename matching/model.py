@@ -346,12 +346,16 @@ class MatchModel:
             weight[use] = np.minimum(tf_weight, self.max_name_tf_weight)
         return weight
 
-    def dob_weights(self, level: np.ndarray,
-                    birth_dates: BirthDateAgreement | None = None) -> np.ndarray:
-        """Date-of-birth weight per pair; with the registry's :class:`BirthDateAgreement`
+    def dob_weights(self, level: np.ndarray, birth_dates: BirthDateAgreement | None = None,
+                    dob_tf: np.ndarray | None = None,
+                    year_tf: np.ndarray | None = None) -> np.ndarray:
+        """Date-of-birth weight per pair. With the registry's :class:`BirthDateAgreement`
         a same date weighs ``log2(m / same_date)`` and a year agreeing with a year-only
         date ``log2(1 / same_year)`` (its m is the share of pairs with a year-only side,
-        equally likely for the same and for different people)."""
+        equally likely for the same and for different people); with the citizen's own
+        ``dob_tf``/``year_tf`` (:func:`birth_date_frequencies`) the chance for *that*
+        date or year replaces the average (a date in the years most citizens were born
+        in is shared more often)."""
         table = self.level_weights("dob")
         if birth_dates is not None:
             table = table.copy()
@@ -360,16 +364,27 @@ class MatchModel:
                 self.m["dob"][DobLevel.EXACT.name] / max(birth_dates.same_date, floor))
             table[int(DobLevel.SAME_YEAR_ONE_SIDE_YEAR_ONLY)] = np.log2(
                 1.0 / max(birth_dates.same_year, floor))
-        return table[np.asarray(level, dtype=np.int64)]
+        level = np.asarray(level, dtype=np.int64)
+        weight = table[level]
+        for value, tf, m in ((DobLevel.EXACT, dob_tf, self.m["dob"][DobLevel.EXACT.name]),
+                             (DobLevel.SAME_YEAR_ONE_SIDE_YEAR_ONLY, year_tf, 1.0)):
+            if tf is None:
+                continue
+            tf = np.asarray(tf, dtype=np.float64)
+            use = (level == int(value)) & np.isfinite(tf) & (tf > 0)
+            if use.any():
+                weight[use] = np.log2(m / np.maximum(tf[use], self.tf_floor))
+        return weight
 
     def score(self, *, id_level: np.ndarray, name_level: np.ndarray, dob_level: np.ndarray,
               gender_level: np.ndarray, name_tf: np.ndarray | None = None,
               birth_dates: BirthDateAgreement | None = None,
-              typo_tf: np.ndarray | None = None) -> MatchScores:
+              typo_tf: np.ndarray | None = None, dob_tf: np.ndarray | None = None,
+              year_tf: np.ndarray | None = None) -> MatchScores:
         """Weights and probability of each document-linked pair (vectorised lookups)."""
         id_w = self.id_weights()[np.asarray(id_level, dtype=np.int64)]
         name_w = self.name_weights(name_level, name_tf, typo_tf)
-        dob_w = self.dob_weights(dob_level, birth_dates)
+        dob_w = self.dob_weights(dob_level, birth_dates, dob_tf, year_tf)
         gender_w = self.level_weights("gender")[np.asarray(gender_level, dtype=np.int64)]
         total = id_w + name_w + dob_w + gender_w
         return MatchScores(id_weight=id_w, name_weight=name_w, dob_weight=dob_w,
@@ -381,7 +396,8 @@ class MatchModel:
                      history_level: np.ndarray, others_level: np.ndarray,
                      name_tf: np.ndarray | None = None,
                      birth_dates: BirthDateAgreement | None = None,
-                     typo_tf: np.ndarray | None = None) -> SearchScores:
+                     typo_tf: np.ndarray | None = None, dob_tf: np.ndarray | None = None,
+                     year_tf: np.ndarray | None = None) -> SearchScores:
         """Weights of each (searched row, candidate) pair: the prior that one of
         ``citizens`` is the holder, the row's number against the candidate's, name, date
         of birth, gender, the number's history and the same number elsewhere."""
@@ -389,7 +405,7 @@ class MatchModel:
         id_w = search.prior_weights(citizens)[np.asarray(kind, dtype=np.int64)]
         doc_w = search.level_weights("document")[np.asarray(doc_level, dtype=np.int64)]
         name_w = self.name_weights(name_level, name_tf, typo_tf)
-        dob_w = self.dob_weights(dob_level, birth_dates)
+        dob_w = self.dob_weights(dob_level, birth_dates, dob_tf, year_tf)
         gender_w = self.level_weights("gender")[np.asarray(gender_level, dtype=np.int64)]
         history_w = search.level_weights("history")[np.asarray(history_level, dtype=np.int64)]
         others_w = search.level_weights("others")[np.asarray(others_level, dtype=np.int64)]
@@ -600,6 +616,36 @@ def birth_date_agreement(dates: pa.Array | pa.ChunkedArray,
     if n_day < MIN_CITIZENS_FOR_BIRTH_DATES or same_date <= 0 or same_year <= 0:
         return None
     return BirthDateAgreement(same_date=same_date, same_year=same_year)
+
+
+def birth_date_frequencies(dates: pa.Array | pa.ChunkedArray,
+                           precision: pa.Array | pa.ChunkedArray,
+                           agreement: BirthDateAgreement | None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Per citizen of a whole registry: the chance that another citizen shares their
+    date of birth (day precision only) and their birth year, ``count / (N + 1 /
+    average)``: the registry's own count, pulled towards the average
+    (:func:`birth_date_agreement`) by one expected citizen, so a date seen once in a small
+    registry is not taken as unique. NaN without an average (a registry too small)."""
+    if isinstance(dates, pa.ChunkedArray):
+        dates = dates.combine_chunks()
+    if isinstance(precision, pa.ChunkedArray):
+        precision = precision.combine_chunks()
+    n = len(dates)
+    nothing = np.full(n, np.nan)
+    if agreement is None or n == 0:
+        return nothing, nothing.copy()
+
+    def per_row(values: pa.Array, average: float) -> np.ndarray:
+        counts = pc.value_counts(pc.drop_null(values))
+        at = pc.index_in(values, value_set=counts.field("values"))
+        count = np.asarray(pc.fill_null(pc.take(counts.field("counts"), at), 0)
+                           .to_numpy(zero_copy_only=False), np.float64)
+        return np.where(count > 0, count / (n + 1.0 / average), np.nan)
+
+    day = pc.equal(pc.fill_null(precision, "day"), "day")
+    day_dates = pc.if_else(day, pc.cast(dates, pa.date32()), pa.scalar(None, pa.date32()))
+    return per_row(day_dates, agreement.same_date), per_row(pc.year(dates), agreement.same_year)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from matching.model import (
     IdLevel,
     MatchModel,
     RegistryStatistics,
+    birth_date_frequencies,
     name_frequencies,
     registry_statistics,
     typo_frequencies,
@@ -65,6 +66,19 @@ def registry_typo_tf(registry: pa.Table) -> np.ndarray:
         return np.asarray(pc.fill_null(registry["name_typo_frequency"], np.nan)
                           .to_numpy(zero_copy_only=False), dtype=np.float64)
     return typo_frequencies(registry["full_name"])
+
+
+def registry_birth_date_tf(registry: pa.Table, statistics: RegistryStatistics
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Per citizen, the chance another citizen shares their date of birth and birth year
+    (the prepared snapshot's ``dob_frequency``/``year_frequency``, else counted over
+    ``registry`` itself, taken as the whole registry)."""
+    if "dob_frequency" in registry.column_names:
+        return tuple(np.asarray(pc.fill_null(registry[c], np.nan)  # type: ignore[return-value]
+                                .to_numpy(zero_copy_only=False), dtype=np.float64)
+                     for c in ("dob_frequency", "year_frequency"))
+    return birth_date_frequencies(registry["date_of_birth"], registry["dob_precision"],
+                                  statistics.birth_dates)
 
 
 def _registry_wide_ambiguity(links: IdLinks, registry: pa.Table) -> IdLinks:
@@ -139,6 +153,10 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
     registry_tf = registry_name_tf(registry)
     name_tf = np.where(linked, registry_tf[np.where(linked, links.registry_index, 0)]
                        if registry.num_rows else np.nan, np.nan)
+    dob_tf, year_tf = registry_birth_date_tf(registry, statistics)
+    at = np.where(linked, links.registry_index, 0)
+    dob_tf = np.where(linked, dob_tf[at], np.nan) if registry.num_rows else None
+    year_tf = np.where(linked, year_tf[at], np.nan) if registry.num_rows else None
     typo_tf = None
     if (linked & (names.level == int(NameLevel.ONE_TYPO))).any():
         registry_typo = registry_typo_tf(registry)
@@ -150,7 +168,8 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
     id_level[method == LINK_METHODS.index(LinkMethod.LEGACY_CMND)] = int(IdLevel.LEGACY_CMND)
     scores = model.score(id_level=id_level, name_level=names.level, dob_level=dob_level,
                          gender_level=gender_level, name_tf=name_tf,
-                         birth_dates=statistics.birth_dates, typo_tf=typo_tf)
+                         birth_dates=statistics.birth_dates, typo_tf=typo_tf,
+                         dob_tf=dob_tf, year_tf=year_tf)
 
     # A CMND shared by several citizens (the Bà Rịa–Vũng Tàu / Đồng Nai collision) names
     # nobody in particular: its scores are kept, but it gets no band and no holder.

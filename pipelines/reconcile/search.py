@@ -56,6 +56,7 @@ from matching.model import (
     OthersLevel,
     RegistryStatistics,
     SearchKind,
+    birth_date_frequencies,
     name_frequencies,
     registry_statistics,
     row_probability,
@@ -210,6 +211,13 @@ def registry_search_table(registry: pa.Table) -> pa.Table:
     if "name_typo_frequency" not in table.column_names:
         table = table.append_column("name_typo_frequency", pa.array(
             typo_frequencies(registry["full_name"]), pa.float64()))
+    if "dob_frequency" not in table.column_names:
+        agreement = registry_statistics(registry["date_of_birth"],
+                                        registry["dob_precision"]).birth_dates
+        dob_tf, year_tf = birth_date_frequencies(registry["date_of_birth"],
+                                                 registry["dob_precision"], agreement)
+        table = (table.append_column("dob_frequency", pa.array(dob_tf, pa.float64()))
+                 .append_column("year_frequency", pa.array(year_tf, pa.float64())))
     if not set(BLOCK_COLUMNS) <= set(table.column_names):
         sizes = registry_block_sizes(registry_parts(
             table["full_name"], table["date_of_birth"], table["dob_precision"],
@@ -236,6 +244,8 @@ class PairLevels:
     others: np.ndarray
     name_tf: np.ndarray
     typo_tf: np.ndarray
+    dob_tf: np.ndarray
+    year_tf: np.ndarray
 
 
 def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
@@ -260,7 +270,9 @@ def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
     tf = _np(shard["name_frequency"], np.nan, np.float64)[cit]
     typo = _np(shard["name_typo_frequency"], np.nan, np.float64)[cit]
     return PairLevels(pairs=pairs, kind=kind, doc=doc, names=names, dob=dob, gender=gender,
-                      history=history, others=others, name_tf=tf, typo_tf=typo)
+                      history=history, others=others, name_tf=tf, typo_tf=typo,
+                      dob_tf=_np(shard["dob_frequency"], np.nan, np.float64)[cit],
+                      year_tf=_np(shard["year_frequency"], np.nan, np.float64)[cit])
 
 
 def _chunks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
@@ -327,7 +339,8 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
             citizens=statistics.citizens, kind=found.kind, doc_level=found.doc,
             name_level=found.names.level, dob_level=found.dob, gender_level=found.gender,
             history_level=found.history, others_level=found.others, name_tf=found.name_tf,
-            birth_dates=statistics.birth_dates, typo_tf=found.typo_tf)
+            birth_dates=statistics.birth_dates, typo_tf=found.typo_tf, dob_tf=found.dob_tf,
+            year_tf=found.year_tf)
         registry_row = _np(shard["registry_row"], 0, np.int64)[pairs.citizen]
         # Best first within each row; equal weights: the earlier citizen in the source.
         order = np.lexsort((registry_row, -scores.match_weight, pairs.row))

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from matching.candidates import BLOCK_FAMILIES, registry_block_sizes, registry_parts
 from matching.model import (
     RegistryStatistics,
+    birth_date_frequencies,
     name_frequencies,
     registry_statistics,
     typo_frequencies,
@@ -72,6 +73,8 @@ SHARD_SCHEMA = pa.schema([
     ("registry_row", pa.int64()),       # the citizen's row in the source (tie-breaks)
     ("name_frequency", pa.float64()),   # share of citizens with the same canonical name
     ("name_typo_frequency", pa.float64()),  # share of citizens one typo from that name
+    ("dob_frequency", pa.float64()),    # chance another citizen shares the date of birth
+    ("year_frequency", pa.float64()),   # ... the birth year
     ("legacy_citizens", pa.int32()),    # citizens holding the same legacy_id (0: none)
     # Citizens sharing each of the citizen's candidate-search blocking keys (0: no key),
     # so a shard skips the blocks larger than matching.candidate_max_block exactly as
@@ -88,7 +91,7 @@ LEGACY_SCHEMA = pa.schema([
 BLOCK_COLUMNS = tuple(f"block_{family}" for family in BLOCK_FAMILIES)
 SEARCH_COLUMNS = ("citizen_id", "legacy_id", "full_name", "date_of_birth", "dob_precision",
                   "gender", "registry_row", "name_frequency", "name_typo_frequency",
-                  *BLOCK_COLUMNS)
+                  "dob_frequency", "year_frequency", *BLOCK_COLUMNS)
 GATE_COLUMNS = ["citizen_id", "legacy_id", "gender", "date_of_birth"]
 
 
@@ -202,6 +205,11 @@ def _registry_wide_columns(registry: pa.Table) -> pa.Table:
              .append_column("name_typo_frequency",
                             pa.array(typo_frequencies(names), pa.float64()))
              .append_column("legacy_citizens", pc.cast(sharing, pa.int32())))
+    statistics = registry_statistics(registry["date_of_birth"], registry["dob_precision"])
+    dob_tf, year_tf = birth_date_frequencies(registry["date_of_birth"], registry["dob_precision"],
+                                             statistics.birth_dates)
+    table = (table.append_column("dob_frequency", pa.array(dob_tf, pa.float64()))
+             .append_column("year_frequency", pa.array(year_tf, pa.float64())))
     sizes = registry_block_sizes(registry_parts(registry["full_name"], registry["date_of_birth"],
                                                 registry["dob_precision"], registry["gender"]))
     for k, column in enumerate(BLOCK_COLUMNS):
