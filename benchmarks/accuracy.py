@@ -78,9 +78,11 @@ EXPOSE_EVERY_CANDIDATE = {"suggest_min_probability": 1e-12, "suggest_min_margin_
 
 
 def write_world_config(world: Path, folder: Path, *, exports: str = "exports",
-                       name: str = "simrecon.yaml", **matching: object) -> Path:
+                       name: str = "simrecon.yaml", extra: dict | None = None,
+                       **matching: object) -> Path:
     """A run configuration for ``world`` whose outputs go to ``folder/runs`` (``exports``:
-    the world's folder of telco exports, e.g. ``exports_previous``)."""
+    the world's folder of telco exports, e.g. ``exports_previous``; ``extra``: more
+    top-level settings; ``matching``: the matching settings)."""
     telcos = folder / f"telcos-{exports}"
     telcos.mkdir(parents=True, exist_ok=True)
     for path in sorted((REPO / "config" / "telcos").glob("*.yaml")):
@@ -92,6 +94,7 @@ def write_world_config(world: Path, folder: Path, *, exports: str = "exports",
               "telcos_dir": str(telcos), "output_dir": str(folder / "runs")}
     if matching:
         config["matching"] = matching
+    config.update(extra or {})
     path = folder / name
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path

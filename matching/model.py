@@ -48,6 +48,7 @@ import pyarrow.compute as pc
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
+from matching.columns import as_bool_mask
 from matching.compare import DobLevel, GenderLevel
 from matching.documents import DocLevel
 from matching.names import NameLevel, canonical_name_key, sequence_name_key
@@ -322,10 +323,19 @@ class MatchModel:
         return table
 
     def name_weights(self, level: np.ndarray, name_tf: np.ndarray | None,
-                     typo_tf: np.ndarray | None = None) -> np.ndarray:
-        """Name weight per pair; at the equal-key levels u is the name's frequency, at
-        ONE_TYPO the share of citizens one typo from the name (``typo_frequencies``)."""
+                     typo_tf: np.ndarray | None = None, *,
+                     name_year_tf: np.ndarray | None = None,
+                     dob_level: np.ndarray | None = None) -> np.ndarray:
+        """Name weight per pair; at the equal-key levels u is the name's frequency (among
+        citizens born the same year, ``name_year_tf``, where the dates of birth are in
+        the same year), at ONE_TYPO the share of citizens one typo from the name
+        (``typo_frequencies``)."""
         level = np.asarray(level, dtype=np.int64)
+        if name_tf is not None and name_year_tf is not None and dob_level is not None:
+            same_year = np.isin(np.asarray(dob_level, np.int64),
+                                [int(v) for v in SAME_YEAR_DOB_LEVELS])
+            year_tf = np.asarray(name_year_tf, dtype=np.float64)
+            name_tf = np.where(same_year & np.isfinite(year_tf), year_tf, name_tf)
         weight = self.level_weights("name")[level]
         if typo_tf is not None:
             typo = np.asarray(typo_tf, dtype=np.float64)
@@ -380,10 +390,12 @@ class MatchModel:
               gender_level: np.ndarray, name_tf: np.ndarray | None = None,
               birth_dates: BirthDateAgreement | None = None,
               typo_tf: np.ndarray | None = None, dob_tf: np.ndarray | None = None,
-              year_tf: np.ndarray | None = None) -> MatchScores:
+              year_tf: np.ndarray | None = None,
+              name_year_tf: np.ndarray | None = None) -> MatchScores:
         """Weights and probability of each document-linked pair (vectorised lookups)."""
         id_w = self.id_weights()[np.asarray(id_level, dtype=np.int64)]
-        name_w = self.name_weights(name_level, name_tf, typo_tf)
+        name_w = self.name_weights(name_level, name_tf, typo_tf, name_year_tf=name_year_tf,
+                                   dob_level=dob_level)
         dob_w = self.dob_weights(dob_level, birth_dates, dob_tf, year_tf)
         gender_w = self.level_weights("gender")[np.asarray(gender_level, dtype=np.int64)]
         total = id_w + name_w + dob_w + gender_w
@@ -397,14 +409,16 @@ class MatchModel:
                      name_tf: np.ndarray | None = None,
                      birth_dates: BirthDateAgreement | None = None,
                      typo_tf: np.ndarray | None = None, dob_tf: np.ndarray | None = None,
-                     year_tf: np.ndarray | None = None) -> SearchScores:
+                     year_tf: np.ndarray | None = None,
+                     name_year_tf: np.ndarray | None = None) -> SearchScores:
         """Weights of each (searched row, candidate) pair: the prior that one of
         ``citizens`` is the holder, the row's number against the candidate's, name, date
         of birth, gender, the number's history and the same number elsewhere."""
         search = self.search
         id_w = search.prior_weights(citizens)[np.asarray(kind, dtype=np.int64)]
         doc_w = search.level_weights("document")[np.asarray(doc_level, dtype=np.int64)]
-        name_w = self.name_weights(name_level, name_tf, typo_tf)
+        name_w = self.name_weights(name_level, name_tf, typo_tf, name_year_tf=name_year_tf,
+                                   dob_level=dob_level)
         dob_w = self.dob_weights(dob_level, birth_dates, dob_tf, year_tf)
         gender_w = self.level_weights("gender")[np.asarray(gender_level, dtype=np.int64)]
         history_w = search.level_weights("history")[np.asarray(history_level, dtype=np.int64)]
@@ -489,6 +503,45 @@ def name_frequencies(registry_names: pa.Array | pa.ChunkedArray) -> tuple[pa.Arr
     tf = np.asarray(pc.fill_null(per_row, 0).to_numpy(zero_copy_only=False), dtype=np.float64) / n
     tf[tf == 0] = np.nan  # no key (name missing): no term frequency
     return keys, tf
+
+
+# Citizens' worth of pull towards a name's registry-wide frequency when it is counted
+# within one birth year (a small year, a rare name).
+NAME_YEAR_PRIOR_CITIZENS = 100.0
+# Date-of-birth levels at which both dates are in the same year: there the name's
+# frequency among citizens born that year is the chance of an unrelated namesake.
+SAME_YEAR_DOB_LEVELS = (DobLevel.EXACT, DobLevel.SAME_YEAR_ONE_SIDE_YEAR_ONLY,
+                        DobLevel.DAY_MONTH_SWAPPED)
+
+
+def name_year_frequencies(registry_names: pa.Array | pa.ChunkedArray,
+                          dates: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per registry citizen: the share of citizens born in their year who carry their
+    canonical name, pulled towards the name's share in the whole registry by
+    :data:`NAME_YEAR_PRIOR_CITIZENS` citizens. Names follow the generations (Văn and Thị
+    in the old, a second middle name in the young), so "shares the name and the birth
+    year" is not the product of the two shares. NaN without a name or a date."""
+    keys, tf = name_frequencies(registry_names)
+    if isinstance(dates, pa.ChunkedArray):
+        dates = dates.combine_chunks()
+    year = pc.year(dates)
+    table = pa.table({"key": keys, "year": year})
+    by_pair = table.group_by(["key", "year"], use_threads=False).aggregate([([], "count_all")])
+    by_year = table.group_by(["year"], use_threads=False).aggregate([([], "count_all")])
+    join = pc.binary_join_element_wise
+    pair_key = join(keys, pc.cast(year, pa.string()), "|")
+    at = pc.index_in(pair_key, value_set=join(by_pair["key"], pc.cast(by_pair["year"],
+                                                                        pa.string()), "|")
+                     .combine_chunks())
+    pair_count = np.asarray(pc.fill_null(pc.take(by_pair["count_all"], at), 0)
+                            .to_numpy(zero_copy_only=False), np.float64)
+    at = pc.index_in(year, value_set=by_year["year"].combine_chunks())
+    year_count = np.asarray(pc.fill_null(pc.take(by_year["count_all"], at), 0)
+                            .to_numpy(zero_copy_only=False), np.float64)
+    k = NAME_YEAR_PRIOR_CITIZENS
+    out = (pair_count + k * tf) / (year_count + k)
+    known = as_bool_mask(pc.is_valid(keys)) & as_bool_mask(pc.is_valid(year)) & np.isfinite(tf)
+    return np.where(known, out, np.nan)
 
 
 def typo_frequencies(registry_names: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -154,11 +154,13 @@ def estimate_model(subscriptions: pa.Table, registry: pa.Table, settings: Matchi
     typo = np.asarray(table["name_typo_frequency"], np.float64)[at][linked]
     dob_tf = np.asarray(table["dob_frequency"], np.float64)[at][linked]
     year_tf = np.asarray(table["year_frequency"], np.float64)[at][linked]
+    name_year_tf = np.asarray(table["name_year_frequency"], np.float64)[at][linked]
     flat = MatchModel(version=version, m=m, u=u, id_prior={k: 0.5 for k in DEFAULT_PRIORS})
     field_weight = flat.score(id_level=id_level, name_level=levels["name"],
                               dob_level=levels["dob"], gender_level=levels["gender"],
                               name_tf=tf, birth_dates=statistics.birth_dates,
-                              typo_tf=typo, dob_tf=dob_tf, year_tf=year_tf).match_weight
+                              typo_tf=typo, dob_tf=dob_tf, year_tf=year_tf,
+                              name_year_tf=name_year_tf).match_weight
     priors = dict(DEFAULT_PRIORS)
     counts: dict[str, int] = {}
     for level in (IdLevel.EXACT, IdLevel.LEGACY_CMND):
@@ -179,7 +181,8 @@ def estimate_model(subscriptions: pa.Table, registry: pa.Table, settings: Matchi
                             name_level=found.names.level, dob_level=found.dob,
                             gender_level=found.gender, name_tf=found.name_tf,
                             birth_dates=statistics.birth_dates, typo_tf=found.typo_tf,
-                            dob_tf=found.dob_tf, year_tf=found.year_tf)
+                            dob_tf=found.dob_tf, year_tf=found.year_tf,
+                            name_year_tf=found.name_year_tf)
         pairs["row"].append(found.pairs.row)
         pairs["field"].append(scores.match_weight)
         pairs["doc"].append(found.doc)

@@ -32,6 +32,7 @@ from matching.model import (
     RegistryStatistics,
     birth_date_frequencies,
     name_frequencies,
+    name_year_frequencies,
     registry_statistics,
     typo_frequencies,
 )
@@ -66,6 +67,15 @@ def registry_typo_tf(registry: pa.Table) -> np.ndarray:
         return np.asarray(pc.fill_null(registry["name_typo_frequency"], np.nan)
                           .to_numpy(zero_copy_only=False), dtype=np.float64)
     return typo_frequencies(registry["full_name"])
+
+
+def registry_name_year_tf(registry: pa.Table) -> np.ndarray:
+    """Per citizen, the share of citizens born in their year with their name (the prepared
+    snapshot's ``name_year_frequency``, else counted over ``registry`` itself)."""
+    if "name_year_frequency" in registry.column_names:
+        return np.asarray(pc.fill_null(registry["name_year_frequency"], np.nan)
+                          .to_numpy(zero_copy_only=False), dtype=np.float64)
+    return name_year_frequencies(registry["full_name"], registry["date_of_birth"])
 
 
 def registry_birth_date_tf(registry: pa.Table, statistics: RegistryStatistics
@@ -154,9 +164,11 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
     name_tf = np.where(linked, registry_tf[np.where(linked, links.registry_index, 0)]
                        if registry.num_rows else np.nan, np.nan)
     dob_tf, year_tf = registry_birth_date_tf(registry, statistics)
+    name_year_tf = registry_name_year_tf(registry)
     at = np.where(linked, links.registry_index, 0)
     dob_tf = np.where(linked, dob_tf[at], np.nan) if registry.num_rows else None
     year_tf = np.where(linked, year_tf[at], np.nan) if registry.num_rows else None
+    name_year_tf = np.where(linked, name_year_tf[at], np.nan) if registry.num_rows else None
     typo_tf = None
     if (linked & (names.level == int(NameLevel.ONE_TYPO))).any():
         registry_typo = registry_typo_tf(registry)
@@ -169,7 +181,7 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
     scores = model.score(id_level=id_level, name_level=names.level, dob_level=dob_level,
                          gender_level=gender_level, name_tf=name_tf,
                          birth_dates=statistics.birth_dates, typo_tf=typo_tf,
-                         dob_tf=dob_tf, year_tf=year_tf)
+                         dob_tf=dob_tf, year_tf=year_tf, name_year_tf=name_year_tf)
 
     # A CMND shared by several citizens (the Bà Rịa–Vũng Tàu / Đồng Nai collision) names
     # nobody in particular: its scores are kept, but it gets no band and no holder.

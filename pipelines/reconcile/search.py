@@ -58,6 +58,7 @@ from matching.model import (
     SearchKind,
     birth_date_frequencies,
     name_frequencies,
+    name_year_frequencies,
     registry_statistics,
     row_probability,
     typo_frequencies,
@@ -211,6 +212,10 @@ def registry_search_table(registry: pa.Table) -> pa.Table:
     if "name_typo_frequency" not in table.column_names:
         table = table.append_column("name_typo_frequency", pa.array(
             typo_frequencies(registry["full_name"]), pa.float64()))
+    if "name_year_frequency" not in table.column_names:
+        table = table.append_column("name_year_frequency", pa.array(
+            name_year_frequencies(registry["full_name"], registry["date_of_birth"]),
+            pa.float64()))
     if "dob_frequency" not in table.column_names:
         agreement = registry_statistics(registry["date_of_birth"],
                                         registry["dob_precision"]).birth_dates
@@ -246,6 +251,7 @@ class PairLevels:
     typo_tf: np.ndarray
     dob_tf: np.ndarray
     year_tf: np.ndarray
+    name_year_tf: np.ndarray
 
 
 def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
@@ -272,7 +278,8 @@ def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
     return PairLevels(pairs=pairs, kind=kind, doc=doc, names=names, dob=dob, gender=gender,
                       history=history, others=others, name_tf=tf, typo_tf=typo,
                       dob_tf=_np(shard["dob_frequency"], np.nan, np.float64)[cit],
-                      year_tf=_np(shard["year_frequency"], np.nan, np.float64)[cit])
+                      year_tf=_np(shard["year_frequency"], np.nan, np.float64)[cit],
+                      name_year_tf=_np(shard["name_year_frequency"], np.nan, np.float64)[cit])
 
 
 def _chunks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
@@ -340,7 +347,7 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
             name_level=found.names.level, dob_level=found.dob, gender_level=found.gender,
             history_level=found.history, others_level=found.others, name_tf=found.name_tf,
             birth_dates=statistics.birth_dates, typo_tf=found.typo_tf, dob_tf=found.dob_tf,
-            year_tf=found.year_tf)
+            year_tf=found.year_tf, name_year_tf=found.name_year_tf)
         registry_row = _np(shard["registry_row"], 0, np.int64)[pairs.citizen]
         # Best first within each row; equal weights: the earlier citizen in the source.
         order = np.lexsort((registry_row, -scores.match_weight, pairs.row))

@@ -41,6 +41,7 @@ from matching.model import (
     RegistryStatistics,
     birth_date_frequencies,
     name_frequencies,
+    name_year_frequencies,
     registry_statistics,
     typo_frequencies,
 )
@@ -73,6 +74,7 @@ SHARD_SCHEMA = pa.schema([
     ("registry_row", pa.int64()),       # the citizen's row in the source (tie-breaks)
     ("name_frequency", pa.float64()),   # share of citizens with the same canonical name
     ("name_typo_frequency", pa.float64()),  # share of citizens one typo from that name
+    ("name_year_frequency", pa.float64()),  # share of those born that year with that name
     ("dob_frequency", pa.float64()),    # chance another citizen shares the date of birth
     ("year_frequency", pa.float64()),   # ... the birth year
     ("legacy_citizens", pa.int32()),    # citizens holding the same legacy_id (0: none)
@@ -91,7 +93,7 @@ LEGACY_SCHEMA = pa.schema([
 BLOCK_COLUMNS = tuple(f"block_{family}" for family in BLOCK_FAMILIES)
 SEARCH_COLUMNS = ("citizen_id", "legacy_id", "full_name", "date_of_birth", "dob_precision",
                   "gender", "registry_row", "name_frequency", "name_typo_frequency",
-                  "dob_frequency", "year_frequency", *BLOCK_COLUMNS)
+                  "name_year_frequency", "dob_frequency", "year_frequency", *BLOCK_COLUMNS)
 GATE_COLUMNS = ["citizen_id", "legacy_id", "gender", "date_of_birth"]
 
 
@@ -204,6 +206,8 @@ def _registry_wide_columns(registry: pa.Table) -> pa.Table:
              .append_column("name_frequency", pa.array(tf, pa.float64()))
              .append_column("name_typo_frequency",
                             pa.array(typo_frequencies(names), pa.float64()))
+             .append_column("name_year_frequency", pa.array(
+                 name_year_frequencies(names, registry["date_of_birth"]), pa.float64()))
              .append_column("legacy_citizens", pc.cast(sharing, pa.int32())))
     statistics = registry_statistics(registry["date_of_birth"], registry["dob_precision"])
     dob_tf, year_tf = birth_date_frequencies(registry["date_of_birth"], registry["dob_precision"],
