@@ -354,3 +354,29 @@ def test_previous_holders_come_from_the_latest_run_before(tmp_path) -> None:  # 
                            pa.array(["0901", "0902", "0903", "0905", None, "0901"]))
     assert got.to_pylist() == ["C1", None, None, None, None, "C1"]
     assert previous_holders(tmp_path, "2026-09-01", pa.array(["0901"])).to_pylist() == [None]
+
+
+def test_a_run_reads_each_numbers_history_from_the_run_before(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A small world with the exports of the day before: that run verifies the holders
+    of numbers whose document now leads nobody, and today's search finds them again
+    through that history (the number's previous holder, level SAME_HOLDER)."""
+    from benchmarks.accuracy import write_world_config
+    from data_samples.generator import PREVIOUS_EXPORTS, generate_world
+    from matching.model import HistoryLevel
+    from pipelines.results.dataset import RunResults
+    from pipelines.stages import run_all
+
+    world = tmp_path / "world"
+    generate_world(world, n_subscriptions=6000, n_citizens=4000, noise="benchmark",
+                   previous=True)
+    before = write_world_config(world, tmp_path, exports=PREVIOUS_EXPORTS,
+                                name="previous.yaml")
+    run_all(str(before), "2026-11-27")
+    today = RunResults(run_all(str(write_world_config(world, tmp_path)), "2026-11-28")
+                       ["run_dir"]).read()
+    searched = today.filter(pc.is_null(today["matched_citizen_id"]))
+    history = searched["history_level"].to_pylist()
+    assert history.count(HistoryLevel.SAME_HOLDER) > 20
+    assert HistoryLevel.OTHER_HOLDER in history
+    same = searched.filter(pc.equal(searched["history_level"], HistoryLevel.SAME_HOLDER))
+    assert pc.min(same["history_weight"]).as_py() > 10

@@ -595,6 +595,9 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> pa.Table:
     before = previous_holders(paths.output_dir, paths.run_date, rows["msisdn"])
     table = searched_rows(rows, before)
     write_parquet(table, paths.searched)
+    log.info("search: %d rows whose document leads nobody, %d with a verified holder of "
+             "their number in the previous run", table.num_rows,
+             table.num_rows - table["previous_holder"].null_count)
     return table
 
 
@@ -621,6 +624,8 @@ def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: in
     else:
         part, citizens = PART_SCHEMA.empty_table(), 0
     write_parquet(part, paths.search_part(registry_shard))
+    log.info("search: registry shard %d (%d citizens): %d of %d searched rows have candidates",
+             registry_shard, citizens, part.num_rows, searched.num_rows)
     return {"registry_shard": registry_shard, "searched": searched.num_rows,
             "rows_with_candidates": part.num_rows, "citizens": citizens}
 
@@ -654,6 +659,9 @@ def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
         write_parquet(rows, paths.candidates(name))
         with_candidate += int(pc.sum(pc.greater(rows["candidate_count"], 0)).as_py() or 0) \
             if rows.num_rows else 0
-    return {"searched": searched.num_rows, "with_candidate": with_candidate,
-            "candidates": found.num_rows - found["candidate_citizen_id"].null_count,
-            "suggestions": found.num_rows - found["suggested_citizen_id"].null_count}
+    counts = {"searched": searched.num_rows, "with_candidate": with_candidate,
+              "candidates": found.num_rows - found["candidate_citizen_id"].null_count,
+              "suggestions": found.num_rows - found["suggested_citizen_id"].null_count}
+    log.info("search: %(searched)d rows searched, %(with_candidate)d with a candidate, "
+             "%(candidates)d offered, %(suggestions)d suggestions", counts)
+    return counts
