@@ -467,6 +467,54 @@ def slip_variants(numbers: pa.Array) -> pa.Table:
         .sort_by([("row", "ascending"), ("variant", "ascending")])
 
 
+@dataclass(frozen=True)
+class SearchedSide:
+    """What :func:`plan_candidates` derives from the searched rows alone (their number
+    variants, repaired numbers, blocking parts): computed once, reused for every
+    registry shard."""
+
+    variant_rows: np.ndarray  # int64 searched row of each variant
+    variants: pa.Array  # 12-digit (CCCD) or 9-digit (CMND) numbers one slip away
+    repaired: pa.Array  # lookalike letters read as digits
+    repaired_changed: np.ndarray  # bool: the repair changed the number
+    parts: BlockingParts | None  # None: string keys wanted instead
+
+
+def searched_side(*, full_name: pa.Array, date_of_birth: pa.Array, dob_precision: pa.Array,
+                  id_number: pa.Array, id_birth_year: pa.Array, id_sex: pa.Array,
+                  near_miss: np.ndarray, id_issue: pa.Array | None = None,
+                  integer_keys: bool = True) -> SearchedSide:
+    """The searched rows' half of :func:`plan_candidates` (see there)."""
+    id_number = as_string_array(id_number)
+    rows_parts, variant_parts = [], []
+    searched = np.flatnonzero(near_miss)
+    if searched.size:
+        numbers = pc.take(id_number, pa.array(searched))
+        if id_issue is not None:  # slips of the number as sent, before a 0 was restored
+            restored = pc.equal(pc.take(as_string_array(id_issue), pa.array(searched)),
+                                "LEADING_ZERO_RESTORED")
+            as_sent = pc.if_else(restored, pc.utf8_slice_codeunits(numbers, 1), numbers)
+        else:
+            as_sent = numbers
+        # Substitutions and swaps of a 12- or 9-digit number; a dropped or added digit of
+        # the others. A 12-digit variant can only be a CCCD, a 9-digit one a CMND.
+        lengths = np.asarray(pc.fill_null(pc.utf8_length(numbers), 0), dtype=np.int64)
+        whole = pc.if_else(pa.array(np.isin(lengths, [9, 12])), numbers,
+                           pa.scalar(None, pa.string()))
+        for variants in (ids.near_miss_variants(whole), slip_variants(as_sent)):
+            if variants.num_rows:
+                rows_parts.append(searched[np.asarray(variants["row"].to_numpy(), np.int64)])
+                variant_parts.append(variants["variant"].combine_chunks())
+    repaired = repaired_number(id_number)
+    return SearchedSide(
+        variant_rows=np.concatenate(rows_parts) if rows_parts else np.empty(0, np.int64),
+        variants=pa.concat_arrays(variant_parts) if variant_parts else pa.array([], pa.string()),
+        repaired=repaired,
+        repaired_changed=as_bool_mask(pc.not_equal(repaired, pc.utf8_upper(id_number))),
+        parts=blocking_parts(full_name, date_of_birth, dob_precision, id_birth_year, id_sex)
+        if integer_keys else None)
+
+
 def plan_candidates(
     *,
     full_name: pa.Array,
@@ -483,6 +531,7 @@ def plan_candidates(
     registry_legacy_id: pa.Array | None = None,
     id_issue: pa.Array | None = None,
     previous_holder: pa.Array | None = None,
+    side: SearchedSide | None = None,
 ) -> CandidatePlan:
     """Candidates of rows whose document leads nowhere: number variants, the number's
     previous holder and blocking keys.
@@ -496,47 +545,39 @@ def plan_candidates(
     its :func:`blocking_keys` table (``citizen``, ``key``); ``registry_block_sizes``: the
     whole registry's :func:`registry_block_sizes` when ``registry_blocking`` is one shard
     of it. ``previous_holder``: per row, the citizen_id of the number's verified holder
-    in the previous run (null: none). For many rows against a large registry, draw
-    them a chunk of rows at a time (:meth:`CandidatePlan.pairs`);
+    in the previous run (null: none). ``side``: :func:`searched_side` of the same rows,
+    computed once for several registry shards. For many rows against a large registry,
+    draw them a chunk of rows at a time (:meth:`CandidatePlan.pairs`);
     :meth:`CandidatePlan.all_pairs` draws every row's at once.
     """
-    id_number = as_string_array(id_number)
+    integer_keys = isinstance(registry_blocking, BlockingParts)
+    if side is None:
+        side = searched_side(full_name=full_name, date_of_birth=date_of_birth,
+                             dob_precision=dob_precision, id_number=id_number,
+                             id_birth_year=id_birth_year, id_sex=id_sex, near_miss=near_miss,
+                             id_issue=id_issue, integer_keys=integer_keys)
     registry_citizen_id = as_string_array(registry_citizen_id)
     rows_parts, cit_parts = [], []
-    searched = np.flatnonzero(near_miss)
-    if searched.size:
-        numbers = pc.take(id_number, pa.array(searched))
-        if id_issue is not None:  # slips of the number as sent, before a 0 was restored
-            restored = pc.equal(pc.take(as_string_array(id_issue), pa.array(searched)),
-                                "LEADING_ZERO_RESTORED")
-            as_sent = pc.if_else(restored, pc.utf8_slice_codeunits(numbers, 1), numbers)
-        else:
-            as_sent = numbers
-        lookups = [(ids.near_miss_variants(numbers), "variant")]
-        lookups.append((slip_variants(as_sent), "variant"))
-        for variants, column in lookups:
-            if not variants.num_rows:
+    if len(side.variants):
+        width = np.asarray(pc.utf8_length(side.variants), dtype=np.int64)
+        for size, universe in ((12, registry_citizen_id), (9, registry_legacy_id)):
+            at = np.flatnonzero(width == size)
+            if universe is None or not at.size:
                 continue
-            var_rows = searched[np.asarray(variants["row"].to_numpy(), np.int64)]
-            for universe in (registry_citizen_id, registry_legacy_id):
-                if universe is None:
-                    continue
-                found = _index_in(variants[column], as_string_array(universe))
-                keep = found >= 0
-                rows_parts.append(var_rows[keep])
-                cit_parts.append(found[keep])
-    repaired = repaired_number(id_number)
-    changed = as_bool_mask(pc.not_equal(repaired, pc.utf8_upper(id_number)))
-    by_repair = _index_in(repaired, registry_citizen_id)
-    hit = changed & (by_repair >= 0)
+            found = _index_in(side.variants.take(pa.array(at)), as_string_array(universe))
+            keep = found >= 0
+            rows_parts.append(side.variant_rows[at[keep]])
+            cit_parts.append(found[keep])
+    by_repair = _index_in(side.repaired, registry_citizen_id)
+    hit = side.repaired_changed & (by_repair >= 0)
     rows_parts.append(np.flatnonzero(hit))
     cit_parts.append(by_repair[hit])
 
     none = np.empty(0, np.int64)
     blocks, b_rows, b_cit = None, none, none
-    if isinstance(registry_blocking, BlockingParts):
-        sub_parts = blocking_parts(full_name, date_of_birth, dob_precision, id_birth_year,
-                                   id_sex)
+    if integer_keys:
+        sub_parts = side.parts
+        assert sub_parts is not None
         if len(sub_parts) and len(registry_blocking):
             blocks = _plan_blocks(sub_parts, registry_blocking, max_block, registry_block_sizes)
     else:  # string keys (``blocking_keys``), e.g. computed elsewhere

@@ -43,9 +43,11 @@ import pyarrow.parquet as pq
 from matching.candidates import (
     BLOCK_FAMILIES,
     CandidatePairs,
+    SearchedSide,
     plan_candidates,
     registry_block_sizes,
     registry_parts,
+    searched_side,
 )
 from matching.columns import as_bool_mask, as_string_array
 from matching.compare import DOB_AGREEING_LEVELS, compare_dates_of_birth, compare_genders
@@ -295,26 +297,36 @@ def _chunks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def pair_levels(searched: pa.Table, shard: pa.Table,
-                settings: MatchingSettings) -> Iterator[PairLevels]:
-    """Every candidate pair of the searched rows within ``shard``
-    (:func:`registry_search_table`), with their levels, a chunk of rows at a time."""
-    if not searched.num_rows or not shard.num_rows:
-        return
+def _side_inputs(searched: pa.Table, settings: MatchingSettings) -> dict:
     number = searched["id_number"]
     year, sex = _cccd_year_sex(number)
-    has_number = as_bool_mask(pc.is_valid(number))
+    return dict(full_name=searched["full_name"], date_of_birth=searched["date_of_birth"],
+                dob_precision=searched["dob_precision"], id_number=number, id_birth_year=year,
+                id_sex=sex, id_issue=searched["id_issue"],
+                near_miss=as_bool_mask(pc.is_valid(number)) & settings.near_miss_search)
+
+
+def prepare_searched(searched: pa.Table, settings: MatchingSettings) -> SearchedSide:
+    """What the search derives from the searched rows alone (number variants, blocking
+    parts): once for every registry shard searched in one process."""
+    return searched_side(**_side_inputs(searched, settings))
+
+
+def pair_levels(searched: pa.Table, shard: pa.Table, settings: MatchingSettings,
+                side: SearchedSide | None = None) -> Iterator[PairLevels]:
+    """Every candidate pair of the searched rows within ``shard``
+    (:func:`registry_search_table`), with their levels, a chunk of rows at a time
+    (``side``: :func:`prepare_searched` of the same rows, if already made)."""
+    if not searched.num_rows or not shard.num_rows:
+        return
     sizes = np.stack([_np(shard[c], 0, np.int32) for c in BLOCK_COLUMNS], axis=1)
     plan = plan_candidates(
-        full_name=searched["full_name"], date_of_birth=searched["date_of_birth"],
-        dob_precision=searched["dob_precision"], id_number=number,
-        id_birth_year=year, id_sex=sex,
+        **_side_inputs(searched, settings),
         registry_blocking=registry_parts(shard["full_name"], shard["date_of_birth"],
                                          shard["dob_precision"], shard["gender"]),
         registry_citizen_id=shard["citizen_id"], registry_legacy_id=shard["legacy_id"],
-        near_miss=has_number & settings.near_miss_search,
         max_block=settings.candidate_max_block, registry_block_sizes=sizes,
-        id_issue=searched["id_issue"], previous_holder=searched["previous_holder"])
+        previous_holder=searched["previous_holder"], side=side)
     for start, stop in _chunks(plan.pair_counts(), SEARCH_CHUNK_PAIRS):
         pairs = plan.pairs(start, stop)
         pairs = CandidatePairs(pairs.row + start, pairs.citizen, pairs.id_level)
@@ -331,16 +343,18 @@ def _lists(values: np.ndarray, row_of: np.ndarray, n_rows: int, dtype: pa.DataTy
 
 
 def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
-                 settings: MatchingSettings, statistics: RegistryStatistics) -> pa.Table:
+                 settings: MatchingSettings, statistics: RegistryStatistics,
+                 side: SearchedSide | None = None) -> pa.Table:
     """Each searched row's candidates within one registry shard, scored (see module
     docstring); one row (:data:`PART_SCHEMA`) per searched row with a candidate here.
 
     ``shard``: :func:`registry_search_table` of the shard; ``statistics``: the whole
-    registry's (its size is the search prior's N)."""
+    registry's (its size is the search prior's N); ``side``: :func:`prepare_searched`
+    of ``searched``, when several shards are searched in one process."""
     shard = registry_search_table(shard)
     top_k = model.search.top_candidates
     parts = []
-    for found in pair_levels(searched, shard, settings):
+    for found in pair_levels(searched, shard, settings, side):
         pairs = found.pairs
         scores = model.score_search(
             citizens=statistics.citizens, kind=found.kind, doc_level=found.doc,
@@ -607,6 +621,21 @@ def _searched(config: RunConfig, paths: RunPaths) -> pa.Table:
     return collect_searched(config, paths)
 
 
+# The searched side of the run last searched in this process: the registry shards of one
+# run searched one after another reuse it (a mapped task per shard computes it once).
+_SIDE: dict[tuple, SearchedSide] = {}
+
+
+def _prepared(paths: RunPaths, searched: pa.Table, settings: MatchingSettings
+              ) -> SearchedSide:
+    stat = paths.searched.stat()
+    key = (str(paths.searched), stat.st_mtime_ns, stat.st_size, settings.near_miss_search)
+    if key not in _SIDE:
+        _SIDE.clear()
+        _SIDE[key] = prepare_searched(searched, settings)
+    return _SIDE[key]
+
+
 def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: int) -> dict:
     """The searched rows' candidates within one registry shard, written to
     ``paths.search_part(registry_shard)`` (one mapped task per registry shard)."""
@@ -619,7 +648,7 @@ def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: in
         shard = pq.read_table(snapshot.verify(shard_file(registry_shard)),
                               columns=list(SEARCH_COLUMNS))
         part = search_shard(searched, shard, load_model(config.matching), config.matching,
-                            snapshot.statistics)
+                            snapshot.statistics, _prepared(paths, searched, config.matching))
         citizens = shard.num_rows
     else:
         part, citizens = PART_SCHEMA.empty_table(), 0
