@@ -4,7 +4,7 @@
 
 Generates a world with ``data_samples.generator`` (``noise="benchmark"``),
 writes a temporary run configuration whose telco mappings point at it, runs
-``pipelines.stages.run_all`` and scores ``results.parquet`` against
+``pipelines.stages.run_all`` and scores the run's results (``RunResults``) against
 ``ground_truth.parquet``:
 
 * holder link: a row links its holder when ``holder_citizen_id`` (the

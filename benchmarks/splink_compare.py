@@ -171,15 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     n = args.subscriptions
     citizens = max(2500, round(n * args.citizens_ratio))
     world = OUT / f"world-{n}-{citizens}-{args.seed}"
-    if not (world / "runs" / RUN_DATE / "results.parquet").exists():
-        raise SystemExit(f"{world}: run `python -m benchmarks.scale --subscriptions {n}` first")
+    from pipelines.results.dataset import ResultsNotFoundError, RunResults
+
+    try:
+        run = RunResults(world / "runs" / RUN_DATE)
+    except ResultsNotFoundError:
+        raise SystemExit(f"{world}: run `python -m benchmarks.scale --subscriptions {n}` "
+                         "first") from None
 
     truth = pq.read_table(world / "ground_truth.parquet",
                           columns=["telco", "source_row", "document_citizen_id",
                                    "true_holder_citizen_id"]).to_pandas()
     truth.index = truth["telco"] + ":" + truth["source_row"].astype(str)
-    results = pq.read_table(world / "runs" / RUN_DATE / "results.parquet",
-                            columns=["telco", "source_row", "holder_citizen_id"]).to_pandas()
+    results = run.read(columns=["telco", "source_row", "holder_citizen_id"]).to_pandas()
     results.index = results["telco"] + ":" + results["source_row"].astype(str)
     ours = link_figures(truth, results["holder_citizen_id"].reindex(truth.index))
     scale_json = OUT / f"scale-{n // 1_000_000}m.json"

@@ -71,13 +71,12 @@ def world(n: int, seed: int = 7, cache: Path = CACHE) -> Path:
     if n <= PART:
         _generate(folder, n, seed)
     else:
-        if n % PART:
-            raise SystemExit(f"worlds above {PART:,} are assembled from parts of {PART:,}")
+        if n % PART or n > 100 * PART:
+            raise SystemExit(f"worlds above {PART:,} are assembled from up to 100 parts of "
+                             f"{PART:,}")
         parts = [world(PART, seed, cache)] + [
             _part(cache, seed, k) for k in range(1, n // PART)]
-        _assemble(folder, parts)
-        for part in parts[1:]:
-            shutil.rmtree(part, ignore_errors=True)
+        _assemble(folder, parts)  # parts are kept: the 10M and 30M worlds share them
     (folder / READY).write_text(f"{time.perf_counter() - start:.1f}\n")
     print(f"world of {n:,} subscriptions ready in {time.perf_counter() - start:.0f}s: {folder}",
           flush=True)
@@ -104,13 +103,30 @@ def _part(cache: Path, seed: int, k: int) -> Path:
 
 # --- Re-keying ----------------------------------------------------------------------------
 def _first_digit(values: pa.ChunkedArray | pa.Array, k: int) -> pa.Array:
-    """A leading 0 (after any spaces or separators) becomes ``k``; an 11-digit number (a
-    CCCD whose leading 0 was lost) gets ``k`` in front."""
+    """Part ``k``'s CCCDs: a leading 0 (after any spaces or separators) becomes ``k % 10``
+    (an 11-digit number, a CCCD whose leading 0 was lost, gets it in front); from part
+    10 on, the second digit is also shifted by ``k // 10`` (mod 10), so parts 0-99 never
+    share a number the way the generator writes it."""
     if k == 0:
         return values
-    out = pc.replace_substring_regex(values, r"^([^0-9]*)0", rf"\1{k}", max_replacements=1)
+    first = k % 10
+    out = pc.replace_substring_regex(values, r"^([^0-9]*)0", rf"\1{first}",
+                                     max_replacements=1)
     lost_zero = pc.match_substring_regex(values, r"^[1-9][0-9]{10}$")
-    return pc.if_else(lost_zero, pc.binary_join_element_wise(str(k), values, ""), out)
+    out = pc.if_else(lost_zero, pc.binary_join_element_wise(str(first), values, ""), out)
+    shift = k // 10
+    if shift:
+        # Each second digit d becomes a placeholder (a private-use character, never in
+        # the data) for (d + shift) % 10, then the placeholders digits again: no pass
+        # matches a digit another pass wrote.
+        for digit in range(10):
+            mark = chr(0xE000 + (digit + shift) % 10)
+            out = pc.replace_substring_regex(out, rf"^([^0-9]*[0-9][^0-9]*){digit}",
+                                             rf"\1{mark}", max_replacements=1)
+        for digit in range(10):
+            out = pc.replace_substring(out, chr(0xE000 + digit), str(digit),
+                                       max_replacements=1)
+    return out
 
 
 def _rekey_export(table: pa.Table, telco: str, k: int) -> pa.Table:
@@ -155,11 +171,23 @@ def _assemble(folder: Path, parts: list[Path]) -> None:
     """Concatenate re-keyed parts file by file, streaming (one part in memory at a time)."""
     for relative in (REGISTRY, PARQUET_EXPORT[1], TRUTH, *(p for p, _ in CSV_EXPORTS.values())):
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+    from pipelines.reconcile.sharding import stable_hash
+
     writers: dict[str, pq.ParquetWriter | _CsvWriter] = {}
     offsets = {"viettel": 0, "vinaphone": 0, "mobifone": 0}
+    seen = np.zeros(0, dtype=np.uint64)  # citizen ids so far, hashed and sorted
+    dropped = 0
     try:
         for k, part in enumerate(parts):
-            tables = {"registry": _rekey_registry(pq.read_table(part / REGISTRY), k),
+            registry = _rekey_registry(pq.read_table(part / REGISTRY), k)
+            # Parts 10 and up can meet an earlier part's number by chance (a few per
+            # million): the registry keeps the first citizen, as a real one would.
+            hashed = stable_hash(registry["citizen_id"])
+            fresh = ~np.isin(hashed, seen)
+            dropped += int((~fresh).sum())
+            registry = registry.filter(pa.array(fresh))
+            seen = np.sort(np.concatenate([seen, hashed[fresh]]))
+            tables = {"registry": registry,
                       "truth": _rekey_truth(pq.read_table(part / TRUTH), k, offsets),
                       "mobifone": _rekey_export(pq.read_table(part / PARQUET_EXPORT[1]),
                                                 "mobifone", k)}
@@ -171,7 +199,8 @@ def _assemble(folder: Path, parts: list[Path]) -> None:
                 writers[key].write_table(table)
             for telco in offsets:
                 offsets[telco] += tables[telco].num_rows
-            print(f"  part {k}: {sum(offsets.values()):,} subscriptions", flush=True)
+            print(f"  part {k}: {sum(offsets.values()):,} subscriptions, "
+                  f"{dropped:,} citizen(s) dropped as duplicates", flush=True)
     finally:
         for writer in writers.values():
             writer.close()

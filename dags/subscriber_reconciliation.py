@@ -79,27 +79,30 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | `gate_registry` | picks the prepared registry snapshot, checks it; fails = the run stops | once |
 | `ingest` | reads one telco's export, maps its columns | per telco |
 | `normalise` | normalises one telco's rows | per telco |
-| `gate_export` | validates one telco's export; fails = that telco stops | per telco |
 | `partition` | cuts one telco's rows into shards by document number | per telco |
-| `plan_shards` | fixes the telcos to match, lists the shards | once |
+| `gate_export` | validates one telco's export by shard; fails = that telco stops | per telco |
+| `plan_shards` | fixes the telcos, lists the shards, records dropped decisions | once |
 | `match_shard` | links one shard's subscriptions to the same shard of the registry | per shard |
 | `search_candidates` | searches the whole registry for rows whose document leads nowhere | once |
-| `spanning_flags` | flag rules over every subscription (excess, bulk, duplicate number) | once |
-| `flag` | assembles each telco's rows, applies the flag rules, writes the results | once |
-| `gate_results` | validates `results.parquet`; fails = nothing is published | once |
-| `corrections` | writes one correction list per telco | once |
-| `gate_corrections` | validates each list; a failing list is withdrawn, its telco failed | once |
-| `report` | writes `summary.json` and `report.html` (with every gate's result) | once |
+| `spanning_flags` | rules across shards (duplicate number, bulk activation) | once |
+| `flag_shard` | flags one shard, applies decisions, writes its results | per shard |
+| `review_queue` | writes the review queue from every shard's queued rows | once |
+| `gate_results` | validates the results, shard by shard; fails = nothing is published | once |
+| `corrections` | writes one telco's delivery (list, workbook, resend), streamed | per telco |
+| `gate_corrections` | validates one telco's list; a failing list is withdrawn | per telco |
+| `report` | writes `summary.json` and `report.html` from the shards' aggregates | once |
 | `approve` | compliance approves publishing (human-in-the-loop; auto for the demo) | once |
 | `publish` | writes `manifest.json`, swaps the run folder in, delivers the lists | once |
 | `check` | fails the run if any telco could not be processed | once |
 
-`ingest`, `normalise`, `gate_export` and `partition` are mapped over the telcos in
+`ingest`, `normalise`, `partition` and `gate_export` are mapped over the telcos in
 the task group `per_telco` (the map index shows the telco name); unusable rows go
-to quarantine, not to failure. `match_shard` is mapped over the shards of the
-registry snapshot (`prepared_registry.shards`; the map index shows the shard):
-each reads only its shard of the registry and of the subscriptions. Results do
-not depend on the number of shards. Gate results: `gates/*.json` in the run folder.
+to quarantine, not to failure. `match_shard` and `flag_shard` are mapped over the
+shards of the registry snapshot (`prepared_registry.shards`; the map index shows the
+shard): each reads only its shard of the registry and of the subscriptions, so a
+task's memory is set by a shard, not by the run. `corrections` and
+`gate_corrections` are mapped over the telcos. Results do not depend on the number
+of shards. Gate results: `gates/*.json` in the run folder.
 
 **One broken telco does not stop the others.** Its `ingest`, `normalise` or
 `gate_export` fails, `plan_shards` still runs on the telcos that made it (trigger
@@ -206,7 +209,7 @@ def partition(telco: str) -> dict:
 def per_telco(telco: str) -> None:
     """One telco's chain. Inside a mapped task group each task of telco i waits only
     for the task before it of the same telco, so a failure stops that telco alone."""
-    ingest(telco) >> normalise(telco) >> gate_export(telco) >> partition(telco)
+    ingest(telco) >> normalise(telco) >> partition(telco) >> gate_export(telco)
 
 
 # Chooses the prepared registry snapshot (preparing it first when the configuration
@@ -255,11 +258,19 @@ def spanning_flags() -> dict:
     return _run("spanning_flags", spanning_flags_stage)
 
 
-@task
-def flag() -> dict:
-    from pipelines.stages import flag_subscriptions
+@task(map_index_template="{{ shard }}")
+def flag_shard(shard: int) -> dict:
+    from pipelines.stages import flag_shard as flag_shard_stage
 
-    return _run("flag", flag_subscriptions)
+    get_current_context()["shard"] = f"{shard:03d}"  # type: ignore[typeddict-unknown-key]
+    return _run(f"flag_shard[{shard:03d}]", flag_shard_stage, shard)
+
+
+@task
+def review_queue() -> dict:
+    from pipelines.stages import write_review_queue
+
+    return _run("review_queue", write_review_queue)
 
 
 @task
@@ -269,20 +280,24 @@ def gate_results() -> dict:
     return _run("gate_results", gate_results_stage)
 
 
-@task
-def corrections() -> dict:
+# Mapped over the planned telcos; a telco that did not make it through its chain is
+# skipped inside (it has no results).
+@task(map_index_template="{{ telco }}")
+def corrections(telco: str) -> dict:
     from pipelines.stages import write_corrections
 
-    return _run("corrections", write_corrections)
+    _show_telco(telco)
+    return _run(f"corrections[{telco}]", write_corrections, telco)
 
 
 # Succeeds even when a telco's list failed its suite (the list is withdrawn and
 # the telco recorded as failed): the other lists are published, check turns red.
-@task
-def gate_corrections() -> dict:
+@task(map_index_template="{{ telco }}")
+def gate_corrections(telco: str) -> dict:
     from pipelines.stages import gate_corrections as gate_corrections_stage
 
-    return _run("gate_corrections", gate_corrections_stage)
+    _show_telco(telco)
+    return _run(f"gate_corrections[{telco}]", gate_corrections_stage, telco)
 
 
 @task
@@ -361,10 +376,14 @@ def subscriber_reconciliation() -> None:
     shards = plan_shards()
     telco_chains >> shards
     matched = match_shard.expand(shard=shards)
-    flagged = flag()
+    flagged = flag_shard.expand(shard=shards)
     matched >> [search_candidates(), spanning_flags()] >> flagged
-    (flagged >> gate_results() >> corrections() >> gate_corrections() >> report()
-     >> approve() >> publish() >> check())
+    gated, queued = gate_results(), review_queue()
+    flagged >> [queued, gated]
+    lists = corrections.expand(telco=telcos)
+    queued >> lists
+    checked = gate_corrections.expand(telco=telcos)
+    gated >> lists >> checked >> report() >> approve() >> publish() >> check()
 
 
 subscriber_reconciliation()

@@ -26,8 +26,10 @@ def _configure_logging(verbose: bool) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pipelines.stages import run_all
+    from pipelines.stages.run import default_workers
 
-    outcome = run_all(str(args.config), args.run_date)
+    outcome = run_all(str(args.config), args.run_date,
+                      workers=args.workers if args.workers else default_workers())
     print(f"run folder:       {outcome['run_dir']}")
     print(f"report:           {outcome['report']}")
     for path in outcome["correction_lists"]:
@@ -108,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"run configuration YAML (default: {DEFAULT_CONFIG})")
     run.add_argument("--run-date", default=date.today().isoformat(),
                      help="YYYY-MM-DD (default: today); rerunning a date replaces its folder")
+    run.add_argument("--workers", type=int, default=0,
+                     help="processes for the per-telco and per-shard stages (default: one "
+                          "per CPU; 1: everything in this process)")
     run.set_defaults(func=_cmd_run)
 
     sample = sub.add_parser("sample", help="regenerate the bundled sample world")

@@ -167,6 +167,9 @@ class GateSettings(_Strict):
     max_no_id_share: float = Field(0.10, ge=0, le=1)
     max_malformed_id_share: float = Field(0.10, ge=0, le=1)
     max_missing_msisdn_share: float = Field(0.10, ge=0, le=1)
+    # Rows with a defect of their own (activation outside the allowed range, a birth
+    # after the run date, a code outside its vocabulary): a share, never one row, fails.
+    max_bad_row_share: float = Field(0.01, ge=0, le=1)
     max_row_count_drop: float = Field(0.50, ge=0, le=1)
     max_nfd_share_change: float = Field(0.50, ge=0, le=1)
     earliest_activation: date = date(1990, 1, 1)

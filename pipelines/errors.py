@@ -15,6 +15,10 @@ class TelcoInputError(Exception):
         self.problem = problem
         super().__init__(f"telco {telco}: {source}: {problem}")
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        """Picklable with its fields, so it crosses from a worker process intact."""
+        return type(self), (self.telco, self.source, self.problem)
+
 
 class RegistryError(Exception):
     """The citizen registry snapshot cannot be used; the whole run stops."""

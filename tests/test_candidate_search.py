@@ -343,7 +343,9 @@ def test_previous_holders_come_from_the_latest_run_before(tmp_path) -> None:  # 
         folder = tmp_path / day
         folder.mkdir()
         pq.write_table(pa.table({"msisdn": msisdn, "holder_citizen_id": holder,
-                                 "telco": ["t"] * len(msisdn)}), folder / "results.parquet")
+                                 "telco": ["t"] * len(msisdn),
+                                 "source_row": list(range(1, len(msisdn) + 1))}),
+                       folder / "results.parquet")
         (folder / "manifest.json").write_text(json.dumps({"files": []}))
 
     publish("2026-09-28", ["0901", "0902"], ["OLD1", "OLD2"])

@@ -16,11 +16,11 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from pipelines.cli import main
+from pipelines.results.dataset import RunResults
 from pipelines.stages import run_all
 
 from .conftest import REPO, write_config
@@ -78,7 +78,7 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> dict:
     telcos, export = _world(tmp)
     config = write_config(tmp, telcos_dir=telcos)
     day1 = Path(run_all(str(config), DAYS[0])["run_dir"])
-    results1 = pq.read_table(day1 / "results.parquet").to_pandas()
+    results1 = RunResults(day1).read().to_pandas()
 
     # The telco fixes the documents whose correct CCCD was suggested.
     viettel = results1[results1["telco"] == "viettel"]
@@ -163,7 +163,7 @@ def test_fixed_records_are_resolved(cycle: dict) -> None:
 
 def test_decisions_apply_only_to_unchanged_rows(cycle: dict) -> None:
     for run_dir in cycle["runs"][1:]:
-        results = pq.read_table(run_dir / "results.parquet").to_pandas()
+        results = RunResults(run_dir).read().to_pandas()
         viettel = results[results["telco"] == "viettel"].set_index("msisdn")
         ok = viettel.loc[cycle["confirmed"]["msisdn"]]
         assert ok["review_decision"] == "CONFIRMED_HOLDER"
@@ -268,7 +268,7 @@ def test_report_trend_shows_the_cycle(cycle: dict) -> None:
                                                    "resolved")] == expected
             # Flagged subscriptions (any flag, NEEDS_REVIEW included: a confirmed case
             # leaves it) as in that run's results.
-            results = pq.read_table(run_dir / "results.parquet").to_pandas()
+            results = RunResults(run_dir).read().to_pandas()
             mine = results[results["telco"] == telco]
             assert got[header.index("flagged")] == mine["flags"].map(len).gt(0).sum()
             assert cells[1] == got[header.index("flagged")]

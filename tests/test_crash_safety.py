@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipelines.results.dataset import RunResults
+
 from .conftest import REPO, write_config
 
 pytestmark = pytest.mark.slow
@@ -65,9 +67,39 @@ def _run(config: Path) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (its worker processes and their fork server)."""
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children", encoding="ascii") as f:
+                    children = [int(c) for c in f.read().split()]
+                found.update(children)
+                todo.extend(children)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as status:
+                if "\nState:\tZ" not in status.read():
+                    alive.add(pid)
+        except FileNotFoundError:
+            continue
+    return alive
+
+
 def _run_and_kill(config: Path, output: Path, marker: str) -> float:
     """Start the CLI, SIGKILL it as soon as ``marker`` (relative to the staging
-    folder) exists, i.e. while the next stage is running; return when it was killed."""
+    folder) exists, i.e. while the next stage is running; return when it was killed.
+    Its worker processes must end with it: none may go on writing into the folders
+    the next run rebuilds."""
     staging = output / ".staging" / RUN_DATE
     start = time.monotonic()
     process = subprocess.Popen(_cli(config), cwd=REPO, stdout=subprocess.DEVNULL,
@@ -77,8 +109,13 @@ def _run_and_kill(config: Path, output: Path, marker: str) -> float:
             assert process.poll() is None, f"the run ended before {marker} appeared"
             assert time.monotonic() - start < 300, f"{marker} never appeared"
             time.sleep(0.02)
+        workers = _descendants(process.pid)
         os.kill(process.pid, signal.SIGKILL)
         assert process.wait(timeout=30) == -signal.SIGKILL
+        deadline = time.monotonic() + 20
+        while _alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(workers), "worker processes outlived the killed run"
     finally:
         if process.poll() is None:
             process.kill()
@@ -117,7 +154,7 @@ def _visible_outside_working_folders(output: Path, run_dir: Path) -> list[str]:
 
 
 def _check_rows(run_dir: Path, rows_in_world: int) -> None:
-    results = pq.read_table(run_dir / "results.parquet", columns=["telco", "source_row"])
+    results = RunResults(run_dir).read(columns=["telco", "source_row"])
     normalised = sum(pq.ParquetFile(p).metadata.num_rows
                      for p in (run_dir / "normalised").glob("*.parquet"))
     quarantine = sum(pq.ParquetFile(p).metadata.num_rows

@@ -36,7 +36,8 @@ EXPECTED_TASKS = {
     "match_shard",
     "search_candidates",
     "spanning_flags",
-    "flag",
+    "flag_shard",
+    "review_queue",
     "gate_results",
     "corrections",
     "gate_corrections",
@@ -97,8 +98,9 @@ def test_dags_folder_imports_without_errors(dagbag):
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
 def test_dag_file_parses_quickly(dagbag, dag_file):
     (stat,) = [s for s in dagbag.dagbag_stats if s.file.endswith(dag_file.name)]
-    # The stages (pandas, pyarrow, ...) must not be imported at parse time.
-    assert stat.duration < timedelta(seconds=2), stat
+    # The stages (pandas, pyarrow, ...) must not be imported at parse time (that alone
+    # takes several seconds); the bound leaves room for a busy machine.
+    assert stat.duration < timedelta(seconds=5), stat
 
 
 def test_task_ids(dag):
@@ -112,18 +114,20 @@ def test_dependencies(dag):
     # The registry gate comes before every telco's chain: if it fails, nothing runs.
     assert upstream["ingest"] == {"plan", "gate_registry"}
     assert "ingest" in upstream["normalise"]
-    assert upstream["gate_export"] - {"plan"} == {"normalise"}  # plan: the mapped input
-    assert upstream["partition"] - {"plan"} == {"gate_export"}
+    assert upstream["partition"] - {"plan"} == {"normalise"}  # plan: the mapped input
+    assert upstream["gate_export"] - {"plan"} == {"partition"}
     # Shards are planned once every telco's chain is done; each shard is one mapped task;
-    # the cross-shard steps wait for every shard.
-    assert upstream["plan_shards"] == {"partition"}
+    # the cross-shard steps wait for every shard; each shard is then flagged on its own.
+    assert upstream["plan_shards"] == {"gate_export"}
     assert upstream["match_shard"] == {"plan_shards"}
     assert upstream["search_candidates"] == {"match_shard"}
     assert upstream["spanning_flags"] == {"match_shard"}
-    assert upstream["flag"] == {"search_candidates", "spanning_flags"}
-    assert upstream["gate_results"] == {"flag"}
-    assert upstream["corrections"] == {"gate_results"}
-    assert upstream["gate_corrections"] == {"corrections"}
+    assert upstream["flag_shard"] == {"plan_shards", "search_candidates", "spanning_flags"}
+    assert upstream["gate_results"] == {"flag_shard"}
+    assert upstream["review_queue"] == {"flag_shard"}
+    # Each telco's delivery is written (then gated) on its own, once the results pass.
+    assert upstream["corrections"] == {"plan", "gate_results", "review_queue"}
+    assert upstream["gate_corrections"] == {"plan", "corrections"}
     assert upstream["report"] == {"gate_corrections"}
     # Compliance approves (human-in-the-loop) between the report and publishing.
     assert upstream["approve"] == {"report"}
@@ -151,16 +155,24 @@ def test_ingest_and_normalise_are_mapped_per_telco(dag):
         assert dag.get_task(task_id).get_closest_mapped_task_group() is None, task_id
 
 
-def test_matching_is_mapped_per_shard(dag):
-    """One match_shard task instance per shard, the shard numbers coming from plan_shards."""
+def test_matching_and_flagging_are_mapped_per_shard(dag):
+    """One match_shard and one flag_shard task instance per shard, the shard numbers
+    coming from plan_shards; the deliveries are mapped per telco."""
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
-    task = dag.get_task("match_shard")
-    assert isinstance(task, MappedOperator)
-    expand_input = task._get_specified_expand_input().value
-    assert set(expand_input) == {"shard"}
-    assert expand_input["shard"].operator.task_id == "plan_shards"
-    for task_id in ("plan_shards", "search_candidates", "spanning_flags", "flag"):
+    for task_id in ("match_shard", "flag_shard"):
+        task = dag.get_task(task_id)
+        assert isinstance(task, MappedOperator), task_id
+        expand_input = task._get_specified_expand_input().value
+        assert set(expand_input) == {"shard"}
+        assert expand_input["shard"].operator.task_id == "plan_shards"
+    for task_id in ("corrections", "gate_corrections"):
+        task = dag.get_task(task_id)
+        assert isinstance(task, MappedOperator), task_id
+        expand_input = task._get_specified_expand_input().value
+        assert expand_input["telco"].operator.task_id == "plan"
+    for task_id in ("plan_shards", "search_candidates", "spanning_flags", "review_queue",
+                    "gate_results", "report"):
         assert not isinstance(dag.get_task(task_id), MappedOperator), task_id
 
 
@@ -265,7 +277,8 @@ def test_dag_calls_existing_stage_functions():
         "match_shard",
         "search_candidates",
         "spanning_flags",
-        "flag_subscriptions",
+        "flag_shard",
+        "write_review_queue",
         "gate_results",
         "write_corrections",
         "gate_corrections",

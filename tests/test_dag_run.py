@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.results.dataset import RunResults
+
 from .conftest import REPO, write_config
 
 pytestmark = pytest.mark.slow
@@ -27,9 +29,9 @@ AIRFLOW_ENV = REPO / "scripts" / "airflow_env.sh"
 TELCOS_DIR = REPO / "config" / "telcos"
 TELCOS = {"mobifone", "viettel", "vinaphone"}
 STAGE_TASKS = ("plan", "gate_registry", "plan_shards", "search_candidates", "spanning_flags",
-               "flag", "gate_results", "corrections", "gate_corrections", "report", "approve",
-               "publish", "check")
-TELCO_TASKS = ("ingest", "normalise", "gate_export", "partition")
+               "review_queue", "gate_results", "report", "approve", "publish", "check")
+TELCO_TASKS = ("ingest", "normalise", "partition", "gate_export")
+DELIVERY_TASKS = ("corrections", "gate_corrections")  # mapped over every planned telco
 SHARDS = 3  # of the snapshot the refresh DAG prepares for the daily run
 
 
@@ -98,7 +100,7 @@ def task_states(home: Path, run_date: str, dag_id: str = DAG_ID) -> dict[tuple[s
     for task_id, map_index, rendered, state in rows:
         if map_index < 0:
             name = ""
-        elif task_id == "match_shard":
+        elif task_id in ("match_shard", "flag_shard"):
             name = f"{map_index:03d}"
         else:
             name = telcos[map_index]
@@ -209,10 +211,10 @@ def test_daily_run_processes_every_telco(airflow_home: Path, refreshed: Path,
     assert dag_run_state(airflow_home, run_date) == "success"
     states = task_states(airflow_home, run_date)
     expected = {(t, "") for t in STAGE_TASKS}
-    expected |= {(t, telco) for t in TELCO_TASKS for telco in TELCOS}
-    expected |= {("match_shard", f"{k:03d}") for k in range(SHARDS)}
+    expected |= {(t, telco) for t in (*TELCO_TASKS, *DELIVERY_TASKS) for telco in TELCOS}
+    expected |= {(t, f"{k:03d}") for t in ("match_shard", "flag_shard") for k in range(SHARDS)}
     assert set(states) == expected, \
-        "the per-telco tasks run once per telco, match_shard once per shard of the snapshot"
+        "the per-telco tasks run once per telco, the per-shard ones once per shard"
     assert {k: s for k, s in states.items() if s != "success"} == {}
     assert xcom(airflow_home, run_date, "gate_registry")["prepared"] is False
     assert not (tmp_path / "runs" / ".registry").exists(), "the run prepared nothing itself"
@@ -224,7 +226,8 @@ def test_daily_run_processes_every_telco(airflow_home: Path, refreshed: Path,
 
     run_dir = tmp_path / "runs" / run_date
     assert Path(xcom(airflow_home, run_date, "publish")["run_dir"]) == run_dir
-    for name in ("report.html", "manifest.json", "results.parquet", "gates/registry.json",
+    assert RunResults(run_dir).num_rows > 0
+    for name in ("report.html", "manifest.json", "gates/registry.json",
                  "gates/results.json", *(f"gates/export.{t}.json" for t in TELCOS)):
         assert (run_dir / name).is_file(), name
     assert set(correction_lists(run_dir)) == TELCOS
@@ -281,18 +284,22 @@ def test_broken_telco_fails_the_run_but_others_are_published(
     states = task_states(airflow_home, run_date)
     assert states[("ingest", "viettel")] == "failed"
     assert states[("normalise", "viettel")] == "upstream_failed"
+    assert states[("partition", "viettel")] == "upstream_failed"
     assert states[("gate_export", "viettel")] == "upstream_failed"
     assert states[("ingest", "vinaphone")] == "success"
     assert states[("normalise", "vinaphone")] == "success"
     assert states[("gate_export", "vinaphone")] == "failed"
-    for task_id in TELCO_TASKS:
+    for task_id in (*TELCO_TASKS, *DELIVERY_TASKS):
         assert states[(task_id, "mobifone")] == "success", task_id
+    for telco in ("viettel", "vinaphone"):  # no results: their delivery tasks skip inside
+        assert states[("corrections", telco)] == "success"
     for task_id in set(STAGE_TASKS) - {"check"}:
         assert states[(task_id, "")] == "success", task_id
     assert states[("check", "")] == "failed"
     # The default configuration prepares the snapshot in the run: 8 shards.
-    assert {k: s for k, s in states.items() if k[0] == "match_shard"} \
-        == {("match_shard", f"{k:03d}"): "success" for k in range(8)}
+    for task_id in ("match_shard", "flag_shard"):
+        assert {k: s for k, s in states.items() if k[0] == task_id} \
+            == {(task_id, f"{k:03d}"): "success" for k in range(8)}
 
     run_dir = tmp_path / "runs" / run_date
     assert set(correction_lists(run_dir)) == {"mobifone"}

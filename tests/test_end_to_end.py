@@ -11,6 +11,7 @@ import pytest
 
 from matching.flags import FLAGS
 from pipelines.cli import main
+from pipelines.results.dataset import RunResults
 from pipelines.stages import run_all
 
 from .conftest import REPO
@@ -31,7 +32,7 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 def _joined(run_dir: Path):
-    results = pq.read_table(run_dir / "results.parquet").to_pandas()
+    results = RunResults(run_dir).read().to_pandas()
     truth = pq.read_table(REPO / "data_samples" / "ground_truth.parquet").to_pandas()
     joined = truth.merge(results, on=["telco", "source_row"], how="left", indicator=True)
     return results, truth, joined
@@ -101,7 +102,8 @@ def test_outputs_exist_with_manifest(sample_run: tuple[Path, dict]) -> None:
     run_dir, outcome = sample_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
     listed = {f["path"] for f in manifest["files"]}
-    for required in ("results.parquet", "summary.json", "report.html",
+    assert any(path.startswith("results/shard=") for path in listed)
+    for required in ("summary.json", "report.html",
                      "corrections/viettel.csv", "corrections/vinaphone.csv",
                      "corrections/mobifone.csv", "normalised/viettel.parquet"):
         assert required in listed
@@ -196,6 +198,7 @@ def test_publish_retry_after_the_swap_only_finishes_clean_up(tmp_path: Path) -> 
     for telco in ("mobifone", "viettel", "vinaphone"):
         stages.ingest_telco(str(config), RUN_DATE, telco)
         stages.normalise_telco(str(config), RUN_DATE, telco)
+        stages.partition_telco(str(config), RUN_DATE, telco)
         stages.gate_export(str(config), RUN_DATE, telco)
     for stage in ("match_subscriptions", "flag_subscriptions", "gate_results",
                   "write_corrections", "gate_corrections", "build_report"):
@@ -226,4 +229,4 @@ def test_installed_command_runs_from_any_folder(tmp_path: Path) -> None:
     done = subprocess.run([str(script), "run", "--config", str(config), "--run-date", RUN_DATE],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / "runs" / RUN_DATE / "results.parquet").is_file()
+    assert RunResults(tmp_path / "runs" / RUN_DATE).num_rows > 0

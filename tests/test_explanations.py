@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.reporting.report import explanation
+from pipelines.results.dataset import RunResults
 from pipelines.stages import run_all
 
 from .conftest import REPO, write_config
@@ -25,7 +26,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def results(run: Path):  # type: ignore[no-untyped-def]
-    return pq.read_table(run / "results.parquet").to_pandas()
+    return RunResults(run).read().to_pandas()
 
 
 def test_linked_rows_carry_weights_that_add_up(results) -> None:  # type: ignore[no-untyped-def]

@@ -7,10 +7,12 @@ also run through Airflow in tests/test_dag_run.py.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +23,7 @@ from pipelines.cli import main
 from pipelines.config import GateSettings
 from pipelines.errors import GateFailedError, RegistryError
 from pipelines.quality import gates
+from pipelines.results.dataset import RunResults
 from pipelines.stages import run_all
 
 from .conftest import REPO, write_config
@@ -78,72 +81,134 @@ def _failed(result: dict) -> list[dict]:
     return [f for s in result["suites"] for f in s["failed"]]
 
 
-# --- run_suite on small frames -------------------------------------------------------
+# --- suites over facts, validated in parts ------------------------------------------
 
 
-def test_run_suite_reports_counts_and_masked_examples() -> None:
+def _normalised(n: int = 4) -> pa.Table:
+    """Normalised rows with one defect each in rows 2-4 (row 1 is clean)."""
     from datetime import date
 
-    from expectations.telco_export import normalised_suite
-
-    frame = pd.DataFrame({
+    rows = {
         "telco": ["t"] * 4, "source_file": ["f"] * 4, "source_row": [1, 2, 3, 4],
         "msisdn": ["0912345678", "12345", None, "0987654321"],
         "full_name": ["Nguyễn Văn A"] * 4,
-        "date_of_birth": pd.to_datetime(["1990-01-01", "2030-05-05", "1980-01-01", None]),
+        "date_of_birth": [date(1990, 1, 1), date(2030, 5, 5), date(1980, 1, 1), None],
         "dob_precision": ["day", "day", "year", None],
         "gender": ["M", "F", "X", None], "id_type": ["CCCD", "CCCD", "CMND", "CCCD"],
         "id_number": ["079090001234", "07909000123", "123456789", "079090009999"],
-        "activation_date": pd.to_datetime(["2020-01-01", "1985-01-01", "2026-11-01",
-                                           "2026-12-01"]),
+        "activation_date": [date(2020, 1, 1), date(1985, 1, 1), date(2026, 11, 1),
+                            date(2026, 12, 1)],
         "subscription_type": ["PREPAID"] * 4, "line_status": ["ACTIVE"] * 4,
         "point_of_sale": ["x"] * 4,
-    })
+    }
+    return pa.table(rows)
+
+
+def _facts_of(rows: pa.Table) -> pd.DataFrame:
+    from datetime import date
+
+    from pipelines.quality import facts
+
+    return gates.to_frame(facts.export_facts(rows, run_date=date(2026, 11, 28),
+                                             earliest_activation=date(1990, 1, 1)))
+
+
+def test_facts_give_counts_and_masked_examples_of_the_data() -> None:
+    from expectations.telco_export import normalised_suite
+
+    rows = _normalised()
     settings = GateSettings(max_malformed_id_share=0.0)
-    result = gates.run_suite(normalised_suite(settings, run_date=date(2026, 11, 28)), frame)
+    result = gates.run_suite(normalised_suite(settings), _facts_of(rows), shown=rows)
     assert result["success"] is False
-    failed = {(f["expectation"], f["column"]): f for f in result["failed"]}
-    msisdn = failed[("expect_column_values_to_match_regex", "msisdn")]
+    by_column: dict[str, list[dict]] = {}
+    for f in result["failed"]:
+        by_column.setdefault(f["column"], []).append(f)
+    (msisdn,) = [f for f in by_column["msisdn"] if "10 digits" in f["description"]]
     assert msisdn["unexpected_count"] == 1
+    # The example shows the number as it is in the data, not its fact code.
     assert msisdn["examples"] == [{"telco": "t", "source_row": 2, "msisdn": "12345"}]
-    assert failed[("expect_column_values_to_be_between", "date_of_birth")]["unexpected_count"] == 1
-    activation = failed[("expect_column_values_to_be_between", "activation_date")]
-    assert activation["unexpected_count"] == 2
-    assert failed[("expect_column_values_to_be_in_set", "gender")]["unexpected_count"] == 1
-    cccd = failed[("expect_column_values_to_match_regex", "id_number")]
-    assert cccd["unexpected_count"] == 1 and "CCCD" in cccd["description"]
+    assert by_column["date_of_birth"][0]["unexpected_count"] == 1
+    assert by_column["activation_date"][0]["unexpected_count"] == 2
+    assert by_column["gender"][0]["unexpected_count"] == 1
+    (cccd,) = [f for f in by_column["id_number"] if "CCCD" in f["description"]]
+    assert cccd["unexpected_count"] == 1
     # The example's ID number is masked, never shown in full.
     (example,) = cccd["examples"]
     assert example["id_number"] == "079*****123" and "07909000123" not in json.dumps(result)
     json.dumps(result)  # JSON-able
 
 
-def test_run_suite_bounds_examples_on_a_million_rows() -> None:
-    import time
+def test_parts_merge_into_the_verdict_of_the_whole() -> None:
+    """Shard by shard, merged: the counts and the verdict of one validation of the whole,
+    whatever the cut; the examples are the first rows in source order."""
+    from expectations.telco_export import normalised_suite
+
+    rows = _normalised()
+    suite = normalised_suite(GateSettings(max_malformed_id_share=0.0))
+    whole = gates.validate(suite, _facts_of(rows), shown=rows).summary()
+    for cut in ([0, 4], [0, 1, 4], [0, 2, 3, 4], [0, 1, 2, 3, 4]):
+        parts = [rows.slice(a, b - a) for a, b in itertools.pairwise(cut)]
+        merged = gates.merge([gates.validate(suite, _facts_of(part), shown=part)
+                              for part in reversed(parts)]).summary()
+        assert merged == whole, cut
+
+
+def test_one_bad_row_passes_and_a_bad_share_fails() -> None:
+    """A share check is judged on the total: one bad row among many, cut into parts in
+    which it is a large share, passes; the same defect in 2% of the rows fails."""
     from datetime import date
 
     from expectations.telco_export import normalised_suite
 
+    clean = _normalised().slice(0, 1)
+    n = 1000
+    rows = pa.concat_tables([clean] * n)
+    rows = rows.set_column(2, "source_row", pa.array(range(1, n + 1), pa.int64()))
+    births = [date(1990, 1, 1)] * n
+    births[500] = date(2031, 1, 1)  # one birth after the run date
+    one_bad = rows.set_column(rows.schema.get_field_index("date_of_birth"), "date_of_birth",
+                              pa.array(births, pa.date32()))
+    suite = normalised_suite(GateSettings())  # max_bad_row_share 1%
+    parts = [one_bad.slice(k, 100) for k in range(0, n, 100)]
+    outcome = gates.merge([gates.validate(suite, _facts_of(p), shown=p) for p in parts])
+    assert outcome.success, outcome.summary()
+    births = [date(2031, 1, 1) if i % 50 == 0 else date(1990, 1, 1) for i in range(n)]
+    many_bad = rows.set_column(rows.schema.get_field_index("date_of_birth"), "date_of_birth",
+                               pa.array(births, pa.date32()))
+    outcome = gates.merge([gates.validate(suite, _facts_of(p), shown=p)
+                           for p in (many_bad.slice(k, 100) for k in range(0, n, 100))])
+    (failed,) = outcome.summary()["failed"]
+    assert failed["column"] == "date_of_birth" and failed["unexpected_count"] == 20
+    assert "after the run date" in failed["description"]
+
+
+def test_validation_in_parts_bounds_examples_on_a_million_rows() -> None:
+    import time
+
+    from expectations.telco_export import normalised_suite
+    from pipelines.quality import facts
+
     n = 1_000_000
-    numbers = pd.array([f"0{9_000_000_00 + i:09d}" for i in range(n)], dtype="str")
-    frame = pd.DataFrame({
-        "telco": "t", "source_file": "f", "source_row": range(1, n + 1), "msisdn": numbers,
-        "full_name": "A", "date_of_birth": pd.Timestamp("1990-01-01"), "dob_precision": "day",
-        "gender": "M", "id_type": "CCCD", "id_number": "079090001234",
-        "activation_date": pd.Timestamp("2020-01-01"), "subscription_type": "PREPAID",
-        "line_status": "ACTIVE", "point_of_sale": "x",
-    })
-    frame.loc[::2, "id_number"] = None
-    frame = gates.to_frame(pa.Table.from_pandas(frame, preserve_index=False))
+    base = _normalised().slice(0, 1)
+    rows = base.take(pa.array(np.zeros(n, dtype=np.int64)))
+    rows = rows.set_column(2, "source_row", pa.array(np.arange(1, n + 1), pa.int64()))
+    ids = pa.array(np.where(np.arange(n) % 2 == 0, None, "079090001234"), pa.string())
+    rows = rows.set_column(rows.schema.get_field_index("id_number"), "id_number", ids)
     start = time.perf_counter()
-    result = gates.run_suite(normalised_suite(GateSettings(), run_date=date(2026, 11, 28)),
-                             frame, max_examples=3)
+    from datetime import date
+
+    outcome = gates.validate_parts(
+        normalised_suite(GateSettings()),
+        ((facts.export_facts(part, run_date=date(2026, 11, 28),
+                             earliest_activation=date(1990, 1, 1)), part)
+         for part in (rows.slice(k, 250_000) for k in range(0, n, 250_000))),
+        max_examples=3, rows_per_validation=300_000)
     elapsed = time.perf_counter() - start
-    (no_id,) = result["failed"]
-    assert no_id["unexpected_count"] == n // 2
-    assert len(no_id["examples"]) == 3
-    print(f"\nnormalised suite on {n:,} rows: {elapsed:.1f}s")
-    assert elapsed < 60
+    assert outcome is not None
+    (no_id,) = outcome.summary()["failed"]
+    assert no_id["unexpected_count"] == n // 2 and no_id["column"] == "id_number"
+    assert [e["source_row"] for e in no_id["examples"]] == [1, 3, 5]
+    print(f"\nnormalised suite on {n:,} rows in parts: {elapsed:.1f}s")
 
 
 # --- gates through the CLI path (run_all) ------------------------------------------
@@ -185,10 +250,41 @@ def test_broken_export_fails_its_gate_and_publishes_no_list_for_that_telco(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["failed_telcos"]) == {"viettel"}
     assert "lack an ID number" in summary["failed_telcos"]["viettel"]
-    results = pq.read_table(run_dir / "results.parquet")
+    results = RunResults(run_dir).read()
     assert "viettel" not in set(results["telco"].to_pylist())
     report = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "export.viettel" in report and "FAILED" in report and "lack an ID number" in report
+
+
+def test_one_bad_row_in_a_good_export_passes_and_a_bad_share_fails(tmp_path: Path) -> None:
+    """Through the whole run: one subscription activated after the run date does not
+    fail viettel's export (it is counted and shown), 3% of them do."""
+
+    def future_activation(every: int):  # type: ignore[no-untyped-def]
+        def rewrite(rows: list[dict], columns: dict) -> list[dict]:
+            for row in rows[::every]:
+                row[columns["activation_date"]] = "01/01/2027"
+            return rows
+        return rewrite
+
+    one = tmp_path / "one"
+    one.mkdir()
+    config = write_config(one, telcos_dir=telcos_dir_with(one, "viettel",
+                                                          future_activation(10_000)))
+    outcome = run_all(str(config), RUN_DATE)
+    assert outcome["failed_telcos"] == []
+    export = _gate(Path(outcome["run_dir"]), "export.viettel")
+    assert export["success"] is True and _failed(export) == []
+    share = tmp_path / "share"
+    share.mkdir()
+    config = write_config(share, telcos_dir=telcos_dir_with(share, "viettel",
+                                                            future_activation(30)))
+    outcome = run_all(str(config), RUN_DATE)
+    assert outcome["failed_telcos"] == ["viettel"]
+    (failed,) = _failed(_gate(Path(outcome["run_dir"]), "export.viettel"))
+    assert failed["column"] == "activation_date"
+    assert failed["unexpected_count"] == -(-1868 // 30)
+    assert all(e["activation_date"] == "2027-01-01" for e in failed["examples"])
 
 
 def test_gate_examples_never_show_a_full_id_number(tmp_path: Path) -> None:
@@ -236,10 +332,11 @@ def test_row_count_drop_and_nfd_jump_since_the_previous_run_fail_the_gate(
     run_dir = Path(second["run_dir"])
     assert _gate(run_dir, "export.viettel")["previous_run"] == "2026-11-27"
     (drop,) = [f for f in _failed(_gate(run_dir, "export.viettel"))]
-    assert drop["expectation"] == "expect_table_row_count_to_be_between"
+    assert drop["expectation"] == "expect_column_max_to_be_between"
+    assert drop["column"] == "rows_read"
     assert "row count dropped" in drop["description"] and drop["observed_value"] == 1868 // 4
     (nfd,) = _failed(_gate(run_dir, "export.vinaphone"))
-    assert nfd["column"] == "_name_not_nfc" and nfd["observed_value"] == 0.0
+    assert nfd["column"] == "raw_name_not_nfc_share" and nfd["observed_value"] == 0.0
     assert {p.stem for p in (run_dir / "corrections").glob("*.csv")} == {"mobifone"}
 
 
@@ -268,19 +365,21 @@ def test_a_results_defect_stops_the_run_before_publish(tmp_path: Path) -> None:
     for telco in sorted(TELCOS):
         stages.ingest_telco(config, RUN_DATE, telco)
         stages.normalise_telco(config, RUN_DATE, telco)
+        stages.partition_telco(config, RUN_DATE, telco)
         stages.gate_export(config, RUN_DATE, telco)
     stages.match_subscriptions(config, RUN_DATE)
     stages.flag_subscriptions(config, RUN_DATE)
     # A defect of the run itself: three subscriptions counted twice.
     paths = RunPaths(tmp_path / "runs", RUN_DATE)
-    results = pq.read_table(paths.results)
-    write_parquet(pa.concat_tables([results, results.slice(0, 3)]), paths.results)
+    part = pq.read_table(paths.results_part(0))
+    write_parquet(pa.concat_tables([part, part.slice(0, 3)]), paths.results_part(0))
+    total = RunResults(paths.staging).num_rows
 
     with pytest.raises(GateFailedError, match="counted twice"):
         stages.gate_results(config, RUN_DATE)
     failed = {f["expectation"]: f for f in _failed(_gate(paths.staging, "results"))}
-    assert failed["expect_compound_columns_to_be_unique"]["unexpected_count"] == 6
-    assert failed["expect_table_row_count_to_equal"]["observed_value"] == results.num_rows + 3
+    assert failed["expect_column_values_to_be_unique"]["unexpected_count"] == 6
+    assert failed["expect_column_max_to_be_between"]["observed_value"] == total
     assert not (tmp_path / "runs" / RUN_DATE).exists()
 
 
@@ -288,15 +387,21 @@ def test_a_correction_list_breaking_its_contract_is_not_published(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines.delivery import correction_lists
 
-    real = correction_lists.correction_list
+    real = correction_lists.correction_rows
+    leaky = correction_lists.CORRECTION_SCHEMA.append(pa.field("full_name", pa.string()))
 
-    def leaking(results: pa.Table, telco: str, **kwargs: object) -> pa.Table:
-        table = real(results, telco, **kwargs)  # type: ignore[arg-type]
-        if telco == "mobifone":
+    def leaking(rows: pa.Table, *args: object) -> pa.Table:
+        table = real(rows, *args)  # type: ignore[arg-type]
+        if rows["telco"][0].as_py() == "mobifone":
             table = table.append_column("full_name", pa.array(["X"] * table.num_rows))
         return table
 
-    monkeypatch.setattr(correction_lists, "correction_list", leaking)
+    class LeakyCsv(correction_lists.AtomicCsvWriter):
+        def __init__(self, path: Path, schema: pa.Schema) -> None:
+            super().__init__(path, leaky if path.stem == "mobifone" else schema)
+
+    monkeypatch.setattr(correction_lists, "AtomicCsvWriter", LeakyCsv)
+    monkeypatch.setattr(correction_lists, "correction_rows", leaking)
     outcome = run_all(str(write_config(tmp_path)), RUN_DATE)
     run_dir = Path(outcome["run_dir"])
     assert outcome["failed_telcos"] == ["mobifone"]

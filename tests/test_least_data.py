@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipelines.results.dataset import RunResults
 from pipelines.stages import run_all
 
 from .conftest import REPO, write_config
@@ -78,7 +79,7 @@ def test_every_list_holds_only_own_rows_and_no_registry_data(world_run: dict) ->
     run_dir = world_run["run_dir"]
     registry = pq.read_table(world_run["registry"]).to_pandas()
     names = {n for n in registry["full_name"] if isinstance(n, str) and len(n) > 8}
-    results = pq.read_table(run_dir / "results.parquet").to_pandas()
+    results = RunResults(run_dir).read().to_pandas()
     telcos = sorted(p.stem for p in (run_dir / "corrections").glob("*.csv"))
     assert telcos == ["mobifone", "viettel", "vinaphone"]
     checked = 0
@@ -109,7 +110,7 @@ def test_every_list_holds_only_own_rows_and_no_registry_data(world_run: dict) ->
 
 def test_report_and_review_queue_mask_ids(world_run: dict) -> None:
     run_dir = world_run["run_dir"]
-    results = pq.read_table(run_dir / "results.parquet").to_pandas()
+    results = RunResults(run_dir).read().to_pandas()
     ids = {i for i in results["id_number"].dropna() if len(i) >= 9}
     ids |= set(results["matched_citizen_id"].dropna())
     ids |= set(results["suggested_citizen_id"].dropna())

@@ -89,9 +89,8 @@ def test_run_through_s3_publishes_what_a_local_run_does(s3, tmp_path: Path) -> N
 
     # Same outputs as the local run, byte for byte: results, every correction file, the
     # gates, the review queue (the report and summary carry their generation time).
-    with s3.open(f"{prefix}/results.parquet") as handle:
-        assert pq.read_table(handle).to_pandas().equals(
-            pq.read_table(local / "results.parquet").to_pandas())
+    results = [p for p in sorted(listed) if p.startswith("results/")]
+    assert results and all(p.endswith("/part-0.parquet") for p in results)
     compared = [p for p in sorted(listed) if p.startswith((
         "results", "corrections/", "gates/", "review/", "quarantine/", "normalised/"))]
     assert any(p.endswith("viettel.csv") for p in compared)

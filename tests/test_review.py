@@ -55,7 +55,7 @@ def test_confirmed_holder_is_no_longer_flagged(tmp_path: Path, suffix: str) -> N
     outcome = review.import_decisions(
         _decide(tmp_path, "confirmed_holder", hashes[0].as_py(), f"q.{suffix}"), "Hà", store)
     assert outcome["imported"] == 1 and outcome["reviewer"] == "Hà"
-    out = review.apply_decisions(_results(), hashes, store).to_pylist()[0]
+    out = review.apply_decisions(_results(), _subscriptions(), store).to_pylist()[0]
     assert out["status"] == "VERIFIED" and out["flags"] == []
     assert out["review_decision"] == "CONFIRMED_HOLDER" and out["review_reviewer"] == "Hà"
 
@@ -64,7 +64,7 @@ def test_changed_data_voids_the_decision(tmp_path: Path) -> None:
     store = tmp_path / "h.sqlite"
     old = review.row_hashes(_subscriptions())[0].as_py()
     review.import_decisions(_decide(tmp_path, "CONFIRMED_HOLDER", old), "Hà", store)
-    changed = review.row_hashes(_subscriptions(full_name="Trần Thị Bình"))
+    changed = _subscriptions(full_name="Trần Thị Bình")
     out = review.apply_decisions(_results(), changed, store).to_pylist()[0]
     assert out["status"] == "REVIEW" and "NEEDS_REVIEW" in out["flags"]
     assert out["review_decision"] is None
@@ -74,7 +74,7 @@ def test_not_holder_becomes_mismatch(tmp_path: Path) -> None:
     store = tmp_path / "h.sqlite"
     hashes = review.row_hashes(_subscriptions())
     review.import_decisions(_decide(tmp_path, "NOT_HOLDER", hashes[0].as_py()), "Hà", store)
-    out = review.apply_decisions(_results(), hashes, store).to_pylist()[0]
+    out = review.apply_decisions(_results(), _subscriptions(), store).to_pylist()[0]
     assert out["status"] == "MISMATCH"
     assert out["flags"] == ["NAME_MISMATCH", "GENDER_MISMATCH"]
 
@@ -92,8 +92,23 @@ def test_decisions_are_kept_and_the_latest_applies(tmp_path: Path) -> None:
     with sqlite3.connect(store) as db:
         stored = db.execute("SELECT decision, reviewer FROM decisions ORDER BY rowid").fetchall()
     assert stored == [("NOT_HOLDER", "Hà"), ("CONFIRMED_HOLDER", "Minh")]
-    out = review.apply_decisions(_results(), hashes, store).to_pylist()[0]
+    out = review.apply_decisions(_results(), _subscriptions(), store).to_pylist()[0]
     assert out["review_decision"] == "CONFIRMED_HOLDER" and out["review_reviewer"] == "Minh"
+
+
+def test_the_hash_is_computed_only_where_a_decision_can_use_it(tmp_path: Path) -> None:
+    """A run of millions of rows hashes only its review rows and the rows of numbers a
+    reviewer decided on: the others carry no ``row_hash``."""
+    store = tmp_path / "h.sqlite"
+    verified = review.apply_decisions(_results("VERIFIED", []), _subscriptions(), store)
+    assert verified["row_hash"].to_pylist() == [None]
+    queued = review.apply_decisions(_results(), _subscriptions(), store)
+    assert queued["row_hash"].to_pylist() == review.row_hashes(_subscriptions()).to_pylist()
+    h = review.row_hashes(_subscriptions())[0].as_py()
+    review.import_decisions(_decide(tmp_path, "NOT_HOLDER", h), "Hà", store)
+    decided = review.apply_decisions(_results("VERIFIED", []), _subscriptions(), store)
+    assert decided["row_hash"].to_pylist() == [h]
+    assert decided["status"].to_pylist() == ["MISMATCH"]
 
 
 def test_invalid_files_are_refused(tmp_path: Path) -> None:

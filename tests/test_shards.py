@@ -19,6 +19,7 @@ from pipelines.config import FlagSettings, MatchingSettings
 from pipelines.reconcile import flag, match, sharding
 from pipelines.registry import snapshot as registry_snapshot
 from pipelines.registry.source import load_registry
+from pipelines.results.dataset import RunResults
 from pipelines.stages import run_all
 
 from .conftest import REPO, write_config
@@ -52,19 +53,32 @@ def comparable(path: Path) -> object:
     if path.suffix == ".json":
         content = _without_times(json.loads(data))
         if path.name == "manifest.json" and isinstance(content, dict):
-            content["files"] = [f for f in content["files"] if f["path"] not in TIMESTAMPED]
+            content["files"] = [f for f in content["files"] if f["path"] not in TIMESTAMPED
+                                and not f["path"].startswith("results/")]
         return content
     return data
 
 
+def _outputs(run: Path) -> set[str]:
+    """The run folder's files, but the results dataset's parts (one per shard) and the
+    manifest's entries for them: the results are compared by content."""
+    return {str(p.relative_to(run)) for p in run.rglob("*")
+            if p.is_file() and not p.relative_to(run).as_posix().startswith("results/")}
+
+
 def differing_outputs(run_a: Path, run_b: Path) -> list[str]:
-    """Every file of either run folder whose content differs (timestamps aside)."""
-    names_a = {str(p.relative_to(run_a)) for p in run_a.rglob("*") if p.is_file()}
-    names_b = {str(p.relative_to(run_b)) for p in run_b.rglob("*") if p.is_file()}
+    """Every output of either run folder whose content differs (timestamps aside): the
+    results dataset as the rows it holds (whatever its number of parts), every other
+    file as its bytes."""
+    names_a, names_b = _outputs(run_a), _outputs(run_b)
     differing = sorted(names_a ^ names_b)
     for name in sorted(names_a & names_b):
         if comparable(run_a / name) != comparable(run_b / name):
             differing.append(name)
+    results_a, results_b = RunResults(run_a).read(), RunResults(run_b).read()
+    if results_a.schema != results_b.schema or any(
+            _values(results_a[c]) != _values(results_b[c]) for c in results_a.column_names):
+        differing.append("results/")
     return differing
 
 
@@ -211,12 +225,12 @@ def test_results_do_not_depend_on_the_shard_count(tmp_path: Path) -> None:
         config = write_config(folder, prepared_registry={"shards": count})
         outcome = run_all(str(config), RUN_DATE)
         assert outcome["failed_telcos"] == []
-        assert f"match_shard[{count - 1:03d}]" in outcome["timings"]
+        assert RunResults(outcome["run_dir"]).files[-1].parent.name == f"shard={count - 1:03d}"
         runs[count] = Path(outcome["run_dir"])
     assert differing_outputs(runs[1], runs[3]) == []
     assert differing_outputs(runs[1], runs[8]) == []
     manifest = json.loads((runs[8] / "manifest.json").read_text())
-    assert {"results.parquet", "summary.json", "corrections/viettel.csv",
+    assert {"results/shard=007/part-0.parquet", "summary.json", "corrections/viettel.csv",
             "gates/registry.json"} <= {f["path"] for f in manifest["files"]}
 
     # Unsharded reference: the normalised rows against the raw registry in one piece.
@@ -226,10 +240,24 @@ def test_results_do_not_depend_on_the_shard_count(tmp_path: Path) -> None:
     reference = flag.flag(match.match(normalised, load_registry(
         REPO / "data_samples" / "registry" / "citizens.parquet"), MatchingSettings()),
         FlagSettings())
-    results = pq.read_table(runs[3] / "results.parquet")
+    results = RunResults(runs[3]).read()
     assert results.num_rows == reference.num_rows == 4000
     for column in reference.column_names:
         assert _values(results[column]) == _values(reference[column]), column
+
+
+def test_a_run_in_worker_processes_equals_a_run_in_one(tmp_path: Path) -> None:
+    """``simrecon run`` runs the mapped stages in worker processes (one per CPU by
+    default); the outputs are those of a run in this one process."""
+    runs = {}
+    for workers in (1, 2):
+        folder = tmp_path / f"workers-{workers}"
+        folder.mkdir()
+        outcome = run_all(str(write_config(folder, prepared_registry={"shards": 3})),
+                          RUN_DATE, workers=workers)
+        assert outcome["failed_telcos"] == []
+        runs[workers] = Path(outcome["run_dir"])
+    assert differing_outputs(runs[1], runs[2]) == []
 
 
 def _values(column: pa.ChunkedArray) -> list:
@@ -249,15 +277,16 @@ def test_a_run_in_which_no_telco_made_it_publishes_an_empty_well_formed_run(
     outcome = run_all(str(write_config(tmp_path, telcos_dir=telcos,
                                        prepared_registry={"shards": 2})), RUN_DATE)
     assert outcome["failed_telcos"] == ["viettel"]
-    results = pq.read_table(Path(outcome["run_dir"]) / "results.parquet")
+    results = RunResults(outcome["run_dir"]).read()
     assert results.num_rows == 0 and "status" in results.column_names
 
 
 def test_a_telco_not_cut_into_shards_is_reported_failed_and_left_out(tmp_path: Path) -> None:
-    """A gated telco whose partition task failed: plan_shards leaves it out, the others
-    are matched and published, and the run reports it (check turns the run red)."""
+    """A telco whose partition task failed: its gate refuses it, plan_shards leaves it
+    out, the others are matched and published, and the run reports it (check turns the
+    run red)."""
     from pipelines import stages
-    from pipelines.errors import RunIncompleteError
+    from pipelines.errors import RunIncompleteError, TelcoInputError
     from pipelines.storage.paths import RunPaths
 
     config = str(write_config(tmp_path, prepared_registry={"shards": 3}))
@@ -266,9 +295,12 @@ def test_a_telco_not_cut_into_shards_is_reported_failed_and_left_out(tmp_path: P
     for telco in telcos:
         stages.ingest_telco(config, RUN_DATE, telco)
         stages.normalise_telco(config, RUN_DATE, telco)
-        stages.gate_export(config, RUN_DATE, telco)
         if telco != "viettel":
             stages.partition_telco(config, RUN_DATE, telco)
+            stages.gate_export(config, RUN_DATE, telco)
+        else:
+            with pytest.raises(TelcoInputError, match="not cut into shards"):
+                stages.gate_export(config, RUN_DATE, telco)
     assert stages.plan_shards(config, RUN_DATE) == [0, 1, 2]
     for shard in range(3):
         stages.match_shard(config, RUN_DATE, shard)
@@ -278,7 +310,7 @@ def test_a_telco_not_cut_into_shards_is_reported_failed_and_left_out(tmp_path: P
     run_dir = RunPaths(tmp_path / "runs", RUN_DATE).final
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "shards" in summary["failed_telcos"]["viettel"]
-    assert set(pq.read_table(run_dir / "results.parquet")["telco"].to_pylist()) \
+    assert set(RunResults(run_dir).read()["telco"].to_pylist()) \
         == {"mobifone", "vinaphone"}
     with pytest.raises(RunIncompleteError, match="viettel"):
         stages.check_run(config, RUN_DATE)

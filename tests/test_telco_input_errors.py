@@ -12,6 +12,7 @@ import yaml
 from pipelines.config import load_telco_mapping
 from pipelines.errors import RunIncompleteError, TelcoInputError
 from pipelines.intake.ingest import ingest
+from pipelines.results.dataset import RunResults
 from pipelines.stages import check_run, run_all
 
 from .conftest import REPO, write_config
@@ -110,7 +111,7 @@ def test_bad_telco_stops_alone_and_others_are_published(tmp_path: Path) -> None:
         ["mobifone.csv", "vinaphone.csv"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "line 6" in summary["failed_telcos"]["viettel"]
-    results = pq.read_table(run_dir / "results.parquet")
+    results = RunResults(run_dir).read()
     assert set(results["telco"].to_pylist()) == {"mobifone", "vinaphone"}
     assert "viettel" in (run_dir / "report.html").read_text(encoding="utf-8")
     with pytest.raises(RunIncompleteError, match="viettel"):

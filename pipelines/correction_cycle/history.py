@@ -22,7 +22,8 @@ forked Airflow task never inherits an open connection.
 
 A run is recorded when it is published (``record``), so an unpublished or
 repeated run date never counts twice: recording a date replaces that date.
-Classification compares with the telco's runs *before* the run date:
+Classification compares with the telco's latest run *before* the run date, whose
+keys carry their streak (``runs``, ``first_seen``), so it reads one run's keys:
 
 * ``new``: not in the telco's latest earlier run;
 * ``persisting``: in it; ``runs`` counts the unbroken streak of runs
@@ -42,7 +43,6 @@ from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -81,6 +81,9 @@ FLAGS = Table(
     "flags", METADATA,
     Column("run_date", String, nullable=False), Column("telco", String, nullable=False),
     Column("msisdn", String, nullable=False), Column("flag", String, nullable=False),
+    # The key's unbroken streak of runs up to this one, and the streak's first run date:
+    # the next run reads them from this run alone (null in stores written before).
+    Column("runs", Integer, nullable=True), Column("first_seen", String, nullable=True),
     PrimaryKeyConstraint("telco", "msisdn", "flag", "run_date"),
     Index("flags_by_run", "telco", "run_date"))
 # Reviewers' decisions (pipelines/correction_cycle/review.py): only ever appended; ``id``
@@ -181,6 +184,7 @@ def engine(store: Store) -> Engine:
         with _ready_lock, db.begin() as conn:
             _migrate_legacy_decisions(conn)
             METADATA.create_all(conn, checkfirst=True)
+            _add_streak_columns(conn)
             _ready.add(key)
     return db
 
@@ -199,6 +203,15 @@ def _migrate_legacy_decisions(conn: Connection) -> None:
     conn.exec_driver_sql(f"INSERT INTO decisions ({fields}) SELECT {fields} "
                          "FROM decisions_legacy ORDER BY rowid")
     conn.exec_driver_sql("DROP TABLE decisions_legacy")
+
+
+def _add_streak_columns(conn: Connection) -> None:
+    """A store written before flags kept their streak gets the two (nullable) columns;
+    its rows are read with the streak computed from every earlier run instead."""
+    present = {c["name"] for c in inspect(conn).get_columns("flags")}
+    for name, kind in (("runs", "INTEGER"), ("first_seen", "VARCHAR")):
+        if name not in present:
+            conn.exec_driver_sql(f"ALTER TABLE flags ADD COLUMN {name} {kind}")
 
 
 def insert_rows(conn: Connection, table: Table, rows: Iterable[dict]) -> None:
@@ -235,9 +248,47 @@ def _earlier(conn: Connection, run_date: str, telcos: list[str]) -> pd.DataFrame
     return runs
 
 
+def _latest_keys(conn: Connection, runs: pd.DataFrame) -> pd.DataFrame:
+    """The keys of each telco's latest earlier run, with their streak (``runs``) and its
+    first run date: read from that run's rows, computed from every earlier run for rows
+    recorded before the store kept them."""
+    latest = runs[runs["rank"] == 0]
+    frames = []
+    for telco, run_date in zip(latest["telco"], latest["run_date"], strict=True):
+        frames.append(pd.read_sql(
+            select(FLAGS.c.telco, FLAGS.c.msisdn, FLAGS.c.flag, FLAGS.c.runs,
+                   FLAGS.c.first_seen)
+            .where(FLAGS.c.telco == telco, FLAGS.c.run_date == run_date), conn))
+    keys = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=[*KEY, "runs", "first_seen"])
+    legacy = keys["runs"].isna()
+    if legacy.any():
+        streaks = _legacy_streaks(conn, runs, sorted(set(keys.loc[legacy, "telco"])))
+        filled = keys.loc[legacy, KEY].merge(streaks, on=KEY, how="left")
+        keys.loc[legacy, "runs"] = filled["streak"].to_numpy()
+        keys.loc[legacy, "first_seen"] = filled["first_seen"].to_numpy()
+    keys["runs"] = keys["runs"].astype("int64")
+    return keys
+
+
+def _legacy_streaks(conn: Connection, runs: pd.DataFrame, telcos: list[str]) -> pd.DataFrame:
+    """Per key of the latest earlier run, its unbroken streak over the earlier runs."""
+    seen = pd.read_sql(
+        select(FLAGS.c.telco, FLAGS.c.msisdn, FLAGS.c.flag, FLAGS.c.run_date)
+        .where(FLAGS.c.telco.in_(telcos)), conn).merge(runs, on=["telco", "run_date"])
+    seen = seen.sort_values([*KEY, "rank"])
+    seen["position"] = seen.groupby(KEY).cumcount()
+    streak = seen[seen["rank"] == seen["position"]]
+    return streak.groupby(KEY).agg(streak=("rank", "size"),
+                                   first_seen=("run_date", "min")).reset_index()
+
+
 def classify(store: Store, run_date: str, keys: pd.DataFrame,
              telcos: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(``keys`` with ``tracking``, ``runs``, ``first_seen``; resolved keys of ``telcos``)."""
+    """(``keys`` with ``tracking``, ``runs``, ``first_seen``; resolved keys of ``telcos``).
+
+    Reads only each telco's latest earlier run (its keys carry their streak), so the
+    cost is one run's keys whatever the history's length."""
     out = keys.copy()
     out["tracking"], out["runs"], out["first_seen"] = NEW, 1, date.fromisoformat(run_date)
     empty = pd.DataFrame({c: pd.Series(dtype=object) for c in [*KEY, "first_seen"]})
@@ -247,38 +298,37 @@ def classify(store: Store, run_date: str, keys: pd.DataFrame,
         runs = _earlier(conn, run_date, telcos)
         if runs.empty:
             return out, empty
-        seen = pd.read_sql(
-            select(FLAGS.c.telco, FLAGS.c.msisdn, FLAGS.c.flag, FLAGS.c.run_date)
-            .where(FLAGS.c.run_date < run_date, FLAGS.c.telco.in_(telcos)), conn)
-    seen = seen.merge(runs, on=["telco", "run_date"])
-    if seen.empty:
+        previous = _latest_keys(conn, runs)
+    if previous.empty:
         return out, empty
-    seen = seen.sort_values([*KEY, "rank"])
-    seen["position"] = seen.groupby(KEY).cumcount()
-    streak = seen[seen["rank"] == seen["position"]]
-    per_key = streak.groupby(KEY).agg(streak=("rank", "size"), first_seen=("run_date", "min"))
-    per_key = per_key.reset_index()
-    merged = out.drop(columns=["first_seen"]).merge(per_key, on=KEY, how="left")
-    persisting = merged["streak"].notna()
-    merged.loc[persisting, "tracking"] = PERSISTING
-    merged.loc[persisting, "runs"] = merged.loc[persisting, "streak"].astype(int) + 1
-    merged["first_seen"] = pd.to_datetime(merged["first_seen"].fillna(run_date)).dt.date
-    merged = merged.drop(columns=["streak"])
-    merged.index = out.index
-    latest = seen[seen["rank"] == 0][KEY]
-    current = set(map(tuple, keys[KEY].itertuples(index=False)))
-    gone = latest[np.array([k not in current for k in latest.itertuples(index=False, name=None)],
-                           dtype=bool)]
-    resolved = gone.merge(per_key[[*KEY, "first_seen"]], on=KEY, how="left")
-    return merged, resolved.sort_values(KEY).reset_index(drop=True)
+    merged = out[KEY].merge(previous.rename(columns={"runs": "_runs", "first_seen": "_first"}),
+                            on=KEY, how="left")
+    persisting = merged["_runs"].notna().to_numpy()
+    out.loc[persisting, "tracking"] = PERSISTING
+    out.loc[persisting, "runs"] = merged.loc[persisting, "_runs"].astype(int).to_numpy() + 1
+    first = pd.to_datetime(merged["_first"].fillna(run_date)).dt.date.to_numpy()
+    out["first_seen"] = first
+    gone = previous.merge(out[KEY].drop_duplicates(), on=KEY, how="left", indicator=True)
+    gone = gone[gone["_merge"] == "left_only"]
+    resolved = gone[[*KEY, "first_seen"]].astype({"first_seen": str})
+    return out, resolved.sort_values(KEY).reset_index(drop=True)
 
 
 def record(store: Store, run_date: str, keys: pd.DataFrame, telcos: list[str],
            recorded_at: str) -> int:
-    """Store this run's keys for ``telcos`` (replacing an earlier recording of the date)."""
-    mine = keys[keys["telco"].isin(telcos)][KEY].drop_duplicates()
-    rows = ({"run_date": run_date, "telco": t, "msisdn": m, "flag": f}
-            for t, m, f in mine.itertuples(index=False))
+    """Store this run's keys for ``telcos`` (replacing an earlier recording of the date),
+    with their streak (``runs``, ``first_seen``: classified here if ``keys`` lack them)."""
+    mine = keys[keys["telco"].isin(telcos)]
+    if "runs" not in mine.columns or "first_seen" not in mine.columns:
+        mine, _ = classify(store, run_date, mine, telcos)
+    return record_batches(store, run_date, telcos, [mine], recorded_at)
+
+
+def record_batches(store: Store, run_date: str, telcos: list[str],
+                   batches: Iterable[pd.DataFrame], recorded_at: str) -> int:
+    """``record`` for keys already classified, arriving in batches (a national run's keys
+    never sit in memory at once); one transaction."""
+    done = 0
     with engine(store).begin() as conn:
         for telco in telcos:
             conn.execute(delete(FLAGS).where(FLAGS.c.run_date == run_date,
@@ -286,8 +336,16 @@ def record(store: Store, run_date: str, keys: pd.DataFrame, telcos: list[str],
             conn.execute(delete(RUNS).where(RUNS.c.run_date == run_date, RUNS.c.telco == telco))
             conn.execute(insert(RUNS), {"run_date": run_date, "telco": telco,
                                         "recorded_at": recorded_at})
-        insert_rows(conn, FLAGS, rows)
-    return len(mine)
+        for batch in batches:
+            mine = batch[batch["telco"].isin(telcos)].drop_duplicates(KEY)
+            first = pd.to_datetime(mine["first_seen"]).dt.strftime("%Y-%m-%d")
+            rows = ({"run_date": run_date, "telco": t, "msisdn": m, "flag": f, "runs": int(r),
+                     "first_seen": s}
+                    for t, m, f, r, s in zip(mine["telco"], mine["msisdn"], mine["flag"],
+                                             mine["runs"], first, strict=True))
+            insert_rows(conn, FLAGS, rows)
+            done += len(mine)
+    return done
 
 
 def trend(store: Store, telcos: list[str] | None = None) -> pd.DataFrame:

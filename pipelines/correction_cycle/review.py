@@ -28,9 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import select
 
-from matching.compare import DOB_LEVEL_LABELS, GENDER_LEVEL_LABELS, DobLevel, GenderLevel
+from matching.columns import as_bool_mask
+from matching.compare import DOB_LEVEL_LABELS, GENDER_LEVEL_LABELS
 from matching.ids import mask_id
-from matching.names import NAME_LEVEL_LABELS, NameLevel
+from matching.names import NAME_LEVEL_LABELS
 from pipelines.correction_cycle import history
 
 CONFIRMED_HOLDER = "CONFIRMED_HOLDER"
@@ -79,8 +80,13 @@ def latest_decisions(store: history.Store) -> pd.DataFrame:
     return frame.drop_duplicates(["telco", "msisdn", "row_hash"], keep="last")[columns]
 
 
-def apply_decisions(results: pa.Table, hashes: pa.Array, store: history.Store) -> pa.Table:
+def apply_decisions(results: pa.Table, subscriptions: pa.Table,
+                    store: history.Store) -> pa.Table:
     """Add ``row_hash``/``review_*`` columns and apply the stored decisions.
+
+    ``subscriptions``: the matched rows ``results`` were flagged from (same rows, same
+    order), for the fields ``row_hash`` covers. The hash is computed only where it is
+    used: rows going to the review queue and rows of a number with a stored decision.
 
     ``CONFIRMED_HOLDER`` on a ``REVIEW``/``MISMATCH`` row: the identity flags go and
     the row is ``VERIFIED``. ``NOT_HOLDER``: ``MISMATCH``, ``NEEDS_REVIEW`` replaced by
@@ -89,45 +95,82 @@ def apply_decisions(results: pa.Table, hashes: pa.Array, store: history.Store) -
     """
     n = results.num_rows
     decisions = latest_decisions(store)
+    number = _number(results)
+    key = pc.binary_join_element_wise(results["telco"], number, "\x1f")
+    decided_keys = pa.array((decisions["telco"] + "\x1f" + decisions["msisdn"]).tolist()
+                            if len(decisions) else [], pa.string())
+    has_decision = as_bool_mask(pc.is_in(key, value_set=decided_keys))
+    needed = has_decision | as_bool_mask(pc.equal(results["status"], "REVIEW"))
+    hashes = pa.nulls(n, pa.string())
+    if needed.any():
+        at = np.flatnonzero(needed)
+        computed = row_hashes(subscriptions.take(pa.array(at)))
+        hashes = pc.replace_with_mask(hashes, pa.array(needed),
+                                      pc.cast(computed, pa.string()))
     keys = pd.DataFrame({"telco": results["telco"].to_numpy(zero_copy_only=False),
-                         "msisdn": _number(results).to_numpy(zero_copy_only=False),
+                         "msisdn": number.to_numpy(zero_copy_only=False),
                          "row_hash": hashes.to_numpy(zero_copy_only=False)})
     joined = keys.merge(decisions, on=["telco", "msisdn", "row_hash"], how="left")
     decision = joined["decision"].to_numpy(dtype=object)
-    status = np.asarray(results["status"].to_numpy(zero_copy_only=False), dtype=object)
-    flags = results["flags"].to_pylist() if decisions.shape[0] else None
-    if flags is not None:
-        for i in np.flatnonzero(pd.notna(decision)):
+    chosen = np.flatnonzero(pd.notna(decision))
+    out = results
+    if len(chosen):
+        status = np.asarray(results["status"].to_numpy(zero_copy_only=False), dtype=object)
+        flags = results["flags"].take(pa.array(chosen)).to_pylist()
+        for j, i in enumerate(chosen):  # decided rows only: a reviewer's handful
             if decision[i] == CONFIRMED_HOLDER and status[i] in ("REVIEW", "MISMATCH"):
-                flags[i] = [f for f in flags[i] if f not in IDENTITY_FLAGS]
+                flags[j] = [f for f in flags[j] if f not in IDENTITY_FLAGS]
                 status[i] = "VERIFIED"
             elif decision[i] == NOT_HOLDER and status[i] in ("REVIEW", "MISMATCH", "VERIFIED"):
-                kept = [f for f in flags[i] if f != "NEEDS_REVIEW"]
+                kept = [f for f in flags[j] if f != "NEEDS_REVIEW"]
                 if not {"NAME_MISMATCH", "DOB_MISMATCH"} & set(kept):
                     kept.insert(0, "NAME_MISMATCH")
-                flags[i] = kept
+                flags[j] = kept
                 status[i] = "MISMATCH"
-    out = results
-    if flags is not None:
+        all_flags = results["flags"].combine_chunks()
+        replaced = _replace_lists(all_flags, chosen, flags)
         out = out.set_column(out.schema.get_field_index("status"), "status",
                              pa.array(status, pa.string()))
-        out = out.set_column(out.schema.get_field_index("flags"), "flags",
-                             pa.array(flags, results.schema.field("flags").type))
+        out = out.set_column(out.schema.get_field_index("flags"), "flags", replaced)
     extra = {"row_hash": hashes}
     for column in ("decision", "reviewer", "decided_at"):
         values = joined[column] if column in joined else pd.Series([None] * n)
         extra[f"review_{column}"] = pa.array(
-            [v if isinstance(v, str) else None for v in values], pa.string())
+            [v if isinstance(v, str) else None for v in values], pa.string()) \
+            if len(chosen) else pa.nulls(n, pa.string())
     for name, values in extra.items():
         out = out.append_column(name, values)
     return out
 
 
-def _labels(values: pa.ChunkedArray, enum: type, labels: dict, linked: np.ndarray) -> list[str]:
-    out = []
-    for value, ok in zip(values.to_pylist(), linked, strict=True):
-        out.append(labels.get(enum(value), "") if ok and value is not None else "not compared")
-    return out
+def _replace_lists(lists: pa.ListArray, at: np.ndarray, values: list[list[str]]) -> pa.ListArray:
+    """``lists`` with the rows ``at`` replaced by ``values`` (vectorised over the rest)."""
+    lengths = np.asarray(pc.list_value_length(lists).to_numpy(zero_copy_only=False),
+                         dtype=np.int64)
+    lengths = np.nan_to_num(lengths).astype(np.int64)
+    keep = np.ones(len(lists), dtype=bool)
+    keep[at] = False
+    parents = np.asarray(pc.list_parent_indices(lists).to_numpy(), dtype=np.int64)
+    flat = pc.list_flatten(lists)
+    old_flat = flat.filter(pa.array(keep[parents])) if len(flat) else flat
+    old_parents = parents[keep[parents]]
+    new_parents = np.repeat(at, [len(v) for v in values]).astype(np.int64)
+    new_flat = pa.array([f for v in values for f in v], flat.type)
+    all_parents = np.concatenate([old_parents, new_parents])
+    order = np.argsort(all_parents, kind="stable")
+    merged = pa.concat_arrays([old_flat, new_flat]).take(pa.array(order))
+    counts = np.bincount(all_parents, minlength=len(lists))
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), merged)
+
+
+def _labels(values: pa.ChunkedArray, labels: dict, linked: np.ndarray) -> pa.Array:
+    size = max(int(level) for level in labels) + 1
+    lookup = pa.array([labels.get(i, "") for i in range(size)], pa.string())
+    text = pc.take(lookup, pc.cast(values, pa.int32()))
+    return pc.if_else(pa.array(linked & np.asarray(pc.is_valid(values), dtype=bool)), text,
+                      pa.scalar("not compared"))
 
 
 def queue(results: pa.Table, subscriptions: pa.Table) -> pa.Table:
@@ -150,12 +193,9 @@ def queue(results: pa.Table, subscriptions: pa.Table) -> pa.Table:
         "gender_as_sent": own["gender"], "id_type": rows["id_type"],
         "id_number_masked": mask_id(rows["id_number"]),
         "status": rows["status"], "flags": pc.binary_join(rows["flags"], "|"),
-        "name_comparison": pa.array(_labels(rows["name_level"], NameLevel, NAME_LEVEL_LABELS,
-                                            linked), pa.string()),
-        "dob_comparison": pa.array(_labels(rows["dob_level"], DobLevel, DOB_LEVEL_LABELS,
-                                           linked), pa.string()),
-        "gender_comparison": pa.array(_labels(rows["gender_level"], GenderLevel,
-                                              GENDER_LEVEL_LABELS, linked), pa.string()),
+        "name_comparison": _labels(rows["name_level"], NAME_LEVEL_LABELS, linked),
+        "dob_comparison": _labels(rows["dob_level"], DOB_LEVEL_LABELS, linked),
+        "gender_comparison": _labels(rows["gender_level"], GENDER_LEVEL_LABELS, linked),
         "match_probability": rows["match_probability"] if "match_probability"
         in rows.column_names else pa.nulls(n, pa.float64()),
         "previous_decision": rows["review_decision"],
@@ -165,17 +205,12 @@ def queue(results: pa.Table, subscriptions: pa.Table) -> pa.Table:
     return table.sort_by([("telco", "ascending"), ("source_row", "ascending")])
 
 
-def write_queue(table: pa.Table, folder: Path) -> list[Path]:
-    """``queue.csv`` (UTF-8 with BOM) and ``queue.xlsx`` in ``folder``."""
-    from pipelines.delivery.correction_lists import write_correction_csv
-    from pipelines.storage.xlsx import write_xlsx
-
-    instructions = pa.table({"decision": list(DECISIONS), "meaning": [
+def instructions() -> pa.Table:
+    """The ``decisions`` sheet of the queue workbook: what each decision does."""
+    return pa.table({"decision": list(DECISIONS), "meaning": [
         "the subscriber is the document's holder: no longer flagged while the data is unchanged",
         "the subscriber is not the holder: MISMATCH (SIM không chính chủ)",
         "the telco must check the record: stays in the queue"]})
-    return [write_correction_csv(table, folder / "queue.csv"),
-            write_xlsx({"queue": table, "decisions": instructions}, folder / "queue.xlsx")]
 
 
 def _read(path: Path) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Publish stage: per-telco correction lists, the manifest, and the atomic swap.
+"""What a telco receives: its correction list, written by streaming its rows.
 
 A telco's correction list holds only that telco's flagged subscriptions and
 only what the telco itself sent (number, its own record reference, the
@@ -6,16 +6,21 @@ document it recorded) plus reason codes: never registry data such as the
 registry name, date of birth, or a citizen id the telco did not send.
 
 Each flagged row also says whether its flags are new or persisting since the
-telco's last list (``pipelines.correction_cycle.history``), what the telco must do and by when
-(``pipelines.correction_cycle.deadlines``). With the CSV come, per telco, an XLSX workbook (the
-list, the flags resolved since the last list, the quarantined rows to resend,
-the reason codes), ``resolved/<telco>.csv``, ``resend/<telco>.csv`` and a
+telco's last list (``pipelines.correction_cycle.history``), what the telco must do and
+by when (``pipelines.correction_cycle.deadlines``). With the CSV come, per telco, an
+XLSX workbook (the list, the flags resolved since the last list, the quarantined rows
+to resend, the reason codes), ``resolved/<telco>.csv``, ``resend/<telco>.csv`` and a
 delivery manifest with counts and sha256 (``<telco>.manifest.json``).
+
+A telco's list is written a slice of rows at a time, in ``source_row`` order, into the
+CSV and the workbook together (``write_delivery``): the rows come from the run's
+results shard by shard (``pipelines/results/dataset.py``), their new/persisting status
+from the telco's flag keys (compact: number and flags as bits), so memory is set by
+a slice and the telco's keys, never by the list.
 """
 
 from __future__ import annotations
 
-import io
 from datetime import date
 from pathlib import Path
 
@@ -23,26 +28,48 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from pipelines.correction_cycle import deadlines, history
 from pipelines.delivery.reasons import reason_descriptions, reason_table
-from pipelines.storage.files import sha256_of, write_bytes, write_json
-from pipelines.storage.xlsx import write_xlsx
-
-# Flags a telco can act on; NEEDS_REVIEW is the compliance team's own business.
-TELCO_ACTIONABLE_EXCLUDES = ("NEEDS_REVIEW",)
+from pipelines.reporting.aggregates import (
+    FLAG_BITS,
+    TELCO_ACTIONABLE_BITS,
+    bits_to_flags,
+    flag_bits,
+    flags_array,
+)
+from pipelines.results.dataset import RunResults
+from pipelines.storage.files import (
+    DIGEST_SUFFIX,
+    AtomicCsvWriter,
+    file_digest,
+    write_csv,
+    write_json,
+    write_parquet,
+)
+from pipelines.storage.xlsx import XlsxWriter
 
 CORRECTION_COLUMNS = (
     "telco", "source_file", "source_row", "msisdn", "msisdn_as_sent", "id_type",
     "id_number_as_sent", "activation_date", "status", "reason_codes", "reason_vi", "reason_en",
     "flag_status", "flagged_runs", "first_seen", "action", "action_vi", "action_en", "deadline",
 )
+CORRECTION_SCHEMA = pa.schema([
+    ("telco", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()),
+    ("msisdn", pa.string()), ("msisdn_as_sent", pa.string()), ("id_type", pa.string()),
+    ("id_number_as_sent", pa.string()), ("activation_date", pa.date32()),
+    ("status", pa.string()), ("reason_codes", pa.string()), ("reason_vi", pa.string()),
+    ("reason_en", pa.string()), ("flag_status", pa.string()), ("flagged_runs", pa.int64()),
+    ("first_seen", pa.date32()), ("action", pa.string()), ("action_vi", pa.string()),
+    ("action_en", pa.string()), ("deadline", pa.date32())])
 RESOLVED_COLUMNS = ("telco", "msisdn", "reason_code", "reason_vi", "reason_en", "first_seen",
                     "flag_status")
 RESEND_COLUMNS = ("telco", "source_file", "source_row", "stage", "reason", "detail",
                   "raw_record")
+# What a telco's rows need of the results to be listed.
+_RESULT_COLUMNS = ["telco", "source_file", "source_row", "msisdn", "msisdn_raw", "id_type",
+                   "id_number", "activation_date", "status", "flags"]
 
 
 def _describe(flag_lists: pa.ListArray, language: str) -> pa.Array:
@@ -56,44 +83,37 @@ def _describe(flag_lists: pa.ListArray, language: str) -> pa.Array:
     return pc.binary_join(rebuilt, " | ")
 
 
-def _telco_rows(results: pa.Table, telco: str) -> tuple[pa.Table, pa.ListArray]:
-    """The telco's rows with at least one flag it can act on, and those flags."""
-    rows = results.filter(pc.equal(results["telco"], telco))
-    flags = rows["flags"].combine_chunks()
-    if isinstance(flags, pa.ChunkedArray):  # an empty table has no chunk to combine
-        flags = pa.array([], rows.schema.field("flags").type)
-    flat = pc.list_flatten(flags)
-    keep_flat = pc.invert(pc.is_in(flat, value_set=pa.array(TELCO_ACTIONABLE_EXCLUDES)))
-    parents = pc.list_parent_indices(flags)
-    telco_flags = pa.ListArray.from_arrays(
-        pa.array(_offsets_after_filter(parents, keep_flat, len(flags))), pc.filter(flat, keep_flat)
-    )
-    has_action = pc.greater(pc.list_value_length(telco_flags), 0)
-    return rows.filter(has_action), telco_flags.filter(has_action)
+# --- the telco's keys and their history -----------------------------------------------------
 
 
-def tracked_keys(results: pa.Table, telco: str) -> pd.DataFrame:
-    """The telco's ``(telco, msisdn, flag)`` keys, as recorded in the flag history."""
-    rows, telco_flags = _telco_rows(results, telco)
-    return history.flag_keys(rows, telco_flags)
+def telco_keys(flagged: pa.Table) -> pd.DataFrame:
+    """One ``(telco, msisdn, flag, row)`` per telco-actionable flag of each row of
+    ``flagged`` (``aggregates.flagged_keys`` of one telco: ``row`` indexes it)."""
+    bits = np.asarray(flagged["flags"].to_numpy(), dtype=np.int64) & TELCO_ACTIONABLE_BITS
+    codes = np.array(list(FLAG_BITS), dtype=object)
+    row, flag = np.nonzero((bits[:, None] >> np.arange(len(codes))) & 1)
+    return pd.DataFrame({
+        "telco": flagged["telco"].take(pa.array(row)).to_numpy(zero_copy_only=False),
+        "msisdn": flagged["number"].take(pa.array(row)).to_numpy(zero_copy_only=False),
+        "flag": codes[flag], "row": row})
 
 
-def correction_list(results: pa.Table, telco: str, *, run_date: str | None = None,
-                    store: Path | None = None,
-                    policy: deadlines.DeadlinePolicy | None = None) -> pa.Table:
-    """One row per flagged subscription of ``telco``, in the contract's columns.
-
-    With ``store`` the rows are classified against the flag history (else all
-    are new); ``run_date`` and ``policy`` give the action and deadline.
-    """
-    rows, telco_flags = _telco_rows(results, telco)
-    today = date.fromisoformat(run_date) if run_date else date.today()
-    keys = history.flag_keys(rows, telco_flags)
-    if store is not None and run_date:
-        keys, _ = history.classify(store, run_date, keys, [telco])
+def classified_rows(flagged: pa.Table, run_date: str, store: history.Store | None,
+                    telco: str) -> tuple[pd.DataFrame, pd.DataFrame, pa.Table]:
+    """The telco's keys classified (new/persisting, runs, first seen), the keys of its last
+    list now resolved, and per listed row (sorted by ``source_row``): its source row,
+    persisting or not, its longest streak and its earliest first-seen date."""
+    listed = flagged.filter(pc.not_equal(pc.bit_wise_and(flagged["flags"],
+                                                         TELCO_ACTIONABLE_BITS), 0))
+    listed = listed.sort_by("source_row")
+    keys = telco_keys(listed)
+    today = date.fromisoformat(run_date)
+    if store is not None:
+        keys, resolved = history.classify(store, run_date, keys, [telco])
     else:
         keys = keys.assign(tracking=history.NEW, runs=1, first_seen=today)
-    n = rows.num_rows
+        resolved = pd.DataFrame(columns=[*history.KEY, "first_seen"])
+    n = listed.num_rows
     persisting = np.zeros(n, dtype=bool)
     runs = np.ones(n, dtype=np.int64)
     first_seen = np.full(n, np.datetime64(today, "D"))
@@ -101,121 +121,195 @@ def correction_list(results: pa.Table, telco: str, *, run_date: str | None = Non
         index = keys["row"].to_numpy()
         np.logical_or.at(persisting, index, (keys["tracking"] == history.PERSISTING).to_numpy())
         np.maximum.at(runs, index, keys["runs"].to_numpy(dtype=np.int64))
-        np.minimum.at(first_seen, index,
-                      keys["first_seen"].to_numpy(dtype="datetime64[D]"))
-    seen = pa.array(first_seen, pa.date32())
-    action, deadline = deadlines.actions(seen, telco_flags, today,
-                                         policy or deadlines.DeadlinePolicy())
+        np.minimum.at(first_seen, index, pd.to_datetime(keys["first_seen"]).to_numpy()
+                      .astype("datetime64[D]"))
+    per_row = pa.table({"source_row": listed["source_row"], "persisting": persisting,
+                        "runs": runs, "first_seen": pa.array(first_seen, pa.date32())})
+    return keys, resolved, per_row
+
+
+def correction_rows(rows: pa.Table, classes: pa.Table, run_date: date,
+                    policy: deadlines.DeadlinePolicy) -> pa.Table:
+    """The list's rows for result ``rows`` (one telco, listed rows only, in source order)
+    and their classification ``classes`` (same rows, same order), in the contract's
+    columns."""
+    bits = flag_bits(flags_array(rows)) & TELCO_ACTIONABLE_BITS
+    telco_flags = bits_to_flags(bits)
+    persisting = np.asarray(classes["persisting"].to_numpy(), dtype=bool)
+    action, deadline = deadlines.actions(classes["first_seen"], telco_flags, run_date, policy)
     texts = deadlines.ACTION_TEXT
     codes = list(texts)
     picked = pc.index_in(action, value_set=pa.array(codes))
-    action_vi = pc.take(pa.array([texts[c]["vi"] for c in codes]), picked)
-    action_en = pc.take(pa.array([texts[c]["en"] for c in codes]), picked)
-    return pa.table(
-        {
-            "telco": rows["telco"],
-            "source_file": rows["source_file"],
-            "source_row": rows["source_row"],
-            "msisdn": rows["msisdn"],
-            "msisdn_as_sent": rows["msisdn_raw"],
-            "id_type": rows["id_type"],
-            "id_number_as_sent": rows["id_number"],
-            "activation_date": rows["activation_date"],
-            "status": rows["status"],
-            "reason_codes": pc.binary_join(telco_flags, "|"),
-            "reason_vi": _describe(telco_flags, "vi"),
-            "reason_en": _describe(telco_flags, "en"),
-            "flag_status": pa.array(np.where(persisting, history.PERSISTING, history.NEW),
-                                    pa.string()),
-            "flagged_runs": pa.array(runs, pa.int64()),
-            "first_seen": seen,
-            "action": action,
-            "action_vi": action_vi,
-            "action_en": action_en,
-            "deadline": deadline,
-        }
-    ).sort_by([("source_row", "ascending")])
+    return pa.table({
+        "telco": rows["telco"], "source_file": rows["source_file"],
+        "source_row": rows["source_row"], "msisdn": rows["msisdn"],
+        "msisdn_as_sent": rows["msisdn_raw"], "id_type": rows["id_type"],
+        "id_number_as_sent": rows["id_number"], "activation_date": rows["activation_date"],
+        "status": rows["status"],
+        "reason_codes": pc.binary_join(telco_flags, "|"),
+        "reason_vi": _describe(telco_flags, "vi"),
+        "reason_en": _describe(telco_flags, "en"),
+        "flag_status": pa.array(np.where(persisting, history.PERSISTING, history.NEW),
+                                pa.string()),
+        "flagged_runs": classes["runs"], "first_seen": classes["first_seen"],
+        "action": action,
+        "action_vi": pc.take(pa.array([texts[c]["vi"] for c in codes]), picked),
+        "action_en": pc.take(pa.array([texts[c]["en"] for c in codes]), picked),
+        "deadline": deadline,
+    }, schema=CORRECTION_SCHEMA)
 
 
-def resolved_list(results: pa.Table, telco: str, run_date: str, store: Path) -> pa.Table:
-    """The telco's flags of its last list that no longer apply."""
-    _, resolved = history.classify(store, run_date, tracked_keys(results, telco), [telco])
+def resolved_table(resolved: pd.DataFrame) -> pa.Table:
+    """The flags of the telco's last list that no longer apply."""
     descriptions = reason_descriptions()
+    flags = resolved["flag"].tolist()
     return pa.table({
         "telco": pa.array(resolved["telco"].tolist(), pa.string()),
         "msisdn": pa.array(resolved["msisdn"].tolist(), pa.string()),
-        "reason_code": pa.array(resolved["flag"].tolist(), pa.string()),
-        "reason_vi": pa.array([descriptions.get(f, {}).get("vi", "") for f in resolved["flag"]],
+        "reason_code": pa.array(flags, pa.string()),
+        "reason_vi": pa.array([descriptions.get(f, {}).get("vi", "") for f in flags],
                               pa.string()),
-        "reason_en": pa.array([descriptions.get(f, {}).get("en", "") for f in resolved["flag"]],
+        "reason_en": pa.array([descriptions.get(f, {}).get("en", "") for f in flags],
                               pa.string()),
         "first_seen": pa.array([str(d) for d in resolved["first_seen"]], pa.string()),
         "flag_status": pa.array([history.RESOLVED] * len(resolved), pa.string()),
     })
 
 
-def resend_list(quarantine: pa.Table, telco: str) -> pa.Table:
-    """The telco's quarantined rows: it must fix and resend them."""
-    rows = quarantine.filter(pc.equal(quarantine["telco"], telco))
-    return rows.select(list(RESEND_COLUMNS)).sort_by([("source_row", "ascending")])
+# --- writing a telco's delivery -------------------------------------------------------------
 
 
-def _offsets_after_filter(parents: pa.Array, keep: pa.Array, n: int) -> np.ndarray:
-    kept_parents = np.asarray(pc.filter(parents, keep).to_numpy(zero_copy_only=False))
-    counts = np.bincount(kept_parents, minlength=n) if kept_parents.size else np.zeros(n, int)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets
+def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
+                   results: RunResults, flagged: pa.Table, quarantine: list[Path],
+                   store: history.Store | None, policy: deadlines.DeadlinePolicy,
+                   keys_out: Path | None = None, batch_rows: int = 65_536) -> dict:
+    """Write ``telco``'s list (CSV and workbook, streamed from ``results`` in source
+    order), its resolved and resend lists and its delivery manifest (last); return the
+    manifest's counts. ``flagged``: the telco's ``aggregates.flagged_keys`` from every
+    shard; ``quarantine``: the telco's quarantine files; ``keys_out``: where the
+    classified keys go, for the flag history when the run is published."""
+    today = date.fromisoformat(run_date)
+    keys, resolved, classes = classified_rows(flagged, run_date, store, telco)
+    if keys_out is not None:
+        write_keys(keys, keys_out)
+    listed_rows = classes["source_row"]
+    csv_path = corrections_dir / f"{telco}.csv"
+    csv = AtomicCsvWriter(csv_path, CORRECTION_SCHEMA)
+    workbook = XlsxWriter(corrections_dir / f"{telco}.xlsx")
+    new = persisting = 0
+    by_action: dict[str, int] = {}
+    try:
+        sheet = workbook.sheet("corrections", CORRECTION_SCHEMA)
+        position = 0
+        if len(listed_rows):
+            wanted = pc.field("source_row").isin(listed_rows)
+            for rows in results.telco_rows(telco, _RESULT_COLUMNS, filter=wanted,
+                                           batch_rows=batch_rows):
+                mine = classes.slice(position, rows.num_rows)
+                if not mine["source_row"].equals(rows["source_row"]):
+                    raise RuntimeError(f"{telco}: the results and the flag keys disagree "
+                                       "(rerun the whole date)")
+                position += rows.num_rows
+                table = correction_rows(rows, mine, today, policy)
+                csv.write(table)
+                sheet.append(table)
+                status = table["flag_status"]
+                persisting += int(pc.sum(pc.equal(status, history.PERSISTING)).as_py() or 0)
+                counted = pc.value_counts(table["action"])
+                for value, count in zip(counted.field("values").to_pylist(),
+                                        counted.field("counts").to_pylist(), strict=True):
+                    by_action[value] = by_action.get(value, 0) + count
+        if position != len(listed_rows):
+            raise RuntimeError(f"{telco}: {len(listed_rows) - position} flagged row(s) not "
+                               "found in the results (rerun the whole date)")
+        new = position - persisting
+        sheet.close()
+        resolved_rows = resolved_table(resolved)
+        sheet = workbook.sheet("resolved", resolved_rows.schema)
+        sheet.append(resolved_rows)
+        sheet.close()
+        resend = resend_list(quarantine, telco)
+        sheet = workbook.sheet("resend", resend.schema)
+        sheet.append(resend)
+        sheet.close()
+        reasons = reason_table()
+        sheet = workbook.sheet("reason_codes", reasons.schema)
+        sheet.append(reasons)
+        sheet.close()
+        files = [csv.close(), workbook.close()]
+    except BaseException:
+        csv.abort()
+        workbook.abort()
+        raise
+    files += [write_csv(resolved_rows, corrections_dir / "resolved" / f"{telco}.csv"),
+              write_csv(resend, corrections_dir / "resend" / f"{telco}.csv")]
+    counts = {"flagged": position, "new": new, "persisting": persisting,
+              "resolved": resolved_rows.num_rows, "resend": resend.num_rows,
+              "by_action": dict(sorted(by_action.items()))}
+    manifest = {
+        "telco": telco, "run_date": run_date, "counts": counts,
+        "files": [{"path": f.relative_to(corrections_dir).as_posix(), "bytes": d.bytes,
+                   "sha256": d.sha256} for f in files for d in [file_digest(f)]],
+    }
+    write_json(manifest, corrections_dir / f"{telco}.manifest.json")
+    return counts
 
 
-def write_correction_csv(table: pa.Table, path: Path) -> Path:
-    """CSV in UTF-8 with BOM, so Excel shows Vietnamese text correctly."""
-    buffer = io.BytesIO()
-    pa_csv.write_csv(table, buffer, write_options=pa_csv.WriteOptions(include_header=True))
-    return write_bytes(b"\xef\xbb\xbf" + buffer.getvalue(), path)
+def resend_list(quarantine: list[Path], telco: str) -> pa.Table:
+    """The telco's quarantined rows: it must fix and resend them (rows that could not be
+    read: a small share of an export)."""
+    parts = [pq.read_table(path, columns=list(RESEND_COLUMNS),
+                           filters=pc.field("telco") == telco) for path in quarantine]
+    if not parts:
+        from pipelines.intake.quarantine import empty_quarantine
+
+        return empty_quarantine().select(list(RESEND_COLUMNS))
+    table = pa.concat_tables(parts)
+    return table.sort_by([("source_row", "ascending"), ("stage", "ascending")])
+
+
+KEYS_SCHEMA = pa.schema([("telco", pa.string()), ("msisdn", pa.string()),
+                         ("flag", pa.string()), ("runs", pa.int64()),
+                         ("first_seen", pa.date32())])
+
+
+def write_keys(keys: pd.DataFrame, path: Path) -> Path:
+    """The telco's classified flag keys, as the flag history records them at publish:
+    each key once (rows sharing a number share its keys)."""
+    keys = keys.drop_duplicates(history.KEY)
+    table = pa.table({
+        "telco": pa.array(keys["telco"].tolist() if len(keys) else [], pa.string()),
+        "msisdn": pa.array(keys["msisdn"].tolist() if len(keys) else [], pa.string()),
+        "flag": pa.array(keys["flag"].tolist() if len(keys) else [], pa.string()),
+        "runs": pa.array(keys["runs"].to_numpy(dtype=np.int64) if len(keys) else [],
+                         pa.int64()),
+        "first_seen": pa.array(pd.to_datetime(keys["first_seen"]).dt.date.tolist()
+                               if len(keys) else [], pa.date32()),
+    }, schema=KEYS_SCHEMA)
+    return write_parquet(table, path)
 
 
 def describe_outputs(root: Path) -> list[dict]:
-    """Every file under the run folder with its size, sha256 and row count."""
+    """Every file under the run folder with its size, sha256 and row count: the digests
+    recorded when the files were written (``pipelines.storage.files``), computed only
+    for the small files written whole. The sidecars are removed once read."""
     entries = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         relative = path.relative_to(root).as_posix()
         if relative == "manifest.json" or "/." in f"/{relative}":
             continue
-        entry = {"path": relative, "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+        digest = file_digest(path)
+        entry = {"path": relative, "bytes": digest.bytes, "sha256": digest.sha256}
         if path.suffix == ".parquet":
             entry["rows"] = pq.ParquetFile(path).metadata.num_rows
         elif path.suffix == ".csv":
-            with path.open("rb") as handle:
-                entry["rows"] = max(sum(1 for _ in handle) - 1, 0)
+            entry["rows"] = digest.rows if digest.rows is not None else _csv_rows(path)
         entries.append(entry)
+    for sidecar in root.rglob(f".*{DIGEST_SUFFIX}"):
+        sidecar.unlink()
     return entries
 
 
-def write_delivery(corrections_dir: Path, telco: str, listed: pa.Table, resolved: pa.Table,
-                   resend: pa.Table, run_date: str) -> tuple[list[Path], Path]:
-    """The telco's XLSX, resolved and resend CSVs and its delivery manifest (written last)."""
-    files = [
-        corrections_dir / f"{telco}.csv",
-        write_xlsx({"corrections": listed, "resolved": resolved, "resend": resend,
-                    "reason_codes": reason_table()}, corrections_dir / f"{telco}.xlsx"),
-        write_correction_csv(resolved, corrections_dir / "resolved" / f"{telco}.csv"),
-        write_correction_csv(resend, corrections_dir / "resend" / f"{telco}.csv"),
-    ]
-    status = listed["flag_status"].to_pylist()
-    actions = listed["action"].to_pylist()
-    manifest = {
-        "telco": telco,
-        "run_date": run_date,
-        "counts": {
-            "flagged": listed.num_rows,
-            "new": status.count(history.NEW),
-            "persisting": status.count(history.PERSISTING),
-            "resolved": resolved.num_rows,
-            "resend": resend.num_rows,
-            "by_action": {a: actions.count(a) for a in sorted(set(actions))},
-        },
-        "files": [{"path": f.relative_to(corrections_dir).as_posix(), "bytes": f.stat().st_size,
-                   "sha256": sha256_of(f)} for f in files],
-    }
-    return files, write_json(manifest, corrections_dir / f"{telco}.manifest.json")
+def _csv_rows(path: Path) -> int:
+    with path.open("rb") as handle:
+        return max(sum(1 for _ in handle) - 1, 0)

@@ -1,10 +1,14 @@
 """Run a Great Expectations suite on a table and keep a JSON-able, PII-masked result.
 
-The suites live in ``expectations/``; this module only runs them. Each suite
-is validated once over one pandas frame (GX 1.x ephemeral context, a pandas
+The suites live in ``expectations/``; this module only runs them. A suite is
+validated over one pandas frame at a time (GX 1.x ephemeral context, a pandas
 data source with a whole-dataframe batch definition), with the ``SUMMARY``
 result format, so the number of example rows GX extracts is bounded
-(``gates.example_rows``) whatever the table size.
+(``gates.example_rows``) whatever the table size. A large table is validated
+part by part (a shard, a slice of a file: ``validate``) and the parts' outcomes
+are merged into the one result the whole would give (``merge``): counts add up
+and share thresholds (``mostly``) are judged on the total. Expensive checks on
+raw strings are computed beforehand as compact facts (``pipelines/quality/facts.py``).
 
 A gate result (``gates/<gate>.json`` in the run folder) looks like::
 
@@ -26,6 +30,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache
 from typing import Any
@@ -98,17 +104,20 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _examples(frame: pd.DataFrame, positions: list[int], columns: list[str],
+def _examples(frame: pd.DataFrame | pa.Table, positions: list[int], columns: list[str],
               key_columns: tuple[str, ...]) -> list[dict]:
     """The failing rows at ``positions`` (bounded), with IDs masked and names hidden."""
     if not positions:
         return []
-    shown = [c for c in (*key_columns, *columns) if c in frame.columns]
+    names = list(frame.column_names if isinstance(frame, pa.Table) else frame.columns)
+    shown = [c for c in (*key_columns, *columns) if c in names]
     shown = list(dict.fromkeys(shown))
-    rows = frame.loc[positions, shown]
     out: dict[str, list] = {}
     for column in shown:
-        values = rows[column].tolist()
+        if isinstance(frame, pa.Table):
+            values = frame[column].take(pa.array(positions, pa.int64())).to_pylist()
+        else:
+            values = frame.loc[positions, column].tolist()
         if column in ID_COLUMNS:
             text = [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
                     for v in values]
@@ -129,43 +138,180 @@ def _columns_of(config: Any) -> list[str]:
     return [kwargs[k] for k in ("column_A", "column_B") if k in kwargs]
 
 
-def run_suite(suite: Any, frame: pd.DataFrame, *, max_examples: int = 5,
-              key_columns: tuple[str, ...] = ("telco", "source_row")) -> dict:
-    """Validate ``frame`` against ``suite`` once; return the JSON-able summary."""
+@dataclass
+class Outcome:
+    """One expectation's outcome on one frame (or merged over several)."""
+
+    expectation: str
+    column: str | None
+    description: str
+    success: bool
+    mostly: float | None  # for expectations judged row by row (with counts)
+    element_count: int | None
+    missing_count: int | None
+    unexpected_count: int | None
+    observed_value: Any
+    examples: list[dict]
+    error: str | None = None
+
+    @property
+    def counted(self) -> bool:
+        return self.unexpected_count is not None and self.element_count is not None
+
+    def summary(self) -> dict:
+        nonmissing = (self.element_count or 0) - (self.missing_count or 0)
+        percent = (round(100.0 * self.unexpected_count / nonmissing, 3)
+                   if self.counted and nonmissing else (0.0 if self.counted else None))
+        return {"expectation": self.expectation, "column": self.column,
+                "description": self.description,
+                "unexpected_count": self.unexpected_count, "unexpected_percent": percent,
+                "observed_value": self.observed_value if not isinstance(
+                    self.observed_value, list | dict) else None,
+                "examples": self.examples, **({"error": self.error} if self.error else {})}
+
+
+@dataclass
+class SuiteOutcome:
+    suite: str
+    rows: int
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return all(o.success for o in self.outcomes)
+
+    def summary(self) -> dict:
+        """The suite's JSON result: every expectation that failed, with its counts."""
+        return {"suite": self.suite, "success": self.success, "rows": self.rows,
+                "evaluated": len(self.outcomes),
+                "failed": [o.summary() for o in self.outcomes if not o.success]}
+
+
+def validate(suite: Any, frame: pd.DataFrame, *, max_examples: int = 5,
+             key_columns: tuple[str, ...] = ("telco", "source_row"),
+             shown: pa.Table | None = None) -> SuiteOutcome:
+    """Validate ``frame`` against ``suite`` once.
+
+    ``shown``: the data the frame's facts were computed from (same rows, same order):
+    examples of failing rows are taken from it, so they show the values a person
+    knows rather than fact codes (``pipelines/quality/facts.py``).
+    """
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         validation = batch.validate(suite, result_format={
             "result_format": "SUMMARY", "partial_unexpected_count": max(max_examples, 1)})
-    failed = []
+    outcomes = []
+    source = shown if shown is not None else frame
     for item in validation.results:
-        if item.success:
-            continue
         config = item.expectation_config
         result = item.result or {}
         columns = _columns_of(config)
         positions = list(result.get("partial_unexpected_index_list") or [])[:max_examples]
         exception = (item.exception_info or {}).get("exception_message")
-        failed.append({
-            "expectation": config.type,
-            "column": ", ".join(columns) or None,
-            "description": config.description or config.type,
-            "unexpected_count": _plain(result.get("unexpected_count")),
-            "unexpected_percent": _plain(round(result["unexpected_percent"], 3))
-            if result.get("unexpected_percent") is not None else None,
-            "observed_value": _plain(result.get("observed_value"))
-            if not isinstance(result.get("observed_value"), list | dict) else None,
-            "examples": _examples(frame, positions, columns, key_columns)
-            if max_examples else [],
-            **({"error": exception} if exception else {}),
-        })
-    return {
-        "suite": suite.name,
-        "success": bool(validation.success),
-        "rows": len(frame),
-        "evaluated": len(validation.results),
-        "failed": failed,
-    }
+        outcomes.append(Outcome(
+            expectation=config.type,
+            column=", ".join(columns) or None,
+            description=config.description or config.type,
+            success=bool(item.success),
+            mostly=config.kwargs.get("mostly", 1.0) if "unexpected_count" in result else None,
+            element_count=_plain(result.get("element_count")),
+            missing_count=_plain(result.get("missing_count")) or 0,
+            unexpected_count=_plain(result.get("unexpected_count")),
+            observed_value=_plain(result.get("observed_value")),
+            # Kept whenever rows were unexpected: a part that passes alone may fail with
+            # the others (``merge``).
+            examples=_examples(source, positions, columns, key_columns)
+            if max_examples and positions else [],
+            error=exception,
+        ))
+    return SuiteOutcome(suite=suite.name, rows=len(frame), outcomes=outcomes)
+
+
+def merge(parts: list[SuiteOutcome], *, max_examples: int = 5,
+          key_columns: tuple[str, ...] = ("telco", "source_row")) -> SuiteOutcome:
+    """One suite's outcomes on several parts of the same data (shards, slices) as if on
+    the whole: row-by-row expectations add their counts up and are judged on the total
+    against their ``mostly`` (one bad row in a shard does not fail a share check that
+    the whole passes); the others hold when they hold on every part. The examples are
+    the first rows in (telco, source_row) order, whatever the parts."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    merged = []
+    for index, first in enumerate(parts[0].outcomes):
+        same = [p.outcomes[index] for p in parts]
+        examples = sorted((e for o in same for e in o.examples),
+                          key=lambda e: tuple(str(e.get(k)) if not isinstance(e.get(k), int)
+                                              else f"{e.get(k):020d}" for k in key_columns))
+        if all(o.counted for o in same):
+            element = sum(o.element_count or 0 for o in same)
+            missing = sum(o.missing_count or 0 for o in same)
+            unexpected = sum(o.unexpected_count or 0 for o in same)
+            nonmissing = element - missing
+            mostly = first.mostly if first.mostly is not None else 1.0
+            success = nonmissing == 0 or (nonmissing - unexpected) / nonmissing >= mostly
+            success = success and not any(o.error for o in same)
+            merged.append(Outcome(first.expectation, first.column, first.description,
+                                  success, first.mostly, element, missing, unexpected,
+                                  first.observed_value, examples[:max_examples],
+                                  next((o.error for o in same if o.error), None)))
+        else:
+            failing = next((o for o in same if not o.success), first)
+            merged.append(Outcome(first.expectation, first.column, first.description,
+                                  all(o.success for o in same), None, None, None,
+                                  failing.unexpected_count, failing.observed_value,
+                                  examples[:max_examples], failing.error))
+    return SuiteOutcome(parts[0].suite, sum(p.rows for p in parts), merged)
+
+
+# Rows validated at once when a table is validated in parts: each validation costs GX a
+# fixed overhead (~0.3 s for a suite of twenty expectations), so small parts are
+# gathered; large tables stay bounded.
+ROWS_PER_VALIDATION = 1_000_000
+
+
+def validate_parts(suite: Any, parts: Iterable[tuple[pa.Table, pa.Table | None]], *,
+                   max_examples: int = 5,
+                   key_columns: tuple[str, ...] = ("telco", "source_row"),
+                   rows_per_validation: int = ROWS_PER_VALIDATION) -> SuiteOutcome | None:
+    """``suite`` over a table given in parts: (facts, shown) pairs of the same rows
+    (``shown`` may be None). Parts are gathered up to ``rows_per_validation`` rows,
+    validated, and the outcomes merged (``merge``); None when there was no part."""
+    outcomes: list[SuiteOutcome] = []
+    facts: list[pa.Table] = []
+    shown: list[pa.Table] = []
+    held = 0
+
+    def flush() -> None:
+        nonlocal facts, shown, held
+        if not facts:
+            return
+        table = pa.concat_tables(facts, promote_options="permissive")
+        data = pa.concat_tables(shown, promote_options="permissive") if shown else None
+        outcomes.append(validate(suite, to_frame(table), max_examples=max_examples,
+                                 key_columns=key_columns, shown=data))
+        facts, shown, held = [], [], 0
+
+    for fact_table, shown_table in parts:
+        if fact_table.num_rows == 0 and (facts or outcomes):
+            continue
+        facts.append(fact_table)
+        if shown_table is not None:
+            shown.append(shown_table)
+        held += fact_table.num_rows
+        if held >= rows_per_validation:
+            flush()
+    flush()
+    return merge(outcomes, max_examples=max_examples, key_columns=key_columns) \
+        if outcomes else None
+
+
+def run_suite(suite: Any, frame: pd.DataFrame, *, max_examples: int = 5,
+              key_columns: tuple[str, ...] = ("telco", "source_row"),
+              shown: pa.Table | None = None) -> dict:
+    """Validate ``frame`` against ``suite`` once; return the JSON-able summary."""
+    return validate(suite, frame, max_examples=max_examples, key_columns=key_columns,
+                    shown=shown).summary()
 
 
 def gate_result(gate: str, subject: str, suites: list[dict]) -> dict:

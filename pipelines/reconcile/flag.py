@@ -61,42 +61,58 @@ def _in(column: pa.ChunkedArray | pa.Array, values: list[str]) -> np.ndarray:
     return as_bool_mask(pc.is_in(column, value_set=pa.array(values, pa.string())))
 
 
-def spanning_masks(rows: pa.Table, settings: FlagSettings) -> dict[str, np.ndarray]:
-    """EXCESS_SUBSCRIPTIONS, BULK_ACTIVATION and DUPLICATE_MSISDN over ``rows`` (at least
-    ``SPANNING_COLUMNS``), which must be every subscription of the run. Each mask is a
-    function of groups, not of row order."""
-    id_type = rows["id_type"]
+def excess_mask(rows: pa.Table, settings: FlagSettings) -> np.ndarray:
+    """EXCESS_SUBSCRIPTIONS: counted rows whose holder (the linked citizen, else the valid
+    document as sent) has more counted rows than allowed. Every subscription of a holder
+    lies in the holder's shard, so a shard's rows suffice."""
     has_number = as_bool_mask(pc.is_valid(rows["id_number"]))
     valid = as_bool_mask(rows["id_valid"])
     document_key = pc.if_else(
         pa.array(valid & has_number),
-        pc.binary_join_element_wise(pc.fill_null(id_type, "?"), rows["id_number"], ":"),
+        pc.binary_join_element_wise(pc.fill_null(rows["id_type"], "?"), rows["id_number"], ":"),
         pa.scalar(None, pa.string()),
     )
     holder_key = pc.coalesce(rows["matched_citizen_id"], document_key)
     counted = _in(rows["line_status"], settings.excess_counts_statuses)
-    masks = {}
-    masks["EXCESS_SUBSCRIPTIONS"] = rules.excess_subscriptions(
-        holder_key, counted, settings.max_active_subscriptions_per_holder)
-    masks["BULK_ACTIVATION"] = rules.bulk_activation(
+    return rules.excess_subscriptions(holder_key, counted,
+                                      settings.max_active_subscriptions_per_holder)
+
+
+def bulk_mask(rows: pa.Table, settings: FlagSettings) -> np.ndarray:
+    """BULK_ACTIVATION over ``rows``, which must hold every row of their points of sale."""
+    return rules.bulk_activation(
         rows["point_of_sale"], rows["activation_date"],
         pc.coalesce(rows["id_number"], pa.scalar("", pa.string())),
         min_activations=settings.bulk_min_activations,
         max_distinct_documents=settings.bulk_max_distinct_ids,
     )
+
+
+def duplicate_mask(rows: pa.Table, settings: FlagSettings) -> np.ndarray:
+    """DUPLICATE_MSISDN over ``rows``, which must hold every row of their numbers."""
     not_ignored = ~_in(rows["line_status"], settings.duplicate_ignores_statuses)
-    masks["DUPLICATE_MSISDN"] = rules.duplicate_msisdn(
+    return rules.duplicate_msisdn(
         rows["msisdn"], not_ignored & as_bool_mask(pc.is_valid(rows["msisdn"])))
-    return masks
+
+
+_SPANNING_RULES = {"EXCESS_SUBSCRIPTIONS": excess_mask, "BULK_ACTIVATION": bulk_mask,
+                   "DUPLICATE_MSISDN": duplicate_mask}
+
+
+def spanning_masks(rows: pa.Table, settings: FlagSettings) -> dict[str, np.ndarray]:
+    """EXCESS_SUBSCRIPTIONS, BULK_ACTIVATION and DUPLICATE_MSISDN over ``rows`` (at least
+    ``SPANNING_COLUMNS``), which must be every subscription of the run. Each mask is a
+    function of groups, not of row order."""
+    return {name: rule(rows, settings) for name, rule in _SPANNING_RULES.items()}
 
 
 def flag(matched: pa.Table, settings: FlagSettings,
          spanning: dict[str, np.ndarray] | None = None) -> pa.Table:
     """Compute flags and status for every matched subscription.
 
-    ``spanning``: the masks of ``SPANNING_FLAGS`` for these rows, computed over the
-    run's whole set of subscriptions (``spanning_masks``) when ``matched`` is only part
-    of it; without it they are computed over ``matched``.
+    ``spanning``: masks of ``SPANNING_FLAGS`` for these rows, computed over the run's
+    whole set of subscriptions when ``matched`` is only part of it; a rule without a
+    mask there is computed over ``matched``.
     """
     n = matched.num_rows
     id_type = matched["id_type"]
@@ -142,11 +158,12 @@ def flag(matched: pa.Table, settings: FlagSettings,
     masks["DECEASED_HOLDER"] = linked & rules.activated_after_death(
         matched["activation_date"], matched["holder_date_of_death"])
 
-    # Cross-telco rules work on the run's whole set of subscriptions.
-    if spanning is None:
-        spanning = spanning_masks(matched, settings)
+    # Cross-telco rules work on the run's whole set of subscriptions; a rule whose mask
+    # is not given is computed over ``matched`` (EXCESS_SUBSCRIPTIONS within a shard).
     for name in SPANNING_FLAGS:
-        masks[name] = np.asarray(spanning[name], dtype=bool)
+        given = (spanning or {}).get(name)
+        masks[name] = np.asarray(given if given is not None
+                                 else _SPANNING_RULES[name](matched, settings), dtype=bool)
     masks["INVALID_MSISDN"] = as_bool_mask(pc.is_null(matched["msisdn"]))
 
     status = pc.take(pa.array(rules.STATUSES, pa.string()), pa.array(rules.status_codes(

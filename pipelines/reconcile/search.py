@@ -598,9 +598,9 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> pa.Table:
     (telco, source_row) order, as :func:`searched_rows` gives them; written once to
     ``paths.searched`` (atomically: concurrent writers write the same rows)."""
     plan = shard_plan(paths)
-    parts = [pq.read_table(paths.matched_shard(telco, k), columns=list(SEARCHED_COLUMNS),
+    parts = [pq.read_table(paths.matched_shard(k), columns=list(SEARCHED_COLUMNS),
                            filters=_unlinked())
-             for telco in plan["telcos"] for k in range(plan["shards"])]
+             for k in range(plan["shards"])]
     schema = NORMALISED_SCHEMA
     rows = pa.concat_tables([p.cast(pa.schema([schema.field(c) for c in SEARCHED_COLUMNS]))
                              for p in parts]) if parts else \
@@ -659,9 +659,16 @@ def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: in
             "rows_with_candidates": part.num_rows, "citizens": citizens}
 
 
+def _row_keys(table: pa.Table) -> pa.Array:
+    """(telco, source_row) as one string per row."""
+    return pc.binary_join_element_wise(
+        table["telco"], pc.cast(table["source_row"], pa.string()), "\x1f")
+
+
 def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
     """Fold every registry shard's part into the searched rows' final columns and write
-    the re-matched rows, per telco in ``source_row`` order (``paths.candidates``)."""
+    the re-matched rows back per subscription shard, in (telco, source_row) order
+    (``paths.candidates``: the matched schema, only the searched rows)."""
     plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
     searched = _searched(config, paths)
     missing = [k for k in range(snapshot.shards) if not paths.search_part(k).exists()]
@@ -671,21 +678,19 @@ def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
     found = choose(searched, (pq.read_table(paths.search_part(k))
                               for k in range(snapshot.shards)),
                    load_model(config.matching), config.matching)
-    telco = searched["telco"]
+    keys = _row_keys(searched)
     with_candidate = 0
-    for name in plan["telcos"]:
-        mine = np.flatnonzero(as_bool_mask(pc.equal(telco, name)))
-        parts = [pq.read_table(paths.matched_shard(name, k), filters=_unlinked())
-                 for k in range(plan["shards"])]
-        schema = pq.read_schema(paths.matched_shard(name, 0))
-        rows = pa.concat_tables([p.cast(schema) for p in parts]).sort_by("source_row")
-        if not rows["source_row"].equals(searched["source_row"].take(pa.array(mine))):
-            raise RuntimeError(f"{name}: the searched rows changed under the search "
+    for k in range(plan["shards"]):
+        rows = pq.read_table(paths.matched_shard(k), filters=_unlinked())
+        rows = rows.sort_by([("telco", "ascending"), ("source_row", "ascending")])
+        at = pc.index_in(_row_keys(rows), value_set=keys)
+        if at.null_count:
+            raise RuntimeError(f"shard {k}: the searched rows changed under the search "
                                "(rerun the whole date)")
-        mine_found = found.take(pa.array(mine))
-        if config.matching.candidate_search:
-            rows = apply_search(rows, np.arange(rows.num_rows), mine_found)
-        write_parquet(rows, paths.candidates(name))
+        if config.matching.candidate_search and rows.num_rows:
+            rows = apply_search(rows, np.arange(rows.num_rows),
+                                found.take(pc.cast(at, pa.int64())))
+        write_parquet(rows, paths.candidates(k))
         with_candidate += int(pc.sum(pc.greater(rows["candidate_count"], 0)).as_py() or 0) \
             if rows.num_rows else 0
     counts = {"searched": searched.num_rows, "with_candidate": with_candidate,

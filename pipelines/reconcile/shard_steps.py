@@ -15,22 +15,23 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from matching import flags as rules
+from matching.columns import as_bool_mask
 from pipelines.config import MatchingSettings, RunConfig
 from pipelines.intake.normalise import NORMALISED_SCHEMA
-from pipelines.reconcile import flag, match, search
+from pipelines.reconcile import match, search
 from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
 from pipelines.reconcile.sharding import (
     concat,
-    read_tables,
     route_subscriptions,
     split_by_shard,
+    stable_hash,
 )
 from pipelines.registry.snapshot import LEGACY_INDEX, SHARD_SCHEMA, shard_file
 from pipelines.storage.files import AtomicParquetWriter, read_json, write_json, write_parquet
@@ -87,43 +88,42 @@ def _no_search(settings: MatchingSettings) -> MatchingSettings:
     return settings.model_copy(update={"candidate_search": False})
 
 
-def match_shard(config: RunConfig, paths: RunPaths, shard: int) -> dict:
-    """Link one shard's subscriptions to the same shard of the registry (the candidate
-    search for rows whose document leads nowhere is ``search_candidates``)."""
+# Rows per row group of the per-shard files: small enough that a reader's filter (one
+# telco, a range of rows, one number) skips most of a shard.
+ROW_GROUP_ROWS = 65_536
 
+
+def match_shard(config: RunConfig, paths: RunPaths, shard: int) -> dict:
+    """Link one shard's subscriptions (every telco) to the same shard of the registry
+    (the candidate search for rows whose document leads nowhere comes after); written
+    as one file sorted by (telco, source_row)."""
     plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
     if not 0 <= shard < plan["shards"]:
         raise ValueError(f"shard {shard} is not one of the run's {plan['shards']} shards")
     registry = pq.read_table(snapshot.verify(shard_file(shard)))
     parts = [pq.read_table(paths.subscription_shard(t, shard)) for t in plan["telcos"]]
-    if not parts:
-        return {"shard": shard, "subscriptions": 0, "citizens": registry.num_rows}
-    subscriptions = concat(parts, parts[0].schema)
+    subscriptions = concat(parts, parts[0].schema if parts else NORMALISED_SCHEMA)
     matched = match.match(subscriptions, registry, _no_search(config.matching),
                           statistics=snapshot.statistics)
-    offset = 0
-    for telco, part in zip(plan["telcos"], parts, strict=True):
-        write_parquet(matched.slice(offset, part.num_rows), paths.matched_shard(telco, shard))
-        offset += part.num_rows
+    write_parquet(matched, paths.matched_shard(shard), ROW_GROUP_ROWS)
     linked = matched.num_rows - matched["matched_citizen_id"].null_count
     return {"shard": shard, "subscriptions": matched.num_rows, "linked": linked,
             "citizens": registry.num_rows}
 
 
-def _matched_parts(paths: RunPaths, plan: dict, telco: str,
-                   columns: Sequence[str] | None = None) -> list[pa.Table]:
-    return read_tables((paths.matched_shard(telco, k) for k in range(plan["shards"])), columns)
+# Rows whose document leads to no citizen (passports excepted): the candidate search's.
+UNLINKED = pc.field("matched_citizen_id").is_null() & (
+    pc.field("id_type").is_null() | (pc.field("id_type") != "PASSPORT"))
 
 
 def search_candidates(config: RunConfig, paths: RunPaths) -> dict:
     """The candidate search in this process: the rows whose document leads to no citizen
     (passports excepted), from every shard, searched one registry shard at a time
     (``search.search_registry_shard``), then the best candidates chosen over all of them
-    (``search.choose_candidates``), written per telco in ``source_row`` order. Peak
-    memory: one registry shard plus the searched rows."""
-
+    and written back per subscription shard (``search.choose_candidates``). Peak memory:
+    one registry shard plus the searched rows."""
     plan = shard_plan(paths)
-    if not plan["telcos"] or not plan["shards"]:
+    if not plan["shards"]:
         return {"searched": 0, "with_candidate": 0}
     search.collect_searched(config, paths)
     for registry_shard in range(snapshot_of_run(paths).shards):
@@ -131,47 +131,137 @@ def search_candidates(config: RunConfig, paths: RunPaths) -> dict:
     return search.choose_candidates(config, paths)
 
 
+# --- Rules that span shards: DUPLICATE_MSISDN and BULK_ACTIVATION --------------------------
+# Their groups (a number; a point of sale on a day) cross shards and telcos. Each rule's
+# rows are cut into buckets by a hash of the group's key, so every group lies whole in
+# one bucket: a bucket at a time (every shard's rows of it) gives exactly the masks the
+# whole run would, with memory set by a bucket, not by the run. EXCESS_SUBSCRIPTIONS
+# needs none of this: every subscription of a holder is in the holder's shard.
+_DUPLICATE_KEYS = ("msisdn",)
+_BULK_KEYS = ("telco", "point_of_sale", "activation_date", "id_number")
+
+
+def spanning_buckets(total_rows: int, rows_per_bucket: int = 4_000_000) -> int:
+    return max(1, -(-total_rows // rows_per_bucket))
+
+
 def spanning_flags(config: RunConfig, paths: RunPaths) -> dict:
-    """EXCESS_SUBSCRIPTIONS, BULK_ACTIVATION and DUPLICATE_MSISDN over a few columns of
-    every subscription of the run (every telco, every shard)."""
+    """DUPLICATE_MSISDN and BULK_ACTIVATION of every subscription of the run, a bucket
+    of keys at a time (see above); per shard, a file of the two masks in the matched
+    order, and the points of sale with the most bulk activations (exact: a point of sale
+    lies whole in one bucket)."""
     plan = shard_plan(paths)
-    parts = [p for t in plan["telcos"]
-             for p in _matched_parts(paths, plan, t, flag.SPANNING_COLUMNS)]
-    if not parts:
-        return {"subscriptions": 0}
-    rows = concat(parts, parts[0].schema)
-    masks = flag.spanning_masks(rows, config.flags)
-    out = rows.select(["telco", "source_row"])
-    for name in flag.SPANNING_FLAGS:
-        out = out.append_column(name, pa.array(masks[name], pa.bool_()))
-    for telco in plan["telcos"]:
-        write_parquet(out.filter(pc.equal(out["telco"], telco)).sort_by("source_row"),
-                      paths.spanning_flags(telco))
-    return {"subscriptions": rows.num_rows,
-            **{name.lower(): int(masks[name].sum()) for name in flag.SPANNING_FLAGS}}
+    settings = config.flags
+    columns = ["telco", "source_row", "msisdn", "line_status", "point_of_sale",
+               "activation_date", "id_number"]
+    sizes = [pq.ParquetFile(paths.matched_shard(k)).metadata.num_rows
+             for k in range(plan["shards"])]
+    buckets = spanning_buckets(sum(sizes))
+    staging = paths.work / "spanning" / "buckets"
+    shutil.rmtree(staging, ignore_errors=True)
+    writers: dict[tuple[str, int], AtomicParquetWriter] = {}
+
+    def put(rule: str, bucket_of: np.ndarray, table: pa.Table) -> None:
+        for b, part in enumerate(split_by_shard(table, bucket_of, buckets)):
+            if part.num_rows:
+                key = (rule, b)
+                if key not in writers:
+                    writers[key] = AtomicParquetWriter(staging / rule / f"{b:04d}.parquet")
+                writers[key].write(part)
+
+    try:
+        for k in range(plan["shards"]):
+            rows = pq.read_table(paths.matched_shard(k), columns=columns)
+            position = pa.array(np.arange(rows.num_rows, dtype=np.int32))
+            shard = pa.array(np.full(rows.num_rows, k, dtype=np.int16))
+            counted = as_bool_mask(pc.is_valid(rows["msisdn"])) & ~as_bool_mask(pc.is_in(
+                rows["line_status"], value_set=pa.array(settings.duplicate_ignores_statuses,
+                                                         pa.string())))
+            numbers = rows.filter(pa.array(counted))
+            put("duplicate", (stable_hash(numbers["msisdn"]) % np.uint64(buckets))
+                .astype(np.int32),
+                pa.table({"shard": shard.filter(pa.array(counted)),
+                          "position": position.filter(pa.array(counted)),
+                          "msisdn": numbers["msisdn"]}))
+            sold = as_bool_mask(pc.and_(pc.is_valid(rows["point_of_sale"]),
+                                        pc.is_valid(rows["activation_date"])))
+            sales = rows.filter(pa.array(sold))
+            put("bulk", (stable_hash(sales["point_of_sale"]) % np.uint64(buckets))
+                .astype(np.int32),
+                pa.table({"shard": shard.filter(pa.array(sold)),
+                          "position": position.filter(pa.array(sold)),
+                          **{c: sales[c] for c in _BULK_KEYS}}))
+        for writer in writers.values():
+            writer.close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+
+    masks = {name: [np.zeros(n, dtype=bool) for n in sizes]
+             for name in ("DUPLICATE_MSISDN", "BULK_ACTIVATION")}
+    for b in range(buckets):
+        path = staging / "duplicate" / f"{b:04d}.parquet"
+        if path.exists():
+            part = pq.read_table(path)
+            hit = rules.duplicate_msisdn(part["msisdn"], np.ones(part.num_rows, dtype=bool))
+            _scatter(masks["DUPLICATE_MSISDN"], part, hit)
+        path = staging / "bulk" / f"{b:04d}.parquet"
+        if path.exists():
+            part = pq.read_table(path)
+            hit = rules.bulk_activation(
+                part["point_of_sale"], part["activation_date"],
+                pc.coalesce(part["id_number"], pa.scalar("", pa.string())),
+                min_activations=settings.bulk_min_activations,
+                max_distinct_documents=settings.bulk_max_distinct_ids)
+            _scatter(masks["BULK_ACTIVATION"], part, hit)
+    shutil.rmtree(staging, ignore_errors=True)
+    for k in range(plan["shards"]):
+        write_parquet(pa.table({name: pa.array(masks[name][k]) for name in masks}),
+                      paths.spanning_flags(k))
+    return {"subscriptions": sum(sizes), "buckets": buckets,
+            **{name.lower(): int(sum(m.sum() for m in masks[name])) for name in masks}}
 
 
-def gathered(paths: RunPaths, plan: dict, telco: str) -> tuple[pa.Table, dict[str, np.ndarray]]:
-    """One telco's matched rows in ``source_row`` order (rows searched for candidates
-    taken from ``search_candidates``) and their spanning-rule masks."""
-    parts = _matched_parts(paths, plan, telco)
-    table = concat(parts, parts[0].schema)
-    found = pq.read_table(paths.candidates(telco))
+def _scatter(masks: list[np.ndarray], part: pa.Table, hit: np.ndarray) -> None:
+    shard = np.asarray(part["shard"].to_numpy(), dtype=np.int64)
+    position = np.asarray(part["position"].to_numpy(), dtype=np.int64)
+    for k in np.unique(shard[hit]):
+        chosen = hit & (shard == k)
+        masks[int(k)][position[chosen]] = True
+
+
+def flag_inputs(paths: RunPaths, shard: int) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """Shard ``shard``'s matched rows in (telco, source_row) order, the rows searched for
+    candidates taken from ``search_candidates``, and the masks of the rules spanning
+    shards for those rows."""
+    table = pq.read_table(paths.matched_shard(shard))
+    found = pq.read_table(paths.candidates(shard))
     if found.num_rows:
-        replaced = pc.is_in(table["source_row"], value_set=found["source_row"])
-        table = concat([table.filter(pc.invert(replaced)), found], table.schema)
-    table = table.sort_by("source_row")
-    spanning = pq.read_table(paths.spanning_flags(telco))
-    if not spanning["source_row"].equals(table["source_row"]):
-        raise RuntimeError(f"{telco}: spanning flags do not cover the matched rows "
+        position = pc.index_in(_row_keys(found), value_set=_row_keys(table))
+        if position.null_count:
+            raise RuntimeError(f"shard {shard}: candidates for rows not in the shard "
+                               "(rerun the whole date)")
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[np.asarray(position.to_numpy(), dtype=np.int64)] = False
+        table = concat([table.filter(pa.array(keep)), found], table.schema) \
+            .sort_by([("telco", "ascending"), ("source_row", "ascending")])
+    spanning = pq.read_table(paths.spanning_flags(shard))
+    if spanning.num_rows != table.num_rows:
+        raise RuntimeError(f"shard {shard}: spanning flags do not cover the matched rows "
                            "(rerun the whole date)")
-    masks = {name: np.asarray(spanning[name].to_numpy(), dtype=bool)
-             for name in flag.SPANNING_FLAGS}
+    masks = {name: np.asarray(spanning[name].to_numpy(zero_copy_only=False), dtype=bool)
+             for name in spanning.column_names}
     return table, masks
+
+
+def _row_keys(table: pa.Table) -> pa.Array:
+    """(telco, source_row) as one string per row, to find rows of one table in another."""
+    return pc.binary_join_element_wise(
+        table["telco"], pc.cast(table["source_row"], pa.string()), "\x1f")
 
 
 def empty_matched(settings: MatchingSettings) -> pa.Table:
     """A matched table without rows (a run in which no telco could be processed)."""
-
     return match.match(NORMALISED_SCHEMA.empty_table(), SHARD_SCHEMA.empty_table(),
                        _no_search(settings))

@@ -46,11 +46,19 @@ from matching.model import (
     typo_frequencies,
 )
 from pipelines.errors import RegistryError
-from pipelines.quality import gates
+from pipelines.quality import facts, gates
 from pipelines.reconcile.sharding import HASH_NAME, shard_of, split_by_shard
 from pipelines.registry.source import load_registry
 from pipelines.storage import objectstore
-from pipelines.storage.files import publish_dir, read_json, sha256_of, write_json, write_parquet
+from pipelines.storage.files import (
+    digest_sidecar,
+    file_digest,
+    publish_dir,
+    read_json,
+    sha256_of,
+    write_json,
+    write_parquet,
+)
 
 log = logging.getLogger("simrecon.registry")
 
@@ -103,6 +111,10 @@ class RegistryGateFailed(RegistryError):
     def __init__(self, message: str, result: dict) -> None:
         super().__init__(message)
         self.result = result
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        """Picklable with its result, so it crosses from a worker process intact."""
+        return type(self), (str(self), self.result)
 
 
 def snapshot_id(source_sha256: str, shards: int) -> str:
@@ -238,9 +250,11 @@ def _legacy_index(table: pa.Table, shard: np.ndarray) -> pa.Table:
 
 
 def _file_entry(root: Path, relative: str, rows: int) -> dict:
+    """A file's manifest entry, from the digest taken while it was written."""
     path = root / relative
-    return {"path": relative, "rows": rows, "bytes": path.stat().st_size,
-            "sha256": sha256_of(path)}
+    digest = file_digest(path)
+    digest_sidecar(path).unlink(missing_ok=True)
+    return {"path": relative, "rows": rows, "bytes": digest.bytes, "sha256": digest.sha256}
 
 
 def stage(source: Path | objectstore.RemoteFile, registry_dir: Path, shards: int,
@@ -286,12 +300,19 @@ def gate(staging: Path, as_of: date, example_rows: int) -> dict:
     from expectations.registry import registry_suite
 
     draft = read_json(staging / "draft.json")
-    parts = [pq.read_table(staging / f["path"], columns=GATE_COLUMNS)
-             for f in draft["files"] if f["path"] != LEGACY_INDEX]  # type: ignore[index]
-    table = pa.concat_tables(parts) if parts else pa.schema(
-        [SHARD_SCHEMA.field(c) for c in GATE_COLUMNS]).empty_table()
-    suite = gates.run_suite(registry_suite(run_date=as_of), gates.to_frame(table, GATE_COLUMNS),
-                            max_examples=example_rows, key_columns=())
+    shards = [f["path"] for f in draft["files"]  # type: ignore[index]
+              if f["path"] != LEGACY_INDEX]
+
+    def parts():  # type: ignore[no-untyped-def]
+        for name in shards:
+            citizens = pq.read_table(staging / name, columns=GATE_COLUMNS)
+            yield facts.registry_facts(citizens, as_of=as_of), citizens
+
+    outcome = gates.validate_parts(registry_suite(), parts(), max_examples=example_rows,
+                                   key_columns=())
+    suite = outcome.summary() if outcome is not None else gates.run_suite(
+        registry_suite(), gates.to_frame(facts.registry_facts(
+            SHARD_SCHEMA.empty_table().select(GATE_COLUMNS), as_of=as_of)), key_columns=())
     result = gates.gate_result("registry", "registry", [suite])
     result["as_of"] = as_of.isoformat()
     write_json(result, staging / GATE)

@@ -14,10 +14,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.config import ConfigError, load_config
-from pipelines.intake.quarantine import empty_quarantine
-from pipelines.reporting.report import from_config, render_html, reveal_ids_for
+from pipelines.config import ConfigError, RunConfig, load_config
+from pipelines.reporting import aggregates
+from pipelines.reporting.report import (
+    Report,
+    build_from,
+    fetch_flagged,
+    previous_summaries,
+    render_html,
+    reveal_ids_for,
+    settings_of,
+)
 from pipelines.reporting.workbook import write_workbook
+from pipelines.results.dataset import ResultsNotFoundError, RunResults
 from pipelines.storage.files import write_text
 
 
@@ -41,16 +50,45 @@ def render_copy(config_path: str | Path, run_date: str, out: str | Path,
         raise ConfigError(f"{out}: write the copy outside the runs folder {runs} (it is "
                           "published and copied as a whole)")
     run = runs / run_date
-    if not (run / "summary.json").is_file() or not (run / "results.parquet").is_file():
-        raise ConfigError(f"{run}: no published run (summary.json, results.parquet)")
+    try:
+        results = RunResults(run)
+    except ResultsNotFoundError as exc:
+        raise ConfigError(f"{run}: no published run ({exc})") from exc
+    if not (run / "summary.json").is_file():
+        raise ConfigError(f"{run}: no published run (summary.json)")
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-    results = pq.read_table(run / "results.parquet")
-    parts = [pq.read_table(p) for p in sorted((run / "quarantine").glob("*.parquet"))]
-    quarantine = pa.concat_tables(parts) if parts else empty_quarantine()
-    content = from_config(config, summary, results, quarantine, runs, role=role)
+    content = _content(config, summary, results, runs, role)
     html_path = write_text(render_html(content), out)
     xlsx_path = write_workbook(content, out.with_suffix(".xlsx"))
     logging.getLogger("simrecon.report").info(
         "report of run %s rendered for role %s (ID numbers %s): %s", run_date, role or "-",
         "in full" if content.reveal_ids else "masked", out)
     return html_path, xlsx_path
+
+
+def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
+             role: str | None) -> Report:
+    """The report of a published run, recomputed from its results a shard at a time
+    (the run's working aggregates are gone once it is published)."""
+    settings = settings_of(config)
+    partials, keys = [], []
+    for shard, path in enumerate(results.files):
+        part = pq.read_table(path)
+        partials.append(aggregates.of_results(part, top=settings["top"],
+                                              provinces_file=settings["provinces_file"]))
+        found = aggregates.flagged_keys(part)
+        keys.append(found.append_column("shard", pa.array([shard] * found.num_rows,
+                                                          pa.int32())))
+    merged = aggregates.merge(partials, top=settings["top"])
+    flagged, total = fetch_flagged(results, pa.concat_tables(keys),
+                                   max(settings["flagged_rows"],
+                                       settings["workbook_flagged_rows"]))
+    reasons: dict[str, int] = {}
+    for path in sorted((results.run_dir / "quarantine").glob("*.parquet")):
+        for reason, n in aggregates.value_counts(
+                pq.read_table(path, columns=["reason"])["reason"]).items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    return build_from(summary, merged, flagged, total, dict(sorted(reasons.items())),
+                      previous=previous_summaries(runs, summary["run_date"],
+                                                  settings["trend_runs"] - 1),
+                      **{**settings, "role": role})

@@ -17,9 +17,11 @@ ID numbers are masked (``079*****1234``). Only a role listed in
 (``simrecon report render --role``), outside the run folder; the published
 report is always masked.
 
-Every aggregate is computed with Arrow compute / NumPy over the whole results
-table; Python loops run only over aggregates and over the bounded table rows,
-so the report's size and cost stay bounded for a run of millions of rows.
+Every figure comes from per-shard partial aggregates merged
+(``pipelines.reporting.aggregates``), and the flagged table from a bounded sample
+read back from its shards: no step holds the run's results, and Python loops run
+only over aggregates and the bounded table rows, so the report's size and cost
+stay bounded for a run of any size.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import jinja2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from markupsafe import Markup
 
 from matching.compare import DOB_LEVEL_LABELS, GENDER_LEVEL_LABELS, DobLevel, GenderLevel
@@ -44,16 +47,14 @@ from matching.flags import FLAGS
 from matching.ids import mask_id
 from matching.names import NAME_LEVEL_LABELS, NameLevel
 from pipelines.delivery.reasons import reason_descriptions
-from pipelines.reporting import charts, provinces
+from pipelines.reporting import aggregates, charts, provinces
+from pipelines.results.dataset import RunResults
 from pipelines.schema import STATUSES
 
 if TYPE_CHECKING:
     from pipelines.config import RunConfig
 
 NOT_COMPARED = "not compared"
-NO_CCCD = "no CCCD"
-SCORE_BIN_BITS = 2
-SCORE_RANGE = (-40, 50)  # bits; weights beyond fall in the end bins
 
 
 class RoleNotAllowedError(PermissionError):
@@ -76,53 +77,51 @@ def reveal_ids_for(role: str | None, unmasked_roles: list[str]) -> bool:
 # --- counts -----------------------------------------------------------------------------
 
 
-def _counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
-    if len(column) == 0:
-        return {}
-    counted = pc.value_counts(column)
-    return {str(v): int(c) for v, c in zip(counted.field("values").to_pylist(),
-                                            counted.field("counts").to_pylist(), strict=True)}
+def quarantine_counts(quarantine: pa.Table) -> dict[str, dict[str, int]]:
+    """Quarantined rows per telco and reason."""
+    out: dict[str, dict[str, int]] = {}
+    if quarantine.num_rows:
+        grouped = quarantine.select(["telco", "reason"]).group_by(["telco", "reason"]) \
+            .aggregate([([], "count_all")])
+        for t, r, n in zip(*(grouped[c].to_pylist() for c in ("telco", "reason", "count_all")),
+                           strict=True):
+            out.setdefault(t, {})[r] = int(n)
+    return out
 
 
-def _flags_array(results: pa.Table) -> pa.ListArray:
-    flags = results["flags"].combine_chunks()
-    if isinstance(flags, pa.ChunkedArray):  # no chunk to combine (empty table)
-        flags = pa.array([], results.schema.field("flags").type)
-    return flags
+def summarise(counts: aggregates.Aggregates, quarantined: dict[str, dict[str, int]],
+              telco_stats: dict[str, dict], failed: dict[str, str], run_date: str) -> dict:
+    """Counts by telco x status and telco x flag, quarantine reasons, conservation.
 
-
-def summarise(results: pa.Table, quarantine: pa.Table, telco_stats: dict[str, dict],
-              failed: dict[str, str], run_date: str) -> dict:
-    """Counts by telco x status and telco x flag, quarantine reasons, conservation."""
+    ``quarantined``: rows per telco and reason (``quarantine_counts``)."""
     by_telco: dict[str, dict] = {}
     for telco in sorted(set(telco_stats) | set(failed)):
         if telco in failed:
             by_telco[telco] = {"failed": failed[telco]}
             continue
-        rows = results.filter(pc.equal(results["telco"], telco))
-        statuses = _counts(rows["status"])
-        flags = _counts(pc.list_flatten(rows["flags"]))
-        q = quarantine.filter(pc.equal(quarantine["telco"], telco))
+        mine = counts.telcos.get(telco, {})
+        reasons = quarantined.get(telco, {})
         by_telco[telco] = {
-            "subscriptions": rows.num_rows,
-            "by_status": {s: statuses.get(s, 0) for s in STATUSES},
-            "by_flag": {f: flags.get(f, 0) for f in FLAGS},
-            "flagged": int(pc.sum(pc.greater(pc.list_value_length(rows["flags"]), 0)).as_py()
-                           or 0),
-            "quarantined": q.num_rows,
-            "quarantine_reasons": _counts(q["reason"]),
+            "subscriptions": mine.get("subscriptions", 0),
+            "by_status": {s: mine.get("by_status", {}).get(s, 0) for s in STATUSES},
+            "by_flag": {f: mine.get("by_flag", {}).get(f, 0) for f in FLAGS},
+            "flagged": mine.get("flagged", 0),
+            "quarantined": sum(reasons.values()),
+            "quarantine_reasons": dict(sorted(reasons.items())),
             **telco_stats[telco],
         }
-    statuses = _counts(results["status"])
-    flags_all = _counts(pc.list_flatten(results["flags"]))
+    listed = [by_telco[t] for t in sorted(counts.telcos) if t in by_telco]
     return {
         "run_date": run_date,
-        "subscriptions": results.num_rows,
-        "quarantined": quarantine.num_rows,
-        "by_status": {s: statuses.get(s, 0) for s in STATUSES},
-        "by_flag": {f: flags_all.get(f, 0) for f in FLAGS},
+        "subscriptions": counts.rows,
+        "quarantined": sum(sum(r.values()) for r in quarantined.values()),
+        "by_status": {s: sum(c["by_status"].get(s, 0) for c in counts.telcos.values())
+                      for s in STATUSES},
+        "by_flag": {f: sum(c["by_flag"].get(f, 0) for c in counts.telcos.values())
+                    for f in FLAGS},
         "telcos": by_telco,
         "failed_telcos": failed,
+        "flagged": sum(t.get("flagged", 0) for t in listed),
     }
 
 
@@ -207,43 +206,59 @@ def _trend_charts(rows: list[dict]) -> dict:
 
 
 def select_flagged(results: pa.Table, limit: int) -> tuple[pa.Table, int]:
-    """At most ``limit`` flagged rows, and how many rows are flagged in all.
+    """At most ``limit`` flagged rows of ``results``, and how many rows are flagged in all
+    (see :func:`select_flagged_keys`); in (telco, source_row) order."""
+    bits = aggregates.flag_bits(aggregates.flags_array(results))
+    flagged = results.filter(pa.array(bits != 0))
+    keys = pa.table({"telco": flagged["telco"], "source_row": flagged["source_row"],
+                     "flags": pa.array(bits[bits != 0], pa.int32())})
+    chosen, total = select_flagged_keys(keys, limit)
+    picked = pc.index_in(_row_keys(chosen), value_set=_row_keys(flagged))
+    return flagged.take(picked), total
+
+
+def select_flagged_keys(keys: pa.Table, limit: int) -> tuple[pa.Table, int]:
+    """At most ``limit`` of the flagged rows ``keys`` (telco, source_row, flags as bits:
+    ``aggregates.flagged_keys``), and how many there are.
 
     The rows are taken round-robin over the (telco, flag) groups in source order:
     the first row of every group, then the second, and so on, so that a rare flag
     or a small telco is shown even when one flag has a million rows. The selection
     is returned in (telco, source_row) order. Vectorised: one sort over the flags.
     """
-    flags = _flags_array(results)
-    flagged_mask = pc.greater(pc.list_value_length(flags), 0)
-    flagged = results.filter(flagged_mask)
-    total = flagged.num_rows
+    total = keys.num_rows
+    ordered = keys.take(pc.sort_indices(keys, [("telco", "ascending"),
+                                               ("source_row", "ascending")]))
     if total == 0 or limit <= 0:
-        return flagged.slice(0, 0), total
+        return ordered.slice(0, 0), total
     if total <= limit:
-        return _in_source_order(flagged), total
-    row_flags = _flags_array(flagged)
-    parents = pc.list_parent_indices(row_flags).to_numpy()
-    flag_code = pc.dictionary_encode(pc.list_flatten(row_flags))
-    telco_code = pc.dictionary_encode(flagged["telco"]).combine_chunks().indices
-    group = (telco_code.to_numpy(zero_copy_only=False).astype(np.int64)[parents]
-             * len(flag_code.dictionary)
-             + flag_code.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+        return ordered, total
+    bits = np.asarray(ordered["flags"].to_numpy(), dtype=np.int64)
+    matrix = ((bits[:, None] >> np.arange(len(FLAGS))) & 1).astype(bool)
+    parents, flag_code = np.nonzero(matrix)  # row-major: rows in order, flags in order
+    telco_code = np.asarray(pc.dictionary_encode(ordered["telco"]).combine_chunks().indices
+                            .to_numpy(zero_copy_only=False), dtype=np.int64)
+    group = telco_code[parents] * len(FLAGS) + flag_code
     order = np.lexsort((parents, group))
-    ordered = group[order]
-    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    sorted_groups = group[order]
+    starts = np.r_[True, sorted_groups[1:] != sorted_groups[:-1]]
     position = np.arange(len(order))
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = position - np.maximum.accumulate(np.where(starts, position, 0))
     row_rank = np.full(total, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(row_rank, parents, rank)
     picked = np.lexsort((np.arange(total), row_rank))[:limit]
-    return _in_source_order(flagged.take(pa.array(np.sort(picked)))), total
+    return ordered.take(pa.array(np.sort(picked))), total
 
 
 def _in_source_order(table: pa.Table) -> pa.Table:
     return table.take(pc.sort_indices(table, [("telco", "ascending"),
                                               ("source_row", "ascending")]))
+
+
+def _row_keys(table: pa.Table) -> pa.Array:
+    return pc.binary_join_element_wise(table["telco"], pc.cast(table["source_row"], pa.string()),
+                                       "\x1f")
 
 
 def _label_lookup(enum_labels: dict) -> pa.Array:
@@ -276,7 +291,7 @@ FLAGGED_SHEET_COLUMNS = (
 def flagged_sheet(rows: pa.Table, reveal: bool) -> pa.Table:
     """The flagged rows with their explanation as columns (vectorised)."""
     linked = pc.is_valid(rows["matched_citizen_id"])
-    flags = _flags_array(rows)
+    flags = aggregates.flags_array(rows)
     descriptions = reason_descriptions()
     codes = list(descriptions)
     flat = pc.list_flatten(flags)
@@ -435,50 +450,37 @@ def _bits(probability: float) -> float:
     return math.log2(probability / (1.0 - probability))
 
 
-def score_distribution(results: pa.Table, verify_above: float, mismatch_below: float) -> dict:
+def score_distribution(counts_of: aggregates.Aggregates, verify_above: float,
+                       mismatch_below: float) -> dict:
     """Histogram of match weights (bits) by status, band thresholds, and status × band."""
-    lo, hi = SCORE_RANGE
-    n_bins = (hi - lo) // SCORE_BIN_BITS + 2  # + one bin below lo and one at/above hi
-    weights = results["match_weight"].to_numpy() if results.num_rows else np.zeros(0)
-    weights = np.asarray(weights, dtype=float)
-    status = pc.fill_null(pc.index_in(results["status"], value_set=pa.array(STATUSES)),
-                          len(STATUSES)).to_numpy() if results.num_rows else np.zeros(0, int)
-    scored = ~np.isnan(weights)
-    bins = np.clip(np.floor((weights[scored] - lo) / SCORE_BIN_BITS).astype(np.int64) + 1,
-                   0, n_bins - 1)
-    counts = np.bincount(status[scored].astype(np.int64) * n_bins + bins,
-                         minlength=(len(STATUSES) + 1) * n_bins).reshape(-1, n_bins)
+    lo, hi = aggregates.SCORE_RANGE
+    bin_bits, n_bins = aggregates.SCORE_BIN_BITS, aggregates.SCORE_BINS
+    counts = counts_of.score_counts
     used = np.flatnonzero(counts.sum(axis=0))
     first, last = (int(used[0]), int(used[-1])) if len(used) else (0, -1)
     labels = []
     for b in range(first, last + 1):
         labels.append(f"<{lo}" if b == 0 else f"≥{hi}" if b == n_bins - 1
-                      else f"{lo + (b - 1) * SCORE_BIN_BITS}")
+                      else f"{lo + (b - 1) * bin_bits}")
     stacks = {s: [int(v) for v in counts[i, first:last + 1]] for i, s in enumerate(STATUSES)}
 
     def position(bits: float) -> float:
-        return (bits - lo) / SCORE_BIN_BITS + 1 - first
+        return (bits - lo) / bin_bits + 1 - first
 
     markers = [(position(_bits(mismatch_below)), f"mismatch below {mismatch_below:g}"),
                (position(_bits(verify_above)), f"verified from {verify_above:g}")]
-    by_band = {}
-    if results.num_rows:
-        grouped = pa.table({"status": results["status"],
-                            "band": pc.fill_null(results["match_band"], "no score")}
-                           ).group_by(["status", "band"]).aggregate([([], "count_all")])
-        for s, b, n in zip(*(grouped[c].to_pylist() for c in ("status", "band", "count_all")),
-                           strict=True):
-            by_band[(s, b)] = n
-    bands = ["VERIFY", "REVIEW", "MISMATCH", "no score"]
-    table = [{"status": s, **{b: by_band.get((s, b), 0) for b in bands}} for s in STATUSES]
+    bands = list(aggregates.BANDS)
+    table = [{"status": s, **{b: counts_of.bands.get(f"{s}|{b}", 0) for b in bands}}
+             for s in STATUSES]
+    unscored = counts_of.unscored
     chart = charts.stacked_histogram(
         "chart-scores", "Match-score distribution (bits), by status", labels, stacks,
         markers=markers, colours=charts.STATUS_COLOURS,
-        desc=f"Number of subscriptions per {SCORE_BIN_BITS}-bit bin of the match weight "
-             f"(log2 odds), stacked by status; {int((~scored).sum()):,} subscription(s) "
+        desc=f"Number of subscriptions per {bin_bits}-bit bin of the match weight "
+             f"(log2 odds), stacked by status; {unscored:,} subscription(s) "
              "have no score. Dashed lines: the band thresholds.")
     sheet = pa.table({"bin_from_bits": labels, **{s: stacks[s] for s in STATUSES}})
-    return {"chart": chart, "bands": bands, "table": table, "unscored": int((~scored).sum()),
+    return {"chart": chart, "bands": bands, "table": table, "unscored": unscored,
             "sheet": sheet,
             "thresholds": {"verify_bits": round(_bits(verify_above), 2),
                            "mismatch_bits": round(_bits(mismatch_below), 2)}}
@@ -487,39 +489,21 @@ def score_distribution(results: pa.Table, verify_above: float, mismatch_below: f
 # --- provinces --------------------------------------------------------------------------
 
 
-def province_breakdown(results: pa.Table, provinces_file: str | Path | None = None) -> dict:
+def province_breakdown(counts: dict[str, dict],
+                       provinces_file: str | Path | None = None) -> dict:
     """Subscriptions, flagged subscriptions and flags by the province of the ID's birth
-    registration (the linked citizen's CCCD, else a CCCD as sent), old code and 2025 unit."""
+    registration (``aggregates.province_counts``), old code and 2025 unit."""
     table = provinces.mapping(provinces_file or None)
-    sent_cccd = pc.if_else(pc.equal(results["id_type"], "CCCD"), results["id_number"],
-                           pa.scalar(None, pa.string()))
-    code = provinces.birth_province_code(pc.coalesce(results["holder_citizen_id"], sent_cccd))
-    _, _, known = provinces.locate(code, provinces_file or None)
-    key = pc.if_else(pc.is_null(code), pa.scalar(NO_CCCD),
-                     pc.fill_null(known, provinces.UNKNOWN))
-    flags = _flags_array(results)
-    has_flag = pc.cast(pc.greater(pc.list_value_length(flags), 0), pa.int64())
-    per_key = pa.table({"key": key, "flagged": has_flag}).group_by("key").aggregate(
-        [([], "count_all"), ("flagged", "sum")])
-    subs = dict(zip(per_key["key"].to_pylist(), per_key["count_all"].to_pylist(), strict=True))
-    flagged = dict(zip(per_key["key"].to_pylist(), per_key["flagged_sum"].to_pylist(),
-                       strict=True))
-    flat = pc.list_flatten(flags)
-    flag_keys = pc.take(key, pc.list_parent_indices(flags)) if len(flat) else pa.array(
-        [], pa.string())
-    per_flag = pa.table({"key": flag_keys, "flag": flat}).group_by(["key", "flag"]).aggregate(
-        [([], "count_all")])
-    flag_counts: dict[str, dict[str, int]] = {}
-    for k, f, n in zip(per_flag["key"].to_pylist(), per_flag["flag"].to_pylist(),
-                       per_flag["count_all"].to_pylist(), strict=True):
-        flag_counts.setdefault(k, {})[f] = n
+    subs = {k: v["subscriptions"] for k, v in counts.items()}
+    flagged = {k: v["flagged"] for k, v in counts.items()}
+    flag_counts = {k: v["flags"] for k, v in counts.items()}
 
     old_rows = []
     for c, name, unit in zip(table["old_code"].to_pylist(), table["old_name"].to_pylist(),
                              table["unit"].to_pylist(), strict=True):
         old_rows.append({"code": c, "name": name, "unit": unit, "subscriptions": subs.get(c, 0),
                          "flagged": flagged.get(c, 0), "flags": flag_counts.get(c, {})})
-    for other in (provinces.UNKNOWN, NO_CCCD):
+    for other in (provinces.UNKNOWN, aggregates.NO_CCCD):
         old_rows.append({"code": "", "name": other, "unit": other,
                          "subscriptions": subs.get(other, 0), "flagged": flagged.get(other, 0),
                          "flags": flag_counts.get(other, {})})
@@ -533,7 +517,7 @@ def province_breakdown(results: pa.Table, provinces_file: str | Path | None = No
         unit["flagged"] += row["flagged"]
         for f, n in row["flags"].items():
             unit["flags"][f] = unit["flags"].get(f, 0) + n
-    extra = (provinces.UNKNOWN, NO_CCCD)  # listed last, after the real units
+    extra = (provinces.UNKNOWN, aggregates.NO_CCCD)  # listed last, after the real units
     unit_rows = sorted(units.values(), key=lambda u: (u["unit"] in extra, -u["flagged"],
                                                       u["unit"]))
     for row in [*unit_rows, *old_rows]:
@@ -571,92 +555,10 @@ def province_breakdown(results: pa.Table, provinces_file: str | Path | None = No
 # --- top points of sale and holders -----------------------------------------------------
 
 
-def top_points_of_sale(results: pa.Table, top: int) -> pa.Table:
-    """Points of sale with the most ``BULK_ACTIVATION`` rows, with their dealer-days."""
-    flags = _flags_array(results)
-    bulk = pc.greater(pc.list_value_length(_only(flags, "BULK_ACTIVATION")), 0)
-    rows = results.filter(bulk)
-    columns = {"telco": pa.string(), "point_of_sale": pa.string(), "bulk_rows": pa.int64(),
-               "days": pa.int64(), "distinct_documents": pa.int64(),
-               "all_rows": pa.int64(), "bulk_pct": pa.float64(),
-               "first_activation": pa.date32(), "last_activation": pa.date32()}
-    if rows.num_rows == 0:
-        return pa.table({c: pa.array([], t) for c, t in columns.items()})
-    keys = ["telco", "point_of_sale"]
-    grouped = rows.group_by(keys).aggregate([
-        ([], "count_all"), ("activation_date", "count_distinct"),
-        ("id_number", "count_distinct"), ("activation_date", "min"),
-        ("activation_date", "max")])
-    everything = results.select(keys).group_by(keys).aggregate([([], "count_all")]) \
-        .rename_columns([*keys, "all_rows"])
-    grouped = grouped.join(everything, keys)
-    grouped = grouped.take(pc.sort_indices(grouped, [("count_all", "descending"),
-                                                     ("telco", "ascending"),
-                                                     ("point_of_sale", "ascending")])[:top])
-    return pa.table({
-        "telco": grouped["telco"], "point_of_sale": grouped["point_of_sale"],
-        "bulk_rows": grouped["count_all"], "days": grouped["activation_date_count_distinct"],
-        "distinct_documents": grouped["id_number_count_distinct"],
-        "all_rows": grouped["all_rows"],
-        "bulk_pct": pc.round(pc.multiply(pc.divide(pc.cast(grouped["count_all"], pa.float64()),
-                                                   grouped["all_rows"]), 100.0), 1),
-        "first_activation": grouped["activation_date_min"],
-        "last_activation": grouped["activation_date_max"],
-    })
-
-
-def _only(flags: pa.ListArray, flag: str) -> pa.ListArray:
-    """Per row, the list of its flags equal to ``flag`` (empty or one element)."""
-    flat = pc.list_flatten(flags)
-    keep = pc.equal(flat, flag)
-    parents = pc.list_parent_indices(flags)
-    counts = np.bincount(pc.filter(parents, keep).to_numpy(), minlength=len(flags))
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pc.filter(flat, keep))
-
-
-def top_holders(results: pa.Table, top: int, reveal: bool) -> pa.Table:
-    """Holders (linked citizen, else the document number as sent) with the most active
-    subscriptions across all telcos; ID numbers masked unless ``reveal``."""
-    documents = pc.if_else(pc.is_in(results["id_type"], value_set=pa.array(["CCCD", "CMND"])),
-                           results["id_number"], pa.scalar(None, pa.string()))
-    holder = pc.coalesce(results["holder_citizen_id"], documents)
-    kind = pc.if_else(pc.is_valid(results["holder_citizen_id"]), pa.scalar("citizen (CCCD)"),
-                      pc.binary_join_element_wise(pa.scalar("as sent: "),
-                                                  pc.fill_null(results["id_type"], ""), ""))
-    flags = _flags_array(results)
-    excess = pc.greater(pc.list_value_length(_only(flags, "EXCESS_SUBSCRIPTIONS")), 0)
-    base = pa.table({
-        "holder": holder, "kind": kind, "telco": results["telco"],
-        "active": pc.cast(pc.fill_null(pc.equal(results["line_status"], "ACTIVE"), False),
-                          pa.int64()),
-        "excess": pc.cast(excess, pa.int64())})
-    base = base.filter(pc.fill_null(pc.greater(pc.utf8_length(base["holder"]), 0), False))
-    names = ("holder", "kind", "subscriptions", "active", "telcos", "by_telco",
-             "excess_flagged")
-    if base.num_rows == 0:
-        return pa.table({n: pa.array([], pa.int64() if n in ("subscriptions", "active",
-                                                            "telcos", "excess_flagged")
-                                      else pa.string()) for n in names})
-    grouped = base.group_by("holder").aggregate([
-        ([], "count_all"), ("active", "sum"), ("telco", "count_distinct"), ("excess", "sum"),
-        ("kind", "min")])
-    grouped = grouped.take(pc.sort_indices(grouped, [("active_sum", "descending"),
-                                                     ("count_all", "descending"),
-                                                     ("holder", "ascending")])[:top])
-    chosen = base.filter(pc.is_in(base["holder"], value_set=grouped["holder"]))
-    per_telco = chosen.group_by(["holder", "telco"]).aggregate([([], "count_all")])
-    split: dict[str, list[tuple[str, int]]] = {}
-    for h, t, n in zip(per_telco["holder"].to_pylist(), per_telco["telco"].to_pylist(),
-                       per_telco["count_all"].to_pylist(), strict=True):
-        split.setdefault(h, []).append((t, n))
-    by_telco = [", ".join(f"{t} {n}" for t, n in sorted(split.get(h, [])))
-                for h in grouped["holder"].to_pylist()]
-    return pa.table({
-        "holder": _ids(grouped["holder"], reveal), "kind": grouped["kind_min"],
-        "subscriptions": grouped["count_all"], "active": grouped["active_sum"],
-        "telcos": grouped["telco_count_distinct"], "by_telco": by_telco,
-        "excess_flagged": grouped["excess_sum"]})
+def top_holders(candidates: pa.Table, reveal: bool) -> pa.Table:
+    """The holders with the most active subscriptions (``aggregates``), ID numbers
+    masked unless ``reveal``."""
+    return candidates.set_column(0, "holder", _ids(candidates["holder"], reveal))
 
 
 # --- rendering --------------------------------------------------------------------------
@@ -682,46 +584,78 @@ class Report:
 
 
 def build(summary: dict, results: pa.Table, quarantine: pa.Table, *, previous: list[dict],
-          trend_runs: int = 14, flagged_rows: int = 2000, workbook_flagged_rows: int = 20_000,
-          top: int = 20, verify_above: float = 0.999, mismatch_below: float = 0.01,
-          provinces_file: str | Path | None = None, role: str | None = None,
-          unmasked_roles: list[str] | None = None) -> Report:
-    """Compute the report's content; ``role`` (checked against ``unmasked_roles``)
-    decides whether ID numbers are shown in full."""
+          top: int = 20, provinces_file: str | Path | None = None,
+          flagged_rows: int = 2000, workbook_flagged_rows: int = 20_000,
+          **options: object) -> Report:
+    """The report of ``results`` held in memory (a small run, a test): the same
+    computation as a run's, which merges per-shard aggregates (:func:`build_from`)."""
+    counts = aggregates.of_results(results, top=top, provinces_file=provinces_file)
+    flagged, total = select_flagged(results, max(flagged_rows, workbook_flagged_rows))
+    return build_from(summary, counts, flagged, total,
+                      aggregates.value_counts(quarantine["reason"]) if quarantine.num_rows else {},
+                      previous=previous, top=top, provinces_file=provinces_file,
+                      flagged_rows=flagged_rows, workbook_flagged_rows=workbook_flagged_rows,
+                      **options)  # type: ignore[arg-type]
+
+
+def build_from(summary: dict, counts: aggregates.Aggregates, flagged: pa.Table,
+               flagged_total: int, quarantine_reasons: dict[str, int], *,
+               previous: list[dict], trend_runs: int = 14, flagged_rows: int = 2000,
+               workbook_flagged_rows: int = 20_000, top: int = 20,
+               verify_above: float = 0.999, mismatch_below: float = 0.01,
+               provinces_file: str | Path | None = None, role: str | None = None,
+               unmasked_roles: list[str] | None = None) -> Report:
+    """Compute the report's content from the run's merged aggregates and its sample of
+    flagged rows (``flagged``: chosen by :func:`select_flagged_keys` among all
+    ``flagged_total``); ``role`` (checked against ``unmasked_roles``) decides whether ID
+    numbers are shown in full."""
     reveal = reveal_ids_for(role, list(unmasked_roles or []))
-    sheet_rows, total = select_flagged(results, max(flagged_rows, workbook_flagged_rows))
-    html_rows, _ = select_flagged(sheet_rows, flagged_rows)
-    workbook_rows, _ = select_flagged(sheet_rows, workbook_flagged_rows)
+    html_rows, _ = select_flagged(flagged, flagged_rows)
+    workbook_rows, _ = select_flagged(flagged, workbook_flagged_rows)
     runs = [*previous[-(trend_runs - 1):], summary] if trend_runs > 1 else [summary]
     return Report(
-        summary=summary, reveal_ids=reveal, role=role, flagged_total=total,
+        summary=summary, reveal_ids=reveal, role=role, flagged_total=flagged_total,
         table_rows=flagged_html_rows(html_rows, reveal),
         sheet_flagged=flagged_sheet(workbook_rows, reveal),
         trend=trend_rows(runs),
-        scores=score_distribution(results, verify_above, mismatch_below),
-        provinces=province_breakdown(results, provinces_file),
-        top_pos=top_points_of_sale(results, top),
-        top_holders=top_holders(results, top, reveal),
-        quarantine_reasons=_counts(quarantine["reason"]) if quarantine.num_rows else {},
+        scores=score_distribution(counts, verify_above, mismatch_below),
+        provinces=province_breakdown(counts.provinces, provinces_file),
+        top_pos=aggregates.top_points_of_sale(counts, top),
+        top_holders=top_holders(counts.holders, reveal),
+        quarantine_reasons=quarantine_reasons,
         settings={"trend_runs": trend_runs, "flagged_rows": flagged_rows,
                   "workbook_flagged_rows": workbook_flagged_rows, "top": top},
     )
 
 
-def from_config(config: RunConfig, summary: dict, results: pa.Table, quarantine: pa.Table,
-                output_dir: Path, role: str | None = None) -> Report:
-    """:func:`build` with the run configuration's ``report`` and ``matching`` settings;
-    the trend reads the runs published in ``output_dir`` before this one."""
+def fetch_flagged(results: RunResults, keys: pa.Table, limit: int) -> tuple[pa.Table, int]:
+    """The sample of flagged rows the report shows: at most ``limit`` of ``keys`` (the
+    run's ``aggregates.flagged_keys`` with the ``shard`` they are in), chosen by
+    :func:`select_flagged_keys`, read from their shards of ``results``; and how many
+    rows are flagged in all."""
+    chosen, total = select_flagged_keys(keys, limit)
+    parts = []
+    shard = np.asarray(chosen["shard"].to_numpy(), dtype=np.int64) if chosen.num_rows \
+        else np.zeros(0, np.int64)
+    for k in np.unique(shard):
+        mine = chosen.filter(pa.array(shard == k))
+        rows = pq.read_table(results.files[int(k)],
+                             filters=pc.field("source_row").isin(mine["source_row"]))
+        parts.append(rows.filter(pc.is_in(_row_keys(rows), value_set=_row_keys(mine))))
+    table = pa.concat_tables(parts) if parts else pq.read_schema(results.files[0]).empty_table()
+    return _in_source_order(table), total
+
+
+def settings_of(config: RunConfig) -> dict:
+    """:func:`build_from`'s options from the run configuration (``report``, ``matching``)."""
     settings = config.report
-    return build(
-        summary, results, quarantine,
-        previous=previous_summaries(output_dir, summary["run_date"], settings.trend_runs - 1),
-        trend_runs=settings.trend_runs, flagged_rows=settings.flagged_rows,
-        workbook_flagged_rows=settings.workbook_flagged_rows, top=settings.top,
-        verify_above=config.matching.verify_above, mismatch_below=config.matching.mismatch_below,
-        provinces_file=config.resolve(settings.provinces_file) if settings.provinces_file
-        else None,
-        role=role, unmasked_roles=settings.unmasked_roles)
+    return {"trend_runs": settings.trend_runs, "flagged_rows": settings.flagged_rows,
+            "workbook_flagged_rows": settings.workbook_flagged_rows, "top": settings.top,
+            "verify_above": config.matching.verify_above,
+            "mismatch_below": config.matching.mismatch_below,
+            "provinces_file": config.resolve(settings.provinces_file)
+            if settings.provinces_file else None,
+            "unmasked_roles": settings.unmasked_roles}
 
 
 def _environment() -> jinja2.Environment:

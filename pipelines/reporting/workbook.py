@@ -31,7 +31,7 @@ def _about(report: Report) -> pa.Table:
         ("subscriptions", s["subscriptions"]),
         ("flagged_subscriptions", report.flagged_total),
         ("flagged_rows_in_sheet", f"{shown:,} of {report.flagged_total:,} (every telco and "
-                                  "flag represented; all rows: results.parquet)"),
+                                  "flag represented; all rows: results/)"),
         ("quarantined_rows", s["quarantined"]),
         ("failed_telcos", ", ".join(f"{t}: {e}" for t, e in s["failed_telcos"].items())
          or "none"),

@@ -115,10 +115,13 @@ class RunResults:
 
     def read(self, columns: Sequence[str] | None = None,
              filter: pc.Expression | None = None) -> pa.Table:
-        """The matching rows as one table, in shard order: for selections known to be
-        small (a few rows, one number), or small runs and tests."""
-        return self._dataset().to_table(columns=list(columns) if columns else None,
-                                        filter=filter)
+        """The matching rows as one table in (telco, source_row) order: for selections
+        known to be small (a few rows, one number), or small runs and tests."""
+        wanted = list(columns) if columns else self.schema.names
+        keys = [k for k in ("telco", "source_row") if k not in wanted]
+        table = self._dataset().to_table(columns=[*wanted, *keys], filter=filter)
+        table = table.sort_by([("telco", "ascending"), ("source_row", "ascending")])
+        return table.select(wanted)
 
     def telco_rows(self, telco: str, columns: Sequence[str] | None = None,
                    filter: pc.Expression | None = None,

@@ -3,7 +3,8 @@
 Each function is one stage of a run for one run date. They communicate only
 through files in the run's staging folder, so any of them can be retried on
 its own; each returns a small JSON-able summary (fit for XCom). Logs carry
-counts only, never citizen data."""
+counts only, never citizen data.
+"""
 
 from pipelines.stages.common import store_of
 from pipelines.stages.intake import gate_export, ingest_telco, normalise_telco, partition_telco
@@ -16,6 +17,7 @@ from pipelines.stages.outputs import (
     write_corrections,
 )
 from pipelines.stages.reconcile import (
+    flag_shard,
     flag_subscriptions,
     gate_results,
     match_shard,
@@ -23,6 +25,7 @@ from pipelines.stages.reconcile import (
     plan_shards,
     search_candidates,
     spanning_flags,
+    write_review_queue,
 )
 from pipelines.stages.registry import (
     gate_prepared_registry,
@@ -38,6 +41,7 @@ __all__ = [
     "approve_publication",
     "build_report",
     "check_run",
+    "flag_shard",
     "flag_subscriptions",
     "gate_corrections",
     "gate_export",
@@ -61,4 +65,5 @@ __all__ = [
     "spanning_flags",
     "store_of",
     "write_corrections",
+    "write_review_queue",
 ]

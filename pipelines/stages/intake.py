@@ -1,9 +1,12 @@
-"""Per-telco stages: ingest, normalise, the export gate, and cutting into shards.
+"""Per-telco stages: ingest, normalise, cutting into shards, and the export gate.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.config import parse_run_date
@@ -11,15 +14,9 @@ from pipelines.errors import (
     TelcoInputError,
 )
 from pipelines.intake import ingest, normalise
-from pipelines.quality import gates
+from pipelines.quality import facts, gates
 from pipelines.reconcile import shard_steps
-from pipelines.stages.common import (
-    _pd_frame,
-    _planned_context,
-    _stats,
-    _write_gate,
-    log,
-)
+from pipelines.stages.common import log, planned_context, stats_of, write_gate
 from pipelines.storage.files import (
     read_json,
     write_json,
@@ -34,7 +31,7 @@ def ingest_telco(config_path: str, run_date: str, telco: str) -> dict:
     Raises ``TelcoInputError`` (after recording it in staging) when the file
     itself is unusable; unreadable rows are quarantined.
     """
-    config, paths = _planned_context(config_path, run_date)
+    config, paths = planned_context(config_path, run_date)
     paths.telco_error(telco).unlink(missing_ok=True)
     mapping = config.telco(telco)
     try:
@@ -56,7 +53,7 @@ def ingest_telco(config_path: str, run_date: str, telco: str) -> dict:
 
 def normalise_telco(config_path: str, run_date: str, telco: str) -> dict:
     """Normalise one telco's ingested rows; unnormalisable rows are quarantined."""
-    config, paths = _planned_context(config_path, run_date)
+    config, paths = planned_context(config_path, run_date)
     if not paths.ingested(telco).exists():
         raise TelcoInputError(telco, str(paths.ingested(telco)),
                               "no ingested rows: the ingest stage did not succeed")
@@ -84,72 +81,79 @@ def _previous_run(paths: RunPaths, telco: str) -> dict:
     return {}
 
 
-def gate_export(config_path: str, run_date: str, telco: str) -> dict:
-    """Validate one telco's export (mapped, normalised, row accounting, drift vs the
-    previous run). A failure stops that telco only: it is recorded as failed with the
-    gate's reason and ``TelcoInputError`` is raised; its correction list is not published.
-    """
-    import pyarrow.compute as pc
+def _raw_names_not_nfc(path: Path) -> tuple[int, int]:
+    """(names as ingested not in NFC, names), read a batch at a time."""
+    not_nfc = named = 0
+    for batch in pq.ParquetFile(path).iter_batches(columns=["full_name"]):
+        names = batch.column(0).drop_null()
+        named += len(names)
+        not_nfc += int(pc.sum(pc.not_equal(names, pc.utf8_normalize(names, "NFC"))).as_py()
+                       or 0)
+    return not_nfc, named
 
+
+def gate_export(config_path: str, run_date: str, telco: str) -> dict:
+    """Validate one telco's export: its columns and counts (with drift since the previous
+    run), the facts of every normalised row shard by shard (merged into one verdict:
+    ``pipelines/quality/gates.py``) and its row accounting. A failure stops that telco
+    only: it is recorded as failed with the gate's reason and ``TelcoInputError`` is
+    raised; its correction list is not published. One bad row never fails it: row checks
+    have shares (``gates`` settings)."""
     from expectations import telco_export
 
-    config, paths = _planned_context(config_path, run_date)
+    config, paths = planned_context(config_path, run_date)
     paths.telco_error(telco).unlink(missing_ok=True)
     paths.gate(f"export.{telco}").unlink(missing_ok=True)
-    if not paths.normalised(telco).exists():
+    if not paths.partitioned(telco).exists():
         raise TelcoInputError(telco, str(paths.normalised(telco)),
-                              "no normalised rows: the normalise stage did not succeed")
+                              "not cut into shards: the partition stage did not succeed")
     settings = config.gates
-    ingested = pq.read_table(paths.ingested(telco))
-    normalised_rows = pq.read_table(paths.normalised(telco))
-    stats = {**_stats(paths, telco, "ingest"), **_stats(paths, telco, "normalise")}
-
-    # 1.0 where the raw name is not NFC, 0.0 where it is, NaN without a name (the
-    # suite's mean, like the share kept for the next run, is over named rows).
-    names = ingested["full_name"]
-    not_nfc = pc.cast(pc.not_equal(names, pc.utf8_normalize(names, "NFC")), pa.float64())
-    nfd_share = round(pc.mean(not_nfc).as_py() or 0.0, 6)
-    frame_in = gates.to_frame(ingested)
-    frame_in[telco_export.NFD_COLUMN] = not_nfc.to_numpy(zero_copy_only=False)
-    previous = _previous_run(paths, telco)
-    rows_accounted = (stats["rows_normalised"] + stats["quarantined_at_ingest"]
-                      + stats["quarantined_at_normalise"])
-    counts = _pd_frame({"rows_in_file": [stats["rows_in_file"]],
-                       "rows_accounted": [rows_accounted]})
     examples = settings.example_rows
-    suites = [
-        gates.run_suite(telco_export.ingested_suite(
-            settings, previous_rows=previous.get("rows_read"),
-            previous_nfd_share=previous.get("raw_name_not_nfc_share")), frame_in,
-            max_examples=examples),
-        gates.run_suite(telco_export.normalised_suite(settings, run_date=parse_run_date(run_date)),
-                        gates.to_frame(normalised_rows, _NORMALISED_GATE_COLUMNS),
-                        max_examples=examples),
-        gates.run_suite(telco_export.conservation_suite(), counts, max_examples=0),
-    ]
-    result = gates.gate_result(f"export.{telco}", telco, suites)
+    stats = stats_of(paths, telco, "ingest", "normalise")
+    not_nfc, named = _raw_names_not_nfc(paths.ingested(telco))
+    nfd_share = round(not_nfc / named, 6) if named else 0.0
+    previous = _previous_run(paths, telco)
+    counts = pd.DataFrame({
+        **{name: [None] for name in pq.read_schema(paths.ingested(telco)).names},
+        telco_export.ROWS_READ: [stats["rows_read"]], telco_export.NFD_SHARE: [nfd_share]})
+    ingested = gates.validate(telco_export.ingested_suite(
+        settings, previous_rows=previous.get("rows_read"),
+        previous_nfd_share=previous.get("raw_name_not_nfc_share")), counts, max_examples=0)
+
+    day = parse_run_date(run_date)
+
+    def parts():  # type: ignore[no-untyped-def]
+        for shard in range(read_json(paths.partitioned(telco))["shards"]):  # type: ignore[index]
+            rows = pq.read_table(paths.subscription_shard(telco, shard))
+            yield facts.export_facts(rows, run_date=day,
+                                     earliest_activation=settings.earliest_activation), rows
+
+    normalised = gates.validate_parts(telco_export.normalised_suite(settings), parts(),
+                                      max_examples=examples)
+    assert normalised is not None
+
+    accounted = (stats["rows_normalised"] + stats["quarantined_at_ingest"]
+                 + stats["quarantined_at_normalise"])
+    conservation = gates.validate(telco_export.conservation_suite(), pd.DataFrame(
+        {"rows_in_file": [stats["rows_in_file"]], "rows_accounted": [accounted]}),
+        max_examples=0)
+    result = gates.gate_result(f"export.{telco}", telco, [
+        ingested.summary(), normalised.summary(), conservation.summary()])
     result["previous_run"] = previous.get("run_date")
-    _write_gate(paths, result)
-    gate_stats = {"raw_name_not_nfc_share": nfd_share, "gate_passed": result["success"]}
-    write_json(gate_stats, paths.stats(telco, "gate"))
+    write_gate(paths, result)
+    write_json({"raw_name_not_nfc_share": nfd_share, "gate_passed": result["success"]},
+               paths.stats(telco, "gate"))
     if not result["success"]:
         reason = gates.failure_reason(result)
         write_json({"telco": telco, "stage": "gate", "error": reason}, paths.telco_error(telco))
         log.error("gate export.%s failed", telco)
         raise TelcoInputError(telco, stats.get("source_file", ""), reason)
-    return {"telco": telco, "success": True, "rows": normalised_rows.num_rows}
-
-
-_NORMALISED_GATE_COLUMNS = [
-    "telco", "source_file", "source_row", "msisdn", "full_name", "date_of_birth",
-    "dob_precision", "gender", "id_type", "id_number", "activation_date",
-    "subscription_type", "line_status", "point_of_sale",
-]
+    return {"telco": telco, "success": True, "rows": normalised.rows}
 
 
 def partition_telco(config_path: str, run_date: str, telco: str) -> dict:
-    """Cut one gated telco's subscriptions into the run's shards (by document number)."""
-    _, paths = _planned_context(config_path, run_date)
+    """Cut one telco's normalised subscriptions into the run's shards (by document number)."""
+    _, paths = planned_context(config_path, run_date)
     if not paths.normalised(telco).exists():
         raise TelcoInputError(telco, str(paths.normalised(telco)),
                               "no normalised rows: the normalise stage did not succeed")

@@ -1,5 +1,5 @@
-"""What a run hands out: correction lists and their gate, the report, approval,
-publication and the final check.
+"""What a run hands out: correction lists (per telco, streamed) and their gate, the
+report, approval, publication and the final check.
 """
 
 from __future__ import annotations
@@ -8,127 +8,178 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from pipelines.config import RunConfig
 from pipelines.correction_cycle import history
 from pipelines.delivery import correction_lists, transport
-from pipelines.errors import (
-    RunIncompleteError,
-)
-from pipelines.quality import gates
-from pipelines.reporting import report
+from pipelines.errors import RunIncompleteError
+from pipelines.quality import facts, gates
+from pipelines.reconcile import shard_steps
+from pipelines.reporting import aggregates, report
+from pipelines.reporting.workbook import write_workbook
+from pipelines.results.dataset import RunResults
 from pipelines.stages.common import (
-    _all_quarantine,
-    _context,
-    _failed_telcos,
-    _normalised_telcos,
-    _pd_frame,
-    _planned_context,
-    _stats,
-    _write_gate,
+    context,
+    failed_telcos,
     log,
+    planned_context,
+    processed_telcos,
+    quarantine_batches,
+    quarantine_files,
+    stats_of,
     store_of,
+    write_gate,
 )
 from pipelines.storage import objectstore
-from pipelines.storage.files import (
-    read_json,
-    swap_into_place,
-    write_json,
-    write_text,
-)
+from pipelines.storage.files import read_json, swap_into_place, write_json, write_text
 from pipelines.storage.paths import RunPaths
 
-
-def write_corrections(config_path: str, run_date: str) -> dict:
-    """Write one correction list per usable telco into staging."""
-    config, paths = _planned_context(config_path, run_date)
-    results = pq.read_table(paths.results)
-    lists = []
-    for telco in _normalised_telcos(config, paths):
-        path = paths.corrections_dir / f"{telco}.csv"
-        listed = correction_lists.correction_list(results, telco, run_date=run_date,
-                                         store=store_of(config),
-                                         policy=config.correction_cycle.deadlines)
-        correction_lists.write_correction_csv(listed, path)
-        lists.append(telco)
-    return {"telcos": lists}
+_DELIVERY_SUFFIXES = (".csv", ".xlsx", ".manifest.json")
 
 
-def gate_corrections(config_path: str, run_date: str) -> dict:
-    """Validate every correction list read back from disk. A list that fails is removed
-    (not published) and its telco recorded as failed; the other lists go on."""
-    import pyarrow.csv as pa_csv
+def _flagged_keys(paths: RunPaths, shards: int, telco: str | None = None) -> pa.Table:
+    """The flagged keys (compact) of every shard, or of one telco's rows, with the shard
+    they are in."""
+    parts = []
+    for k in range(shards):
+        part = pq.read_table(paths.flagged(k), filters=pc.field("telco") == telco) \
+            if telco else pq.read_table(paths.flagged(k))
+        parts.append(part.append_column("shard", pa.array([k] * part.num_rows, pa.int32())))
+    return pa.concat_tables(parts) if parts else \
+        aggregates.FLAGGED_SCHEMA.append(pa.field("shard", pa.int32())).empty_table()
 
-    from expectations.corrections import correction_list_suite
 
-    config, paths = _planned_context(config_path, run_date)
-    results = pq.read_table(paths.results)
+def write_corrections(config_path: str, run_date: str, telco: str | None = None) -> dict:
+    """Write a telco's delivery (every usable telco's without ``telco``): its correction
+    list as CSV and workbook, streamed in source order, its resolved and resend lists and
+    its delivery manifest; keep its classified flag keys for the flag history."""
+    config, paths = planned_context(config_path, run_date)
+    processed = processed_telcos(config, paths)
+    if telco and telco not in processed:
+        return {"telcos": [], "skipped": telco, "listed": 0}
+    telcos = [telco] if telco else processed
+    plan = shard_steps.shard_plan(paths)
+    results = RunResults(paths.staging)
+    counts = {}
+    for name in telcos:
+        for suffix in _DELIVERY_SUFFIXES:
+            (paths.corrections_dir / f"{name}{suffix}").unlink(missing_ok=True)
+        counts[name] = correction_lists.write_delivery(
+            paths.corrections_dir, name, run_date, results=results,
+            flagged=_flagged_keys(paths, plan["shards"], name),
+            quarantine=quarantine_files(paths, name), store=store_of(config),
+            policy=config.correction_cycle.deadlines, keys_out=paths.flag_keys(name))
+        write_json(counts[name], paths.tracking(name))
+    return {"telcos": telcos, "listed": sum(c["flagged"] for c in counts.values())}
+
+
+def _read_back(path: Path, columns: list[str]) -> pa_csv.CSVStreamingReader:
+    return pa_csv.open_csv(
+        path, read_options=pa_csv.ReadOptions(block_size=1 << 22),
+        convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                              strings_can_be_null=True))
+
+
+def gate_corrections(config_path: str, run_date: str, telco: str | None = None) -> dict:
+    """Validate a telco's correction list read back from disk (every usable telco's
+    without ``telco``), slice by slice: its rows' facts (merged) and its header and row
+    count against the flagged rows the results hold. A list that fails is withdrawn with
+    its delivery and its telco recorded as failed; the other lists go on."""
+    from expectations.corrections import correction_list_shape_suite, correction_list_suite
+
+    config, paths = planned_context(config_path, run_date)
+    processed = processed_telcos(config, paths)
+    if telco and telco not in processed:
+        return {"success": True, "skipped": telco, "failed_telcos": []}
+    telcos = [telco] if telco else processed
+    merged = aggregates.merge(aggregates.Aggregates.read(paths.aggregates(k))
+                              for k in range(shard_steps.shard_plan(paths)["shards"]))
     columns = list(correction_lists.CORRECTION_COLUMNS)
+    examples = config.gates.example_rows
     failed = []
-    for telco in _normalised_telcos(config, paths):
-        path = paths.corrections_dir / f"{telco}.csv"
-        expected = correction_lists.correction_list(results, telco, run_date=run_date).num_rows
-        suite = correction_list_suite(telco=telco, columns=columns, expected_rows=expected)
-        if path.exists():
-            table = pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(
-                column_types={c: pa.string() for c in columns}, strings_can_be_null=True))
-            frame = gates.to_frame(table)
-        else:
-            frame = _pd_frame({c: [] for c in columns})
-        checked = gates.run_suite(suite, frame, max_examples=config.gates.example_rows)
+    for name in telcos:
+        path = paths.corrections_dir / f"{name}.csv"
+        expected = merged.telcos.get(name, {}).get("listed", 0)
+        header: list[str] = []
+        rows = 0
+
+        def parts(path: Path = path, name: str = name):  # type: ignore[no-untyped-def]
+            nonlocal header, rows
+            previous = None
+            reader = _read_back(path, columns)
+            header = reader.schema.names
+            if not set(columns) <= set(header):
+                return
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                if table.num_rows == 0:
+                    continue
+                found = facts.correction_facts(table, name, previous)
+                previous = pc.max(pc.cast(table["source_row"], pa.int64())).as_py()
+                rows += table.num_rows
+                yield found, table
+
+        checked = gates.validate_parts(correction_list_suite(telco=name), parts(),
+                                       max_examples=examples) if path.exists() else None
+        shape = gates.validate(
+            correction_list_shape_suite(columns=columns, expected_rows=expected),
+            pd.DataFrame({**{c: [None] for c in header}, "rows": [rows]}), max_examples=0)
+        suites = [*([checked.summary()] if checked is not None else []), shape.summary()]
         if not path.exists():
-            checked["success"] = False
-            checked["failed"].append({"expectation": "file_exists", "column": None,
-                                      "description": f"corrections/{telco}.csv was written",
-                                      "unexpected_count": None, "unexpected_percent": None,
-                                      "observed_value": "missing", "examples": []})
-        result = gates.gate_result(f"corrections.{telco}", telco, [checked])
+            suites[-1]["success"] = False
+            suites[-1]["failed"].append({
+                "expectation": "file_exists", "column": None,
+                "description": f"corrections/{name}.csv was written",
+                "unexpected_count": None, "unexpected_percent": None,
+                "observed_value": "missing", "examples": []})
+        result = gates.gate_result(f"corrections.{name}", name, suites)
         if not result["success"]:  # withdraw first: a crash here never leaves it published
-            path.unlink(missing_ok=True)
-            write_json({"telco": telco, "stage": "gate", "error": gates.failure_reason(result)},
-                       paths.telco_error(telco))
-            failed.append(telco)
-        _write_gate(paths, result)
+            _withdraw(paths, name)
+            write_json({"telco": name, "stage": "gate", "error": gates.failure_reason(result)},
+                       paths.telco_error(name))
+            failed.append(name)
+        write_gate(paths, result)
     return {"success": not failed, "failed_telcos": failed}
 
 
-def _delivery_files(config: RunConfig, paths: RunPaths, run_date: str) -> list[str]:
-    """Per published list: XLSX, resolved and resend sections, delivery manifest."""
-    results = pq.read_table(paths.results)
-    quarantine = _all_quarantine(paths)
-    telcos = []
-    for path in sorted(paths.corrections_dir.glob("*.csv")) \
-            if paths.corrections_dir.exists() else []:
-        telco = path.stem
-        listed = correction_lists.correction_list(results, telco, run_date=run_date,
-                                         store=store_of(config),
-                                         policy=config.correction_cycle.deadlines)
-        resolved = correction_lists.resolved_list(results, telco, run_date, store_of(config))
-        correction_lists.write_delivery(paths.corrections_dir, telco, listed, resolved,
-                                        correction_lists.resend_list(quarantine, telco), run_date)
-        telcos.append(telco)
-    return telcos
+def _withdraw(paths: RunPaths, telco: str) -> None:
+    """Remove a telco's delivery files from the run (its list failed its gate)."""
+    folder = paths.corrections_dir
+    for path in (folder / f"{telco}.csv", folder / f"{telco}.xlsx",
+                 folder / "resolved" / f"{telco}.csv", folder / "resend" / f"{telco}.csv",
+                 folder / f"{telco}.manifest.json", paths.flag_keys(telco),
+                 paths.tracking(telco)):
+        path.unlink(missing_ok=True)
 
 
-def _after_swap(config: RunConfig, run_date: str, final: Path) -> dict[str, str | None]:
+def _delivered_telcos(corrections: Path) -> list[str]:
+    return sorted(p.name.removesuffix(".manifest.json")
+                  for p in corrections.glob("*.manifest.json")) if corrections.exists() else []
+
+
+def _after_swap(config: RunConfig, paths: RunPaths, run_date: str,
+                final: Path) -> dict[str, str | None]:
     """Record the published flags in the history, then deliver each telco's files."""
     if config.publish_url:  # output_dir is a URL: copy the run there, _SUCCESS marker last
         objectstore.publish_folder(final, f"{config.publish_url}/{run_date}")
         log.info("publish %s: copied to %s", run_date,
                  objectstore.redact(f"{config.publish_url}/{run_date}"))
     corrections = final / "corrections"
-    telcos = sorted(p.stem for p in corrections.glob("*.manifest.json")) \
-        if corrections.exists() else []
-    telcos = [t.removesuffix(".manifest") for t in telcos]
-    results = pq.read_table(final / "results.parquet")
-    keys = [correction_lists.tracked_keys(results, t) for t in telcos]
-    if keys:
-        import pandas as pd
+    telcos = _delivered_telcos(corrections)
+    recorded = [t for t in telcos if paths.flag_keys(t).exists()]
+    if recorded:
+        def batches():  # type: ignore[no-untyped-def]
+            for telco in recorded:
+                for batch in pq.ParquetFile(paths.flag_keys(telco)).iter_batches():
+                    yield batch.to_pandas()
 
-        history.record(store_of(config), run_date, pd.concat(keys, ignore_index=True), telcos,
-                       datetime.now(UTC).isoformat(timespec="seconds"))
+        history.record_batches(store_of(config), run_date, recorded, batches(),
+                               datetime.now(UTC).isoformat(timespec="seconds"))
     delivered = {}
     for telco in telcos:
         manifest = corrections / f"{telco}.manifest.json"
@@ -139,25 +190,21 @@ def _after_swap(config: RunConfig, run_date: str, final: Path) -> dict[str, str 
     return delivered
 
 
-def _tracking(config: RunConfig, paths: RunPaths, run_date: str, results: pa.Table) -> dict:
+def _tracking(config: RunConfig, paths: RunPaths, run_date: str) -> dict:
     """New/persisting/resolved per telco list of this run, and the flag trend over runs."""
     store = store_of(config)
     by_telco, trend = {}, []
-    listed = sorted(paths.corrections_dir.glob("*.csv")) if paths.corrections_dir.exists() else []
-    for telco in (p.stem for p in listed):
-        tracked = correction_lists.tracked_keys(results, telco)
-        keys, resolved = history.classify(store, run_date, tracked, [telco])
-        rows = correction_lists.correction_list(results, telco, run_date=run_date, store=store,
-                                       policy=config.correction_cycle.deadlines)
-        status = rows["flag_status"].to_pylist()
-        by_telco[telco] = {"flagged": rows.num_rows, "new": status.count(history.NEW),
-                           "persisting": status.count(history.PERSISTING),
-                           "resolved": len(resolved)}
+    for telco in _delivered_telcos(paths.corrections_dir):
+        counts = read_json(paths.tracking(telco))
+        assert isinstance(counts, dict)
+        by_telco[telco] = {key: counts[key] for key in ("flagged", "new", "persisting",
+                                                         "resolved")}
         earlier = history.trend(store, [telco])
         trend += [{"telco": telco, "run_date": r, "flags": int(n)}
                   for r, n in zip(earlier["run_date"], earlier["flags"], strict=True)
                   if r < run_date]
-        trend.append({"telco": telco, "run_date": run_date, "flags": len(keys)})
+        keys = pq.ParquetFile(paths.flag_keys(telco)).metadata.num_rows
+        trend.append({"telco": telco, "run_date": run_date, "flags": keys})
     return {"by_telco": by_telco, "trend": trend}
 
 
@@ -167,21 +214,14 @@ def approve_publication(config_path: str, run_date: str) -> dict:
     In Airflow the DAG asks a person instead (``ApprovalOperator``) unless the
     setting is on; ``simrecon run`` stands for an operator who approves by running it.
     """
-    config, _ = _planned_context(config_path, run_date)
+    config, _ = planned_context(config_path, run_date)
     return {"auto": config.correction_cycle.auto_approve}
 
 
-def build_report(config_path: str, run_date: str) -> dict:
-    """Write summary.json, the compliance report (report.html) and its workbook
-    (report.xlsx) into staging; ID numbers masked (pipelines/reporting/report.py)."""
-    config, paths = _planned_context(config_path, run_date)
-    results = pq.read_table(paths.results)
-    quarantine = _all_quarantine(paths)
-    failed = _failed_telcos(paths)
+def _telco_stats(config: RunConfig, paths: RunPaths) -> dict[str, dict]:
     telco_stats = {}
-    for telco in _normalised_telcos(config, paths):
-        stats = {**_stats(paths, telco, "ingest"), **_stats(paths, telco, "normalise"),
-                 **_stats(paths, telco, "gate")}
+    for telco in processed_telcos(config, paths):
+        stats = stats_of(paths, telco, "ingest", "normalise", "gate")
         stats.pop("telco", None)
         conserved = stats["rows_in_file"] == (
             stats["rows_normalised"] + stats["quarantined_at_ingest"]
@@ -190,14 +230,40 @@ def build_report(config_path: str, run_date: str) -> dict:
             raise AssertionError(f"{telco}: rows in file != rows normalised + quarantined")
         stats["rows_conserved"] = conserved
         telco_stats[telco] = stats
-    summary = report.summarise(results, quarantine, telco_stats, failed, run_date)
-    summary["gates"] = report.gate_results(paths.staging / "gates")
-    summary["tracking"] = _tracking(config, paths, run_date, results)
-    write_json(summary, paths.summary)
-    from pipelines.reporting.workbook import write_workbook
+    return telco_stats
 
+
+def build_report(config_path: str, run_date: str) -> dict:
+    """Write summary.json, the compliance report (report.html) and its workbook
+    (report.xlsx) into staging, from the shards' merged aggregates and a bounded sample
+    of flagged rows; ID numbers masked (pipelines/reporting/report.py)."""
+    config, paths = planned_context(config_path, run_date)
+    shards = shard_steps.shard_plan(paths)["shards"]
+    settings = report.settings_of(config)
+    merged = aggregates.merge((aggregates.Aggregates.read(paths.aggregates(k))
+                               for k in range(shards)), top=settings["top"])
+    quarantined = report.quarantine_counts(pa.concat_tables(
+        [*quarantine_batches(paths, columns=["telco", "reason"]),
+         pa.table({"telco": pa.array([], pa.string()), "reason": pa.array([], pa.string())})]))
+    failed = failed_telcos(paths)
+    summary = report.summarise(merged, quarantined, _telco_stats(config, paths), failed,
+                               run_date)
+    summary["gates"] = report.gate_results(paths.staging / "gates")
+    summary["tracking"] = _tracking(config, paths, run_date)
+    write_json(summary, paths.summary)
+    keys = _flagged_keys(paths, shards)
+    flagged, total = report.fetch_flagged(
+        RunResults(paths.staging), keys,
+        max(settings["flagged_rows"], settings["workbook_flagged_rows"]))
+    reasons: dict[str, int] = {}
+    for per_telco in quarantined.values():
+        for reason, n in per_telco.items():
+            reasons[reason] = reasons.get(reason, 0) + n
     # Trend: this run and the summaries of the runs published before it (report.trend_runs).
-    content = report.from_config(config, summary, results, quarantine, paths.output_dir)
+    content = report.build_from(
+        summary, merged, flagged, total, dict(sorted(reasons.items())),
+        previous=report.previous_summaries(paths.output_dir, run_date,
+                                           settings["trend_runs"] - 1), **settings)
     write_text(report.render_html(content), paths.report)
     write_workbook(content, paths.staging / "report.xlsx")
     return {"subscriptions": summary["subscriptions"], "failed_telcos": sorted(failed),
@@ -206,17 +272,16 @@ def build_report(config_path: str, run_date: str) -> dict:
 
 def publish_run(config_path: str, run_date: str) -> dict:
     """Write the manifest, then atomically replace runs/<run_date> by the staging folder."""
-    config, paths = _planned_context(config_path, run_date)
+    config, paths = planned_context(config_path, run_date)
     if not paths.staging.exists() and (paths.final / "manifest.json").exists():
         # A retry after the swap already happened: finish the clean-up only.
-        _after_swap(config, run_date, paths.final)
+        _after_swap(config, paths, run_date, paths.final)
         shutil.rmtree(paths.work, ignore_errors=True)
         return _published(paths, read_json(paths.final / "summary.json"))  # type: ignore[arg-type]
-    # The correction lists were written and gated before the report (write_corrections,
-    # gate_corrections); a list whose gate failed was removed there.
-    lists = sorted(paths.corrections_dir.glob("*.csv")) if paths.corrections_dir.exists() else []
-    failed = _failed_telcos(paths)
-    _delivery_files(config, paths, run_date)
+    # The deliveries were written and gated before the report (write_corrections,
+    # gate_corrections); a list whose gate failed was withdrawn there.
+    lists = _delivered_telcos(paths.corrections_dir)
+    failed = failed_telcos(paths)
     manifest = {
         "run_date": run_date,
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -226,7 +291,7 @@ def publish_run(config_path: str, run_date: str) -> dict:
     }
     write_json(manifest, paths.manifest)
     swap_into_place(paths.staging, paths.final)
-    _after_swap(config, run_date, paths.final)
+    _after_swap(config, paths, run_date, paths.final)
     shutil.rmtree(paths.work, ignore_errors=True)
     log.info("publish %s: run folder %s, %d correction list(s)", run_date, paths.final,
              len(lists))
@@ -244,7 +309,7 @@ def _published(paths: RunPaths, summary: dict) -> dict:
 
 def check_run(config_path: str, run_date: str) -> dict:
     """Fail (raise ``RunIncompleteError``) when any telco could not be processed."""
-    _, paths = _context(config_path, run_date)
+    _, paths = context(config_path, run_date)
     summary = read_json(paths.final / "summary.json")
     failed = summary["failed_telcos"]  # type: ignore[index]
     if failed:

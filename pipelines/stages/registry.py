@@ -13,9 +13,9 @@ from pipelines.errors import (
 from pipelines.quality import gates
 from pipelines.registry import snapshot as registry_snapshot
 from pipelines.stages.common import (
-    _planned_context,
-    _write_gate,
     log,
+    planned_context,
+    write_gate,
 )
 from pipelines.storage.files import (
     read_json,
@@ -33,7 +33,7 @@ def gate_registry(config_path: str, run_date: str) -> dict:
     otherwise the latest snapshot the registry refresh published. The check reads no
     row: manifest, files, counts, the snapshot's gate, no birth after the run date.
     """
-    config, paths = _planned_context(config_path, run_date)
+    config, paths = planned_context(config_path, run_date)
     settings, folder = config.prepared_registry, config.prepared_registry_path
     day = parse_run_date(run_date)
     paths.registry_snapshot.unlink(missing_ok=True)
@@ -44,7 +44,7 @@ def gate_registry(config_path: str, run_date: str) -> dict:
                 config.registry_path, folder, settings.shards, as_of=day,
                 example_rows=config.gates.example_rows, set_latest=False, keep=settings.keep)
         except registry_snapshot.RegistryGateFailed as exc:
-            _write_gate(paths, exc.result)
+            write_gate(paths, exc.result)
             raise
     else:
         snapshot = registry_snapshot.latest(folder)
@@ -60,7 +60,7 @@ def gate_registry(config_path: str, run_date: str) -> dict:
     suites = [*prepared_gate["suites"], registry_snapshot.check(snapshot, day)]
     result = gates.gate_result("registry", "registry", suites)
     result["registry_snapshot"] = snapshot.identity()
-    _write_gate(paths, result)
+    write_gate(paths, result)
     if not result["success"]:
         raise RegistryError(f"{snapshot.path}: {gates.failure_reason(result)}")
     write_json({"path": str(snapshot.path), "snapshot": snapshot.id,

@@ -11,15 +11,19 @@ refuses to run instead of publishing a partial run."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 
@@ -55,49 +59,178 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_parquet(table: pa.Table, path: Path) -> Path:
-    """Write Parquet atomically (deterministic bytes: no pandas index, fixed settings)."""
-    return write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+# --- digests: sha256 taken while a file is written, for the manifests -----------------
+# A streamed file's digest is recorded beside it in a hidden sidecar
+# (``.<name>.digest.json``: sha256, bytes, rows) when it is renamed into place, so the
+# run's manifest never reads a national run's outputs again to hash them
+# (``describe_file``); the sidecars are consumed and removed when the manifest is made.
+DIGEST_SUFFIX = ".digest.json"
 
 
-class AtomicParquetWriter:
-    """A Parquet file written in pieces (``write``), renamed into place on ``close``.
+@dataclass(frozen=True)
+class Digest:
+    sha256: str
+    bytes: int
+    rows: int | None = None
 
-    Like ``write_parquet`` for tables too large to hold at once: the pieces go to a
-    hidden temporary name; a failure (or a kill) leaves at most that ``.tmp`` file.
-    The schema is that of the first piece; later pieces are cast to it.
-    """
+
+def digest_sidecar(path: Path) -> Path:
+    return path.with_name(f".{path.name}{DIGEST_SUFFIX}")
+
+
+def record_digest(path: Path, digest: Digest) -> None:
+    write_json({"sha256": digest.sha256, "bytes": digest.bytes, "rows": digest.rows},
+               digest_sidecar(path))
+
+
+def recorded_digest(path: Path) -> Digest | None:
+    """The digest recorded when ``path`` was written, if it still describes the file."""
+    sidecar = digest_sidecar(path)
+    if not sidecar.is_file():
+        return None
+    data = read_json(sidecar)
+    assert isinstance(data, dict)
+    if data.get("bytes") != path.stat().st_size:
+        return None
+    return Digest(sha256=data["sha256"], bytes=data["bytes"], rows=data.get("rows"))
+
+
+def file_digest(path: Path) -> Digest:
+    """The recorded digest, or one computed now (small files are not recorded)."""
+    return recorded_digest(path) or Digest(sha256=sha256_of(path), bytes=path.stat().st_size)
+
+
+class HashingSink:
+    """A write-only binary file that hashes (sha256) and counts what passes through it:
+    the sink pyarrow's Parquet and CSV writers stream into."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data)
+        written = self._handle.write(view)
+        written = view.nbytes if written is None else written
+        self._sha.update(view[:written])
+        self.size += written
+        return written
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+class _AtomicStream:
+    """A file written in pieces to a hidden temporary name, hashed as it goes, renamed
+    into place (with its digest recorded) on ``commit``; ``abort`` leaves nothing."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        self._writer: pq.ParquetWriter | None = None
+        self.path = Path(path)
+        self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        self._handle: BinaryIO | None = None
+        self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None  # the format's
+        self.sink: HashingSink | None = None
+        self.rows = 0
 
-    def write(self, table: pa.Table) -> None:
-        if self._writer is None:
+    def _open(self) -> HashingSink:
+        if self.sink is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
-        self._writer.write_table(table.cast(self._writer.schema).combine_chunks())
+            self._handle = open(self._tmp, "wb")  # noqa: SIM115 (closed in commit/abort)
+            self.sink = HashingSink(self._handle)
+        return self.sink
 
-    def close(self, empty: pa.Schema | None = None) -> Path:
-        """Finish the file (with ``empty``'s schema and no rows if nothing was written)."""
-        if self._writer is None:
-            if empty is None:
-                raise ValueError(f"{self.path}: nothing written and no schema given")
-            return write_parquet(empty.empty_table(), self.path)
+    def _commit(self) -> Path:
+        assert self._handle is not None and self.sink is not None
         try:
-            self._writer.close()
-            _fsync(self._tmp)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
             os.replace(self._tmp, self.path)
             _fsync(self.path.parent)
         finally:
             self._tmp.unlink(missing_ok=True)
+        record_digest(self.path, Digest(self.sink.hexdigest(), self.sink.size, self.rows))
         return self.path
 
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+    def _abort(self) -> None:
+        if self._handle is not None and not self._handle.closed:
+            self._handle.close()
         self._tmp.unlink(missing_ok=True)
+
+    def _finish(self) -> Path:
+        """Close the format's writer, then rename the file into place."""
+        assert self._writer is not None
+        try:
+            self._writer.close()
+        except BaseException:
+            self._abort()
+            raise
+        return self._commit()
+
+    def abort(self) -> None:
+        """Give the file up: nothing is left behind."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # abandoning the file anyway
+                self._writer.close()
+        self._abort()
+
+
+class AtomicParquetWriter(_AtomicStream):
+    """A Parquet file written in pieces (``write``), renamed into place on ``close``.
+
+    For tables too large to hold at once: the pieces go to a hidden temporary name; a
+    failure (or a kill) leaves at most that ``.tmp`` file. The schema is that of the
+    first piece (or ``schema``); later pieces are cast to it. ``row_group_rows`` keeps
+    row groups small enough for a reader's filter to skip most of a large file.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema | None = None,
+                 row_group_rows: int | None = None) -> None:
+        super().__init__(path)
+        self._schema = schema
+        self._row_group_rows = row_group_rows
+
+    def _parquet(self, schema: pa.Schema) -> pq.ParquetWriter:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(pa.PythonFile(self._open(), mode="w"), schema,
+                                            compression="zstd")
+        return self._writer
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        writer = self._parquet(self._schema or table.schema)
+        writer.write_table(table.cast(writer.schema).combine_chunks(),
+                           row_group_size=self._row_group_rows)
+        self.rows += table.num_rows
+
+    def close(self, empty: pa.Schema | None = None) -> Path:
+        """Finish the file (with ``empty``'s schema and no rows if nothing was written)."""
+        if self._writer is None:
+            if empty is None and self._schema is None:
+                raise ValueError(f"{self.path}: nothing written and no schema given")
+            self._parquet(self._schema or empty)  # type: ignore[arg-type]
+        return self._finish()
 
     def __enter__(self) -> AtomicParquetWriter:
         return self
@@ -105,6 +238,53 @@ class AtomicParquetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
         if exc_type is not None:
             self.abort()
+
+
+class AtomicCsvWriter(_AtomicStream):
+    """A CSV file (UTF-8 with BOM, so Excel shows Vietnamese text; one header line)
+    written in pieces and renamed into place on ``close``; see ``AtomicParquetWriter``."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        super().__init__(path)
+        self.schema = schema
+
+    def _csv(self) -> pa_csv.CSVWriter:
+        if self._writer is None:
+            sink = self._open()
+            sink.write(b"\xef\xbb\xbf")
+            self._writer = pa_csv.CSVWriter(pa.PythonFile(sink, mode="w"), self.schema)
+        assert isinstance(self._writer, pa_csv.CSVWriter)
+        return self._writer
+
+    def write(self, table: pa.Table) -> None:
+        self._csv().write_table(table.select(self.schema.names).cast(self.schema))
+        self.rows += table.num_rows
+
+    def close(self) -> Path:
+        self._csv()  # a list without rows still has its header
+        return self._finish()
+
+
+def write_parquet(table: pa.Table, path: Path, row_group_rows: int | None = None) -> Path:
+    """Write Parquet atomically (deterministic bytes: no pandas index, fixed settings)."""
+    writer = AtomicParquetWriter(path, table.schema, row_group_rows)
+    try:
+        writer.write(table)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+def write_csv(table: pa.Table, path: Path) -> Path:
+    """Write a CSV atomically (UTF-8 with BOM, header line)."""
+    writer = AtomicCsvWriter(path, table.schema)
+    try:
+        writer.write(table)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
 def publish_dir(tmp: Path, final: Path) -> bool:

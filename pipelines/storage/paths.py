@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.results.dataset import part_path
+
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -66,29 +68,66 @@ class RunPaths:
     def subscription_shard(self, telco: str, shard: int) -> Path:
         return self.work / "shards" / telco / f"{shard:03d}.parquet"
 
-    def matched_shard(self, telco: str, shard: int) -> Path:
-        return self.work / "matched" / telco / f"{shard:03d}.parquet"
+    def matched_shard(self, shard: int) -> Path:
+        """Shard ``shard``'s subscriptions (every telco) linked to its registry shard,
+        sorted by (telco, source_row)."""
+        return self.work / "matched" / f"{shard:03d}.parquet"
 
-    def candidates(self, telco: str) -> Path:
-        """Rows whose document leads nowhere, matched by the cross-shard candidate search."""
-        return self.work / "candidates" / f"{telco}.parquet"
+    def search_part(self, registry_shard: int) -> Path:
+        """The candidate search's findings in one registry shard."""
+        return self.work / "search" / f"{registry_shard:03d}.parquet"
 
     @property
     def searched(self) -> Path:
-        """Every row whose document leads nowhere, as the candidate search reads them."""
+        """Every row of the run whose document leads nowhere, as the candidate search reads
+        them (written once, read by every registry shard's search)."""
         return self.work / "search" / "searched.parquet"
 
-    def search_part(self, registry_shard: int) -> Path:
-        """The searched rows' candidates within one registry shard."""
-        return self.work / "search" / f"registry-{registry_shard:03d}.parquet"
+    def candidates(self, shard: int) -> Path:
+        """Shard ``shard``'s rows whose document leads nowhere, matched again with the
+        candidate search over the whole registry (same schema as ``matched_shard``)."""
+        return self.work / "candidates" / f"{shard:03d}.parquet"
 
-    def spanning_flags(self, telco: str) -> Path:
-        """Flags of rules that span shards and telcos, per subscription of the telco."""
-        return self.work / "spanning" / f"{telco}.parquet"
+    def spanning_flags(self, shard: int) -> Path:
+        """Flags of the rules that span shards and telcos (duplicate numbers, bulk
+        activation), per subscription of shard ``shard`` in its matched order."""
+        return self.work / "spanning" / f"{shard:03d}.parquet"
+
+    def aggregates(self, shard: int) -> Path:
+        """Shard ``shard``'s partial aggregates of its results (a folder: counts,
+        histograms, top holders, points of sale): the report and summary.json merge
+        them (``pipelines/reporting/aggregates.py``)."""
+        return self.work / "aggregates" / f"{shard:03d}"
+
+    def flagged(self, shard: int) -> Path:
+        """Shard ``shard``'s flagged rows, compact (telco, source_row, number, flag bits):
+        correction-list classification and the report's flagged-table selection."""
+        return self.work / "flagged" / f"{shard:03d}.parquet"
+
+    def review_part(self, shard: int) -> Path:
+        """Shard ``shard``'s rows of the review queue."""
+        return self.work / "review" / f"{shard:03d}.parquet"
+
+    def flag_keys(self, telco: str) -> Path:
+        """A telco's flag keys of this run with their classification, recorded in the
+        flag history when the run is published."""
+        return self.work / "keys" / f"{telco}.parquet"
+
+    def tracking(self, telco: str) -> Path:
+        """A telco's correction-list counts (listed, new, persisting, resolved)."""
+        return self.work / "tracking" / f"{telco}.json"
 
     @property
     def results(self) -> Path:
-        return self.staging / "results.parquet"
+        """The results dataset (``pipelines/results/dataset.py``)."""
+        return self.staging / "results"
+
+    def results_part(self, shard: int) -> Path:
+        return part_path(self.staging, shard)
+
+    @property
+    def review_dir(self) -> Path:
+        return self.staging / "review"
 
     @property
     def summary(self) -> Path:

@@ -18,7 +18,8 @@ and pandas read):
 * characters XML 1.0 cannot carry (C0 controls other than tab and newline) as
   U+FFFD; the CSV of the same list keeps the exact text;
 * a bold, frozen header row with an autofilter, column widths from the first rows;
-* a table longer than a sheet continues on further sheets (`<name>_2`...).
+* a table longer than a sheet continues on further sheets (`<name>_2`...);
+* rows appended batch by batch (``XlsxWriter``), so memory does not grow with the list.
 
 Same tables, same bytes: fixed document properties and zip timestamps, so a
 delivery manifest's sha256 does not change on a re-run.
@@ -26,16 +27,19 @@ delivery manifest's sha256 does not change on a re-run.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.storage.files import write_atomically
+from pipelines.storage.files import Digest, record_digest, sha256_of
 
 BATCH_ROWS = 50_000
 MAX_WIDTH = 60  # characters; longer text wraps off-screen, the filter still finds it
@@ -54,33 +58,148 @@ def write_xlsx(sheets: dict[str, pa.Table], path: Path) -> Path:
     A table longer than an Excel sheet holds continues on sheets ``<name>_2``,
     ``<name>_3``...: every row is in the workbook, each part with the header.
     """
-    sheets = _split_long(sheets)
-    names = _sheet_names(list(sheets))
-
-    def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            _put(archive, "[Content_Types].xml", _content_types(len(names)))
-            _put(archive, "_rels/.rels", _package_rels())
-            _put(archive, "docProps/core.xml", _core_properties())
-            _put(archive, "xl/workbook.xml", _workbook(names, list(sheets.values())))
-            _put(archive, "xl/_rels/workbook.xml.rels", _workbook_rels(len(names)))
-            _put(archive, "xl/styles.xml", _STYLES)
-            for number, table in enumerate(sheets.values(), start=1):
-                info = _zip_info(f"xl/worksheets/sheet{number}.xml")
-                with archive.open(info, "w", force_zip64=True) as member:
-                    for piece in _sheet_xml(table):
-                        member.write(piece)
-
-    return write_atomically(path, write)
+    workbook = XlsxWriter(path)
+    try:
+        for name, table in sheets.items():
+            sheet = workbook.sheet(name, table.schema)
+            sheet.append(table)
+            sheet.close()
+        return workbook.close()
+    except BaseException:
+        workbook.abort()
+        raise
 
 
-def _split_long(sheets: dict[str, pa.Table]) -> dict[str, pa.Table]:
-    per_sheet = MAX_SHEET_ROWS - 1
-    parts: dict[str, pa.Table] = {}
-    for name, table in sheets.items():
-        for number, start in enumerate(range(0, max(table.num_rows, 1), per_sheet), start=1):
-            parts[name if number == 1 else f"{name}_{number}"] = table.slice(start, per_sheet)
-    return parts
+class XlsxWriter:
+    """A workbook written a sheet at a time, each sheet's rows appended in batches, so a
+    list of millions of rows never sits in memory; renamed into place on ``close``
+    (with its sha256 recorded for the manifest, ``pipelines.storage.files``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        self._archive = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_DEFLATED)
+        self._sheets: list[tuple[str, int, int]] = []  # (name, columns, data rows)
+        self._open: _SheetStream | None = None
+
+    def sheet(self, name: str, schema: pa.Schema) -> _SheetStream:
+        """Start the next sheet (the previous one must be closed)."""
+        if self._open is not None:
+            raise RuntimeError(f"{self.path}: close sheet {self._open.title!r} first")
+        self._open = _SheetStream(self, name, schema)
+        return self._open
+
+    def _member(self, title: str) -> tuple[str, BinaryIO]:
+        name = _sheet_names([*(s[0] for s in self._sheets), title])[-1]
+        info = _zip_info(f"xl/worksheets/sheet{len(self._sheets) + 1}.xml")
+        return name, self._archive.open(info, "w", force_zip64=True)
+
+    def _sheet_done(self, name: str, columns: int, rows: int) -> None:
+        self._sheets.append((name, columns, rows))
+
+    def _closed(self) -> None:
+        self._open = None
+
+    def close(self) -> Path:
+        if self._open is not None:
+            self._open.close()
+        if not self._sheets:
+            raise ValueError(f"{self.path}: a workbook needs at least one sheet")
+        try:
+            _put(self._archive, "[Content_Types].xml", _content_types(len(self._sheets)))
+            _put(self._archive, "_rels/.rels", _package_rels())
+            _put(self._archive, "docProps/core.xml", _core_properties())
+            _put(self._archive, "xl/workbook.xml", _workbook(self._sheets))
+            _put(self._archive, "xl/_rels/workbook.xml.rels", _workbook_rels(len(self._sheets)))
+            _put(self._archive, "xl/styles.xml", _STYLES)
+            self._archive.close()
+            digest = Digest(sha256_of(self._tmp), self._tmp.stat().st_size,
+                            sum(s[2] for s in self._sheets))
+            os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+        record_digest(self.path, digest)
+        return self.path
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._archive.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class _SheetStream:
+    """One table's sheet(s): header once per sheet, rows in batches, continued on
+    ``<title>_2``... past Excel's row limit."""
+
+    def __init__(self, workbook: XlsxWriter, title: str, schema: pa.Schema) -> None:
+        self.workbook, self.title, self.schema = workbook, title, schema
+        self.letters = column_letters(len(schema))
+        self._part = 0
+        self._member: BinaryIO | None = None
+        self._name = ""
+        self._rows = 0  # data rows in the current sheet
+        self._widths: list[int] | None = None
+        self._pending: list[pa.Table] = []
+        self._held = 0
+
+    def _start(self) -> None:
+        assert self._widths is not None
+        self._part += 1
+        title = self.title if self._part == 1 else f"{self.title}_{self._part}"
+        self._name, self._member = self.workbook._member(title)
+        self._member.write(_sheet_head(self.schema.names, self._widths, self.letters))
+        self._rows = 0
+
+    def _finish(self) -> None:
+        assert self._member is not None
+        self._member.write(_sheet_tail(len(self.schema), self._rows, self.letters))
+        self._member.close()
+        self.workbook._sheet_done(self._name, len(self.schema), self._rows)
+        self._member = None
+
+    def append(self, table: pa.Table) -> None:
+        """Add rows; the first ``WIDTH_SAMPLE`` rows are held until the column widths
+        are known, so the bytes do not depend on how the rows were cut into pieces."""
+        table = table.select(self.schema.names)
+        if self._widths is None:
+            self._pending.append(table)
+            self._held += table.num_rows
+            if self._held < WIDTH_SAMPLE:
+                return
+            table = pa.concat_tables(self._pending)
+            self._pending, self._held = [], 0
+            self._widths = _widths(table.slice(0, WIDTH_SAMPLE))
+        self._write(table)
+
+    def _write(self, table: pa.Table) -> None:
+        per_sheet = MAX_SHEET_ROWS - 1
+        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+            while batch.num_rows:
+                if self._member is None:
+                    self._start()
+                elif self._rows == per_sheet:
+                    self._finish()
+                    self._start()
+                room = per_sheet - self._rows
+                piece, batch = batch.slice(0, room), batch.slice(room)
+                assert self._member is not None
+                self._member.write(_rows_xml(piece, start_row=self._rows + 2,
+                                             letters=self.letters))
+                self._rows += piece.num_rows
+
+    def close(self) -> None:
+        if self._widths is None:
+            held = pa.concat_tables(self._pending) if self._pending \
+                else self.schema.empty_table()
+            self._pending = []
+            self._widths = _widths(held.slice(0, WIDTH_SAMPLE))
+            self._write(held)
+        if self._member is None and self._part == 0:
+            self._start()
+        if self._member is not None:
+            self._finish()
+        self.workbook._closed()
 
 
 def _zip_info(name: str) -> zipfile.ZipInfo:
@@ -122,35 +241,31 @@ def column_letters(count: int) -> list[str]:
     return letters
 
 
-def _last_column(table: pa.Table) -> str:
-    return column_letters(max(table.num_columns, 1))[-1]
-
-
 # --- Sheet XML -----------------------------------------------------------------------
-def _sheet_xml(table: pa.Table) -> Iterator[bytes]:
-    letters = column_letters(table.num_columns)
-    widths = "".join(f'<col min="{i}" max="{i}" width="{width}" customWidth="1"/>'
-                     for i, width in enumerate(_widths(table), start=1))
+def _sheet_head(names: list[str], widths: list[int], letters: list[str]) -> bytes:
+    cols = "".join(f'<col min="{i}" max="{i}" width="{width}" customWidth="1"/>'
+                   for i, width in enumerate(widths, start=1))
     head = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="{_MAIN}">'
             '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" '
             'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews>'
-            + (f"<cols>{widths}</cols>" if widths else "") + "<sheetData>")
-    names = _escape_text(pa.array(table.column_names, pa.string())).to_pylist()
+            + (f"<cols>{cols}</cols>" if cols else "") + "<sheetData>")
+    escaped = _escape_text(pa.array(names, pa.string())).to_pylist()
     header = "".join(f'<c r="{letter}1" s="1" t="inlineStr"><is><t xml:space="preserve">'
-                     f"{name}</t></is></c>" for letter, name in zip(letters, names, strict=True))
-    yield (head + f'<row r="1">{header}</row>').encode("utf-8")
-    done = 0
-    for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-        if batch.num_rows:
-            yield _rows_xml(batch, start_row=done + 2, letters=letters)
-            done += batch.num_rows
+                     f"{name}</t></is></c>" for letter, name in zip(letters, escaped, strict=True))
+    return (head + f'<row r="1">{header}</row>').encode("utf-8")
+
+
+def _sheet_tail(columns: int, rows: int, letters: list[str]) -> bytes:
     tail = "</sheetData>"
-    if table.num_columns:
-        tail += f'<autoFilter ref="A1:{_last_column(table)}{table.num_rows + 1}"/>'
-    yield (tail + "</worksheet>").encode("utf-8")
+    if columns:
+        tail += f'<autoFilter ref="A1:{letters[-1]}{rows + 1}"/>'
+    return (tail + "</worksheet>").encode("utf-8")
 
 
-def _widths(table: pa.Table, sample: int = 200) -> list[int]:
+WIDTH_SAMPLE = 200  # rows the column widths are taken from
+
+
+def _widths(table: pa.Table, sample: int = WIDTH_SAMPLE) -> list[int]:
     """Column widths in characters: the header or the longest of the first rows."""
     widths = []
     for name, column in zip(table.column_names, table.columns, strict=True):
@@ -266,16 +381,17 @@ def _core_properties() -> str:
             "</cp:coreProperties>")
 
 
-def _workbook(names: list[str], tables: list[pa.Table]) -> str:
-    sheets = "".join(f'<sheet name={quoteattr(name)} sheetId="{n}" r:id="rId{n}"/>'
-                     for n, name in enumerate(names, start=1))
+def _workbook(sheets: list[tuple[str, int, int]]) -> str:
+    """``sheets``: (name, columns, data rows) in order."""
+    listed = "".join(f'<sheet name={quoteattr(name)} sheetId="{n}" r:id="rId{n}"/>'
+                     for n, (name, _, _) in enumerate(sheets, start=1))
     filters = "".join(
         f'<definedName name="_xlnm._FilterDatabase" localSheetId="{n}" hidden="1">'
-        f"{escape(_quoted_sheet(name))}!$A$1:${_last_column(table)}${table.num_rows + 1}"
+        f"{escape(_quoted_sheet(name))}!$A$1:${column_letters(columns)[-1]}${rows + 1}"
         "</definedName>"
-        for n, (name, table) in enumerate(zip(names, tables, strict=True)) if table.num_columns)
+        for n, (name, columns, rows) in enumerate(sheets) if columns)
     return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            f'<workbook xmlns="{_MAIN}" xmlns:r="{_REL}"><sheets>{sheets}</sheets>'
+            f'<workbook xmlns="{_MAIN}" xmlns:r="{_REL}"><sheets>{listed}</sheets>'
             + (f"<definedNames>{filters}</definedNames>" if filters else "") + "</workbook>")
 
 
