@@ -79,6 +79,20 @@ PLANT_PER_4000: dict[str, int] = {
     "dealer_day_below_min": 1, "dealer_day_four_ids": 1, "duplicate_pairs": 10,
     "ported_cancelled_pairs": 10, "recycled_pairs": 5, "invalid_msisdn": 15,
 }
+# Cases that make the candidate search hard at scale, planted with noise="benchmark" only
+# (per 4000 subscriptions; the samples stay as they are):
+# * invented people carrying a well-formed CCCD that belongs to nobody (2% of rows, as
+#   seen in a national-scale trial), some of them namesakes of a citizen born the same
+#   day, and some whose number is one digit off a real citizen's;
+# * invented people with no document at all;
+# * citizens with a namesake born the same day, without a document or with a mistyped one;
+# * a mistyped CCCD one digit off two citizens' (the holder's and another's), and one that
+#   is exactly another citizen's (the row links to the wrong person: NAME_MISMATCH).
+BENCHMARK_PLANT_PER_4000: dict[str, int] = {
+    "invented_cccd": 65, "invented_namesake_cccd": 10, "invented_near_real_cccd": 4,
+    "invented_no_id": 10, "namesake_no_id": 4, "namesake_near_miss": 4,
+    "colliding_near_miss": 4, "mistyped_into_other": 4,
+}
 # Accepted name noise on genuine rows: probability per row where applicable.
 NAME_NOISE_KINDS = ("no_diacritics", "upper", "nfd", "extra_spaces", "drop_van_thi",
                     "order_swap", "surname_variant", "typo", "tone_placement", "mixed_1258")
@@ -129,6 +143,7 @@ LAYOUT_VOCAB: dict[str, dict[str, dict[str, str]]] = {  # canonical -> export va
     },
 }
 CSV_DELIMITER = {"viettel": ",", "vinaphone": ";"}
+PREVIOUS_EXPORTS = "exports_previous"  # the same exports as the previous run received them
 FILES = {
     "registry": "registry/citizens.parquet",
     "viettel": "exports/viettel_subscribers.csv",
@@ -481,8 +496,9 @@ class _Builder:
     """Plants the scenarios row by row, then adds vectorised ordinary rows."""
 
     def __init__(self, rng: np.random.Generator, cz: _Citizens, n_subscriptions: int,
-                 as_of: date) -> None:
+                 as_of: date, noise: str = "samples") -> None:
         self.rng, self.cz, self.as_of = rng, cz, as_of
+        self.hard = noise == "benchmark"
         self.scale = n_subscriptions / DEFAULT_N_SUBSCRIPTIONS
         self.n_subscriptions = n_subscriptions
         self.first = _days(FIRST_ACTIVATION)
@@ -502,11 +518,18 @@ class _Builder:
         self.cols: dict[str, list] = {f: [] for f in _ROW_FIELDS}
         self.next_group = 0
         self._dealers()
-        self._fake_people(max(400, int(60 * self.scale) + 200))
+        fakes = max(400, int(60 * self.scale) + 200)
+        if self.hard:  # every invented person of the hard cases is someone new
+            fakes += sum(self.k_hard(k) for k in ("invented_cccd", "invented_namesake_cccd",
+                                                  "invented_near_real_cccd", "invented_no_id"))
+        self._fake_people(fakes)
 
     # -- pools ---------------------------------------------------------------------
     def k(self, key: str) -> int:
         return max(1, round(PLANT_PER_4000[key] * self.scale))
+
+    def k_hard(self, key: str) -> int:
+        return max(1, round(BENCHMARK_PLANT_PER_4000[key] * self.scale))
 
     def take(self, mask: np.ndarray, k: int, *, no_ordinary: bool = False) -> np.ndarray:
         cand = np.flatnonzero(mask & ~self.reserved)
@@ -662,7 +685,11 @@ class _Builder:
 
     # -- scenarios -------------------------------------------------------------------
     def plant_all(self) -> None:
+        if self.hard:
+            self.make_twins()
         self.plant_identity()
+        if self.hard:
+            self.plant_hard_searches()
         self.plant_holder_rules()
         self.plant_dealer_days()
         self.plant_numbers()
@@ -882,6 +909,91 @@ class _Builder:
             used.add(number)
             self.genuine(int(c), f"invalid_msisdn/{kind}", msisdn_invalid=number)
 
+
+    # -- hard cases for the candidate search (noise="benchmark") ---------------------------
+    def make_twins(self) -> None:
+        """Citizens whose CCCD is one or two digits from another citizen's of the same
+        province, sex and birth year (the registry's numbers are rewritten before any row
+        is planted): ``self.twins`` pairs (holder, other) for the colliding scenarios."""
+        cz, rng = self.cz, self.rng
+        want = self.k_hard("colliding_near_miss") + self.k_hard("mistyped_into_other")
+        prefix = pd.Series([c[:6] for c in cz.cid])
+        pool = self.plain_alive & ~cz.year_only
+        by_prefix = pd.Series(np.arange(cz.n))[pool].groupby(prefix[pool]).agg(list)
+        groups = [g for g in by_prefix if len(g) >= 2]
+        rng.shuffle(groups)
+        self.twins: list[tuple[int, int, str]] = []
+        for group in groups:
+            if len(self.twins) >= want:
+                break
+            c, d = (int(x) for x in rng.choice(group, size=2, replace=False))
+            if self.reserved[c] or self.reserved[d] or \
+                    not names_clearly_differ(cz.full_name[c], cz.full_name[d]):
+                continue
+            two = len(self.twins) < self.k_hard("colliding_near_miss")
+            serial = list(cz.cid[c][6:])
+            spots = rng.choice(6, size=2 if two else 1, replace=False)
+            for spot in spots:
+                serial[spot] = str((int(serial[spot]) + int(rng.integers(1, 10))) % 10)
+            new = cz.cid[c][:6] + "".join(serial)
+            if new in self.cid_set:
+                continue
+            self.cid_set.discard(cz.cid[d])
+            cz.cid[d] = new
+            self.cid_set.add(new)
+            self.reserved[[c, d]] = True
+            # The number the holder writes: one digit off both (two apart), or d's own.
+            written = cz.cid[c][:6] + "".join(
+                serial[i] if i == spots[0] else cz.cid[c][6 + i] for i in range(6)) \
+                if two else new
+            self.twins.append((c, d, written))
+
+    def plant_hard_searches(self) -> None:
+        cz, rng = self.cz, self.rng
+        for _ in range(self.k_hard("invented_cccd")):
+            f = self.fake()
+            self._fake_row(f, "invented_cccd", "CCCD", self._fabricated_cccd(f))
+        adult = cz.dob + 19 * 366 < self.last
+        for c in self.take(self.plain_alive & ~cz.year_only & adult,
+                           self.k_hard("invented_namesake_cccd")):
+            # Someone not in the registry who shares a citizen's name, date of birth and
+            # sex, carrying a number of their own (another province or serial).
+            c, f = int(c), self.fake()
+            self.fake_name[f], self.fake_dob[f] = cz.full_name[c], cz.dob[c]
+            self.fake_female[f], self.fake_year[f] = cz.female[c], cz.year[c]
+            self._fake_row(f, "invented_namesake_cccd", "CCCD", self._fabricated_cccd(f),
+                           dob_year_only=False)
+        for _ in range(self.k_hard("invented_near_real_cccd")):
+            f = self.fake()
+            number = self._near_real_cccd(f)
+            self._fake_row(f, "invented_near_real_cccd", "CCCD", number)
+        for _ in range(self.k_hard("invented_no_id")):
+            f = self.fake()
+            self._fake_row(f, "invented_no_id", "" if rng.random() < 0.5 else "CCCD", "")
+        namesakes = cz.name_collision & self.window & ~cz.has_death
+        for c in self.take(namesakes, self.k_hard("namesake_no_id")):
+            self.genuine(int(c), "namesake_no_id", id_type="", id_number="")
+        for c in self.take(namesakes, self.k_hard("namesake_near_miss")):
+            c = int(c)
+            self.genuine(c, "namesake_near_miss", id_type="CCCD",
+                         id_number=self._near_miss(cz.cid[c]), noise_ok=False, full_dob=True)
+        for c, _d, written in self.twins:
+            two = written != cz.cid[_d]
+            self.genuine(c, "colliding_near_miss" if two else "mistyped_into_other",
+                         id_type="CCCD", id_number=written, noise_ok=False, full_dob=True)
+
+    def _near_real_cccd(self, f: int) -> str:
+        """A number one digit off a random citizen's CCCD and nobody's own."""
+        for _ in range(1000):
+            c = int(self.rng.integers(self.cz.n))
+            cid = self.cz.cid[c]
+            i = int(self.rng.integers(6, 12))
+            number = cid[:i] + str((int(cid[i]) + int(self.rng.integers(1, 10))) % 10) \
+                + cid[i + 1:]
+            if number not in self.cid_set:
+                return number
+        raise RuntimeError("no number one digit off a citizen's")
+
     # -- scenario pieces ---------------------------------------------------------------
     def _wrong_person(self, v: int, scenario: str, activation: int | None = None) -> None:
         """The document is ``v``'s; name, DOB and gender are somebody else's."""
@@ -930,13 +1042,15 @@ class _Builder:
 
     def _fake_row(self, f: int, scenario: str, id_type: str, number: str, *,
                   telco: str | None = None, activation: int | None = None,
-                  **kw: object) -> None:
+                  dob_year_only: bool | None = None, **kw: object) -> None:
         telco = telco or self.telco()
         dob = int(self.fake_dob[f])
         if activation is None:
             activation = int(self.rng.integers(max(self.first, dob + 19 * 366), self.last + 1))
+        if dob_year_only is None:
+            dob_year_only = bool(self.rng.random() < DOB_YEAR_ONLY_SHARE[telco])
         self.add(telco=telco, scenario=scenario, id_type=id_type, id_number=number, dob=dob,
-                 dob_year_only=self.rng.random() < DOB_YEAR_ONLY_SHARE[telco],
+                 dob_year_only=dob_year_only,
                  gender="F" if self.fake_female[f] else "M", activation=activation,
                  name=self.fake_name[f], **kw)  # type: ignore[arg-type]
 
@@ -1358,16 +1472,16 @@ def _ground_truth(rows: pd.DataFrame, cz: _Citizens, as_of: date) -> pd.DataFram
     duplicate = dup_counted & (msisdn.map(msisdn.value_counts()).fillna(0).to_numpy() > 1)
     invalid_msisdn = ~valid_msisdn
 
-    # Near-miss suggestion: exactly one registry CCCD one edit away, whose name and DOB agree.
+    # Near-miss suggestion: the registry CCCD one edit away whose name and DOB agree.
     suggested = np.full(n, -1, dtype=np.int64)
     cid_index = {v: i for i, v in enumerate(cz.cid)}
+    # (Several citizens one edit away: the one whose name and date of birth the row carries.)
     for i in np.flatnonzero(id_not_found & wf_cccd):
         near = [cid_index[v] for v in one_edit_variants(number.iat[i]) if v in cid_index]
-        if len(near) == 1:
-            c = near[0]
-            if name_cid[i] == c and dob_agrees(declared[i:i + 1], declared_yo[i:i + 1],
-                                               reg_dob[c:c + 1], cz.year_only[c:c + 1])[0]:
-                suggested[i] = c
+        agreeing = [c for c in near if name_cid[i] == c and dob_agrees(
+            declared[i:i + 1], declared_yo[i:i + 1], reg_dob[c:c + 1], cz.year_only[c:c + 1])[0]]
+        if len(agreeing) == 1:
+            suggested[i] = agreeing[0]
 
     status = np.full(n, "VERIFIED", dtype=object)
     status[gender_mm | ambiguous] = "REVIEW"
@@ -1460,6 +1574,53 @@ def _mobifone_table(rows: pd.DataFrame) -> pa.Table:
     return pa.table(arrays)
 
 
+# --- The previous run's exports (the history of each number) -------------------------------
+_GENUINE_SEARCHED = ("no_id", "invalid_id", "near_miss_cccd", "unknown_cmnd", "namesake_no_id",
+                     "namesake_near_miss", "colliding_near_miss")
+_INVENTED_SEARCHED = ("fabricated_cccd", "invented_cccd", "invented_namesake_cccd",
+                      "invented_near_real_cccd", "invented_no_id")
+PREVIOUS_HAD_OWN_CCCD = 0.6  # genuine searched rows whose number carried their CCCD before
+PREVIOUS_OTHER_HOLDER = 0.05  # ... whose number was someone else's before (recycled)
+PREVIOUS_INVENTED_RECYCLED = 0.1  # invented people on a number a citizen held before
+
+
+def _previous_rows(rng: np.random.Generator, rows: pd.DataFrame, cz: _Citizens) -> pd.DataFrame:
+    """The exports as the previous run received them: the same subscriptions, except that
+    most rows whose document now leads nobody carried their holder's own CCCD then (the
+    number was verified to them), and some numbers were held by another citizen then (a
+    recycled number: its verified holder then is not its holder now)."""
+    prev = rows.copy()
+    base = rows["scenario"].str.split("/").str[0].to_numpy()
+    holder = rows["true_holder"].to_numpy()
+    genuine = np.isin(base, _GENUINE_SEARCHED) & (holder >= 0)
+    invented = np.isin(base, _INVENTED_SEARCHED)
+    u = rng.random(len(rows))
+    own = genuine & (u < PREVIOUS_HAD_OWN_CCCD)
+    recycled = (genuine & (u >= 1 - PREVIOUS_OTHER_HOLDER)) \
+        | (invented & (u < PREVIOUS_INVENTED_RECYCLED))
+    id_type, id_number = prev["id_type"].to_numpy().copy(), prev["id_number"].to_numpy().copy()
+    id_type[own] = "CCCD"
+    id_number[own] = cz.cid[holder[own]]
+    others = rng.integers(0, cz.n, len(rows))
+    before = others[recycled]
+    id_type[recycled] = "CCCD"
+    id_number[recycled] = cz.cid[before]
+    prev["id_type"], prev["id_number"] = id_type, id_number
+    name = prev["name_written"].to_numpy().copy()
+    telco = prev["telco"].to_numpy()
+    written = cz.full_name[before]
+    name[recycled] = np.where(telco[recycled] == "mobifone",
+                              [fold(n).upper() for n in written], written)
+    prev["name_written"] = name
+    dob, year_only = prev["dob"].to_numpy().copy(), prev["dob_year_only"].to_numpy().copy()
+    dob[recycled], year_only[recycled] = cz.dob[before], cz.year_only[before]
+    prev["dob"], prev["dob_year_only"] = dob, year_only
+    gender = prev["gender"].to_numpy().copy()
+    gender[recycled] = np.where(cz.female[before], "F", "M")
+    prev["gender"] = gender
+    return prev
+
+
 # --- Entry points -------------------------------------------------------------------------
 def generate_world(
     out_dir: Path,
@@ -1469,19 +1630,23 @@ def generate_world(
     n_subscriptions: int = DEFAULT_N_SUBSCRIPTIONS,
     as_of: date = DEFAULT_AS_OF,
     noise: str = "samples",
+    previous: bool = False,
 ) -> dict:
     """Build the world for ``seed`` and write its five files under ``out_dir``.
 
     Returns ``{"paths", "citizens", "rows", "rows_per_telco", "scenarios",
     "flags", "statuses"}`` (counts are plain ints; ``scenarios`` counts the
-    planted label without the accepted-name-noise suffix).
+    planted label without the accepted-name-noise suffix). ``previous``: also write
+    the exports as the previous run received them (``exports_previous/``, same file
+    names; :func:`_previous_rows`), so a run before this one gives each number its
+    history. The world itself does not depend on it.
     """
     if noise not in NOISE_LEVELS:
         raise ValueError(f"noise must be one of {NOISE_LEVELS}, not {noise!r}")
     out_dir = Path(out_dir)
     cz = _build_citizens(np.random.default_rng([seed, 1]), n_citizens, as_of)
     rng = np.random.default_rng([seed, 2])
-    builder = _Builder(rng, cz, n_subscriptions, as_of)
+    builder = _Builder(rng, cz, n_subscriptions, as_of, noise)
     builder.plant_all()
     rows = builder.frame()
     _assign_numbers(rng, rows, noise)
@@ -1505,6 +1670,15 @@ def generate_world(
     for t in ("viettel", "vinaphone"):
         _write_csv(paths[t], rows[rows["telco"] == t], t)
     _write_parquet(paths["mobifone"], _mobifone_table(rows[rows["telco"] == "mobifone"]))
+    if previous:
+        prev = _previous_rows(np.random.default_rng([seed, 3]), rows, cz)
+        folder = out_dir / PREVIOUS_EXPORTS
+        folder.mkdir(parents=True, exist_ok=True)
+        for t in ("viettel", "vinaphone"):
+            _write_csv(folder / Path(FILES[t]).name, prev[prev["telco"] == t], t)
+        _write_parquet(folder / Path(FILES["mobifone"]).name,
+                       _mobifone_table(prev[prev["telco"] == "mobifone"]))
+        paths["previous_exports"] = folder
     truth = truth.sort_values(["telco", "source_row"], kind="stable").reset_index(drop=True)
     _write_parquet(paths["ground_truth"], pa.Table.from_pandas(
         truth, schema=pa.schema([
@@ -1541,11 +1715,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subscriptions", type=int, default=DEFAULT_N_SUBSCRIPTIONS)
     parser.add_argument("--as-of", type=date.fromisoformat, default=DEFAULT_AS_OF)
     parser.add_argument("--noise", choices=NOISE_LEVELS, default="samples")
+    parser.add_argument("--previous", action="store_true",
+                        help="also write the exports as the previous run received them")
     args = parser.parse_args(argv)
     citizens = args.citizens or max(DEFAULT_N_CITIZENS, round(args.subscriptions * 0.625))
     result = generate_world(args.out, seed=args.seed, n_citizens=citizens,
                             n_subscriptions=args.subscriptions, as_of=args.as_of,
-                            noise=args.noise)
+                            noise=args.noise, previous=args.previous)
     json.dump(result, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
     return 0

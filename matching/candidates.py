@@ -4,10 +4,14 @@ The ID number dominates identity (surname + date of birth is a weak key in
 Vietnam: ~38% of people are Nguyễn), so the link is by document number:
 CCCD against ``citizen_id``, old CMND against ``legacy_id``. When the
 document leads nowhere (NO_ID, INVALID_ID, ID_NOT_FOUND), candidates come
-from one-edit variants of a well-formed number (one digit substituted, two
-adjacent digits swapped), lookalike letters mapped back to digits, and
-blocking keys (date of birth + given name / surname / canonical name, birth
-year + canonical name, birth year + sex from a malformed CCCD + given name).
+from variants of the number one typing slip away (one digit substituted, two
+adjacent digits swapped, one digit dropped or added), lookalike letters mapped
+back to digits, the number's verified holder in the previous run, and blocking
+keys (date of birth + given name / surname / canonical name, birth year +
+canonical name, birth year + sex from a malformed CCCD + given name). The search
+runs one registry shard at a time: registry-wide block sizes (for
+``max_block``) come with the shard, so a shard finds exactly the pairs the whole
+registry would.
 Every candidate is scored by the same Fellegi–Sunter model
 (``matching.model``); only a clearly best one is reported. All joins are
 vectorised (Arrow lookups for document numbers, int64 blocking keys joined by
@@ -23,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching import ids
-from matching.columns import as_bool_mask, distinct_codes
+from matching.columns import as_bool_mask, as_string_array, distinct_codes
+from matching.documents import repaired_number
 from matching.names import BlockingNameKeys, blocking_name_keys
 
 
@@ -109,11 +114,6 @@ def link_by_document(
 
 
 # --- Candidate search without a usable document ----------------------------------------
-# Letters that a hand-typed or OCR'd number carries for a digit (O for 0, I for 1, ...).
-_LOOKALIKE_DIGITS = (("O", "0"), ("D", "0"), ("Q", "0"), ("I", "1"), ("L", "1"), ("Z", "2"),
-                     ("S", "5"), ("G", "6"), ("T", "7"), ("B", "8"))
-
-
 @dataclass(frozen=True)
 class CandidatePairs:
     """Candidate (subscription row, registry row) pairs and how each was reached."""
@@ -311,10 +311,35 @@ class _BlockPlan:
         return np.bincount(self.rows, weights=self.count, minlength=n_rows).astype(np.int64)
 
 
-def _plan_blocks(sub: BlockingParts, reg: BlockingParts, max_block: int) -> _BlockPlan:
+BLOCK_FAMILIES = _FAMILIES
+
+
+def registry_block_sizes(parts: BlockingParts) -> np.ndarray:
+    """(citizens, families) int32: how many citizens share each citizen's key of each
+    blocking family (0: no key), over the registry given. Counted over the whole registry
+    when its snapshot is prepared, they let a shard skip exactly the blocks larger than
+    ``max_block`` that the whole registry would."""
+    coder = _Coder(parts)
+    sizes = np.zeros((len(parts), len(_FAMILIES)), dtype=np.int32)
+    for family in range(len(_FAMILIES)):
+        rows, keys = coder.keys(parts, family)
+        if not len(keys):
+            continue
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        lengths = np.diff(np.r_[starts, len(ordered)])
+        sizes[rows[order], family] = np.repeat(lengths, lengths).astype(np.int32)
+    return sizes
+
+
+def _plan_blocks(sub: BlockingParts, reg: BlockingParts, max_block: int,
+                 reg_sizes: np.ndarray | None = None) -> _BlockPlan:
     """Every family's keys of the searched rows; the registry's keys of each family are
     made, probed against them and dropped one family at a time (only the hits are kept:
-    five keys per citizen of a large registry never sit in memory at once)."""
+    five keys per citizen of a large registry never sit in memory at once).
+    ``reg_sizes``: :func:`registry_block_sizes` of the whole registry (default: the
+    blocks as found in ``reg``)."""
     coder = _Coder(reg)
     s_rows, s_keys, r_rows, r_keys = [], [], [], []
     for family in range(len(_FAMILIES)):
@@ -341,16 +366,13 @@ def _plan_blocks(sub: BlockingParts, reg: BlockingParts, max_block: int) -> _Blo
     reg_rows, reg_keys = reg_rows[order], reg_keys[order]
     lo = np.searchsorted(reg_keys, sub_keys, side="left")
     count = np.searchsorted(reg_keys, sub_keys, side="right") - lo
-    count[count > max_block] = 0  # the whole registry block holds the key: size is exact
+    if reg_sizes is None:
+        count[count > max_block] = 0  # the whole registry block holds the key: size is exact
+    elif len(reg_rows):
+        first = reg_rows[np.minimum(lo, len(reg_rows) - 1)]
+        size = reg_sizes[first, (sub_keys >> _FAMILY_SHIFT).astype(np.int64)]
+        count[(count > 0) & (size > max_block)] = 0
     return _BlockPlan(rows=sub_rows, lo=lo, count=count, citizens=reg_rows)
-
-
-def repaired_number(id_number: pa.Array) -> pa.Array:
-    """Lookalike letters mapped back to digits (``O``->0, ``I``->1, ``S``->5 ...)."""
-    s = pc.utf8_upper(id_number)
-    for letter, digit in _LOOKALIKE_DIGITS:
-        s = pc.replace_substring(s, letter, digit)
-    return s
 
 
 @dataclass(frozen=True)
@@ -410,6 +432,89 @@ class CandidatePlan:
         return CandidatePairs(key >> 33, (key >> 1) & 0xFFFFFFFF, level)
 
 
+def slip_variants(numbers: pa.Array) -> pa.Table:
+    """Every number one dropped or one added digit away, for the lengths a document
+    number can have after such a slip: 13 and 10 digits lose one (-> CCCD, CMND), 11 and
+    8 digits gain one (-> CCCD, CMND). Columns ``row``, ``variant``; duplicates of a row
+    removed. (Substitutions and swaps: ``ids.near_miss_variants``.)"""
+    s = as_string_array(numbers)
+    lengths = np.asarray(pc.fill_null(pc.utf8_length(s), 0), dtype=np.int64)
+    digits_only = as_bool_mask(pc.match_substring_regex(s, r"^[0-9]+$"))
+    rows_out, variants = [], []
+    for width, delta in ((13, -1), (10, -1), (11, 1), (8, 1)):
+        rows = np.flatnonzero(digits_only & (lengths == width))
+        if not rows.size:
+            continue
+        digits = ids.digit_matrix(s.take(pa.array(rows)), width)
+        if delta < 0:  # drop position k
+            keep = np.ones(width, dtype=bool)
+            cand = []
+            for k in range(width):
+                keep[:] = True
+                keep[k] = False
+                cand.append(digits[:, keep])
+            block = np.stack(cand, axis=1)  # (rows, width, width - 1)
+        else:  # insert digit d before position k
+            cand = [np.insert(digits, k, d, axis=1) for k in range(width + 1) for d in range(10)]
+            block = np.stack(cand, axis=1)  # (rows, 10 (width + 1), width + 1)
+        per_row = block.shape[1]
+        rows_out.append(np.repeat(rows, per_row))
+        variants.append(ids.digit_strings(block.reshape(-1, block.shape[2])))
+    if not rows_out:
+        return pa.table({"row": pa.array([], pa.int64()), "variant": pa.array([], pa.string())})
+    table = pa.table({"row": np.concatenate(rows_out), "variant": pa.concat_arrays(variants)})
+    return table.group_by(["row", "variant"], use_threads=False).aggregate([]) \
+        .sort_by([("row", "ascending"), ("variant", "ascending")])
+
+
+@dataclass(frozen=True)
+class SearchedSide:
+    """What :func:`plan_candidates` derives from the searched rows alone (their number
+    variants, repaired numbers, blocking parts): computed once, reused for every
+    registry shard."""
+
+    variant_rows: np.ndarray  # int64 searched row of each variant
+    variants: pa.Array  # 12-digit (CCCD) or 9-digit (CMND) numbers one slip away
+    repaired: pa.Array  # lookalike letters read as digits
+    repaired_changed: np.ndarray  # bool: the repair changed the number
+    parts: BlockingParts | None  # None: string keys wanted instead
+
+
+def searched_side(*, full_name: pa.Array, date_of_birth: pa.Array, dob_precision: pa.Array,
+                  id_number: pa.Array, id_birth_year: pa.Array, id_sex: pa.Array,
+                  near_miss: np.ndarray, id_issue: pa.Array | None = None,
+                  integer_keys: bool = True) -> SearchedSide:
+    """The searched rows' half of :func:`plan_candidates` (see there)."""
+    id_number = as_string_array(id_number)
+    rows_parts, variant_parts = [], []
+    searched = np.flatnonzero(near_miss)
+    if searched.size:
+        numbers = pc.take(id_number, pa.array(searched))
+        if id_issue is not None:  # slips of the number as sent, before a 0 was restored
+            restored = pc.equal(pc.take(as_string_array(id_issue), pa.array(searched)),
+                                "LEADING_ZERO_RESTORED")
+            as_sent = pc.if_else(restored, pc.utf8_slice_codeunits(numbers, 1), numbers)
+        else:
+            as_sent = numbers
+        # Substitutions and swaps of a 12- or 9-digit number; a dropped or added digit of
+        # the others. A 12-digit variant can only be a CCCD, a 9-digit one a CMND.
+        lengths = np.asarray(pc.fill_null(pc.utf8_length(numbers), 0), dtype=np.int64)
+        whole = pc.if_else(pa.array(np.isin(lengths, [9, 12])), numbers,
+                           pa.scalar(None, pa.string()))
+        for variants in (ids.near_miss_variants(whole), slip_variants(as_sent)):
+            if variants.num_rows:
+                rows_parts.append(searched[np.asarray(variants["row"].to_numpy(), np.int64)])
+                variant_parts.append(variants["variant"].combine_chunks())
+    repaired = repaired_number(id_number)
+    return SearchedSide(
+        variant_rows=np.concatenate(rows_parts) if rows_parts else np.empty(0, np.int64),
+        variants=pa.concat_arrays(variant_parts) if variant_parts else pa.array([], pa.string()),
+        repaired=repaired,
+        repaired_changed=as_bool_mask(pc.not_equal(repaired, pc.utf8_upper(id_number))),
+        parts=blocking_parts(full_name, date_of_birth, dob_precision, id_birth_year, id_sex)
+        if integer_keys else None)
+
+
 def plan_candidates(
     *,
     full_name: pa.Array,
@@ -422,44 +527,68 @@ def plan_candidates(
     registry_citizen_id: pa.Array,
     near_miss: np.ndarray,
     max_block: int = 200,
+    registry_block_sizes: np.ndarray | None = None,
+    registry_legacy_id: pa.Array | None = None,
+    id_issue: pa.Array | None = None,
+    previous_holder: pa.Array | None = None,
+    side: SearchedSide | None = None,
 ) -> CandidatePlan:
-    """Candidates of rows whose document leads nowhere: number variants plus blocking keys.
+    """Candidates of rows whose document leads nowhere: number variants, the number's
+    previous holder and blocking keys.
 
-    ``near_miss`` marks rows whose number gets one-edit variants (well-formed
-    CCCDs not found); every row with lookalike letters is also tried with them
-    mapped back to digits. Pairs are unique; ONE_EDIT wins over NONE.
+    ``near_miss`` marks rows whose number gets variants one typing slip away: one digit
+    substituted or two adjacent swapped (12 digits against ``registry_citizen_id``, 9
+    against ``registry_legacy_id``), one dropped (13, 10) or added (11 as sent, i.e.
+    before a lost leading zero was restored, 8); every row with lookalike letters is also
+    tried with them mapped back to digits. Pairs are unique; ONE_EDIT wins over NONE.
     ``registry_blocking``: the registry's :func:`blocking_parts` (integer keys), or
-    its :func:`blocking_keys` table (``citizen``, ``key``). For many rows against a
-    large registry, draw them a chunk of rows at a time (:meth:`CandidatePlan.pairs`);
+    its :func:`blocking_keys` table (``citizen``, ``key``); ``registry_block_sizes``: the
+    whole registry's :func:`registry_block_sizes` when ``registry_blocking`` is one shard
+    of it. ``previous_holder``: per row, the citizen_id of the number's verified holder
+    in the previous run (null: none). ``side``: :func:`searched_side` of the same rows,
+    computed once for several registry shards. For many rows against a large registry,
+    draw them a chunk of rows at a time (:meth:`CandidatePlan.pairs`);
     :meth:`CandidatePlan.all_pairs` draws every row's at once.
     """
+    integer_keys = isinstance(registry_blocking, BlockingParts)
+    if side is None:
+        side = searched_side(full_name=full_name, date_of_birth=date_of_birth,
+                             dob_precision=dob_precision, id_number=id_number,
+                             id_birth_year=id_birth_year, id_sex=id_sex, near_miss=near_miss,
+                             id_issue=id_issue, integer_keys=integer_keys)
+    registry_citizen_id = as_string_array(registry_citizen_id)
     rows_parts, cit_parts = [], []
-    searched = np.flatnonzero(near_miss)
-    if searched.size:
-        variants = ids.near_miss_variants(pc.take(id_number, pa.array(searched)))
-        if variants.num_rows:
-            found = _index_in(variants["variant"], registry_citizen_id)
+    if len(side.variants):
+        width = np.asarray(pc.utf8_length(side.variants), dtype=np.int64)
+        for size, universe in ((12, registry_citizen_id), (9, registry_legacy_id)):
+            at = np.flatnonzero(width == size)
+            if universe is None or not at.size:
+                continue
+            found = _index_in(side.variants.take(pa.array(at)), as_string_array(universe))
             keep = found >= 0
-            rows_parts.append(searched[np.asarray(variants["row"].to_numpy(), np.int64)[keep]])
+            rows_parts.append(side.variant_rows[at[keep]])
             cit_parts.append(found[keep])
-    repaired = repaired_number(id_number)
-    changed = as_bool_mask(pc.not_equal(repaired, pc.utf8_upper(id_number)))
-    by_repair = _index_in(repaired, registry_citizen_id)
-    hit = changed & (by_repair >= 0)
+    by_repair = _index_in(side.repaired, registry_citizen_id)
+    hit = side.repaired_changed & (by_repair >= 0)
     rows_parts.append(np.flatnonzero(hit))
     cit_parts.append(by_repair[hit])
 
     none = np.empty(0, np.int64)
     blocks, b_rows, b_cit = None, none, none
-    if isinstance(registry_blocking, BlockingParts):
-        sub_parts = blocking_parts(full_name, date_of_birth, dob_precision, id_birth_year,
-                                   id_sex)
+    if integer_keys:
+        sub_parts = side.parts
+        assert sub_parts is not None
         if len(sub_parts) and len(registry_blocking):
-            blocks = _plan_blocks(sub_parts, registry_blocking, max_block)
+            blocks = _plan_blocks(sub_parts, registry_blocking, max_block, registry_block_sizes)
     else:  # string keys (``blocking_keys``), e.g. computed elsewhere
         sub_keys = blocking_keys(full_name, date_of_birth, dob_precision, id_birth_year,
                                  id_sex)
         b_rows, b_cit = _block_join(sub_keys, registry_blocking, max_block)
+    if previous_holder is not None:  # the number's verified holder last time
+        before = _index_in(as_string_array(previous_holder), registry_citizen_id)
+        had = before >= 0
+        b_rows = np.concatenate([b_rows, np.flatnonzero(had)])
+        b_cit = np.concatenate([b_cit, before[had]])
     return CandidatePlan(n_rows=len(full_name),
                          id_rows=np.concatenate(rows_parts).astype(np.int64),
                          id_citizens=np.concatenate(cit_parts).astype(np.int64),
@@ -504,3 +633,14 @@ def best_candidates(pairs: CandidatePairs, weight: np.ndarray, probability: np.n
     margin[rows[second]] = w[np.flatnonzero(second) - 1] - w[second]
     pair[rows[first]] = best_at
     return BestCandidates(citizen, level, prob, margin, count, pair)
+
+
+def registry_parts(full_name: pa.Array, date_of_birth: pa.Array, dob_precision: pa.Array,
+                   gender: pa.Array) -> BlockingParts:
+    """What a registry's blocking keys are made of (birth year and sex from the date of
+    birth and the gender on record)."""
+    full_name, date_of_birth, dob_precision, gender = (
+        c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+        for c in (full_name, date_of_birth, dob_precision, gender))
+    return blocking_parts(full_name, date_of_birth, dob_precision, pc.year(date_of_birth),
+                          gender)

@@ -14,10 +14,13 @@ import pyarrow.compute as pc
 
 
 class DobLevel(IntEnum):
-    EXACT = 5
-    SAME_YEAR_ONE_SIDE_YEAR_ONLY = 4
-    DAY_MONTH_SWAPPED = 3
-    ONE_DIGIT_OFF = 2
+    EXACT = 8
+    SAME_YEAR_ONE_SIDE_YEAR_ONLY = 7
+    DAY_MONTH_SWAPPED = 6
+    ONE_DIGIT_OFF = 5
+    DAYS_APART = 4  # at most DOB_DAYS_APART days apart (e.g. 1984-03-09 / 1984-03-10)
+    SAME_DAY_MONTH = 3  # same day and month, another year
+    NEAR_YEAR_ONE_SIDE_YEAR_ONLY = 2  # one side holds only a year, one or two years off
     DIFFERENT = 1
     MISSING = 0
 
@@ -27,9 +30,16 @@ DOB_LEVEL_LABELS: dict[DobLevel, str] = {
     DobLevel.SAME_YEAR_ONE_SIDE_YEAR_ONLY: "same year (one side holds only a year)",
     DobLevel.DAY_MONTH_SWAPPED: "day and month swapped",
     DobLevel.ONE_DIGIT_OFF: "one digit off",
+    DobLevel.DAYS_APART: "a few days apart",
+    DobLevel.SAME_DAY_MONTH: "same day and month, another year",
+    DobLevel.NEAR_YEAR_ONE_SIDE_YEAR_ONLY: "one or two years apart (one side holds only a "
+                                           "year)",
     DobLevel.DIFFERENT: "different",
     DobLevel.MISSING: "missing",
 }
+# DAYS_APART: dates at most this many days apart (a slip of the day, or of the day at a
+# month's end).
+DOB_DAYS_APART = 3
 # Levels at which two dates of birth are taken to agree.
 DOB_AGREEING_LEVELS = (DobLevel.EXACT, DobLevel.SAME_YEAR_ONE_SIDE_YEAR_ONLY)
 
@@ -85,6 +95,9 @@ def compare_dates_of_birth(
     """
     ly, lm, ld = _ymd(left)
     ry, rm, rd = _ymd(right)
+    days_apart = np.abs(_np(pc.cast(pc.cast(left, pa.date32()), pa.int32()), 0).astype(np.int64)
+                        - _np(pc.cast(pc.cast(right, pa.date32()), pa.int32()), 0)
+                        .astype(np.int64))
     missing = _np(pc.or_(pc.is_null(left), pc.is_null(right)), True).astype(bool)
     left_year_only = _np(pc.equal(left_precision, "year"), False).astype(bool)
     right_year_only = _np(pc.equal(right_precision, "year"), False).astype(bool)
@@ -95,6 +108,9 @@ def compare_dates_of_birth(
     one_digit = _one_digit_off(_digit_string(ly, lm, ld), _digit_string(ry, rm, rd)) & ~year_only
 
     level = np.full(ly.shape, DobLevel.DIFFERENT, dtype=np.int8)
+    level[year_only & (np.abs(ly - ry) <= 2)] = DobLevel.NEAR_YEAR_ONE_SIDE_YEAR_ONLY
+    level[~year_only & (lm == rm) & (ld == rd)] = DobLevel.SAME_DAY_MONTH
+    level[~year_only & (days_apart <= DOB_DAYS_APART)] = DobLevel.DAYS_APART
     level[one_digit] = DobLevel.ONE_DIGIT_OFF
     level[swapped] = DobLevel.DAY_MONTH_SWAPPED
     level[year_only & same_year] = DobLevel.SAME_YEAR_ONE_SIDE_YEAR_ONLY

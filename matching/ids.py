@@ -262,7 +262,7 @@ def cccd_agrees_with(id_number: ArrayLike, birth_year: ArrayLike, gender: ArrayL
     return pc.and_kleene(year_ok, sex_ok).combine_chunks()
 
 
-def _fixed_widthas_string_array(matrix: np.ndarray) -> pa.Array:
+def digit_strings(matrix: np.ndarray) -> pa.Array:
     """(m, L) uint8 digit matrix -> StringArray of m strings of length L."""
     m, width = matrix.shape
     data = np.ascontiguousarray(matrix + ord("0"), dtype=np.uint8)
@@ -270,7 +270,7 @@ def _fixed_widthas_string_array(matrix: np.ndarray) -> pa.Array:
     return pa.StringArray.from_buffers(m, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
-def _digit_matrix(strings: pa.Array, width: int) -> np.ndarray:
+def digit_matrix(strings: pa.Array, width: int) -> np.ndarray:
     """Equal-length non-null ASCII strings -> (n, width) uint8 matrix of digit values."""
     _, offsets_buf, data_buf = strings.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=np.int32)[strings.offset:]
@@ -302,7 +302,7 @@ def _variants_for_width(
         keep[:, n_sub:] = digits[:, :-1] != digits[:, 1:]  # equal digits: no change
     is_swap = np.broadcast_to(np.arange(n_sub + n_swap) >= n_sub, keep.shape)[keep]
     out_rows = np.repeat(rows, keep.sum(axis=1))
-    return out_rows, _fixed_widthas_string_array(cand[keep]), is_swap
+    return out_rows, digit_strings(cand[keep]), is_swap
 
 
 def near_miss_variants(
@@ -337,7 +337,7 @@ def near_miss_variants(
         block_eligible = eligible[start:stop]
         for width in np.unique(block_lengths[block_eligible]):
             rows = start + np.flatnonzero(block_eligible & (block_lengths == width))
-            digits = _digit_matrix(s.take(pa.array(rows)), int(width))
+            digits = digit_matrix(s.take(pa.array(rows)), int(width))
             parts.append(_variants_for_width(digits, rows, substitutions, adjacent_swaps))
         if not parts:
             continue

@@ -199,6 +199,14 @@ def canonical_name_key(values: StringColumn) -> pa.Array:
     return per_distinct(lambda v: _canonical_from_key(_name_key(v)), as_string_array(values))
 
 
+def sequence_name_key(values: StringColumn) -> pa.Array:
+    """The canonical words in written order (the key a typo is measured on, besides the
+    sorted one: a typo can move a word in the sorted key)."""
+    return per_distinct(
+        lambda v: _Words.split(_name_key(v)).drop_optional_middles().map_surname_variants()
+        .join(), as_string_array(values))
+
+
 def surname_key(values: StringColumn) -> pa.Array:
     """First word of the name key with regional spellings unified (Huỳnh -> "hoang").
 

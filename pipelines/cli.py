@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="the Fellegi-Sunter match model (docs/matching.md)")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     estimate = model_sub.add_parser(
-        "estimate", help="re-estimate m/u and ID priors from a registry and telco exports")
+        "estimate", help="re-estimate m/u, document-link priors and the candidate search's "
+        "model from a registry, telco exports and the previous run (docs/matching.md)")
     estimate.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                           help="run configuration naming the registry and telco mappings")
     estimate.add_argument("--run-date", default=date.today().isoformat(),

@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from matching.candidates import blocking_keys, plan_candidates, repaired_number
+from matching.candidates import blocking_keys, plan_candidates, registry_parts, repaired_number
 from pipelines.config import FlagSettings, MatchingSettings
 from pipelines.intake.normalise import NORMALISED_SCHEMA
 from pipelines.reconcile.flag import flag
 from pipelines.reconcile.match import match
+from pipelines.reconcile.search import _cccd_year_sex
 
 REGISTRY = [
     # citizen_id, legacy_id, name, dob, gender
@@ -119,7 +120,6 @@ def test_nobody_is_suggested_for_a_made_up_person(results: pa.Table) -> None:
 
 
 def test_malformed_cccd_digits_block_by_birth_year_and_sex(results: pa.Table) -> None:
-    from pipelines.reconcile.match import _cccd_year_sex, _registry_keys
 
     # A typo in the family name, a year-only birth date, 11 digits: only the century/sex
     # and year digits of the number (2001, female) plus the given name reach her.
@@ -130,11 +130,16 @@ def test_malformed_cccd_digits_block_by_birth_year_and_sex(results: pa.Table) ->
     pairs = plan_candidates(
         full_name=pa.array(["Huỳnk Ngọc Hân"]), date_of_birth=pa.array([date(2001, 1, 1)]),
         dob_precision=pa.array(["year"]), id_number=number, id_birth_year=year, id_sex=sex,
-        registry_blocking=_registry_keys(registry), registry_citizen_id=registry["citizen_id"],
+        registry_blocking=_keys(registry), registry_citizen_id=registry["citizen_id"],
         near_miss=np.array([False])).all_pairs()
     assert pairs.citizen.tolist() == [5] and pairs.id_level.tolist() == [0]
     row = results.slice(5, 1).to_pylist()[0]
     assert row["status"] == "UNREGISTERED" and row["candidate_count"] >= 1
+
+
+def _keys(registry: pa.Table):  # type: ignore[no-untyped-def]
+    return registry_parts(registry["full_name"], registry["date_of_birth"],
+                          registry["dob_precision"], registry["gender"])
 
 
 def test_never_verified_without_a_document_link(results: pa.Table) -> None:
@@ -173,7 +178,6 @@ def test_repaired_number() -> None:
 def test_integer_keys_find_the_pairs_the_string_keys_find() -> None:
     """The registry's blocking parts (integer keys) and the string keys of
     ``blocking_keys`` propose exactly the same pairs, large blocks skipped alike."""
-    from pipelines.reconcile.match import _cccd_year_sex, _registry_keys
 
     rng = np.random.default_rng(5)
     names = ["Nguyễn Văn An", "NGUYEN VAN AN", "Trần Thị Bích", "Huỳnh Mai", "Hoàng Thị Mai",
@@ -205,7 +209,7 @@ def test_integer_keys_find_the_pairs_the_string_keys_find() -> None:
     for max_block in (200, 15, 1):
         by_string = plan_candidates(**common, registry_blocking=strings,
                                     max_block=max_block).all_pairs()
-        by_integer = plan_candidates(**common, registry_blocking=_registry_keys(registry),
+        by_integer = plan_candidates(**common, registry_blocking=_keys(registry),
                                      max_block=max_block).all_pairs()
         assert len(by_string.row) > 0 or max_block == 1
         for field in ("row", "citizen", "id_level"):
@@ -216,7 +220,7 @@ def test_the_search_in_chunks_finds_what_it_finds_at_once(monkeypatch: pytest.Mo
                                                           results: pa.Table) -> None:
     """Rows are searched a bounded number of candidate pairs at a time: a chunk of one
     row each changes nothing."""
-    import pipelines.reconcile.match as match_module
+    import pipelines.reconcile.search as match_module
 
     monkeypatch.setattr(match_module, "SEARCH_CHUNK_PAIRS", 1)
     rows = [{"full_name": "NGUYEN VAN BINH", "date_of_birth": "1984-05-06", "gender": "M",
@@ -230,3 +234,151 @@ def test_the_search_in_chunks_finds_what_it_finds_at_once(monkeypatch: pytest.Mo
     whole = match(_subscriptions(rows), _registry(), MatchingSettings())
     assert chunked.to_pylist() == whole.to_pylist()
     assert chunked["candidate_count"].to_pylist() == [1, 1, 2]
+
+
+# --- the evidence of issue 15: the number carried, competing candidates, history -------------
+def _one(rows: list[dict], **kwargs: object) -> list[dict]:
+    return match(_subscriptions(rows), _registry(), MatchingSettings(), **kwargs).to_pylist()
+
+
+def test_an_invented_person_with_a_citizens_name_and_birthday_gets_no_candidate() -> None:
+    """Same name, date of birth and sex as Lê Văn Tám, but a well-formed CCCD of another
+    province with another serial: the number is strong evidence against him."""
+    from matching.documents import DocLevel
+
+    invented, slip = _one([
+        {"full_name": "Lê Văn Tám", "date_of_birth": "1975-09-30", "gender": "M",
+         "id_number": "001075123456"},
+        {"full_name": "Lê Văn Tám", "date_of_birth": "1975-09-30", "gender": "M",
+         "id_number": "048075001112"},  # one digit off his own
+    ])
+    assert invented["doc_level"] == DocLevel.SAME_BIRTH_OTHER_PROVINCE
+    assert invented["doc_weight"] < -10
+    assert invented["candidate_citizen_id"] is None and invented["candidate_probability"] < 0.05
+    assert slip["doc_level"] == DocLevel.ONE_SUBSTITUTION and slip["doc_weight"] > 0
+    assert slip["candidate_citizen_id"] == slip["suggested_citizen_id"] == "048075001111"
+
+
+def test_the_number_tells_two_namesakes_born_the_same_day_apart() -> None:
+    """Two citizens named Phạm Thị Lan born 1988-12-01: without a number they tie (each
+    about one half); a CCCD one digit off one of theirs picks her."""
+    tie, picked = _one([
+        {"full_name": "Phạm Thị Lan", "date_of_birth": "1988-12-01", "gender": "F",
+         "id_type": None, "id_number": None, "id_valid": None},
+        {"full_name": "Phạm Thị Lan", "date_of_birth": "1988-12-01", "gender": "F",
+         "id_number": "036188003334"},
+    ])
+    assert tie["candidate_count"] == 2 and tie["candidate_citizen_id"] is None
+    assert tie["candidate_probability"] < 0.5
+    assert picked["candidate_citizen_id"] == "036188003333"
+    assert picked["suggested_citizen_id"] == "036188003333"
+    assert picked["candidate_probability"] > 0.999 and picked["candidate_margin_bits"] > 10
+
+
+def test_the_weights_of_a_searched_row_add_up() -> None:
+    row = _one([{"full_name": "NGUYEN VAN BINH", "date_of_birth": "1984-05-06", "gender": "M",
+                 "id_type": None, "id_number": None, "id_valid": None}])[0]
+    parts = ("id_weight", "doc_weight", "name_weight", "dob_weight", "gender_weight",
+             "history_weight", "others_weight")
+    assert sum(row[p] for p in parts) == pytest.approx(row["match_weight"])
+    assert row["id_weight"] < 0  # the prior that one given citizen is the holder
+
+
+def test_the_previous_holder_of_the_number_is_a_candidate() -> None:
+    """A row without a document whose name is too far off for any blocking key: the
+    number's verified holder in the previous run is still compared (history level)."""
+    from matching.model import HistoryLevel
+
+    rows = [{"full_name": "Lê Văn Tám", "date_of_birth": "1975-09-30", "gender": "M",
+             "id_type": None, "id_number": None, "id_valid": None},
+            {"full_name": "Trần Hồng", "date_of_birth": "1991-03-02", "gender": "F",
+             "id_type": None, "id_number": None, "id_valid": None}]
+    before = pa.array(["079084000123", "001190004567"])
+    first, second = _one(rows, previous_holder=before)
+    assert first["history_level"] == HistoryLevel.OTHER_HOLDER  # found by name, not him
+    assert second["candidate_count"] == 1
+    assert second["history_level"] == HistoryLevel.SAME_HOLDER
+    without = _one(rows)
+    assert without[1]["candidate_count"] == 0
+
+
+def test_the_same_unfound_number_under_other_names() -> None:
+    from matching.model import OthersLevel
+    from pipelines.reconcile.search import others_levels
+
+    levels = others_levels(pa.array(["CCCD", "CCCD", "CCCD", "CCCD", "CMND", None]),
+                           pa.array(["040079987654", "040079987654", "001190000001",
+                                     "001190000001", "040079987654", None]),
+                           pa.array(["Đỗ Quang Vinh", "Lê Thị Hoa", "Trần An", "TRAN AN",
+                                     "Đỗ Quang Vinh", "Ai Đó"]))
+    assert levels.tolist() == [OthersLevel.OTHER_NAMES, OthersLevel.OTHER_NAMES,
+                               OthersLevel.SAME_NAME, OthersLevel.SAME_NAME,
+                               OthersLevel.ALONE, OthersLevel.MISSING]
+
+
+def test_slip_variants_of_malformed_numbers_reach_the_citizen() -> None:
+    """A CCCD with a digit too many, or one missing, is looked up with one digit dropped or
+    added (not through its name: here the name is far off)."""
+    pairs = plan_candidates(
+        full_name=pa.array(["X Y", "X Y"]),
+        date_of_birth=pa.array([date(1990, 1, 1)] * 2), dob_precision=pa.array(["day"] * 2),
+        id_number=pa.array(["0011900045678", "00119004567"]),
+        id_birth_year=pa.nulls(2, pa.int32()), id_sex=pa.nulls(2, pa.string()),
+        registry_blocking=_keys(_registry()), registry_citizen_id=_registry()["citizen_id"],
+        near_miss=np.array([True, True])).all_pairs()
+    assert pairs.row.tolist() == [0, 1] and pairs.citizen.tolist() == [1, 1]
+    assert pairs.id_level.tolist() == [1, 1]  # ONE_EDIT: reached through the number
+
+
+def test_previous_holders_come_from_the_latest_run_before(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The verified holder of each number in the latest published run before this one;
+    a number held by two different citizens then is no evidence (null)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from pipelines.reconcile.search import previous_holders
+
+    def publish(day: str, msisdn: list, holder: list) -> None:
+        folder = tmp_path / day
+        folder.mkdir()
+        pq.write_table(pa.table({"msisdn": msisdn, "holder_citizen_id": holder,
+                                 "telco": ["t"] * len(msisdn),
+                                 "source_row": list(range(1, len(msisdn) + 1))}),
+                       folder / "results.parquet")
+        (folder / "manifest.json").write_text(json.dumps({"files": []}))
+
+    publish("2026-09-28", ["0901", "0902"], ["OLD1", "OLD2"])
+    publish("2026-10-28", ["0901", "0902", "0902", "0903", "0904"],
+            ["C1", "C2", "C3", None, "C4"])
+    publish("2026-11-28", ["0901"], ["LATER"])  # the run itself, or later: never read
+    got = previous_holders(tmp_path, "2026-11-28",
+                           pa.array(["0901", "0902", "0903", "0905", None, "0901"]))
+    assert got.to_pylist() == ["C1", None, None, None, None, "C1"]
+    assert previous_holders(tmp_path, "2026-09-01", pa.array(["0901"])).to_pylist() == [None]
+
+
+def test_a_run_reads_each_numbers_history_from_the_run_before(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A small world with the exports of the day before: that run verifies the holders
+    of numbers whose document now leads nobody, and today's search finds them again
+    through that history (the number's previous holder, level SAME_HOLDER)."""
+    from benchmarks.accuracy import write_world_config
+    from data_samples.generator import PREVIOUS_EXPORTS, generate_world
+    from matching.model import HistoryLevel
+    from pipelines.results.dataset import RunResults
+    from pipelines.stages import run_all
+
+    world = tmp_path / "world"
+    generate_world(world, n_subscriptions=6000, n_citizens=4000, noise="benchmark",
+                   previous=True)
+    before = write_world_config(world, tmp_path, exports=PREVIOUS_EXPORTS,
+                                name="previous.yaml")
+    run_all(str(before), "2026-11-27")
+    today = RunResults(run_all(str(write_world_config(world, tmp_path)), "2026-11-28")
+                       ["run_dir"]).read()
+    searched = today.filter(pc.is_null(today["matched_citizen_id"]))
+    history = searched["history_level"].to_pylist()
+    assert history.count(HistoryLevel.SAME_HOLDER) > 20
+    assert HistoryLevel.OTHER_HOLDER in history
+    same = searched.filter(pc.equal(searched["history_level"], HistoryLevel.SAME_HOLDER))
+    assert pc.min(same["history_weight"]).as_py() > 10

@@ -82,3 +82,31 @@ def test_explanation_of_one_row() -> None:
     assert "1 in 1,000" in out["steps"][1]["level"]
     assert min(s["offset"] for s in out["steps"]) >= 0
     assert explanation({"match_weight": None}) is None
+
+
+def test_a_searched_row_is_explained_with_the_number_it_carries() -> None:
+    """A row whose document leads nobody is explained by its best candidate: the prior
+    that one citizen is the holder, the number carried against the candidate's, the
+    fields, the number's history; the probability is over the row's candidates."""
+    row = {"matched_citizen_id": None, "id_level": 1, "doc_level": 10, "name_level": 8,
+           "dob_level": 8, "gender_level": 2, "history_level": 0, "others_level": 1,
+           "id_weight": -21.8, "doc_weight": 19.5, "name_weight": 9.0, "dob_weight": 15.0,
+           "gender_weight": 1.0, "history_weight": 0.0, "others_weight": 0.1,
+           "match_weight": 22.8, "match_probability": 0.9999998,
+           "candidate_probability": 0.99991, "match_band": None, "model_version": "v"}
+    out = explanation(row)
+    assert out is not None and out["of"] == "best search candidate"
+    fields = [s["field"] for s in out["steps"]]
+    assert fields == ["Prior (one citizen)", "Number carried", "Name", "Date of birth",
+                      "Gender", "Number's history", "Same number elsewhere"]
+    assert out["steps"][1]["level"] == "the citizen's number with one digit different"
+    assert out["probability"] == "0.999910"
+
+
+def test_searched_rows_in_the_run_carry_weights_that_add_up(results) -> None:  # type: ignore[no-untyped-def]
+    searched = results[results["matched_citizen_id"].isna() & results["match_weight"].notna()]
+    assert len(searched) > 50
+    parts = [*WEIGHTS, "doc_weight", "history_weight", "others_weight"]
+    assert searched[parts].notna().all().all()
+    assert np.allclose(searched[parts].sum(axis=1), searched["match_weight"])
+    assert searched["candidate_probability"].between(0, 1).all()

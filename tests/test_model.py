@@ -11,6 +11,7 @@ import pytest
 
 from matching.candidates import LinkMethod, link_by_document
 from matching.compare import DobLevel, GenderLevel, compare_dates_of_birth, compare_genders
+from matching.documents import DOC_SLIP_LEVELS, DocLevel
 from matching.model import (
     IdLevel,
     MatchModel,
@@ -21,7 +22,7 @@ from matching.model import (
 )
 from matching.names import NameLevel, compare_names
 from pipelines.config import MatchingSettings
-from pipelines.reconcile.match import DEFAULT_MODEL_FILE, load_model
+from pipelines.reconcile.model_file import DEFAULT_MODEL_FILE, load_model
 
 # --- every comparison level, with Vietnamese examples ------------------------------------
 NAME_CASES = [
@@ -119,7 +120,16 @@ def test_weights_follow_the_strength_of_the_levels(model: MatchModel) -> None:
                            (gender, GenderLevel.MISSING)):
         assert table[missing] == 0  # a missing value is no evidence either way
     ids = model.id_weights()
-    assert ids[IdLevel.EXACT] > 0 > ids[IdLevel.NONE]
+    assert ids[IdLevel.EXACT] > 0 and ids[IdLevel.LEGACY_CMND] > 0
+    doc = model.search.level_weights("document")
+    # A slip of the citizen's own number is for them; a far, well-formed number against.
+    assert min(doc[lv] for lv in DOC_SLIP_LEVELS) > 0
+    assert max(doc[DocLevel.SAME_PROVINCE_AND_BIRTH], doc[DocLevel.SAME_BIRTH_OTHER_PROVINCE],
+               doc[DocLevel.OTHER_BIRTH]) < -10
+    assert doc[DocLevel.MISSING] == 0
+    # The search prior: one citizen among N, so it falls as the registry grows.
+    small, large = model.search.prior_weights(100_000), model.search.prior_weights(10_000_000)
+    assert (large < small).all() and np.allclose(small - large, np.log2(100))
 
 
 def test_common_name_agreeing_weighs_less_than_a_rare_one(model: MatchModel) -> None:
@@ -144,7 +154,8 @@ def test_common_name_agreeing_weighs_less_than_a_rare_one(model: MatchModel) -> 
 
 def test_score_adds_the_weights_and_gives_a_probability(model: MatchModel) -> None:
     s = model.score(id_level=np.array([3, 3]), name_level=np.array([8, 1]),
-                    dob_level=np.array([5, 1]), gender_level=np.array([2, 2]))
+                    dob_level=np.array([DobLevel.EXACT, DobLevel.DIFFERENT]),
+                    gender_level=np.array([2, 2]))
     total = s.id_weight + s.name_weight + s.dob_weight + s.gender_weight
     assert np.allclose(total, s.match_weight)
     assert np.allclose(s.match_probability, 1 / (1 + 2.0 ** -s.match_weight))
@@ -170,7 +181,7 @@ def test_a_model_lacking_a_level_is_refused() -> None:
 
 # --- estimation ----------------------------------------------------------------------------
 def test_level_distribution_is_smoothed_and_sums_to_one() -> None:
-    dist = level_distribution(np.array([5, 5, 5, 1]), DobLevel)
+    dist = level_distribution(np.array([DobLevel.EXACT] * 3 + [DobLevel.DIFFERENT]), DobLevel)
     assert sum(dist.values()) == pytest.approx(1.0)
     assert dist["DAY_MONTH_SWAPPED"] > 0 and "MISSING" not in dist
 
@@ -194,3 +205,69 @@ def test_estimate_on_the_samples(tmp_path: Path) -> None:
     assert model.level_weights("name")[NameLevel.EXACT] > 0
     assert 0.9 < model.id_prior["EXACT"] < 1
     assert model.metadata["linked_pairs_for_m"] > 3000
+
+
+# --- the search model (issue 15) -----------------------------------------------------------
+def test_a_rows_candidates_compete() -> None:
+    """Two equally good candidates share the probability; a lone candidate's probability
+    is its odds over one plus its odds (nobody in the registry is the other outcome)."""
+    from matching.model import row_probability
+
+    top = np.array([[10.0, 10.0, np.nan], [10.0, np.nan, np.nan], [0.0, np.nan, np.nan]])
+    p = row_probability(top[:, 0], top)
+    assert p[0] == pytest.approx(2**10 / (1 + 2 * 2**10))
+    assert p[1] == pytest.approx(2**10 / (1 + 2**10))
+    assert p[2] == pytest.approx(0.5)
+
+
+def test_birth_date_agreement_counts_pairs_of_different_citizens() -> None:
+    from matching.model import birth_date_agreement
+
+    days = [date(1990, 1, 1 + i % 28) for i in range(1400)]  # 28 dates, 50 citizens each
+    dates = pa.array(days, pa.date32())
+    agreement = birth_date_agreement(dates, pa.array(["day"] * 1400))
+    assert agreement is not None
+    assert agreement.same_date == pytest.approx(28 * 50 * 49 / (1400 * 1399))
+    assert agreement.same_year == pytest.approx(1.0)
+    assert birth_date_agreement(dates.slice(0, 100), pa.array(["day"] * 100)) is None
+
+
+def test_em_of_the_search_model_recovers_a_known_world() -> None:
+    """Synthetic searched rows: 60 % have their holder among their candidates (a slip
+    of the number, +20 bits of name and date), the others only unrelated candidates
+    (another number, name and date by chance). EM with the field weights fixed finds the
+    share and puts a slip of the number far above a far number."""
+    from matching.model import estimate_search_model, neutral_search_model
+
+    rng = np.random.default_rng(3)
+    n, citizens = 4000, 100_000
+    holder_in = rng.random(n) < 0.6
+    rows, field, doc = [], [], []
+    for r in range(n):
+        if holder_in[r]:
+            rows.append(r)
+            field.append(rng.normal(20, 2))
+            doc.append(int(rng.choice([DocLevel.ONE_SUBSTITUTION, DocLevel.TRANSPOSITION])))
+        for _ in range(rng.integers(1, 4)):
+            rows.append(r)
+            field.append(rng.normal(-5, 3))
+            doc.append(int(rng.choice([DocLevel.SAME_BIRTH_OTHER_PROVINCE,
+                                       DocLevel.OTHER_BIRTH])))
+    kind = np.full(n, 2, dtype=np.int64)  # CCCD_NOT_FOUND
+    model, counts = estimate_search_model(
+        row=np.array(rows), kind=kind, others=np.full(n, 1), field_weight=np.array(field),
+        doc_level=np.array(doc), history_level=np.zeros(len(rows), np.int64),
+        citizens=citizens, start=neutral_search_model())
+    assert model.holder_in_registry["CCCD_NOT_FOUND"] == pytest.approx(0.6, abs=0.02)
+    weights = model.level_weights("document")
+    assert weights[DocLevel.ONE_SUBSTITUTION] > 10 > -10 > weights[DocLevel.OTHER_BIRTH]
+    assert counts["iterations"] < 500
+
+
+def test_a_model_of_the_first_format_is_refused(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"format": "simrecon-fellegi-sunter/1", "version": "x"}))
+    with pytest.raises(ValueError, match="re-estimate"):
+        MatchModel.load(path)

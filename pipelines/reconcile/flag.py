@@ -37,8 +37,13 @@ RESULT_COLUMNS = (
     "status", "flags", "matched_citizen_id", "suggested_citizen_id", "link_method",
     "name_level", "name_score", "dob_level", "gender_level",
     # Explanation (docs/matching.md): how the document reached the citizen, each field's
-    # weight in bits, their sum and the match probability, and the band it falls in.
-    "id_level", "name_frequency", "id_weight", "name_weight", "dob_weight", "gender_weight",
+    # weight in bits, their sum and the match probability, and the band it falls in. A
+    # searched row (document leads nobody) is explained by its best candidate, with the
+    # search's own evidence: the number against the candidate's, the number's history,
+    # the same number on other subscriptions.
+    "id_level", "doc_level", "history_level", "others_level", "name_frequency",
+    "id_weight", "doc_weight", "name_weight", "dob_weight", "gender_weight",
+    "history_weight", "others_weight",
     "match_weight", "match_probability", "match_band", "holder_citizen_id",
     "candidate_citizen_id", "candidate_probability", "candidate_margin_bits", "candidate_count",
     "model_version",

@@ -1,8 +1,8 @@
 """The sharded steps of a run (called by ``pipelines.stages``).
 
 What needs the whole registry or every subscription runs in its own step:
-``search_candidates`` (rows whose document leads nowhere, searched in the whole
-registry's compact columns) and ``spanning_flags`` (EXCESS_SUBSCRIPTIONS,
+``search_candidates`` (rows whose document leads nowhere, searched one registry
+shard at a time: ``pipelines.reconcile.search``) and ``spanning_flags`` (EXCESS_SUBSCRIPTIONS,
 BULK_ACTIVATION, DUPLICATE_MSISDN over a few columns of every subscription);
 ``gather`` then assembles each telco's rows in ``source_row`` order and applies
 the per-row rules. Every step is a pure function of its inputs, rows are
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -25,42 +24,20 @@ import pyarrow.parquet as pq
 from matching import flags as rules
 from matching.columns import as_bool_mask
 from pipelines.config import MatchingSettings, RunConfig
-from pipelines.errors import RegistryError
 from pipelines.intake.normalise import NORMALISED_SCHEMA
-from pipelines.reconcile import match
+from pipelines.reconcile import match, search
+from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
 from pipelines.reconcile.sharding import (
     concat,
     route_subscriptions,
     split_by_shard,
     stable_hash,
 )
-from pipelines.registry.snapshot import (
-    LEGACY_INDEX,
-    SHARD_SCHEMA,
-    Snapshot,
-    open_snapshot,
-    read_search_columns,
-    shard_file,
-)
+from pipelines.registry.snapshot import LEGACY_INDEX, SHARD_SCHEMA, shard_file
 from pipelines.storage.files import AtomicParquetWriter, read_json, write_json, write_parquet
 from pipelines.storage.paths import RunPaths
 
 log = logging.getLogger("simrecon.shards")
-
-
-def snapshot_of_run(paths: RunPaths) -> Snapshot:
-    """The prepared registry snapshot ``gate_registry`` chose for this run."""
-
-    if not paths.registry_snapshot.exists():
-        raise RegistryError(f"run {paths.run_date}: no registry snapshot was chosen "
-                            "(the gate_registry step did not succeed)")
-    return open_snapshot(Path(read_json(paths.registry_snapshot)["path"]))  # type: ignore[index]
-
-
-def shard_plan(paths: RunPaths) -> dict:
-    if not paths.shard_plan.exists():
-        raise RuntimeError(f"run {paths.run_date}: no shard plan (plan_shards did not run)")
-    return read_json(paths.shard_plan)  # type: ignore[return-value]
 
 
 def partition_telco(paths: RunPaths, telco: str, batch_rows: int = 1 << 20) -> dict:
@@ -126,7 +103,8 @@ def match_shard(config: RunConfig, paths: RunPaths, shard: int) -> dict:
     registry = pq.read_table(snapshot.verify(shard_file(shard)))
     parts = [pq.read_table(paths.subscription_shard(t, shard)) for t in plan["telcos"]]
     subscriptions = concat(parts, parts[0].schema if parts else NORMALISED_SCHEMA)
-    matched = match.match(subscriptions, registry, _no_search(config.matching))
+    matched = match.match(subscriptions, registry, _no_search(config.matching),
+                          statistics=snapshot.statistics)
     write_parquet(matched, paths.matched_shard(shard), ROW_GROUP_ROWS)
     linked = matched.num_rows - matched["matched_citizen_id"].null_count
     return {"shard": shard, "subscriptions": matched.num_rows, "linked": linked,
@@ -138,43 +116,19 @@ UNLINKED = pc.field("matched_citizen_id").is_null() & (
     pc.field("id_type").is_null() | (pc.field("id_type") != "PASSPORT"))
 
 
-def searched_rows(paths: RunPaths, plan: dict) -> pa.Table:
-    """Every shard's rows whose document leads nowhere, with the subscription's own
-    columns only and their shard (``_shard``): the reader filters while it decodes, so
-    the matched rows are never materialised."""
-    own = NORMALISED_SCHEMA.names
-    parts = []
-    for k in range(plan["shards"]):
-        part = pq.read_table(paths.matched_shard(k), columns=own, filters=UNLINKED)
-        parts.append(part.append_column("_shard", pa.array(np.full(part.num_rows, k,
-                                                                    np.int32))))
-    return concat(parts, NORMALISED_SCHEMA.append(pa.field("_shard", pa.int32())))
-
-
 def search_candidates(config: RunConfig, paths: RunPaths) -> dict:
-    """Rows whose document leads to no citizen, from every shard, matched again against
-    the whole registry's compact columns with the candidate search on; written back per
-    shard (``paths.candidates``) in (telco, source_row) order."""
+    """The candidate search in this process: the rows whose document leads to no citizen
+    (passports excepted), from every shard, searched one registry shard at a time
+    (``search.search_registry_shard``), then the best candidates chosen over all of them
+    and written back per subscription shard (``search.choose_candidates``). Peak memory:
+    one registry shard plus the searched rows."""
     plan = shard_plan(paths)
     if not plan["shards"]:
         return {"searched": 0, "with_candidate": 0}
-    schema = pq.read_schema(paths.matched_shard(0))
-    searched = searched_rows(paths, plan)
-    shard = np.asarray(searched["_shard"].to_numpy(), dtype=np.int32)
-    searched = searched.drop_columns(["_shard"])
-    if searched.num_rows and config.matching.candidate_search:
-        found = match.match(searched, read_search_columns(snapshot_of_run(paths)),
-                            config.matching)
-    else:
-        found = schema.empty_table() if not searched.num_rows else \
-            match.match(searched, SHARD_SCHEMA.empty_table(), _no_search(config.matching))
-    for k, rows in enumerate(split_by_shard(found, shard, plan["shards"])):
-        write_parquet(rows.cast(schema).sort_by([("telco", "ascending"),
-                                                 ("source_row", "ascending")]),
-                      paths.candidates(k))
-    with_candidate = int(pc.sum(pc.greater(found["candidate_count"], 0)).as_py() or 0) \
-        if found.num_rows else 0
-    return {"searched": searched.num_rows, "with_candidate": with_candidate}
+    search.collect_searched(config, paths)
+    for registry_shard in range(snapshot_of_run(paths).shards):
+        search.search_registry_shard(config, paths, registry_shard)
+    return search.choose_candidates(config, paths)
 
 
 # --- Rules that span shards: DUPLICATE_MSISDN and BULK_ACTIVATION --------------------------

@@ -2,7 +2,10 @@
 
 A raw registry snapshot (``registry`` in the run configuration) is read and
 normalised by ``pipelines.registry.load_registry``, given the columns that need
-the whole registry (``registry_row``, ``name_frequency``, ``legacy_citizens``),
+the whole registry (``registry_row``, ``name_frequency``, ``legacy_citizens``, the
+size of each citizen's candidate-search blocks) and the registry's statistics for
+scoring (its size, the chance that two citizens share a birth date or year: in the
+manifest),
 cut into ``shards`` files by ``pipelines.reconcile.sharding.shard_of(citizen_id)``,
 validated by the ``registry_prepared`` Great Expectations suite, and published
 as one folder (docs/data-contracts.md, "Prepared registry snapshot")::
@@ -33,7 +36,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from matching.model import name_frequencies
+from matching.candidates import BLOCK_FAMILIES, registry_block_sizes, registry_parts
+from matching.model import (
+    RegistryStatistics,
+    birth_date_frequencies,
+    name_frequencies,
+    name_year_frequencies,
+    registry_statistics,
+    typo_frequencies,
+)
 from pipelines.errors import RegistryError
 from pipelines.quality import facts, gates
 from pipelines.reconcile.sharding import HASH_NAME, shard_of, split_by_shard
@@ -53,7 +64,7 @@ log = logging.getLogger("simrecon.registry")
 
 # Bump when what a prepared snapshot holds or how it is normalised changes: a run
 # refuses a snapshot of another format (prepare it again).
-PREPARED_FORMAT = 1
+PREPARED_FORMAT = 2
 MANIFEST = "manifest.json"
 GATE = "gate.json"
 LATEST = "latest.json"
@@ -70,7 +81,15 @@ SHARD_SCHEMA = pa.schema([
     # Computed over the whole registry, so a shard scores exactly like the whole:
     ("registry_row", pa.int64()),       # the citizen's row in the source (tie-breaks)
     ("name_frequency", pa.float64()),   # share of citizens with the same canonical name
+    ("name_typo_frequency", pa.float64()),  # share of citizens one typo from that name
+    ("name_year_frequency", pa.float64()),  # share of those born that year with that name
+    ("dob_frequency", pa.float64()),    # chance another citizen shares the date of birth
+    ("year_frequency", pa.float64()),   # ... the birth year
     ("legacy_citizens", pa.int32()),    # citizens holding the same legacy_id (0: none)
+    # Citizens sharing each of the citizen's candidate-search blocking keys (0: no key),
+    # so a shard skips the blocks larger than matching.candidate_max_block exactly as
+    # the whole registry would (matching.candidates.registry_block_sizes).
+    *((f"block_{family}", pa.int32()) for family in BLOCK_FAMILIES),
 ])
 LEGACY_SCHEMA = pa.schema([
     ("legacy_id", pa.string()),
@@ -78,9 +97,11 @@ LEGACY_SCHEMA = pa.schema([
     ("shard", pa.int32()),         # that citizen's shard: where a CMND subscription goes
     ("citizens", pa.int32()),      # how many citizens hold it (> 1: ambiguous)
 ])
-# What the cross-shard candidate search reads of every shard.
-SEARCH_COLUMNS = ("citizen_id", "full_name", "date_of_birth", "dob_precision", "gender",
-                  "registry_row", "name_frequency")
+# What the candidate search reads of each shard.
+BLOCK_COLUMNS = tuple(f"block_{family}" for family in BLOCK_FAMILIES)
+SEARCH_COLUMNS = ("citizen_id", "legacy_id", "full_name", "date_of_birth", "dob_precision",
+                  "gender", "registry_row", "name_frequency", "name_typo_frequency",
+                  "name_year_frequency", "dob_frequency", "year_frequency", *BLOCK_COLUMNS)
 GATE_COLUMNS = ["citizen_id", "legacy_id", "gender", "date_of_birth"]
 
 
@@ -125,6 +146,11 @@ class Snapshot:
 
     def shard_path(self, shard: int) -> Path:
         return self.path / shard_file(shard)
+
+    @property
+    def statistics(self) -> RegistryStatistics:
+        """The whole registry's statistics for scoring (size, shared birth dates)."""
+        return RegistryStatistics.from_dict(self.manifest["statistics"])
 
     @property
     def legacy_index_path(self) -> Path:
@@ -178,18 +204,33 @@ def latest(registry_dir: Path) -> Snapshot | None:
 
 
 def _registry_wide_columns(registry: pa.Table) -> pa.Table:
-    """Add the columns that need the whole registry: source row, name frequency, and how
-    many citizens share each legacy number."""
+    """Add the columns that need the whole registry: source row, name frequencies, how
+    many citizens share each legacy number, and the size of each citizen's blocks."""
     n = registry.num_rows
-    _, tf = name_frequencies(registry["full_name"].combine_chunks())
+    names = registry["full_name"].combine_chunks()
+    _, tf = name_frequencies(names)
     legacy = registry["legacy_id"].combine_chunks()
     counts = pc.value_counts(pc.drop_null(legacy))
     at = pc.index_in(legacy, value_set=counts.field("values"), skip_nulls=True)
     sharing = pc.fill_null(pc.take(counts.field("counts"), at), 0)
-    return (registry
-            .append_column("registry_row", pa.array(np.arange(n, dtype=np.int64)))
-            .append_column("name_frequency", pa.array(tf, pa.float64()))
-            .append_column("legacy_citizens", pc.cast(sharing, pa.int32())))
+    table = (registry
+             .append_column("registry_row", pa.array(np.arange(n, dtype=np.int64)))
+             .append_column("name_frequency", pa.array(tf, pa.float64()))
+             .append_column("name_typo_frequency",
+                            pa.array(typo_frequencies(names), pa.float64()))
+             .append_column("name_year_frequency", pa.array(
+                 name_year_frequencies(names, registry["date_of_birth"]), pa.float64()))
+             .append_column("legacy_citizens", pc.cast(sharing, pa.int32())))
+    statistics = registry_statistics(registry["date_of_birth"], registry["dob_precision"])
+    dob_tf, year_tf = birth_date_frequencies(registry["date_of_birth"], registry["dob_precision"],
+                                             statistics.birth_dates)
+    table = (table.append_column("dob_frequency", pa.array(dob_tf, pa.float64()))
+             .append_column("year_frequency", pa.array(year_tf, pa.float64())))
+    sizes = registry_block_sizes(registry_parts(registry["full_name"], registry["date_of_birth"],
+                                                registry["dob_precision"], registry["gender"]))
+    for k, column in enumerate(BLOCK_COLUMNS):
+        table = table.append_column(column, pa.array(sizes[:, k], pa.int32()))
+    return table
 
 
 def _legacy_index(table: pa.Table, shard: np.ndarray) -> pa.Table:
@@ -242,6 +283,7 @@ def stage(source: Path | objectstore.RemoteFile, registry_dir: Path, shards: int
         "with_legacy_id": registry.num_rows - registry["legacy_id"].null_count,
         "shared_legacy_ids": int(pc.sum(pc.greater(legacy["citizens"], 1)).as_py() or 0),
         "max_date_of_birth": str(pc.max(births).as_py()) if registry.num_rows else None,
+        "statistics": registry_statistics(births, registry["dob_precision"]).to_dict(),
         "shards": shards,
         "hash": HASH_NAME,
         "files": files,
@@ -415,15 +457,3 @@ def check(snapshot: Snapshot, run_date: date) -> dict:
            "no date of birth after the run date", latest_birth)
     return {"suite": "registry_snapshot", "success": not failed, "rows": snapshot.citizens,
             "evaluated": evaluated, "failed": failed}
-
-
-def read_search_columns(snapshot: Snapshot) -> pa.Table:
-    """The whole registry's compact columns for the candidate search, in source order
-    (so ties between equally good candidates break the same way whatever the shards)."""
-    parts = [pq.read_table(snapshot.verify(shard_file(k)), columns=list(SEARCH_COLUMNS))
-             for k in range(snapshot.shards)]
-    table = pa.concat_tables(parts).sort_by("registry_row").drop_columns(["registry_row"])
-    n = table.num_rows
-    # The search only meets rows whose document led nowhere: no legacy number can link.
-    return (table.append_column("legacy_id", pa.nulls(n, pa.string()))
-            .append_column("date_of_death", pa.nulls(n, pa.date32())))

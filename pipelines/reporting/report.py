@@ -369,12 +369,18 @@ def flagged_html_rows(rows: pa.Table, reveal: bool) -> list[dict]:
 
 
 WATERFALL_PX_PER_BIT = 4
+# The search's own evidence (number carried, its history, the same number elsewhere)
+# is shown only for a row explained by its best search candidate.
 _WATERFALL_FIELDS = (
     ("id", "ID number", "id_level", "id_weight"),
+    ("doc", "Number carried", "doc_level", "doc_weight"),
     ("name", "Name", "name_level", "name_weight"),
     ("dob", "Date of birth", "dob_level", "dob_weight"),
     ("gender", "Gender", "gender_level", "gender_weight"),
+    ("history", "Number's history", "history_level", "history_weight"),
+    ("others", "Same number elsewhere", "others_level", "others_weight"),
 )
+_SEARCH_ONLY_FIELDS = ("doc", "history", "others")
 
 
 def explanation(row: dict) -> dict | None:
@@ -386,12 +392,28 @@ def explanation(row: dict) -> dict | None:
     """
     if row.get("match_weight") is None:
         return None
-    from matching.model import ID_LEVEL_LABELS, IdLevel
+    from matching.documents import DOC_LEVEL_LABELS, DocLevel
+    from matching.model import (
+        HISTORY_LEVEL_LABELS,
+        ID_LEVEL_LABELS,
+        OTHERS_LEVEL_LABELS,
+        HistoryLevel,
+        IdLevel,
+        OthersLevel,
+    )
 
     labels = {"id": (IdLevel, ID_LEVEL_LABELS), "name": (NameLevel, NAME_LEVEL_LABELS),
-              "dob": (DobLevel, DOB_LEVEL_LABELS), "gender": (GenderLevel, GENDER_LEVEL_LABELS)}
+              "dob": (DobLevel, DOB_LEVEL_LABELS), "gender": (GenderLevel, GENDER_LEVEL_LABELS),
+              "doc": (DocLevel, DOC_LEVEL_LABELS),
+              "history": (HistoryLevel, HISTORY_LEVEL_LABELS),
+              "others": (OthersLevel, OTHERS_LEVEL_LABELS)}
+    searched = not row.get("matched_citizen_id")
     steps, running = [], 0.0
     for key, title, level_col, weight_col in _WATERFALL_FIELDS:
+        if key in _SEARCH_ONLY_FIELDS and (not searched or row.get(weight_col) is None):
+            continue
+        if key == "id" and searched:
+            title = "Prior (one citizen)"
         weight = float(row.get(weight_col) or 0.0)
         enum, texts = labels[key]
         level = row.get(level_col)
@@ -407,11 +429,15 @@ def explanation(row: dict) -> dict | None:
     low = min(0, *(s["offset"] for s in steps))
     for step in steps:
         step["offset"] -= low
+    probability = float(row["match_probability"])
+    if searched and row.get("candidate_probability") is not None:
+        # The row's candidates compete: the best one's probability is over all of them.
+        probability = float(row["candidate_probability"])
     return {
-        "of": "document" if row.get("matched_citizen_id") else "best search candidate",
+        "of": "best search candidate" if searched else "document",
         "steps": steps,
         "total": f"{float(row['match_weight']):+.1f}",
-        "probability": f"{float(row['match_probability']):.6f}",
+        "probability": f"{probability:.6f}",
         "band": row.get("match_band") or "",
         "model": row.get("model_version") or "",
     }

@@ -77,6 +77,12 @@ class RunPaths:
         """The candidate search's findings in one registry shard."""
         return self.work / "search" / f"{registry_shard:03d}.parquet"
 
+    @property
+    def searched(self) -> Path:
+        """Every row of the run whose document leads nowhere, as the candidate search reads
+        them (written once, read by every registry shard's search)."""
+        return self.work / "search" / "searched.parquet"
+
     def candidates(self, shard: int) -> Path:
         """Shard ``shard``'s rows whose document leads nowhere, matched again with the
         candidate search over the whole registry (same schema as ``matched_shard``)."""

@@ -1,0 +1,701 @@
+"""Candidate search for the rows whose document leads nobody, one registry shard at a time.
+
+A row is searched when its document links no citizen (NO_ID, INVALID_ID,
+ID_NOT_FOUND; passports excepted): a few per cent of a run. The search never holds
+the whole registry:
+
+1. :func:`searched_rows` keeps what the search needs of those rows (compact), with
+   what only the whole run knows: the kind of number (:class:`SearchKind`), whether
+   other subscriptions carry the same number (:class:`OthersLevel`) and the number's
+   verified holder in the previous published run.
+2. :func:`search_shard` finds and scores each searched row's candidates within ONE
+   registry shard (number variants, the previous holder, blocking keys) and keeps per
+   row what the final choice needs: the best candidate with its explanation, the
+   best ``top_candidates`` weights, and how many there were.
+3. :func:`choose` combines the shards' outputs into the final per-row columns
+   (``candidate_citizen_id``, ``candidate_probability``, ``candidate_margin_bits``,
+   ``candidate_count``, ``suggested_citizen_id``, the explanation's levels and
+   weights).
+
+Everything registry-wide (block sizes for ``candidate_max_block``, name frequencies,
+the registry's size and birth-date statistics) is counted when the snapshot is
+prepared, ties are broken by the citizen's row in the source registry, and sums run
+in a fixed order, so the result is the same whatever the number of shards. Memory:
+one registry shard plus the searched rows, candidate pairs compared
+``SEARCH_CHUNK_PAIRS`` at a time.
+
+The thin I/O steps at the end (:func:`search_registry_shard`, :func:`choose_candidates`)
+run them in a run's working folder (``pipelines.reconcile.shard_steps``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from matching.candidates import (
+    BLOCK_FAMILIES,
+    CandidatePairs,
+    SearchedSide,
+    plan_candidates,
+    registry_block_sizes,
+    registry_parts,
+    searched_side,
+)
+from matching.columns import as_bool_mask, as_string_array
+from matching.compare import DOB_AGREEING_LEVELS, compare_dates_of_birth, compare_genders
+from matching.documents import DocLevel, compare_documents
+from matching.model import (
+    HistoryLevel,
+    MatchModel,
+    OthersLevel,
+    RegistryStatistics,
+    SearchKind,
+    birth_date_frequencies,
+    name_frequencies,
+    name_year_frequencies,
+    registry_statistics,
+    row_probability,
+    typo_frequencies,
+)
+from matching.names import (
+    NameComparison,
+    NameComparisonSettings,
+    NameLevel,
+    canonical_name_key,
+    compare_names,
+)
+from pipelines.config import MatchingSettings, RunConfig
+from pipelines.intake.normalise import NORMALISED_SCHEMA
+from pipelines.reconcile.model_file import load_model
+from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
+from pipelines.registry.snapshot import SEARCH_COLUMNS, shard_file
+from pipelines.results.dataset import RunResults
+from pipelines.storage.files import write_parquet
+from pipelines.storage.paths import RunPaths
+
+log = logging.getLogger("simrecon.search")
+
+# What the search reads of a searched row (besides what searched_rows adds).
+SEARCHED_COLUMNS = ("telco", "source_row", "msisdn", "full_name", "date_of_birth",
+                    "dob_precision", "gender", "id_type", "id_number", "id_valid", "id_issue")
+# Candidate pairs compared at once: bounds memory (~300 bytes a pair while compared).
+SEARCH_CHUNK_PAIRS = 4_000_000
+BLOCK_COLUMNS = tuple(f"block_{family}" for family in BLOCK_FAMILIES)
+
+# The per-row columns the search decides (they replace those of the document match).
+LEVEL_COLUMNS = ("id_level", "doc_level", "name_level", "dob_level", "gender_level",
+                 "history_level", "others_level")
+WEIGHT_COLUMNS = ("id_weight", "doc_weight", "name_weight", "dob_weight", "gender_weight",
+                  "history_weight", "others_weight", "match_weight", "match_probability")
+RESULT_SCHEMA = pa.schema([
+    *((c, pa.int8()) for c in LEVEL_COLUMNS),
+    ("name_score", pa.float64()),
+    ("name_frequency", pa.float64()),
+    *((c, pa.float64()) for c in WEIGHT_COLUMNS),
+    ("candidate_citizen_id", pa.string()),
+    ("candidate_probability", pa.float64()),
+    ("candidate_margin_bits", pa.float64()),
+    ("candidate_count", pa.int32()),
+    ("suggested_citizen_id", pa.string()),
+])
+# What one shard keeps per searched row with a candidate in it.
+PART_SCHEMA = pa.schema([
+    ("row", pa.int64()),
+    ("count", pa.int64()),
+    ("top_weight", pa.list_(pa.float64())),
+    ("top_registry_row", pa.list_(pa.int64())),
+    ("citizen_id", pa.string()),
+    ("registry_row", pa.int64()),
+    *((c, pa.int8()) for c in LEVEL_COLUMNS),
+    ("name_score", pa.float64()),
+    ("name_frequency", pa.float64()),
+    *((c, pa.float64()) for c in WEIGHT_COLUMNS),
+])
+
+
+def name_settings(settings: MatchingSettings) -> NameComparisonSettings:
+    return NameComparisonSettings(
+        max_typo_edits=settings.name_max_typo_edits,
+        partial_threshold=settings.name_partial_threshold,
+    )
+
+
+def _np(values: pa.Array | pa.ChunkedArray, fill: object, dtype: type) -> np.ndarray:
+    return np.asarray(pc.fill_null(values, fill).to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _take(column: pa.Array | pa.ChunkedArray, index: np.ndarray) -> pa.Array:
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return pc.take(column, pa.array(index, pa.int64()))
+
+
+# --- the searched rows --------------------------------------------------------------------
+def search_kinds(id_type: pa.Array, id_number: pa.Array, id_valid: pa.Array) -> np.ndarray:
+    """:class:`SearchKind` of each searched row (int8)."""
+    has = as_bool_mask(pc.is_valid(id_number))
+    valid = as_bool_mask(id_valid)
+    kind = np.full(len(id_number), int(SearchKind.MALFORMED), dtype=np.int8)
+    kind[has & valid & as_bool_mask(pc.equal(id_type, "CCCD"))] = SearchKind.CCCD_NOT_FOUND
+    kind[has & valid & as_bool_mask(pc.equal(id_type, "CMND"))] = SearchKind.CMND_NOT_FOUND
+    kind[~has] = SearchKind.NO_NUMBER
+    return kind
+
+
+def others_levels(id_type: pa.Array, id_number: pa.Array, full_name: pa.Array) -> np.ndarray:
+    """:class:`OthersLevel` of each row, over the rows given: every searched row of the run
+    (a number that leads nobody leads nobody on any row, so every subscription carrying
+    it is among them)."""
+    n = len(id_number)
+    level = np.full(n, int(OthersLevel.MISSING), dtype=np.int8)
+    has = as_bool_mask(pc.is_valid(id_number))
+    if not has.any():
+        return level
+    document = pc.binary_join_element_wise(pc.fill_null(as_string_array(id_type), "?"),
+                                           as_string_array(id_number), ":")
+    names = pc.fill_null(canonical_name_key(full_name), "")
+    table = pa.table({"document": document, "name": names,
+                      "row": pa.array(np.arange(n))}).filter(pa.array(has))
+    per_doc = table.group_by("document").aggregate([("row", "count"),
+                                                    ("name", "count_distinct")])
+    at = pc.index_in(table["document"], value_set=per_doc["document"])
+    rows = np.asarray(pc.take(per_doc["row_count"], at), np.int64)
+    names_n = np.asarray(pc.take(per_doc["name_count_distinct"], at), np.int64)
+    own = np.where(rows > 1, np.where(names_n > 1, OthersLevel.OTHER_NAMES,
+                                      OthersLevel.SAME_NAME), OthersLevel.ALONE)
+    level[np.asarray(table["row"], np.int64)] = own
+    return level
+
+
+def _cccd_year_sex(id_number: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Birth year and sex from the century/sex and year digits (Decree 137/2015 Art. 13)
+    of any number that starts with six digits: a malformed CCCD still carries them."""
+    head = pc.if_else(pc.match_substring_regex(id_number, r"^[0-9]{6}"),
+                      id_number, pa.scalar(None, pa.string()))
+    g = pc.cast(pc.utf8_slice_codeunits(head, 3, 4), pa.int32())
+    yy = pc.cast(pc.utf8_slice_codeunits(head, 4, 6), pa.int32())
+    year = pc.add(pc.add(1900, pc.multiply(pc.divide(g, 2), 100)), yy)
+    sex = pc.if_else(pc.equal(pc.bit_wise_and(g, 1), 1), "F", "M")
+    return year, sex
+
+
+def searched_rows(rows: pa.Table, previous_holder: pa.Array | None = None) -> pa.Table:
+    """The searched rows (every one of the run, every telco) as the search reads them:
+    :data:`SEARCHED_COLUMNS` plus ``search_kind``, ``others_level`` and
+    ``previous_holder`` (the number's verified holder in the previous run, or null)."""
+    table = rows.select(list(SEARCHED_COLUMNS)).combine_chunks()
+    if previous_holder is None:
+        previous_holder = pa.nulls(table.num_rows, pa.string())
+    kinds = search_kinds(table["id_type"], table["id_number"], table["id_valid"])
+    others = others_levels(table["id_type"], table["id_number"], table["full_name"])
+    return (table.append_column("search_kind", pa.array(kinds, pa.int8()))
+            .append_column("others_level", pa.array(others, pa.int8()))
+            .append_column("previous_holder", as_string_array(previous_holder)))
+
+
+# --- one registry shard -------------------------------------------------------------------
+def registry_search_table(registry: pa.Table) -> pa.Table:
+    """The registry columns the search reads. A prepared shard has them all (counted
+    over the whole registry); a plain registry table given whole gets them here."""
+    n = registry.num_rows
+    table = registry
+    if "registry_row" not in table.column_names:
+        table = table.append_column("registry_row", pa.array(np.arange(n, dtype=np.int64)))
+    if "name_frequency" not in table.column_names:
+        tf = name_frequencies(registry["full_name"].combine_chunks())[1]
+        table = table.append_column("name_frequency", pa.array(tf, pa.float64()))
+    if "name_typo_frequency" not in table.column_names:
+        table = table.append_column("name_typo_frequency", pa.array(
+            typo_frequencies(registry["full_name"]), pa.float64()))
+    if "name_year_frequency" not in table.column_names:
+        table = table.append_column("name_year_frequency", pa.array(
+            name_year_frequencies(registry["full_name"], registry["date_of_birth"]),
+            pa.float64()))
+    if "dob_frequency" not in table.column_names:
+        agreement = registry_statistics(registry["date_of_birth"],
+                                        registry["dob_precision"]).birth_dates
+        dob_tf, year_tf = birth_date_frequencies(registry["date_of_birth"],
+                                                 registry["dob_precision"], agreement)
+        table = (table.append_column("dob_frequency", pa.array(dob_tf, pa.float64()))
+                 .append_column("year_frequency", pa.array(year_tf, pa.float64())))
+    if not set(BLOCK_COLUMNS) <= set(table.column_names):
+        sizes = registry_block_sizes(registry_parts(
+            table["full_name"], table["date_of_birth"], table["dob_precision"],
+            table["gender"]))
+        for k, column in enumerate(BLOCK_COLUMNS):
+            if column not in table.column_names:
+                table = table.append_column(column, pa.array(sizes[:, k], pa.int32()))
+    if "legacy_id" not in table.column_names:
+        table = table.append_column("legacy_id", pa.nulls(n, pa.string()))
+    return table.combine_chunks()
+
+
+@dataclass(frozen=True)
+class PairLevels:
+    """Candidate pairs of a chunk of searched rows with everything the model scores."""
+
+    pairs: CandidatePairs  # pairs.row indexes the searched rows
+    kind: np.ndarray
+    doc: np.ndarray
+    names: NameComparison
+    dob: np.ndarray
+    gender: np.ndarray
+    history: np.ndarray
+    others: np.ndarray
+    name_tf: np.ndarray
+    typo_tf: np.ndarray
+    dob_tf: np.ndarray
+    year_tf: np.ndarray
+    name_year_tf: np.ndarray
+
+
+def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
+            settings: MatchingSettings) -> PairLevels:
+    row, cit = pairs.row, pairs.citizen
+    names = compare_names(_take(searched["full_name"], row), _take(shard["full_name"], cit),
+                          name_settings(settings), with_score=False)
+    dob = compare_dates_of_birth(
+        _take(searched["date_of_birth"], row), _take(searched["dob_precision"], row),
+        _take(shard["date_of_birth"], cit), _take(shard["dob_precision"], cit))
+    gender = compare_genders(_take(searched["gender"], row), _take(shard["gender"], cit))
+    citizen_id = _take(shard["citizen_id"], cit)
+    doc = compare_documents(_take(searched["id_number"], row), _take(searched["id_issue"], row),
+                            citizen_id, _take(shard["legacy_id"], cit))
+    before = _take(searched["previous_holder"], row)
+    history = np.where(as_bool_mask(pc.is_valid(before)),
+                       np.where(as_bool_mask(pc.equal(before, citizen_id)),
+                                HistoryLevel.SAME_HOLDER, HistoryLevel.OTHER_HOLDER),
+                       HistoryLevel.MISSING).astype(np.int8)
+    kind = _np(searched["search_kind"], 0, np.int64)[row]
+    others = _np(searched["others_level"], 0, np.int64)[row]
+    tf = _np(shard["name_frequency"], np.nan, np.float64)[cit]
+    typo = _np(shard["name_typo_frequency"], np.nan, np.float64)[cit]
+    return PairLevels(pairs=pairs, kind=kind, doc=doc, names=names, dob=dob, gender=gender,
+                      history=history, others=others, name_tf=tf, typo_tf=typo,
+                      dob_tf=_np(shard["dob_frequency"], np.nan, np.float64)[cit],
+                      year_tf=_np(shard["year_frequency"], np.nan, np.float64)[cit],
+                      name_year_tf=_np(shard["name_year_frequency"], np.nan, np.float64)[cit])
+
+
+def _chunks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges of at most ``budget`` pairs each (a row never split)."""
+    ends = np.cumsum(counts)
+    bounds, start = [], 0
+    while start < len(counts):
+        base = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, base + budget, side="right"))
+        stop = max(stop, start + 1)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def _side_inputs(searched: pa.Table, settings: MatchingSettings) -> dict:
+    number = searched["id_number"]
+    year, sex = _cccd_year_sex(number)
+    return dict(full_name=searched["full_name"], date_of_birth=searched["date_of_birth"],
+                dob_precision=searched["dob_precision"], id_number=number, id_birth_year=year,
+                id_sex=sex, id_issue=searched["id_issue"],
+                near_miss=as_bool_mask(pc.is_valid(number)) & settings.near_miss_search)
+
+
+def prepare_searched(searched: pa.Table, settings: MatchingSettings) -> SearchedSide:
+    """What the search derives from the searched rows alone (number variants, blocking
+    parts): once for every registry shard searched in one process."""
+    return searched_side(**_side_inputs(searched, settings))
+
+
+def pair_levels(searched: pa.Table, shard: pa.Table, settings: MatchingSettings,
+                side: SearchedSide | None = None) -> Iterator[PairLevels]:
+    """Every candidate pair of the searched rows within ``shard``
+    (:func:`registry_search_table`), with their levels, a chunk of rows at a time
+    (``side``: :func:`prepare_searched` of the same rows, if already made)."""
+    if not searched.num_rows or not shard.num_rows:
+        return
+    sizes = np.stack([_np(shard[c], 0, np.int32) for c in BLOCK_COLUMNS], axis=1)
+    plan = plan_candidates(
+        **_side_inputs(searched, settings),
+        registry_blocking=registry_parts(shard["full_name"], shard["date_of_birth"],
+                                         shard["dob_precision"], shard["gender"]),
+        registry_citizen_id=shard["citizen_id"], registry_legacy_id=shard["legacy_id"],
+        max_block=settings.candidate_max_block, registry_block_sizes=sizes,
+        previous_holder=searched["previous_holder"], side=side)
+    for start, stop in _chunks(plan.pair_counts(), SEARCH_CHUNK_PAIRS):
+        pairs = plan.pairs(start, stop)
+        pairs = CandidatePairs(pairs.row + start, pairs.citizen, pairs.id_level)
+        if pairs.row.size:
+            yield _levels(searched, shard, pairs, settings)
+
+
+def _lists(values: np.ndarray, row_of: np.ndarray, n_rows: int, dtype: pa.DataType
+           ) -> pa.Array:
+    """Values grouped by ``row_of`` (ascending) into one list per row 0..n_rows-1."""
+    counts = np.bincount(row_of, minlength=n_rows)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values, dtype))
+
+
+def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
+                 settings: MatchingSettings, statistics: RegistryStatistics,
+                 side: SearchedSide | None = None) -> pa.Table:
+    """Each searched row's candidates within one registry shard, scored (see module
+    docstring); one row (:data:`PART_SCHEMA`) per searched row with a candidate here.
+
+    ``shard``: :func:`registry_search_table` of the shard; ``statistics``: the whole
+    registry's (its size is the search prior's N); ``side``: :func:`prepare_searched`
+    of ``searched``, when several shards are searched in one process."""
+    shard = registry_search_table(shard)
+    top_k = model.search.top_candidates
+    parts = []
+    for found in pair_levels(searched, shard, settings, side):
+        pairs = found.pairs
+        scores = model.score_search(
+            citizens=statistics.citizens, kind=found.kind, doc_level=found.doc,
+            name_level=found.names.level, dob_level=found.dob, gender_level=found.gender,
+            history_level=found.history, others_level=found.others, name_tf=found.name_tf,
+            birth_dates=statistics.birth_dates, typo_tf=found.typo_tf, dob_tf=found.dob_tf,
+            year_tf=found.year_tf, name_year_tf=found.name_year_tf)
+        registry_row = _np(shard["registry_row"], 0, np.int64)[pairs.citizen]
+        # Best first within each row; equal weights: the earlier citizen in the source.
+        order = np.lexsort((registry_row, -scores.match_weight, pairs.row))
+        rows = pairs.row[order]
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = rows[1:] != rows[:-1]
+        starts = np.flatnonzero(first)
+        rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+        kept = order[rank < top_k]
+        best = order[first]
+        best_rows = rows[first]
+        counts = np.diff(np.r_[starts, len(rows)])
+        local = np.searchsorted(best_rows, pairs.row[kept])
+        score = compare_names(_take(searched["full_name"], best_rows),
+                              _take(shard["full_name"], pairs.citizen[best]),
+                              name_settings(settings)).score
+        columns = {
+            "row": pa.array(best_rows, pa.int64()),
+            "count": pa.array(counts, pa.int64()),
+            "top_weight": _lists(scores.match_weight[kept], local, len(best_rows),
+                                 pa.float64()),
+            "top_registry_row": _lists(registry_row[kept], local, len(best_rows), pa.int64()),
+            "citizen_id": _take(shard["citizen_id"], pairs.citizen[best]),
+            "registry_row": pa.array(registry_row[best], pa.int64()),
+            "id_level": pairs.id_level[best], "doc_level": found.doc[best],
+            "name_level": found.names.level[best], "dob_level": found.dob[best],
+            "gender_level": found.gender[best], "history_level": found.history[best],
+            "others_level": found.others[best],
+            "name_score": pa.array(score, pa.float64()),
+            "name_frequency": pa.array(found.name_tf[best], pa.float64()),
+            **{c: getattr(scores, c)[best] for c in WEIGHT_COLUMNS},
+        }
+        parts.append(pa.table({f.name: pa.array(columns[f.name], f.type)
+                               if isinstance(columns[f.name], np.ndarray) else columns[f.name]
+                               for f in PART_SCHEMA}, schema=PART_SCHEMA))
+    return pa.concat_tables(parts) if parts else PART_SCHEMA.empty_table()
+
+
+# --- the final choice ---------------------------------------------------------------------
+def _ranked(row: np.ndarray, weight: np.ndarray, registry_row: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The order of entries best first within each row (equal weights: the earlier
+    citizen in the source registry), and each entry's rank within its row then."""
+    order = np.lexsort((registry_row, -weight, row))
+    rows = row[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) \
+        else np.empty(0, np.int64)
+    rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    return order, rank
+
+
+@dataclass
+class _Choice:
+    """The shards' outputs folded so far: per row, its best candidate (``best``: one
+    :data:`PART_SCHEMA` row per row with a candidate), its k best weights (flat
+    ``row``/``weight``/``registry_row`` triples) and how many candidates it has."""
+
+    best: pa.Table
+    top_row: np.ndarray
+    top_weight: np.ndarray
+    top_registry_row: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> _Choice:
+        none = np.empty(0, np.int64)
+        return cls(PART_SCHEMA.empty_table(), none, np.empty(0), none,
+                   np.zeros(n, dtype=np.int64))
+
+    def fold(self, part: pa.Table, top_k: int) -> None:
+        part = part.cast(PART_SCHEMA)
+        if not part.num_rows:
+            return
+        row = _np(part["row"], 0, np.int64)
+        np.add.at(self.count, row, _np(part["count"], 0, np.int64))
+        both = pa.concat_tables([self.best, part])
+        order, rank = _ranked(_np(both["row"], 0, np.int64),
+                              _np(both["match_weight"], 0.0, np.float64),
+                              _np(both["registry_row"], 0, np.int64))
+        self.best = both.take(pa.array(order[rank == 0]))
+        owner = row[np.asarray(pc.list_parent_indices(part["top_weight"]), np.int64)]
+        t_row = np.concatenate([self.top_row, owner])
+        t_weight = np.concatenate([self.top_weight, np.asarray(
+            pc.list_flatten(part["top_weight"]), np.float64)])
+        t_reg = np.concatenate([self.top_registry_row, np.asarray(
+            pc.list_flatten(part["top_registry_row"]), np.int64)])
+        order, rank = _ranked(t_row, t_weight, t_reg)
+        keep = order[rank < top_k]
+        self.top_row, self.top_weight, self.top_registry_row = \
+            t_row[keep], t_weight[keep], t_reg[keep]
+
+
+def choose(searched: pa.Table, parts: Iterable[pa.Table], model: MatchModel,
+           settings: MatchingSettings) -> pa.Table:
+    """The search's columns of every searched row (:data:`RESULT_SCHEMA`, in the order
+    of ``searched``) from the shards' :func:`search_shard` outputs, folded one at a time
+    in any order (memory: the searched rows, one part and the running choice)."""
+    n = searched.num_rows
+    top_k = model.search.top_candidates
+    state = _Choice.empty(n)
+    for part in parts:
+        state.fold(part, top_k)
+    best = state.best
+    best_row = _np(best["row"], 0, np.int64)
+    _, rank = _ranked(state.top_row, state.top_weight, state.top_registry_row)
+    top = np.full((n, top_k), np.nan)
+    top[state.top_row, rank] = state.top_weight  # already best first within each row
+    has = np.zeros(n, dtype=bool)
+    has[best_row] = True
+    best_weight = np.full(n, np.nan)
+    best_weight[best_row] = _np(best["match_weight"], 0.0, np.float64)
+    probability = np.full(n, np.nan)
+    probability[has] = row_probability(best_weight[has], top[has])
+    margin = np.full(n, np.nan)
+    margin[has] = np.where(np.isnan(top[has, 1]), np.inf, top[has, 0] - top[has, 1])
+
+    def spread(column: str, dtype: pa.DataType) -> pa.Array:
+        """A column of ``best`` taken to every searched row (null where no candidate)."""
+        if not best.num_rows:
+            return pa.nulls(n, dtype)
+        at = np.full(n, -1, dtype=np.int64)
+        at[best_row] = np.arange(best.num_rows)
+        values = pc.take(best[column], pa.array(np.maximum(at, 0), pa.int64()))
+        return pc.if_else(pa.array(has), values, pa.scalar(None, dtype)).cast(dtype)
+
+    clear = has & (probability >= settings.suggest_min_probability) \
+        & (margin >= settings.suggest_min_margin_bits)
+    citizen = spread("citizen_id", pa.string())
+    candidate = pc.if_else(pa.array(clear), citizen, pa.scalar(None, pa.string()))
+    name_level = _np(spread("name_level", pa.int8()), NameLevel.MISSING, np.int64)
+    dob_level = _np(spread("dob_level", pa.int8()), 0, np.int64)
+    doc_level = _np(spread("doc_level", pa.int8()), DocLevel.MISSING, np.int64)
+    # The number was mistyped: a well-formed CCCD one digit or one swap from the
+    # candidate's, whose name and date of birth agree, so the telco only has to correct
+    # the number. (A malformed number, or one further away, stays a candidate.)
+    well_formed_cccd = as_bool_mask(searched["id_valid"]) \
+        & as_bool_mask(pc.equal(searched["id_type"], "CCCD"))
+    by_number = clear & well_formed_cccd \
+        & np.isin(doc_level, [int(DocLevel.ONE_SUBSTITUTION), int(DocLevel.TRANSPOSITION)]) \
+        & (name_level >= int(NameLevel[settings.near_miss_min_name_level])) \
+        & np.isin(dob_level, [int(x) for x in DOB_AGREEING_LEVELS])
+    suggested = pc.if_else(pa.array(by_number), citizen, pa.scalar(None, pa.string()))
+
+    def floats(values: np.ndarray) -> pa.Array:
+        known = ~np.isnan(values)
+        return pa.array(np.where(known, values, 0.0), pa.float64(), mask=~known)
+
+    # Without a candidate a row keeps what the document match gave it (nothing compared).
+    missing_levels = {"name_level": int(NameLevel.MISSING), "dob_level": 0, "gender_level": 0}
+    columns: dict[str, pa.Array] = {}
+    for name in LEVEL_COLUMNS:
+        values = spread(name, pa.int8())
+        if name in missing_levels:
+            values = pc.fill_null(values, pa.scalar(missing_levels[name], pa.int8()))
+        columns[name] = values
+    columns["name_score"] = pc.fill_null(spread("name_score", pa.float64()), np.nan)
+    columns["name_frequency"] = spread("name_frequency", pa.float64())
+    for name in WEIGHT_COLUMNS:
+        columns[name] = spread(name, pa.float64())
+    columns.update({
+        "candidate_citizen_id": candidate,
+        "candidate_probability": floats(probability),
+        # 999 bits: the best candidate has no runner-up.
+        "candidate_margin_bits": floats(np.where(np.isinf(margin), 999.0, margin)),
+        "candidate_count": pa.array(state.count, pa.int32()),
+        "suggested_citizen_id": suggested,
+    })
+    return pa.table([columns[f.name].cast(f.type) for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
+
+
+def apply_search(matched: pa.Table, rows: np.ndarray, found: pa.Table) -> pa.Table:
+    """``matched`` (the document match's output) with the search's columns of ``rows``
+    replaced by ``found`` (:func:`choose`'s output, one row per entry of ``rows``)."""
+    if not len(rows):
+        return matched
+    at = np.full(matched.num_rows, -1, dtype=np.int64)
+    at[rows] = np.arange(len(rows))
+    use = pa.array(at >= 0)
+    index = pa.array(np.maximum(at, 0), pa.int64())
+    for name in RESULT_SCHEMA.names:
+        i = matched.schema.get_field_index(name)
+        kind = matched.schema.field(i).type
+        replaced = pc.if_else(use, pc.take(found[name], index).cast(kind),
+                              matched[name].combine_chunks())
+        matched = matched.set_column(i, name, replaced)
+    return matched
+
+
+def search(rows: pa.Table, registry: pa.Table, model: MatchModel, settings: MatchingSettings,
+           statistics: RegistryStatistics | None = None,
+           previous_holder: pa.Array | None = None) -> pa.Table:
+    """:func:`choose` over one registry table taken as a single shard (a small registry,
+    tests, the model estimate): the same result as the sharded steps."""
+    searched = searched_rows(rows, previous_holder)
+    table = registry_search_table(registry)
+    statistics = statistics or registry_statistics(registry["date_of_birth"],
+                                                   registry["dob_precision"])
+    part = search_shard(searched, table, model, settings, statistics)
+    return choose(searched, [part], model, settings)
+
+
+# --- the run's steps (thin I/O) -----------------------------------------------------------
+def previous_holders(output_dir: Path, run_date: str, msisdn: pa.Array) -> pa.Array:
+    """Per number, its verified holder (``holder_citizen_id``) in the latest run published
+    in ``output_dir`` before ``run_date``; null when it had none, or several. Reads only
+    those numbers' rows of that run (a filter pushed down to its results)."""
+    msisdn = as_string_array(msisdn)
+    none = pa.nulls(len(msisdn), pa.string())
+    previous = RunResults.latest(output_dir, before=run_date)
+    wanted = pc.unique(pc.drop_null(msisdn))
+    if previous is None or not len(wanted) \
+            or not {"msisdn", "holder_citizen_id"} <= set(previous.schema.names):
+        return none
+    rows = previous.read(columns=["msisdn", "holder_citizen_id"],
+                         filter=pc.field("msisdn").isin(wanted)
+                         & pc.field("holder_citizen_id").is_valid())
+    if not rows.num_rows:
+        return none
+    grouped = rows.group_by("msisdn").aggregate([("holder_citizen_id", "min"),
+                                                 ("holder_citizen_id", "max")])
+    one = grouped.filter(pc.equal(grouped["holder_citizen_id_min"],
+                                  grouped["holder_citizen_id_max"]))
+    at = pc.index_in(msisdn, value_set=one["msisdn"])
+    return pc.take(one["holder_citizen_id_min"], at)
+
+
+def _unlinked() -> pc.Expression:
+    return pc.field("matched_citizen_id").is_null() & (
+        pc.field("id_type").is_null() | (pc.field("id_type") != "PASSPORT"))
+
+
+def collect_searched(config: RunConfig, paths: RunPaths) -> pa.Table:
+    """Every row of the run whose document led nobody (all telcos, all shards), in
+    (telco, source_row) order, as :func:`searched_rows` gives them; written once to
+    ``paths.searched`` (atomically: concurrent writers write the same rows)."""
+    plan = shard_plan(paths)
+    parts = [pq.read_table(paths.matched_shard(k), columns=list(SEARCHED_COLUMNS),
+                           filters=_unlinked())
+             for k in range(plan["shards"])]
+    schema = NORMALISED_SCHEMA
+    rows = pa.concat_tables([p.cast(pa.schema([schema.field(c) for c in SEARCHED_COLUMNS]))
+                             for p in parts]) if parts else \
+        pa.schema([schema.field(c) for c in SEARCHED_COLUMNS]).empty_table()
+    rows = rows.sort_by([("telco", "ascending"), ("source_row", "ascending")])
+    before = previous_holders(paths.output_dir, paths.run_date, rows["msisdn"])
+    table = searched_rows(rows, before)
+    write_parquet(table, paths.searched)
+    log.info("search: %d rows whose document leads nobody, %d with a verified holder of "
+             "their number in the previous run", table.num_rows,
+             table.num_rows - table["previous_holder"].null_count)
+    return table
+
+
+def _searched(config: RunConfig, paths: RunPaths) -> pa.Table:
+    if paths.searched.exists():
+        return pq.read_table(paths.searched)
+    return collect_searched(config, paths)
+
+
+# The searched side of the run last searched in this process: the registry shards of one
+# run searched one after another reuse it (a mapped task per shard computes it once).
+_SIDE: dict[tuple, SearchedSide] = {}
+
+
+def _prepared(paths: RunPaths, searched: pa.Table, settings: MatchingSettings
+              ) -> SearchedSide:
+    stat = paths.searched.stat()
+    key = (str(paths.searched), stat.st_mtime_ns, stat.st_size, settings.near_miss_search)
+    if key not in _SIDE:
+        _SIDE.clear()
+        _SIDE[key] = prepare_searched(searched, settings)
+    return _SIDE[key]
+
+
+def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: int) -> dict:
+    """The searched rows' candidates within one registry shard, written to
+    ``paths.search_part(registry_shard)`` (one mapped task per registry shard)."""
+    snapshot = snapshot_of_run(paths)
+    if not 0 <= registry_shard < snapshot.shards:
+        raise ValueError(f"registry shard {registry_shard} is not one of the snapshot's "
+                         f"{snapshot.shards}")
+    searched = _searched(config, paths)
+    if config.matching.candidate_search and searched.num_rows:
+        shard = pq.read_table(snapshot.verify(shard_file(registry_shard)),
+                              columns=list(SEARCH_COLUMNS))
+        part = search_shard(searched, shard, load_model(config.matching), config.matching,
+                            snapshot.statistics, _prepared(paths, searched, config.matching))
+        citizens = shard.num_rows
+    else:
+        part, citizens = PART_SCHEMA.empty_table(), 0
+    write_parquet(part, paths.search_part(registry_shard))
+    log.info("search: registry shard %d (%d citizens): %d of %d searched rows have candidates",
+             registry_shard, citizens, part.num_rows, searched.num_rows)
+    return {"registry_shard": registry_shard, "searched": searched.num_rows,
+            "rows_with_candidates": part.num_rows, "citizens": citizens}
+
+
+def _row_keys(table: pa.Table) -> pa.Array:
+    """(telco, source_row) as one string per row."""
+    return pc.binary_join_element_wise(
+        table["telco"], pc.cast(table["source_row"], pa.string()), "\x1f")
+
+
+def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
+    """Fold every registry shard's part into the searched rows' final columns and write
+    the re-matched rows back per subscription shard, in (telco, source_row) order
+    (``paths.candidates``: the matched schema, only the searched rows)."""
+    plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
+    searched = _searched(config, paths)
+    missing = [k for k in range(snapshot.shards) if not paths.search_part(k).exists()]
+    if missing:
+        raise RuntimeError(f"run {paths.run_date}: no candidate search of registry shard(s) "
+                           f"{missing} (search_registry_shard did not run)")
+    found = choose(searched, (pq.read_table(paths.search_part(k))
+                              for k in range(snapshot.shards)),
+                   load_model(config.matching), config.matching)
+    keys = _row_keys(searched)
+    with_candidate = 0
+    for k in range(plan["shards"]):
+        rows = pq.read_table(paths.matched_shard(k), filters=_unlinked())
+        rows = rows.sort_by([("telco", "ascending"), ("source_row", "ascending")])
+        at = pc.index_in(_row_keys(rows), value_set=keys)
+        if at.null_count:
+            raise RuntimeError(f"shard {k}: the searched rows changed under the search "
+                               "(rerun the whole date)")
+        if config.matching.candidate_search and rows.num_rows:
+            rows = apply_search(rows, np.arange(rows.num_rows),
+                                found.take(pc.cast(at, pa.int64())))
+        write_parquet(rows, paths.candidates(k))
+        with_candidate += int(pc.sum(pc.greater(rows["candidate_count"], 0)).as_py() or 0) \
+            if rows.num_rows else 0
+    counts = {"searched": searched.num_rows, "with_candidate": with_candidate,
+              "candidates": found.num_rows - found["candidate_citizen_id"].null_count,
+              "suggestions": found.num_rows - found["suggested_citizen_id"].null_count}
+    log.info("search: %(searched)d rows searched, %(with_candidate)d with a candidate, "
+             "%(candidates)d offered, %(suggestions)d suggestions", counts)
+    return counts

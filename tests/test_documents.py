@@ -1,0 +1,49 @@
+"""The number a searched row carries, compared with a candidate citizen's (issue 15)."""
+
+from __future__ import annotations
+
+import pytest
+
+from matching.documents import DocLevel, compare_documents
+
+CID = "079084000999"  # TP.HCM, male, born 1984
+
+CASES = [
+    # written, id_issue, candidate CCCD, candidate CMND, level
+    ("O79084000999", "NON_DIGIT", CID, None, DocLevel.SAME_AFTER_REPAIR),  # O for 0
+    ("079084000990", None, CID, None, DocLevel.ONE_SUBSTITUTION),
+    ("079084009099", None, CID, None, DocLevel.TRANSPOSITION),
+    ("07908400999", "WRONG_LENGTH", CID, None, DocLevel.ONE_DROPPED_OR_ADDED),  # dropped
+    ("0790840009999", "WRONG_LENGTH", CID, None, DocLevel.ONE_DROPPED_OR_ADDED),  # added
+    ("0790840099", "WRONG_LENGTH", CID, None, DocLevel.TWO_EDITS),
+    # 11 digits padded by normalisation although a digit was dropped mid-number: compared
+    # as written too.
+    ("007908400099", "LEADING_ZERO_RESTORED", CID, None, DocLevel.ONE_DROPPED_OR_ADDED),
+    ("079084123456", None, CID, None, DocLevel.SAME_PROVINCE_AND_BIRTH),
+    ("001084123456", None, CID, None, DocLevel.SAME_BIRTH_OTHER_PROVINCE),
+    ("001185123456", None, CID, None, DocLevel.OTHER_BIRTH),
+    ("123456789", None, CID, None, DocLevel.CMND_NOT_ON_RECORD),
+    ("123456789", None, CID, "123456780", DocLevel.ONE_SUBSTITUTION),  # against the CMND
+    ("123456789", None, CID, "987654321", DocLevel.CMND_DIFFERENT),
+    ("ABCDEFX", "NON_DIGIT", CID, None, DocLevel.DIFFERENT),
+    (None, None, CID, "987654321", DocLevel.MISSING),
+]
+
+
+@pytest.mark.parametrize(("written", "issue", "cid", "legacy", "level"), CASES)
+def test_document_levels(written: str | None, issue: str | None, cid: str,
+                         legacy: str | None, level: DocLevel) -> None:
+    assert compare_documents([written], [issue], [cid], [legacy])[0] == level
+
+
+def test_the_closer_of_the_two_numbers_counts() -> None:
+    """A 9-digit number one slip from the citizen's old CMND is close even though it is
+    nothing like their CCCD; a column of pairs is compared at once."""
+    levels = compare_documents(["123456780", "079084000991"], [None, None],
+                               [CID, CID], ["123456789", "123456789"])
+    assert levels.tolist() == [DocLevel.ONE_SUBSTITUTION, DocLevel.ONE_SUBSTITUTION]
+
+
+def test_lengths_must_agree() -> None:
+    with pytest.raises(ValueError, match="one length"):
+        compare_documents(["1"], [None, None], [CID], [None])
