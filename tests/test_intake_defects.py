@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from matching import flags as rules
@@ -226,7 +227,9 @@ def test_identical_rows_are_quarantined_across_chunks_distinct_ones_stay(tmp_pat
     assert flagged == {4, 62}
     # Every quarantined row is in the telco's resend list, with a documented reason.
     q = pa.concat_tables([ingested.quarantine, result.quarantine])
-    assert resend_list(q, "hostile")["source_row"].to_pylist() == [61, 63, 64]
+    pq.write_table(q, tmp_path / "quarantine.parquet")
+    resend = resend_list([tmp_path / "quarantine.parquet"], "hostile")
+    assert resend["source_row"].to_pylist() == [61, 63, 64]
     assert set(q["reason"].to_pylist()) <= set(QUARANTINE_REASONS)
 
 

@@ -175,8 +175,9 @@ def test_flagged_sheet_explains_each_row(run: dict) -> None:
     assert sheet["reasons_en"].str.len().gt(0).all()
     linked = sheet["match_weight"].notna()
     assert linked.any()
-    weights = ["id_weight", "name_weight", "dob_weight", "gender_weight"]
-    total = sheet.loc[linked, weights].sum(axis=1)
+    weights = ["id_weight", "doc_weight", "name_weight", "dob_weight", "gender_weight",
+               "history_weight", "others_weight"]
+    total = sheet.loc[linked, weights].fillna(0).sum(axis=1)
     assert (abs(total - sheet.loc[linked, "match_weight"]) < 0.05).all()
     assert set(sheet["name_comparison"]) - {"not compared"}
     assert 'class="waterfall"' in run["html"]

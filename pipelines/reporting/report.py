@@ -283,8 +283,9 @@ FLAGGED_SHEET_COLUMNS = (
     "telco", "source_file", "source_row", "msisdn", "msisdn_as_sent", "id_type", "id_number",
     "activation_date", "point_of_sale", "line_status", "status", "flags", "reasons_en",
     "reasons_vi", "name_comparison", "name_score", "dob_comparison", "gender_comparison",
-    "id_weight", "name_weight", "dob_weight", "gender_weight", "match_weight",
-    "match_probability", "match_band", "suggested_citizen_id", "review_decision",
+    "id_weight", "doc_weight", "name_weight", "dob_weight", "gender_weight", "history_weight",
+    "others_weight", "match_weight", "match_probability", "match_band", "suggested_citizen_id",
+    "review_decision",
 )
 
 
@@ -315,8 +316,11 @@ def flagged_sheet(rows: pa.Table, reveal: bool) -> pa.Table:
         "name_score": rows["name_score"],
         "dob_comparison": _levels(rows, "dob_level", DOB_LEVEL_LABELS, linked),
         "gender_comparison": _levels(rows, "gender_level", GENDER_LEVEL_LABELS, linked),
-        **{c: pc.round(rows[c], 2) for c in ("id_weight", "name_weight", "dob_weight",
-                                              "gender_weight", "match_weight")},
+        # The search's own evidence (doc, history, others) has a weight only on a row
+        # explained by its best candidate; the weights of a row add up to match_weight.
+        **{c: pc.round(rows[c], 2) for c in ("id_weight", "doc_weight", "name_weight",
+                                              "dob_weight", "gender_weight", "history_weight",
+                                              "others_weight", "match_weight")},
         "match_probability": pc.round(rows["match_probability"], 6),
         "match_band": rows["match_band"],
         "suggested_citizen_id": _ids(rows["suggested_citizen_id"], reveal),
