@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         steps = grouped(ran["stages"])
         matching = sum(s["seconds"] for s in steps
                        if s["stage"] in ("partition", "plan_shards", "match_shard",
-                                         "search_candidates+spanning_flags"))
+                                         "collect_searched", "search_registry_shard",
+                                         "choose_candidates", "spanning_flags(wait)"))
         figures["runs"].append({"subscriptions": n, "citizens": citizens,
                                 "registry_prepare": prepared, "run": ran, "steps": steps,
                                 "holder_linking_s": round(matching, 2)})

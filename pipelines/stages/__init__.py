@@ -18,6 +18,8 @@ from pipelines.stages.outputs import (
     write_corrections,
 )
 from pipelines.stages.reconcile import (
+    choose_candidates,
+    collect_searched,
     flag_shard,
     flag_subscriptions,
     gate_results,
@@ -25,6 +27,7 @@ from pipelines.stages.reconcile import (
     match_subscriptions,
     plan_shards,
     search_candidates,
+    search_registry_shard,
     spanning_flags,
     write_review_queue,
 )
@@ -42,6 +45,8 @@ __all__ = [
     "approve_publication",
     "build_report",
     "check_run",
+    "choose_candidates",
+    "collect_searched",
     "flag_shard",
     "flag_subscriptions",
     "gate_corrections",
@@ -64,6 +69,7 @@ __all__ = [
     "refresh_registry",
     "run_all",
     "search_candidates",
+    "search_registry_shard",
     "spanning_flags",
     "store_of",
     "write_corrections",

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 from pipelines.correction_cycle import review
 from pipelines.errors import GateFailedError
 from pipelines.quality import facts, gates
-from pipelines.reconcile import flag, shard_steps
+from pipelines.reconcile import flag, search, shard_steps
+from pipelines.reconcile.run_state import snapshot_of_run
 from pipelines.reporting import aggregates
 from pipelines.results.dataset import merge_sorted
 from pipelines.stages.common import (
@@ -56,6 +57,28 @@ def search_candidates(config_path: str, run_date: str) -> dict:
     """Search the whole registry for the rows whose document led to no citizen."""
     config, paths = planned_context(config_path, run_date)
     return shard_steps.search_candidates(config, paths)
+
+
+def collect_searched(config_path: str, run_date: str) -> list[int]:
+    """Gather the rows whose document led to no citizen (every shard) and return the
+    registry shard numbers, one mapped ``search_registry_shard`` task each."""
+    config, paths = planned_context(config_path, run_date)
+    search.collect_searched(config, paths)
+    return list(range(snapshot_of_run(paths).shards))
+
+
+def search_registry_shard(config_path: str, run_date: str, registry_shard: int | str
+                          ) -> dict:
+    """The gathered rows' candidates within one registry shard."""
+    config, paths = planned_context(config_path, run_date)
+    return search.search_registry_shard(config, paths, int(registry_shard))
+
+
+def choose_candidates(config_path: str, run_date: str) -> dict:
+    """The best candidates over every registry shard, written back per subscription
+    shard."""
+    config, paths = planned_context(config_path, run_date)
+    return search.choose_candidates(config, paths)
 
 
 def spanning_flags(config_path: str, run_date: str) -> dict:

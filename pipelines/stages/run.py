@@ -31,11 +31,13 @@ from pipelines.stages.outputs import (
     write_corrections,
 )
 from pipelines.stages.reconcile import (
+    choose_candidates,
+    collect_searched,
     flag_shard,
     gate_results,
     match_shard,
     plan_shards,
-    search_candidates,
+    search_registry_shard,
     spanning_flags,
     write_review_queue,
 )
@@ -152,8 +154,13 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         mapped("gate_export", gate_export, [c["telco"] for c in cut], telcos=True)
         shards = timed("plan_shards", plan_shards, config_path, run_date)
         mapped("match_shard", match_shard, shards)
-        mapped("search_candidates+spanning_flags", _step, ["search_candidates",
-                                                           "spanning_flags"])
+        # The search, one task per registry shard, shares the workers with the rules that
+        # span shards (independent of it): the search is the longest step after matching.
+        registry_shards = timed("collect_searched", collect_searched, config_path, run_date)
+        spanning = pool.submit(spanning_flags, config_path, run_date)
+        mapped("search_registry_shard", search_registry_shard, registry_shards)
+        timed("choose_candidates", choose_candidates, config_path, run_date)
+        timed("spanning_flags(wait)", spanning.result)  # only what was left after the search
         mapped("flag", flag_shard, shards)
         mapped("review_queue+gate_results", _step, ["write_review_queue", "gate_results"])
         config, paths = context(config_path, run_date)
@@ -175,7 +182,6 @@ def _read_telco(config_path: str, run_date: str, telco: str) -> dict:
 
 
 _STEPS: dict[str, Callable[[str, str], dict]] = {
-    "search_candidates": search_candidates, "spanning_flags": spanning_flags,
     "write_review_queue": write_review_queue, "gate_results": gate_results,
 }
 
