@@ -351,6 +351,13 @@ def test_header_marks_personal_data_and_points_to_the_follow_ups(run: dict) -> N
         f"corrections/{t}.csv" for t in run["frame"]["telco"].unique()}
     for path in paths:
         assert (run["dir"] / path).is_file(), path
+    # The workbook says the same.
+    about = dict(_workbook_text(run["dir"] / "report.xlsx")["about"][1:])
+    assert "personal data" in about["personal_data"]
+    assert about["audience"] == ", ".join(load_config(run["config"]).report.audience)
+    assert (run["dir"] / about["review_queue"]).is_file()
+    for path in about["correction_lists"].split(", "):
+        assert (run["dir"] / path).is_file(), path
 
 
 def test_the_audience_is_a_setting(run: dict) -> None:
