@@ -5,13 +5,25 @@ catch its fault on a deliberately faulty page (``test_report_browser``)."""
 from __future__ import annotations
 
 # How far the page is wider than the window (0 = no horizontal scrolling), and the
-# widest elements sticking out, to say what overflows.
+# widest elements sticking out, to say what overflows; measured as loaded, then with
+# every text on demand open (details, the first flagged row's explanation).
 OVERFLOW = """(() => {
-  const over = document.documentElement.scrollWidth - window.innerWidth;
-  const culprits = over > 0 ? Array.from(document.body.querySelectorAll('*'))
-    .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
-    .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '')) : [];
-  return {over: over, culprits: culprits};
+  const measure = () => {
+    const over = document.documentElement.scrollWidth - window.innerWidth;
+    const culprits = over > 0 ? Array.from(document.body.querySelectorAll('*'))
+      .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+      .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '')) : [];
+    return {over: over, culprits: culprits};
+  };
+  const closed = measure();
+  const details = Array.from(document.querySelectorAll('details')).filter(d => !d.open);
+  details.forEach(d => { d.open = true; });
+  const button = document.querySelector('#flagged tr.row:not([hidden]) button.expand');
+  if (button) { button.click(); }
+  const opened = measure();
+  if (button) { button.click(); }
+  details.forEach(d => { d.open = false; });
+  return closed.over >= opened.over ? closed : opened;
 })()"""
 
 # Pairs of text labels of one chart whose boxes intersect (more than 1 px²), for the

@@ -6,6 +6,7 @@ here independently (pandas) from results.parquet.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -414,3 +415,18 @@ def test_every_flag_status_and_decision_has_a_short_verdict() -> None:
         assert verdict.short_en != verdict.code and verdict.short_vi != verdict.code, verdict
         assert len(verdict.short_en) <= 22 and len(verdict.short_vi) <= 24, verdict
         assert len(verdict.long_en) > len(verdict.short_en), verdict
+
+
+@pytest.mark.parametrize("wanted", [[100, 101, 102, 250], [5, 5, 5], [239, 240, 240, 241],
+                                    [50.0], []])
+def test_dodged_labels_keep_apart_inside_the_plot(wanted: list[float]) -> None:
+    placed = charts.dodge(wanted, 10, 240, gap=12)
+    assert len(placed) == len(wanted)
+    ordered = sorted(placed)
+    assert all(b - a >= 12 - 1e-9 for a, b in itertools.pairwise(ordered))
+    assert all(10 <= y <= 240 for y in placed)
+    # A label keeps its rank: the lower value's label stays lower.
+    for i, a in enumerate(wanted):
+        for j, b in enumerate(wanted):
+            if a < b:
+                assert placed[i] < placed[j], (wanted, placed)
