@@ -8,9 +8,14 @@ last runs per telco, the match-score distribution, flags by the province of the
 ID's birth registration (old 63 codes mapped to the 34 units of 2025,
 ``pipelines.reporting.provinces``); the top points of sale by ``BULK_ACTIVATION``; the
 citizens with the most subscriptions; a bounded table of flagged subscriptions
-with search, filters and each row's field-by-field explanation (a few lines of
-inline JavaScript). ``report.xlsx`` holds the same tables
-(``pipelines.reporting.workbook``).
+with search, filters, paging and each row's field-by-field explanation (a few lines
+of inline JavaScript), whose counters state the run's true totals
+(:func:`filter_totals`) next to the sample's size. A header marks the file as
+personal data, names who may read it (``report.audience``) and where the
+correction lists and the review queue are; flags and statuses show short labels
+(``pipelines.reporting.verdicts``), match scores are said as shares with the bits
+one click away; the page fits a 1,366 px window. ``report.xlsx`` holds the same
+tables (``pipelines.reporting.workbook``).
 
 ID numbers are masked (``079*****1234``). Only a role listed in
 ``report.unmasked_roles`` may have a copy with full numbers rendered
