@@ -288,6 +288,9 @@ class ReportSettings(_Strict):
     holders. ``unmasked_roles``: roles that may have a copy with full ID numbers
     rendered (``simrecon report render --role``); the published report is always
     masked. ``provinces_file``: the old-code → 2025 unit table (empty = bundled).
+    ``audience``: who may read the report, printed in its personal-data notice (the
+    report holds personal data under Decree 13/2023/ND-CP even with ID numbers masked);
+    default: compliance officers, reviewers of the review queue and auditors.
     """
 
     trend_runs: int = Field(14, ge=1, le=366)
@@ -304,6 +307,10 @@ class ReportSettings(_Strict):
             if not re.fullmatch(r"[a-z][a-z0-9_-]*", role):
                 raise ValueError(f"role {role!r}: lower-case letters, digits, - and _")
         return value
+
+    audience: list[str] = Field(
+        default_factory=lambda: ["compliance officers", "review-queue reviewers", "auditors"],
+        min_length=1)
 
 
 class PreparedRegistrySettings(_Strict):

@@ -291,7 +291,7 @@ def test_day3_report_opens_in_chromium(cycle: dict) -> None:
     shot = artifacts_dir() / "correction-cycle-day3.png"
     shot.unlink(missing_ok=True)
     found = open_page(cycle["runs"][2] / "report.html", screenshot=shot, evaluate={
-        "trend_points": "document.querySelectorAll('#chart-trend circle').length",
+        "trend_points": "document.querySelectorAll('#chart-trend g.series .marker').length",
         "cycle_charts": "document.querySelectorAll('svg[id^=chart-cycle-]').length"})
     print(f"\nscreenshot of the day-3 report: {shot}")
     assert found.errors == [], found.errors

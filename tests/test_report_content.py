@@ -6,6 +6,7 @@ here independently (pandas) from results.parquet.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -332,3 +333,100 @@ def test_chart_text_is_escaped_and_labelled() -> None:
     assert '<title id="c-title">T &lt;b&gt;</title>' in svg and ">3<" in svg
     empty = str(charts.line_chart("e", "Trend", [], {}))
     assert "No run to show yet." in empty
+
+
+# --- issue 16: what the page says about itself, its counters and its scores -------------
+
+
+def test_header_marks_personal_data_and_points_to_the_follow_ups(run: dict) -> None:
+    html = run["html"]
+    notice = html[html.index('id="privacy-notice"'):html.index("</div>",
+                                                              html.index('id="privacy-notice"'))]
+    assert "Personal data" in notice and "Dữ liệu cá nhân" in notice
+    for role in load_config(run["config"]).report.audience:
+        assert role in notice
+    # Every path the header names exists in the published run folder.
+    paths = re.findall(r'href="([^"]+)"', notice)
+    assert "review/queue.xlsx" in paths
+    assert {p for p in paths if p.startswith("corrections/")} == {
+        f"corrections/{t}.csv" for t in run["frame"]["telco"].unique()}
+    for path in paths:
+        assert (run["dir"] / path).is_file(), path
+    # The workbook says the same.
+    about = dict(_workbook_text(run["dir"] / "report.xlsx")["about"][1:])
+    assert "personal data" in about["personal_data"]
+    assert about["audience"] == ", ".join(load_config(run["config"]).report.audience)
+    assert (run["dir"] / about["review_queue"]).is_file()
+    for path in about["correction_lists"].split(", "):
+        assert (run["dir"] / path).is_file(), path
+
+
+def test_the_audience_is_a_setting(run: dict) -> None:
+    summary = json.loads((run["dir"] / "summary.json").read_text())
+    content = report.build(summary, run["results"], empty_quarantine(), previous=[],
+                           audience=["thanh tra Bộ TT&TT"])
+    html = report.render_html(content)
+    audience = html[html.index('id="audience"'):]
+    assert audience[:audience.index("</p>")].count("thanh tra Bộ TT&amp;TT") == 1
+    (run["tmp"] / "bad").mkdir(exist_ok=True)
+    with pytest.raises(ConfigError):
+        load_config(write_config(run["tmp"] / "bad", report={"audience": []}))
+
+
+def test_filter_totals_are_the_runs_true_counts(run: dict) -> None:
+    """Every combination of the flagged table's filters has its total from the run's
+    aggregates, equal to the count in the results."""
+    frame = run["frame"]
+    summary = json.loads((run["dir"] / "summary.json").read_text())
+    totals = report.filter_totals(summary)
+    flagged = frame[frame["flags"].map(len).gt(0)]
+    for key, n in totals.items():
+        telco, flag, status = key.split("|")
+        mine = flagged
+        if telco:
+            mine = mine[mine["telco"] == telco]
+        if flag:
+            mine = mine[mine["flags"].map(lambda f, flag=flag: flag in list(f))]
+        if status:
+            mine = mine[mine["status"] == status]
+        assert n == len(mine), key
+    assert totals["||"] == len(flagged) > 0
+
+
+def test_match_scores_are_said_in_words(run: dict) -> None:
+    frame, html = run["frame"], run["html"]
+    for element, statuses in (("share-verified", ["VERIFIED"]), ("share-review", ["REVIEW"]),
+                              ("share-unmatched", ["MISMATCH", "UNREGISTERED"])):
+        share = f"{100 * frame['status'].isin(statuses).mean():.1f}%"
+        assert f'id="{element}">{share}</b>' in html, element
+    section = html[html.index('id="scores-section"'):html.index('id="scores-technical"')]
+    assert "bits" not in section and "log" not in section  # the figures are one click away
+    technical = html[html.index('id="scores-technical"'):html.index('id="provinces-section"')]
+    assert 'id="chart-scores"' in technical and "bits" in technical
+
+
+def test_every_flag_status_and_decision_has_a_short_verdict() -> None:
+    from pipelines.correction_cycle.review import DECISIONS
+    from pipelines.reporting import verdicts
+    from pipelines.schema import STATUSES
+
+    for verdict in [*map(verdicts.flag, FLAGS), *map(verdicts.status, STATUSES),
+                    *map(verdicts.decision, DECISIONS)]:
+        assert verdict.short_en != verdict.code and verdict.short_vi != verdict.code, verdict
+        assert len(verdict.short_en) <= 22 and len(verdict.short_vi) <= 24, verdict
+        assert len(verdict.long_en) > len(verdict.short_en), verdict
+
+
+@pytest.mark.parametrize("wanted", [[100, 101, 102, 250], [5, 5, 5], [239, 240, 240, 241],
+                                    [50.0], []])
+def test_dodged_labels_keep_apart_inside_the_plot(wanted: list[float]) -> None:
+    placed = charts.dodge(wanted, 10, 240, gap=12)
+    assert len(placed) == len(wanted)
+    ordered = sorted(placed)
+    assert all(b - a >= 12 - 1e-9 for a, b in itertools.pairwise(ordered))
+    assert all(10 <= y <= 240 for y in placed)
+    # A label keeps its rank: the lower value's label stays lower.
+    for i, a in enumerate(wanted):
+        for j, b in enumerate(wanted):
+            if a < b:
+                assert placed[i] < placed[j], (wanted, placed)

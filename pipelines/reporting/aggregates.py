@@ -191,19 +191,35 @@ def _telco_counts(results: pa.Table, bits: np.ndarray) -> dict[str, dict]:
     out: dict[str, dict] = {}
     telco = np.asarray(results["telco"].to_numpy(zero_copy_only=False), dtype=object)
     status = results["status"]
+    status_code = np.asarray(pc.fill_null(pc.index_in(status, value_set=pa.array(STATUSES)), -1)
+                             .to_numpy(zero_copy_only=False) if results.num_rows
+                             else np.zeros(0), dtype=np.int64)
     for name in sorted(set(telco.tolist())):
         mine = telco == name
         chosen = pa.array(mine)
         statuses = value_counts(pc.filter(status, chosen))
         mine_bits = bits[mine]
+        mine_status = status_code[mine]
         out[name] = {
             "subscriptions": int(mine.sum()),
             "by_status": {s: statuses.get(s, 0) for s in STATUSES},
             "by_flag": {f: int(((mine_bits & b) != 0).sum()) for f, b in FLAG_BITS.items()},
             "flagged": int((mine_bits != 0).sum()),
             "listed": int(((mine_bits & TELCO_ACTIONABLE_BITS) != 0).sum()),
+            # The report's filter counters (telco x flag x status) state true totals.
+            "flagged_by_status": dict(zip(STATUSES, _per_status(mine_status[mine_bits != 0]),
+                                          strict=True)),
+            "by_flag_status": {f"{f}|{s}": n for f, b in FLAG_BITS.items()
+                               for s, n in zip(STATUSES,
+                                               _per_status(mine_status[(mine_bits & b) != 0]),
+                                               strict=True) if n},
         }
     return out
+
+
+def _per_status(codes: np.ndarray) -> list[int]:
+    """Rows per status of ``codes`` (index into ``STATUSES``; -1, no status, not counted)."""
+    return [int(n) for n in np.bincount(codes + 1, minlength=len(STATUSES) + 1)[1:]]
 
 
 def _score_counts(results: pa.Table) -> dict:
@@ -341,11 +357,12 @@ def merge(parts: Iterable[Aggregates], *, top: int = 20) -> Aggregates:
         for telco, counts in part.telcos.items():
             mine = out.telcos.setdefault(telco, {
                 "subscriptions": 0, "by_status": dict.fromkeys(STATUSES, 0),
-                "by_flag": dict.fromkeys(FLAGS, 0), "flagged": 0, "listed": 0})
+                "by_flag": dict.fromkeys(FLAGS, 0), "flagged": 0, "listed": 0,
+                "flagged_by_status": dict.fromkeys(STATUSES, 0), "by_flag_status": {}})
             for key in ("subscriptions", "flagged", "listed"):
                 mine[key] += counts[key]
-            for group in ("by_status", "by_flag"):
-                for name, n in counts[group].items():
+            for group in ("by_status", "by_flag", "flagged_by_status", "by_flag_status"):
+                for name, n in counts.get(group, {}).items():
                     mine[group][name] = mine[group].get(name, 0) + n
         out.score_counts = out.score_counts + part.score_counts
         out.unscored += part.unscored

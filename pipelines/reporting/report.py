@@ -8,9 +8,14 @@ last runs per telco, the match-score distribution, flags by the province of the
 ID's birth registration (old 63 codes mapped to the 34 units of 2025,
 ``pipelines.reporting.provinces``); the top points of sale by ``BULK_ACTIVATION``; the
 citizens with the most subscriptions; a bounded table of flagged subscriptions
-with search, filters and each row's field-by-field explanation (a few lines of
-inline JavaScript). ``report.xlsx`` holds the same tables
-(``pipelines.reporting.workbook``).
+with search, filters, paging and each row's field-by-field explanation (a few lines
+of inline JavaScript), whose counters state the run's true totals
+(:func:`filter_totals`) next to the sample's size. A header marks the file as
+personal data, names who may read it (``report.audience``) and where the
+correction lists and the review queue are; flags and statuses show short labels
+(``pipelines.reporting.verdicts``), match scores are said as shares with the bits
+one click away; the page fits a 1,366 px window. ``report.xlsx`` holds the same
+tables (``pipelines.reporting.workbook``).
 
 ID numbers are masked (``079*****1234``). Only a role listed in
 ``report.unmasked_roles`` may have a copy with full numbers rendered
@@ -47,7 +52,7 @@ from matching.flags import FLAGS
 from matching.ids import mask_id
 from matching.names import NAME_LEVEL_LABELS, NameLevel
 from pipelines.delivery.reasons import reason_descriptions
-from pipelines.reporting import aggregates, charts, provinces
+from pipelines.reporting import aggregates, charts, provinces, verdicts
 from pipelines.results.dataset import RunResults
 from pipelines.schema import STATUSES
 
@@ -106,6 +111,9 @@ def summarise(counts: aggregates.Aggregates, quarantined: dict[str, dict[str, in
             "by_status": {s: mine.get("by_status", {}).get(s, 0) for s in STATUSES},
             "by_flag": {f: mine.get("by_flag", {}).get(f, 0) for f in FLAGS},
             "flagged": mine.get("flagged", 0),
+            "flagged_by_status": {s: mine.get("flagged_by_status", {}).get(s, 0)
+                                  for s in STATUSES},
+            "by_flag_status": dict(sorted(mine.get("by_flag_status", {}).items())),
             "quarantined": sum(reasons.values()),
             "quarantine_reasons": dict(sorted(reasons.items())),
             **telco_stats[telco],
@@ -123,6 +131,29 @@ def summarise(counts: aggregates.Aggregates, quarantined: dict[str, dict[str, in
         "failed_telcos": failed,
         "flagged": sum(t.get("flagged", 0) for t in listed),
     }
+
+
+def filter_totals(summary: dict) -> dict[str, int]:
+    """Flagged subscriptions of the whole run for every combination of the flagged
+    table's filters, ``"telco|flag|status"`` (an empty part = any): the counters the
+    page shows next to the sample, so a filtered count is never read as a sample's."""
+    processed = {t: s for t, s in summary["telcos"].items() if "failed" not in s}
+    out: dict[str, int] = {}
+    for telco in ["", *processed]:
+        chosen = [processed[telco]] if telco else list(processed.values())
+        for flag in ["", *FLAGS]:
+            for status in ["", *STATUSES]:
+                if not flag and not status:
+                    n = sum(t.get("flagged", 0) for t in chosen)
+                elif not status:
+                    n = sum(t.get("by_flag", {}).get(flag, 0) for t in chosen)
+                elif not flag:
+                    n = sum(t.get("flagged_by_status", {}).get(status, 0) for t in chosen)
+                else:
+                    n = sum(t.get("by_flag_status", {}).get(f"{flag}|{status}", 0)
+                            for t in chosen)
+                out[f"{telco}|{flag}|{status}"] = n
+    return out
 
 
 def _rate(part: int | None, whole: int | None) -> float | None:
@@ -485,9 +516,42 @@ def score_distribution(counts_of: aggregates.Aggregates, verify_above: float,
              "have no score. Dashed lines: the band thresholds.")
     sheet = pa.table({"bin_from_bits": labels, **{s: stacks[s] for s in STATUSES}})
     return {"chart": chart, "bands": bands, "table": table, "unscored": unscored,
-            "sheet": sheet,
+            "sheet": sheet, "plain": plain_scores(counts_of, verify_above, mismatch_below),
             "thresholds": {"verify_bits": round(_bits(verify_above), 2),
                            "mismatch_bits": round(_bits(mismatch_below), 2)}}
+
+
+def plain_scores(counts_of: aggregates.Aggregates, verify_above: float,
+                 mismatch_below: float) -> dict:
+    """The match-score section in a compliance officer's words: the share of
+    subscriptions per outcome and what each score band means, no bits or odds."""
+    rows = counts_of.rows
+    by_status = {s: sum(t.get("by_status", {}).get(s, 0) for t in counts_of.telcos.values())
+                 for s in STATUSES}
+    outcomes = [{"status": s, "verdict": verdicts.status(s), "count": by_status[s],
+                 "pct": _rate(by_status[s], rows)} for s in STATUSES]
+    per_band = {b: sum(n for k, n in counts_of.bands.items() if k.split("|", 1)[1] == b)
+                for b in aggregates.BANDS}
+    meaning = {
+        "VERIFY": (f"{verify_above:.1%} sure or more that the registry's citizen is the "
+                   "subscriber: accepted without a person looking",
+                   f"chắc chắn từ {verify_above:.1%}: chấp nhận, không cần kiểm tra"),
+        "REVIEW": (f"between {mismatch_below:.0%} and {verify_above:.1%}: the data neither "
+                   "confirm nor rule out the holder, a person decides in the review queue",
+                   "chưa rõ: cán bộ quyết định trong hàng đợi kiểm tra"),
+        "MISMATCH": (f"under {mismatch_below:.0%}: the registry's citizen is almost certainly "
+                     "not the subscriber",
+                     f"dưới {mismatch_below:.0%}: gần như chắc chắn không phải chủ giấy tờ"),
+        "no score": ("nothing to compare with: no ID number leading to a citizen and no "
+                     "candidate found, or a passport",
+                     "không có gì để so sánh (không có giấy tờ hợp lệ, hoặc hộ chiếu)"),
+    }
+    bands = [{"band": b, "count": per_band[b], "pct": _rate(per_band[b], rows),
+              "en": meaning[b][0], "vi": meaning[b][1]} for b in aggregates.BANDS]
+    return {"rows": rows, "outcomes": outcomes, "bands": bands,
+            "verified_pct": _rate(by_status["VERIFIED"], rows),
+            "review_pct": _rate(by_status["REVIEW"], rows),
+            "unmatched_pct": _rate(by_status["MISMATCH"] + by_status["UNREGISTERED"], rows)}
 
 
 # --- provinces --------------------------------------------------------------------------
@@ -588,6 +652,9 @@ class Report:
     # The look-up service (pipelines/lookup/delivery.py, report_section): its public URL
     # (flagged numbers link to it) and the verification requests past their deadline.
     lookup: dict = field(default_factory=lambda: {"public_url": "", "overdue": []})
+    # Who may read the report (``report.audience``) and where its follow-ups are.
+    audience: list[str] = field(default_factory=list)
+    locations: dict = field(default_factory=dict)
 
 
 def build(summary: dict, results: pa.Table, quarantine: pa.Table, *, previous: list[dict],
@@ -611,7 +678,8 @@ def build_from(summary: dict, counts: aggregates.Aggregates, flagged: pa.Table,
                workbook_flagged_rows: int = 20_000, top: int = 20,
                verify_above: float = 0.999, mismatch_below: float = 0.01,
                provinces_file: str | Path | None = None, role: str | None = None,
-               unmasked_roles: list[str] | None = None) -> Report:
+               unmasked_roles: list[str] | None = None, audience: list[str] | None = None,
+               review_drop_dir: str = "") -> Report:
     """Compute the report's content from the run's merged aggregates and its sample of
     flagged rows (``flagged``: chosen by :func:`select_flagged_keys` among all
     ``flagged_total``); ``role`` (checked against ``unmasked_roles``) decides whether ID
@@ -632,7 +700,19 @@ def build_from(summary: dict, counts: aggregates.Aggregates, flagged: pa.Table,
         quarantine_reasons=quarantine_reasons,
         settings={"trend_runs": trend_runs, "flagged_rows": flagged_rows,
                   "workbook_flagged_rows": workbook_flagged_rows, "top": top},
+        audience=list(audience or []),
+        locations=follow_up_locations(summary, review_drop_dir),
     )
+
+
+def follow_up_locations(summary: dict, review_drop_dir: str = "") -> dict:
+    """Where the report's follow-ups are, relative to the published run folder
+    (``<output_dir>/<run_date>/``): each telco's correction list, the review queue,
+    the full results, and the folder reviewers drop their decisions in."""
+    telcos = [t for t, s in summary.get("telcos", {}).items() if "failed" not in s]
+    return {"corrections": [{"telco": t, "path": f"corrections/{t}.csv"} for t in telcos],
+            "review_queue": "review/queue.xlsx", "results": "results/",
+            "workbook": "report.xlsx", "review_drop_dir": review_drop_dir}
 
 
 def fetch_flagged(results: RunResults, keys: pa.Table, limit: int) -> tuple[pa.Table, int]:
@@ -662,7 +742,8 @@ def settings_of(config: RunConfig) -> dict:
             "mismatch_below": config.matching.mismatch_below,
             "provinces_file": config.resolve(settings.provinces_file)
             if settings.provinces_file else None,
-            "unmasked_roles": settings.unmasked_roles}
+            "unmasked_roles": settings.unmasked_roles, "audience": settings.audience,
+            "review_drop_dir": config.correction_cycle.review_drop_dir}
 
 
 def _environment() -> jinja2.Environment:
@@ -684,6 +765,11 @@ def _script_json(value: object) -> Markup:
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
+# How the flagged table's sample is chosen (select_flagged_keys), said next to every count.
+SAMPLE_METHOD = "round-robin over telco and flag, so that every telco and flag appears"
+PAGE_SIZE = 50  # rows of the flagged table per page: the page stays short
+
+
 def render_html(report: Report) -> str:
     summary = report.summary
     processed = {t: s for t, s in summary["telcos"].items() if "failed" not in s}
@@ -694,7 +780,18 @@ def render_html(report: Report) -> str:
         desc="Number of subscriptions carrying each flag, one bar per telco; flags no "
              "subscription carries are left out.")
     trend = _trend_charts(report.trend)
+    in_sheet = report.sheet_flagged.num_rows
+    all_in = ("report.xlsx (sheet flagged) and the results dataset results/"
+              if in_sheet >= report.flagged_total else
+              f"the results dataset results/ (report.xlsx, sheet flagged: {in_sheet:,} of them)")
     return _environment().get_template("report.html.j2").render(
+        verdicts=verdicts.all_flags(FLAGS),
+        status_verdicts={s: verdicts.status(s) for s in STATUSES},
+        decision_verdicts=verdicts.decision,
+        totals_json=_script_json(filter_totals(summary)),
+        sample_method=SAMPLE_METHOD,
+        all_in=all_in,
+        page_size=PAGE_SIZE,
         summary=summary,
         processed=processed,
         statuses=STATUSES,

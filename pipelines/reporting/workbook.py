@@ -37,6 +37,13 @@ def _about(report: Report) -> pa.Table:
          or "none"),
         ("trend_runs", report.settings.get("trend_runs")),
         ("flags_and_thresholds", "docs/flags.md"),
+        # As the HTML's header (issue 16): personal data, who may read it, the follow-ups.
+        ("personal_data", "Dữ liệu cá nhân — personal data of subscribers (Decree "
+                          "13/2023/ND-CP): do not forward"),
+        ("audience", ", ".join(report.audience) or "the compliance team"),
+        ("correction_lists", ", ".join(c["path"] for c in
+                                       report.locations.get("corrections", [])) or "none"),
+        ("review_queue", report.locations.get("review_queue", "")),
     ]
     return pa.table({"item": [k for k, _ in items], "value": [str(v) for _, v in items]})
 
