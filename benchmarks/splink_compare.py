@@ -74,7 +74,7 @@ def inputs(world: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     subs = pd.concat([pq.read_table(p).to_pandas()
                       for p in sorted((run / "normalised").glob("*.parquet"))],
                      ignore_index=True)
-    snapshot = sorted((world / "runs" / ".registry").glob("snapshot=*"))[-1]
+    snapshot = sorted((world / "runs-private" / "registry").glob("snapshot=*"))[-1]
     registry = pd.concat([pq.read_table(p).to_pandas()
                           for p in sorted(snapshot.glob("shard=*/part.parquet"))],
                          ignore_index=True)

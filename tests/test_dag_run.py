@@ -218,7 +218,7 @@ def test_daily_run_processes_every_telco(airflow_home: Path, refreshed: Path,
         "the per-telco tasks run once per telco, the per-shard ones once per shard"
     assert {k: s for k, s in states.items() if s != "success"} == {}
     assert xcom(airflow_home, run_date, "gate_registry")["prepared"] is False
-    assert not (tmp_path / "runs" / ".registry").exists(), "the run prepared nothing itself"
+    assert not (tmp_path / "runs-private" / "registry").exists(), "the run prepared nothing itself"
 
     cli = tmp_path / "cli"
     cli.mkdir()
@@ -340,8 +340,8 @@ def test_a_registry_failing_its_gate_stops_the_run(airflow_home: Path, tmp_path:
     assert states[("publish", "")] == "upstream_failed"
     assert not (tmp_path / "runs" / run_date).exists()
     # Prepared in the run, the snapshot broke its suite: discarded, the reason kept.
-    assert not list((tmp_path / "runs" / ".registry").glob("snapshot=*"))
-    gate = json.loads(next((tmp_path / "runs" / ".registry" / "rejected").glob("*.json"))
+    assert not list((tmp_path / "runs-private" / "registry").glob("snapshot=*"))
+    gate = json.loads(next((tmp_path / "runs-private" / "registry" / "rejected").glob("*.json"))
                       .read_text())
     assert "citizen_id is a 12-digit CCCD" in json.dumps(gate)
 

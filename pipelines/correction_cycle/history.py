@@ -36,6 +36,7 @@ are not all "resolved" because its export was unreadable.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable
 from datetime import date
@@ -65,6 +66,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
+
+from pipelines.storage.modes import make_dirs, owner_only
 
 NEW, PERSISTING, RESOLVED = "new", "persisting", "resolved"
 KEY = ["telco", "msisdn", "flag"]
@@ -165,7 +168,7 @@ def _engine(url_text: str) -> Engine:
     url = make_url(url_text)
     file = _sqlite_file(url)
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(file.parent)
         return create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
     try:
         return create_engine(url, poolclass=NullPool)
@@ -186,6 +189,10 @@ def engine(store: Store) -> Engine:
             METADATA.create_all(conn, checkfirst=True)
             _add_streak_columns(conn)
             _ready.add(key)
+        if file is not None:  # decisions and the review key: owner-only (storage/modes.py)
+            for path in (file, *file.parent.glob(f"{file.name}-*")):  # and its -wal, -shm
+                with contextlib.suppress(FileNotFoundError):  # a journal just removed
+                    owner_only(path)
     return db
 
 

@@ -36,7 +36,7 @@ from pipelines.stages.common import (
     store_of,
     write_gate,
 )
-from pipelines.storage import objectstore
+from pipelines.storage import modes, objectstore
 from pipelines.storage.files import read_json, swap_into_place, write_json, write_text
 from pipelines.storage.paths import RunPaths
 
@@ -297,12 +297,23 @@ def publish_run(config_path: str, run_date: str) -> dict:
         "files": correction_lists.describe_outputs(paths.staging),
     }
     write_json(manifest, paths.manifest)
+    _set_modes(config, paths)
     swap_into_place(paths.staging, paths.final)
     _after_swap(config, paths, run_date, paths.final)
     shutil.rmtree(paths.work, ignore_errors=True)
     log.info("publish %s: run folder %s, %d correction list(s)", run_date, paths.final,
              len(lists))
     return _published(paths, {"failed_telcos": failed})
+
+
+def _set_modes(config: RunConfig, paths: RunPaths) -> None:
+    """The run folder as published: owner-only, or opened to ``outputs.group``
+    (storage/modes.py), set on the staging folder so the swap publishes it so."""
+    if config.outputs.group_readable:
+        modes.share_with_group(paths.staging, config.outputs.group,
+                               parents=(paths.output_dir,))
+    else:
+        modes.restrict_tree(paths.staging)
 
 
 def _published(paths: RunPaths, summary: dict) -> dict:

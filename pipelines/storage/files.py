@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from pipelines.storage.modes import FILE_MODE, make_dirs, open_private
+
 
 def _fsync(path: Path) -> None:
     """Flush a file's (or a folder's) content to disk, so a rename never publishes a
@@ -47,10 +49,11 @@ def _fsync(path: Path) -> None:
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Write to a hidden temporary name in the same folder, then rename into place:
     readers (and later stages) see the old file or the complete new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # owner-only whatever the umask (storage/modes.py)
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)
@@ -154,8 +157,9 @@ class _AtomicStream:
 
     def _open(self) -> HashingSink:
         if self.sink is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self._tmp, "wb")  # noqa: SIM115 (closed in commit/abort)
+            make_dirs(self.path.parent)
+            # Created 0600 (storage/modes.py); closed in commit/abort.
+            self._handle = os.fdopen(open_private(self._tmp), "wb")
             self.sink = HashingSink(self._handle)
         return self.sink
 
@@ -338,7 +342,7 @@ def reset_dir(path: Path) -> None:
     """Empty ``path`` (used for a run's staging folder at the start of a run)."""
     if path.exists():
         shutil.rmtree(path)
-    path.mkdir(parents=True)
+    make_dirs(path)
 
 
 def swap_into_place(staging: Path, final: Path) -> None:
@@ -348,7 +352,7 @@ def swap_into_place(staging: Path, final: Path) -> None:
     old one deleted. A crash between the two renames leaves the old run under a
     ``.replaced-*`` name, which the next publish cleans up.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(final.parent)
     for leftover in final.parent.glob(f".replaced-{final.name}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     aside = final.parent / f".replaced-{final.name}-{uuid.uuid4().hex}"
