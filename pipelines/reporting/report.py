@@ -12,7 +12,7 @@ with search, filters and each row's field-by-field explanation (a few lines of
 inline JavaScript). ``report.xlsx`` holds the same tables
 (``pipelines.reporting.workbook``).
 
-ID numbers are masked (``079*****1234``). Only a role listed in
+ID numbers are masked (``*********234``). Only a role listed in
 ``report.unmasked_roles`` may have a copy with full numbers rendered
 (``simrecon report render --role``), outside the run folder; the published
 report is always masked.
