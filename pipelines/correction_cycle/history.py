@@ -99,6 +99,13 @@ DECISIONS = Table(
     Column("comment", String, nullable=False), Column("reviewer", String, nullable=False),
     Column("decided_at", String, nullable=False), Column("source_file", String, nullable=False),
     Index("decisions_by_key", "telco", "msisdn", "row_hash"))
+# Per-deployment secrets (``name`` -> hex ``value``), created on first use: the key of the
+# review queue's ``row_hash`` (pipelines/correction_cycle/review.py). Kept in the store so
+# every worker of a cluster, and every later run, hashes with the same key.
+SECRETS = Table(
+    "secrets", METADATA,
+    Column("name", String, primary_key=True), Column("value", String, nullable=False),
+    Column("created_at", String, nullable=False))
 _DECISION_FIELDS = [c.name for c in DECISIONS.columns if c.name != "id"]
 _INSERT_BATCH = 50_000
 
