@@ -19,7 +19,7 @@ import yaml
 
 from pipelines.results.dataset import RunResults
 
-from .conftest import REPO, write_config
+from .conftest import REPO, same_review_key, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -203,8 +203,9 @@ def test_daily_run_processes_every_telco(airflow_home: Path, refreshed: Path,
     from .test_shards import differing_outputs
 
     run_date = "2026-11-28"
-    config = write_config(tmp_path, prepared_registry={"dir": str(refreshed), "shards": 8,
-                                                       "prepare_in_run": False})
+    config = same_review_key(write_config(
+        tmp_path, prepared_registry={"dir": str(refreshed), "shards": 8,
+                                     "prepare_in_run": False}))
 
     result = run_dag(airflow_home, config, run_date)
 
@@ -222,7 +223,8 @@ def test_daily_run_processes_every_telco(airflow_home: Path, refreshed: Path,
 
     cli = tmp_path / "cli"
     cli.mkdir()
-    reference = run_all(str(write_config(cli, prepared_registry={"shards": 1})), run_date)
+    reference = run_all(str(same_review_key(write_config(cli, prepared_registry={"shards": 1}))),
+                        run_date)
     assert differing_outputs(Path(reference["run_dir"]), tmp_path / "runs" / run_date) == []
 
     run_dir = tmp_path / "runs" / run_date

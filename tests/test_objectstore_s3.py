@@ -92,7 +92,9 @@ def test_run_through_s3_publishes_what_a_local_run_does(s3, tmp_path: Path) -> N
     results = [p for p in sorted(listed) if p.startswith("results/")]
     assert results and all(p.endswith("/part-0.parquet") for p in results)
     compared = [p for p in sorted(listed) if p.startswith((
-        "results", "corrections/", "gates/", "review/", "quarantine/", "normalised/"))]
+        "results", "corrections/", "gates/", "review/"))]
+    # Engineer-only outputs (raw export rows) stay in the local private folder.
+    assert not [p for p in published if p.startswith(("quarantine/", "normalised/"))]
     assert any(p.endswith("viettel.csv") for p in compared)
     for name in compared:
         assert s3.cat_file(f"{prefix}/{name}") == (local / name).read_bytes(), name

@@ -64,7 +64,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from pipelines.storage.modes import make_dirs, owner_only
@@ -191,16 +191,26 @@ def engine(store: Store) -> Engine:
     db = _engine(key)
     file = _sqlite_file(url)
     if key not in _ready or (file is not None and not file.exists()):
-        with _ready_lock, db.begin() as conn:
-            _migrate_legacy_decisions(conn)
-            METADATA.create_all(conn, checkfirst=True)
-            _add_streak_columns(conn)
-            _ready.add(key)
+        try:
+            _create_tables(db)
+        except OperationalError as exc:
+            # Another process (a parallel shard task) created them at the same moment.
+            if "already exists" not in str(exc):
+                raise
+            _create_tables(db)
+        _ready.add(key)
         if file is not None:  # decisions and the review key: owner-only (storage/modes.py)
             for path in (file, *file.parent.glob(f"{file.name}-*")):  # and its -wal, -shm
                 with contextlib.suppress(FileNotFoundError):  # a journal just removed
                     owner_only(path)
     return db
+
+
+def _create_tables(db: Engine) -> None:
+    with _ready_lock, db.begin() as conn:
+        _migrate_legacy_decisions(conn)
+        METADATA.create_all(conn, checkfirst=True)
+        _add_streak_columns(conn)
 
 
 def _migrate_legacy_decisions(conn: Connection) -> None:

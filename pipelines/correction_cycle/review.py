@@ -73,6 +73,24 @@ REVIEW_KEY = "review_row_hash"
 _keys: dict[str, bytes] = {}
 
 
+def install_key(store: history.Store, key: bytes) -> None:
+    """Put ``key`` in a store that has none yet: moving a deployment to a new history
+    store (SQLite to PostgreSQL), the key must travel with the decisions. A store that
+    already has another key is refused (changing it would void every decision)."""
+    if len(key) < 32:
+        raise ValueError("a review key is at least 32 bytes")
+    table = history.SECRETS
+    with history.engine(store).begin() as conn:
+        found = conn.execute(select(table.c.value).where(table.c.name == REVIEW_KEY)).scalar()
+        if found is None:
+            conn.execute(insert(table).values(
+                name=REVIEW_KEY, value=key.hex(),
+                created_at=datetime.now(UTC).isoformat(timespec="seconds")))
+        elif bytes.fromhex(found) != key:
+            raise ValueError("this history store already has another review key")
+    _keys.pop(str(history.store_url(store)), None)
+
+
 def review_key(store: history.Store) -> bytes:
     """The deployment's secret key of ``row_hash`` (32 random bytes), created in the
     history store on first use and the same for every run and worker after that (a
