@@ -227,11 +227,15 @@ def test_a_killed_run_rerun_equals_a_clean_run(big_world: tuple[Path, Path, int]
     assert _visible_outside_working_folders(output, run_dir) == []
     from pipelines.storage.files import sha256_of
 
+    private = _private(output) / RUN_DATE
     for path, digest in _digests(run_dir).items():
-        assert sha256_of(run_dir / path) == digest, path
+        file = private / path.removeprefix("private:") if path.startswith("private:") \
+            else run_dir / path
+        assert sha256_of(file) == digest, path
     _run(config)
     assert _digests(run_dir) == clean
     _check_rows(run_dir, rows_in_world)
     assert not (output / ".staging" / RUN_DATE).exists()
+    assert not (_private(output) / ".staging" / RUN_DATE).exists()
     assert not (output / ".work" / RUN_DATE).exists()
     assert not list(output.glob(".replaced-*"))
