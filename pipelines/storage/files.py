@@ -1,13 +1,15 @@
 """Where a run's files live, and how they are written so readers never see half a file.
 
-A run for date D is built in ``<output_dir>/.staging/D/`` (outputs only) and
-``<output_dir>/.work/D/`` (working state: the plan, ingested rows, per-stage
-counts, telco errors), each file written to a temporary name and renamed into
-place. ``publish`` then swaps the staging folder into ``<output_dir>/D`` with
-directory renames, so a reader sees either the previous complete run or the
-new one, and only afterwards deletes the working state: a publish that dies
-half-way can be retried, and a stage started after publish finds no plan and
-refuses to run instead of publishing a partial run."""
+A run for date D is built in ``<output_dir>/.staging/D/`` (outputs only),
+``<private_dir>/.staging/D/`` (engineer-only outputs, ``pipelines/storage/paths.py``)
+and ``<output_dir>/.work/D/`` (working state: the plan, ingested rows, per-stage
+counts, telco errors), each file written to a temporary name (owner-only,
+``pipelines/storage/modes.py``) and renamed into place. ``publish`` then swaps the
+staging folders into ``<private_dir>/D`` and ``<output_dir>/D`` with directory
+renames, so a reader sees either the previous complete run or the new one, and only
+afterwards deletes the working state: a publish that dies half-way can be retried, and
+a stage started after publish finds no plan and refuses to run instead of publishing a
+partial run."""
 
 from __future__ import annotations
 
