@@ -253,6 +253,26 @@ def _cells(path: Path) -> tuple[list[str], set[str]]:
     return parser.cells, set()
 
 
+def test_the_scan_sees_a_value_in_every_format(tmp_path: Path) -> None:
+    """The search below is only as good as its reading: a planted ID and name are found
+    in each kind of file the published folder holds."""
+    planted = {"id": "079084001234", "name": "Nguyễn Thị Planted"}
+    table = pa.table({"citizen_id": [planted["id"]], "full_name": [planted["name"]],
+                      "flags": pa.array([[planted["id"]]], pa.list_(pa.string()))})
+    files = [write_parquet(table, tmp_path / "a.parquet"),
+             write_csv(table.drop(["flags"]), tmp_path / "a.csv"),
+             write_xlsx({"s": table.drop(["flags"])}, tmp_path / "a.xlsx"),
+             write_json({"rows": [planted]}, tmp_path / "a.json")]
+    (tmp_path / "a.html").write_text(
+        f"<table><tr><td>{planted['name']}</td><td data-id=\"{planted['id']}\">x</td>"
+        "</tr></table>", encoding="utf-8")
+    for path in [*files, tmp_path / "a.html"]:
+        cells, _ = _cells(path)
+        assert planted["name"] in cells, path
+        assert planted["id"] in {t for c in cells for t in ID_TOKEN.findall(c)}, path
+    assert _cells(tmp_path / "a.parquet")[1] & REGISTRY_ONLY_COLUMNS == {"citizen_id"}
+
+
 def _export_values(world: dict, private: Path) -> tuple[set[str], set[str]]:
     """ID tokens and names the telcos sent: in the raw exports and their normalised rows."""
     ids, names = set(), set()
