@@ -5,13 +5,14 @@ both Splink and simrecon against the ground truth in the same way.
     .venv/bin/python -m benchmarks.scale --subscriptions 1000000      # first: world + run
     .venv/bin/python -m benchmarks.splink_compare --subscriptions 1000000
 
-Input. Both tools get the same, already normalised data, so that the comparison is
-of linking only: the subscriptions are the run's published ``normalised/*.parquet``
-(what simrecon's match steps read) and the registry is the run's prepared snapshot
-(every shard). For Splink, names are folded (NFD, diacritics and case removed, đ→d),
-the surname is the first token, the date of birth is ``YYYY-MM-DD`` text, and the
-document number goes to ``cccd`` (12-digit CCCD) or ``cmnd`` (old 9/12-digit CMND,
-matched against the registry's ``legacy_id``). This preparation is not timed.
+Input. Both tools get the same, already normalised data, so that the comparison is of
+linking only: the subscriptions are the run's engineer-only
+``runs-private/<date>/normalised/*.parquet`` (what simrecon's match steps read) and
+the registry is the run's prepared snapshot (every shard). For Splink, names are
+folded (NFD, diacritics and case removed, đ→d), the surname is the first token, the
+date of birth is ``YYYY-MM-DD`` text, and the document number goes to ``cccd``
+(12-digit CCCD) or ``cmnd`` (old 9/12-digit CMND, matched against the registry's
+``legacy_id``). This preparation is not timed.
 
 Splink settings (``link_only``, two tables, DuckDB in-process):
 
@@ -70,11 +71,11 @@ def _fold(names: pd.Series) -> pd.Series:
 
 def inputs(world: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Subscriptions and registry, both normalised by simrecon, in Splink's shape."""
-    run = world / "runs" / RUN_DATE
+    run = world / "runs-private" / RUN_DATE  # normalised/ is engineer-only
     subs = pd.concat([pq.read_table(p).to_pandas()
                       for p in sorted((run / "normalised").glob("*.parquet"))],
                      ignore_index=True)
-    snapshot = sorted((world / "runs" / ".registry").glob("snapshot=*"))[-1]
+    snapshot = sorted((world / "runs-private" / "registry").glob("snapshot=*"))[-1]
     registry = pd.concat([pq.read_table(p).to_pandas()
                           for p in sorted(snapshot.glob("shard=*/part.parquet"))],
                          ignore_index=True)

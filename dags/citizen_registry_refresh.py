@@ -5,7 +5,7 @@ Wiring only, like ``subscriber_reconciliation``: each task calls one function of
 in the run configuration is read, validated and normalised, cut into
 ``prepared_registry.shards`` hash partitions by citizen ID (plus a legacy-ID
 index), checked by the ``registry_prepared`` suite, and published to
-``prepared_registry.dir`` (default ``<output_dir>/.registry``) as
+``prepared_registry.dir`` (default ``<private_dir>/registry``) as
 ``snapshot=<id>/`` with ``latest.json`` pointing at it. The reconciliation then
 reads that prepared snapshot instead of normalising the registry every day.
 

@@ -75,7 +75,7 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 
 | task | does | runs |
 |---|---|---|
-| `plan` | resets `<output_dir>/.staging/<run date>/`, lists the telcos | once |
+| `plan` | resets `.staging/<run date>/` (run and engineer-only), lists the telcos | once |
 | `gate_registry` | picks the prepared registry snapshot, checks it; fails = the run stops | once |
 | `ingest` | reads one telco's export, maps its columns | per telco |
 | `normalise` | normalises one telco's rows | per telco |
@@ -92,7 +92,7 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | `gate_corrections` | validates one telco's list; a failing list is withdrawn | per telco |
 | `report` | writes `summary.json` and `report.html` from the shards' aggregates | once |
 | `approve` | compliance approves publishing (human-in-the-loop; auto for the demo) | once |
-| `publish` | writes `manifest.json`, swaps the run folder in, delivers the lists | once |
+| `publish` | publishes the engineer-only folder, then the run with its manifest; delivers | once |
 | `lookup_index` | indexes the run for the look-up service, settles verification requests | once |
 | `check` | fails the run if any telco could not be processed | once |
 

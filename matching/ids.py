@@ -356,15 +356,20 @@ def near_miss_variants(
 
 
 def mask_id(
-    values: ArrayLike, keep_start: int = 3, keep_end: int = 4, *, min_hidden: int = 5
+    values: ArrayLike, keep_start: int = 0, keep_end: int = 3, *, min_hidden: int = 5
 ) -> pa.Array:
-    """Mask the middle of an ID for logs and reports: ``079084001234`` -> ``079*****1234``.
+    """Mask an ID for logs and reports: ``079084001234`` -> ``*********234``.
 
-    Privacy rule: logs and reports never carry full ID numbers. At least
-    ``min_hidden`` characters (or all of a shorter value) are always masked:
-    the kept tail shrinks first, then the head, so a 9-digit CMND gives
-    ``123*****9`` rather than leaking 7 of its 9 digits. The length is kept so
-    that a reader can still tell a CMND from a CCCD.
+    Privacy rule: logs and reports never carry full ID numbers, nor enough of one to
+    rebuild it. Only the last three digits are shown (docs/data-contracts.md, "Masked ID
+    numbers"): a CCCD's first six digits are the birth province, the century and sex and
+    the birth year, which a reader who sees the holder's birth date or province can
+    guess, so showing them (the former ``079*****1234``) left as few as two unknown
+    digits; the last three are enough to tell two documents apart on a screen or against
+    the paper in hand. At least ``min_hidden`` characters (or all of a shorter value) are
+    always masked: the kept tail shrinks first, then the head, so a 9-digit CMND gives
+    ``******789`` and a 6-character value ``*****6``. The length is kept so that a
+    reader can still tell a CMND from a CCCD.
     """
     if keep_start < 0 or keep_end < 0 or min_hidden < 0:
         raise ValueError("keep_start, keep_end and min_hidden must be >= 0")

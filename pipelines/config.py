@@ -30,6 +30,7 @@ from pipelines.schema import (
     SUBSCRIPTION_TYPES,
 )
 from pipelines.storage import objectstore
+from pipelines.storage.modes import restrict_umask
 
 
 class ConfigError(ValueError):
@@ -324,7 +325,7 @@ class PreparedRegistrySettings(_Strict):
     DAG (or ``simrecon registry prepare``) published, with that snapshot's shard count.
     """
 
-    dir: str = ""  # empty = <output_dir>/.registry
+    dir: str = ""  # empty = <private_dir>/registry (never inside the published runs)
     shards: int = Field(8, ge=1, le=1024)
     prepare_in_run: bool = True
     keep: int = Field(3, ge=1)  # published snapshots kept (the latest always is)
@@ -336,6 +337,34 @@ class PreparedRegistrySettings(_Strict):
             raise ValueError("must be a local (or shared, mounted) folder: snapshots are "
                              "published with atomic renames")
         return value
+
+
+class OutputSettings(_Strict):
+    """Who may read the published run folders (docs/deployment.md, "Where data lands").
+
+    By default every file simrecon writes is owner-only (0600, folders 0700).
+    ``group_readable``: a published run folder (``<output_dir>/<date>``) is opened to a
+    group at publication: files 0640, folders 0750 (and ``<output_dir>`` itself 0750 so
+    the group can reach it); ``group``: that group's name (or id), set on those files
+    (``chgrp``); empty = the group they were created with. The engineer-only folder
+    (``private_dir``) always stays owner-only.
+    """
+
+    group_readable: bool = False
+    group: str | None = None
+
+    @field_validator("group")
+    @classmethod
+    def _group_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?", value):
+            raise ValueError(f"{value!r} is not a group name or id")
+        return value
+
+    @model_validator(mode="after")
+    def _group_needs_sharing(self) -> OutputSettings:
+        if self.group and not self.group_readable:
+            raise ValueError("group is set but group_readable is false: set both")
+        return self
 
 
 class RunConfig(_Strict):
@@ -355,6 +384,12 @@ class RunConfig(_Strict):
     intake: IntakeSettings = IntakeSettings()
     lookup: LookupSettings = LookupSettings()  # the look-up index and service (docs/lookup.md)
     config_file: str = ""
+    # Engineer-only folder (docs/deployment.md, "Where data lands"): each run's normalised
+    # and quarantined rows (<private_dir>/<date>/), the prepared registry snapshots
+    # (<private_dir>/registry) and the review key. Empty = <output_dir>-private, a
+    # sibling of the published runs (of work_dir when output_dir is a URL). Local only.
+    private_dir: str = ""
+    outputs: OutputSettings = OutputSettings()
 
     @cached_property
     def base_dir(self) -> Path:
@@ -373,6 +408,8 @@ class RunConfig(_Strict):
                              "local output_dir the runs are built in that folder")
         if objectstore.is_url(self.work_dir):
             raise ValueError("work_dir must be a local folder (atomic renames, fsync)")
+        if objectstore.is_url(self.private_dir):
+            raise ValueError("private_dir must be a local folder: it is never published")
         return self
 
     @property
@@ -392,10 +429,19 @@ class RunConfig(_Strict):
         return self.output_dir.rstrip("/") if objectstore.is_url(self.output_dir) else None
 
     @property
+    def private_path(self) -> Path:
+        """The engineer-only folder (``private_dir``; default ``<output_dir>-private``)."""
+        if self.private_dir:
+            return self.resolve(self.private_dir)
+        output = self.output_path
+        return output.with_name(f"{output.name}-private")
+
+    @property
     def prepared_registry_path(self) -> Path:
-        """Where prepared registry snapshots live (``prepared_registry.dir``)."""
+        """Where prepared registry snapshots live (``prepared_registry.dir``; default
+        ``<private_dir>/registry``, outside the folder compliance staff read)."""
         setting = self.prepared_registry.dir
-        return self.resolve(setting) if setting else self.output_path / ".registry"
+        return self.resolve(setting) if setting else self.private_path / "registry"
 
     def telcos(self) -> list[TelcoMapping]:
         """Every telco mapping in ``telcos_dir``, sorted by telco name."""
@@ -450,6 +496,9 @@ def load_telco_mapping(path: Path | str) -> TelcoMapping:
 
 
 def load_config(path: Path | str) -> RunConfig:
+    """The run configuration at ``path``. Also sets the process umask to 077: whatever
+    a run creates is owner-only even where no writer sets the mode itself."""
+    restrict_umask()
     path = Path(path).resolve()
     data = _read_yaml(path)
     data["config_file"] = str(path)

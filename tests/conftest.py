@@ -24,6 +24,21 @@ def write_config(tmp_path: Path, *, telcos_dir: Path | None = None,
     return path
 
 
+TEST_REVIEW_KEY = bytes(range(32))
+
+
+def same_review_key(config: Path) -> Path:
+    """Give the deployment of ``config`` the tests' review key, so that two deployments'
+    outputs (whose review ``row_hash`` is keyed per deployment) can be compared byte for
+    byte. Returns ``config``."""
+    from pipelines.config import load_config
+    from pipelines.correction_cycle import review
+    from pipelines.stages.common import store_of
+
+    review.install_key(store_of(load_config(config)), TEST_REVIEW_KEY)
+    return config
+
+
 @pytest.fixture
 def sample_config(tmp_path: Path) -> Path:
     return write_config(tmp_path)

@@ -3,12 +3,12 @@ produces exactly the outputs of an uninterrupted run.
 
 The world is generated (200k subscriptions) so that stages take long enough to be
 killed inside one. Checked after each kill: nothing of the interrupted run is
-visible in ``runs/<date>`` (absent on a first run, the previous complete run
-intact otherwise) and every leftover is inside ``.staging/`` or ``.work/``.
-Checked after each re-run: every published file's sha256 equals the clean
-run's (except ``report.html``, which carries its generation time, and
-``manifest.json``, which carries the publish time and config path); no row is
-missing or counted twice.
+visible in ``runs/<date>`` nor in the engineer-only ``runs-private/<date>`` (absent
+on a first run, the previous complete run intact otherwise) and every leftover is
+inside ``.staging/`` or ``.work/``. Checked after each re-run: every published file's
+sha256 (both folders) equals the clean run's (except ``report.html``, which carries
+its generation time, and ``manifest.json``, which carries the publish time and config
+path); no row is missing or counted twice.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import yaml
 
 from pipelines.results.dataset import RunResults
 
-from .conftest import REPO, write_config
+from .conftest import REPO, same_review_key, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -95,17 +95,22 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
+def _private(output: Path) -> Path:
+    """The engineer-only folder beside ``output`` (``private_dir``'s default)."""
+    return output.with_name(f"{output.name}-private")
+
+
 def _run_and_kill(config: Path, output: Path, marker: str) -> float:
-    """Start the CLI, SIGKILL it as soon as ``marker`` (relative to the staging
-    folder) exists, i.e. while the next stage is running; return when it was killed.
-    Its worker processes must end with it: none may go on writing into the folders
-    the next run rebuilds."""
-    staging = output / ".staging" / RUN_DATE
+    """Start the CLI, SIGKILL it as soon as ``marker`` (relative to a staging folder:
+    the run's or its engineer-only one's) exists, i.e. while the next stage is
+    running; return when it was killed. Its worker processes must end with it: none
+    may go on writing into the folders the next run rebuilds."""
+    stagings = [folder / ".staging" / RUN_DATE for folder in (output, _private(output))]
     start = time.monotonic()
     process = subprocess.Popen(_cli(config), cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        while not list(staging.glob(marker)):
+        while not any(list(staging.glob(marker)) for staging in stagings):
             assert process.poll() is None, f"the run ended before {marker} appeared"
             assert time.monotonic() - start < 300, f"{marker} never appeared"
             time.sleep(0.02)
@@ -124,20 +129,38 @@ def _run_and_kill(config: Path, output: Path, marker: str) -> float:
 
 
 def _digests(run_dir: Path) -> dict[str, str]:
+    """Every published file's sha256 (the engineer-only ones prefixed ``private:``), the
+    engineer-only manifest checked against the sha256 the run's manifest vouches for."""
+    from pipelines.storage.files import sha256_of
+
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    return {f["path"]: f["sha256"] for f in manifest["files"] if f["path"] not in TIMESTAMPED}
+    found = {f["path"]: f["sha256"] for f in manifest["files"] if f["path"] not in TIMESTAMPED}
+    private = _private(run_dir.parent) / run_dir.name
+    assert manifest["engineering_manifest_sha256"] == sha256_of(private / "manifest.json")
+    engineering = json.loads((private / "manifest.json").read_text(encoding="utf-8"))
+    found |= {f"private:{f['path']}": f["sha256"] for f in engineering["files"]}
+    return found
 
 
 def _visible_outside_working_folders(output: Path, run_dir: Path) -> list[str]:
-    """Files a reader could see in ``runs/<date>`` that do not belong to a complete run,
-    and temporary files anywhere outside the working folders. (Stores that live beside
-    the run folders on purpose, such as the flag history, are not a run's files.)"""
+    """Files a reader could see in ``runs/<date>`` or ``runs-private/<date>`` that do
+    not belong to a complete run, and temporary files anywhere outside the working
+    folders. (Stores that live beside the run folders on purpose, such as the flag
+    history and the registry snapshots, are not a run's files.)"""
+    private = _private(output)
+    return _stray(output, run_dir) + [f"private:{p}" for p in
+                                      _stray(private, private / run_dir.name)]
+
+
+def _stray(output: Path, run_dir: Path) -> list[str]:
     complete = set()
     if (run_dir / "manifest.json").exists():
         complete = {f["path"] for f in json.loads(
             (run_dir / "manifest.json").read_text(encoding="utf-8"))["files"]}
         complete.add("manifest.json")
-    stray = []
+    stray: list[str] = []
+    if not output.exists():
+        return stray
     for path in output.rglob("*"):
         relative = path.relative_to(output)
         # Working folders (the run's and the registry snapshot's) are cleared by the
@@ -157,10 +180,11 @@ def _visible_outside_working_folders(output: Path, run_dir: Path) -> list[str]:
 
 def _check_rows(run_dir: Path, rows_in_world: int) -> None:
     results = RunResults(run_dir).read(columns=["telco", "source_row"])
+    private = _private(run_dir.parent) / run_dir.name
     normalised = sum(pq.ParquetFile(p).metadata.num_rows
-                     for p in (run_dir / "normalised").glob("*.parquet"))
+                     for p in (private / "normalised").glob("*.parquet"))
     quarantine = sum(pq.ParquetFile(p).metadata.num_rows
-                     for p in (run_dir / "quarantine").glob("*.parquet"))
+                     for p in (private / "quarantine").glob("*.parquet"))
     assert results.num_rows == normalised
     assert results.num_rows + quarantine == rows_in_world
     keys = pc.binary_join_element_wise(results["telco"],
@@ -175,13 +199,15 @@ def test_a_killed_run_rerun_equals_a_clean_run(big_world: tuple[Path, Path, int]
                                                tmp_path: Path) -> None:
     telcos, registry, rows_in_world = big_world
     (tmp_path / "clean").mkdir()
-    _run(write_config(tmp_path / "clean", telcos_dir=telcos, registry=registry))
+    _run(same_review_key(write_config(tmp_path / "clean", telcos_dir=telcos,
+                                      registry=registry)))
     clean = _digests(tmp_path / "clean" / "runs" / RUN_DATE)
     assert any(p.startswith("gates/") for p in clean)
     _check_rows(tmp_path / "clean" / "runs" / RUN_DATE, rows_in_world)
 
     (tmp_path / "crash").mkdir()
-    config = write_config(tmp_path / "crash", telcos_dir=telcos, registry=registry)
+    config = same_review_key(write_config(tmp_path / "crash", telcos_dir=telcos,
+                                          registry=registry))
     output = tmp_path / "crash" / "runs"
     run_dir = output / RUN_DATE
 
@@ -201,11 +227,15 @@ def test_a_killed_run_rerun_equals_a_clean_run(big_world: tuple[Path, Path, int]
     assert _visible_outside_working_folders(output, run_dir) == []
     from pipelines.storage.files import sha256_of
 
+    private = _private(output) / RUN_DATE
     for path, digest in _digests(run_dir).items():
-        assert sha256_of(run_dir / path) == digest, path
+        file = private / path.removeprefix("private:") if path.startswith("private:") \
+            else run_dir / path
+        assert sha256_of(file) == digest, path
     _run(config)
     assert _digests(run_dir) == clean
     _check_rows(run_dir, rows_in_world)
     assert not (output / ".staging" / RUN_DATE).exists()
+    assert not (_private(output) / ".staging" / RUN_DATE).exists()
     assert not (output / ".work" / RUN_DATE).exists()
     assert not list(output.glob(".replaced-*"))

@@ -19,7 +19,7 @@ import yaml
 
 from pipelines.results.dataset import RunResults
 
-from .conftest import REPO, write_config
+from .conftest import REPO, same_review_key, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -203,8 +203,9 @@ def test_daily_run_processes_every_telco(airflow_home: Path, refreshed: Path,
     from .test_shards import differing_outputs
 
     run_date = "2026-11-28"
-    config = write_config(tmp_path, prepared_registry={"dir": str(refreshed), "shards": 8,
-                                                       "prepare_in_run": False})
+    config = same_review_key(write_config(
+        tmp_path, prepared_registry={"dir": str(refreshed), "shards": 8,
+                                     "prepare_in_run": False}))
 
     result = run_dag(airflow_home, config, run_date)
 
@@ -218,11 +219,12 @@ def test_daily_run_processes_every_telco(airflow_home: Path, refreshed: Path,
         "the per-telco tasks run once per telco, the per-shard ones once per shard"
     assert {k: s for k, s in states.items() if s != "success"} == {}
     assert xcom(airflow_home, run_date, "gate_registry")["prepared"] is False
-    assert not (tmp_path / "runs" / ".registry").exists(), "the run prepared nothing itself"
+    assert not (tmp_path / "runs-private" / "registry").exists(), "the run prepared nothing itself"
 
     cli = tmp_path / "cli"
     cli.mkdir()
-    reference = run_all(str(write_config(cli, prepared_registry={"shards": 1})), run_date)
+    reference = run_all(str(same_review_key(write_config(cli, prepared_registry={"shards": 1}))),
+                        run_date)
     assert differing_outputs(Path(reference["run_dir"]), tmp_path / "runs" / run_date) == []
 
     run_dir = tmp_path / "runs" / run_date
@@ -340,8 +342,8 @@ def test_a_registry_failing_its_gate_stops_the_run(airflow_home: Path, tmp_path:
     assert states[("publish", "")] == "upstream_failed"
     assert not (tmp_path / "runs" / run_date).exists()
     # Prepared in the run, the snapshot broke its suite: discarded, the reason kept.
-    assert not list((tmp_path / "runs" / ".registry").glob("snapshot=*"))
-    gate = json.loads(next((tmp_path / "runs" / ".registry" / "rejected").glob("*.json"))
+    assert not list((tmp_path / "runs-private" / "registry").glob("snapshot=*"))
+    gate = json.loads(next((tmp_path / "runs-private" / "registry" / "rejected").glob("*.json"))
                       .read_text())
     assert "citizen_id is a 12-digit CCCD" in json.dumps(gate)
 

@@ -41,8 +41,9 @@ def _joined(run_dir: Path):
 def test_every_row_is_accounted_for(sample_run: tuple[Path, dict]) -> None:
     run_dir, _ = sample_run
     results, truth, joined = _joined(run_dir)
-    quarantine = pq.read_table(run_dir / "quarantine").to_pandas() \
-        if (run_dir / "quarantine").exists() else None
+    private = run_dir.parent.with_name("runs-private") / run_dir.name  # engineer-only
+    quarantine = pq.read_table(private / "quarantine").to_pandas() \
+        if (private / "quarantine").exists() else None
     quarantined = 0 if quarantine is None else len(quarantine)
     assert len(results) + quarantined == len(truth)
     missing = joined[joined["_merge"] == "left_only"]
@@ -105,12 +106,21 @@ def test_outputs_exist_with_manifest(sample_run: tuple[Path, dict]) -> None:
     assert any(path.startswith("results/shard=") for path in listed)
     for required in ("summary.json", "report.html",
                      "corrections/viettel.csv", "corrections/vinaphone.csv",
-                     "corrections/mobifone.csv", "normalised/viettel.parquet"):
+                     "corrections/mobifone.csv"):
         assert required in listed
-    for entry in manifest["files"]:
-        from pipelines.storage.files import sha256_of
+    from pipelines.storage.files import sha256_of
 
+    for entry in manifest["files"]:
         assert sha256_of(run_dir / entry["path"]) == entry["sha256"]
+    # Engineer-only outputs (raw export rows) are in the private folder, not published,
+    # with their own manifest, which the published one vouches for.
+    assert not any(p.startswith(("normalised/", "quarantine/")) for p in listed)
+    private = run_dir.parent.with_name("runs-private") / run_dir.name
+    assert sha256_of(private / "manifest.json") == manifest["engineering_manifest_sha256"]
+    engineering = json.loads((private / "manifest.json").read_text())
+    assert "normalised/viettel.parquet" in {f["path"] for f in engineering["files"]}
+    for entry in engineering["files"]:
+        assert sha256_of(private / entry["path"]) == entry["sha256"]
     assert not (run_dir / "ingested").exists() and not (run_dir / "work").exists()
     assert outcome["failed_telcos"] == []
 

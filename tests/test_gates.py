@@ -134,7 +134,7 @@ def test_facts_give_counts_and_masked_examples_of_the_data() -> None:
     assert cccd["unexpected_count"] == 1
     # The example's ID number is masked, never shown in full.
     (example,) = cccd["examples"]
-    assert example["id_number"] == "079*****123" and "07909000123" not in json.dumps(result)
+    assert example["id_number"] == "********123" and "07909000123" not in json.dumps(result)
     json.dumps(result)  # JSON-able
 
 
@@ -301,7 +301,8 @@ def test_gate_examples_never_show_a_full_id_number(tmp_path: Path) -> None:
     text = (run_dir / "gates" / "export.viettel.json").read_text(encoding="utf-8")
     (shape,) = [f for f in _failed(json.loads(text)) if "CCCD" in f["description"]]
     assert shape["examples"]
-    sent = pq.read_table(run_dir / "normalised" / "viettel.parquet")["id_number"].drop_null()
+    private = run_dir.parent.with_name("runs-private") / run_dir.name  # engineer-only
+    sent = pq.read_table(private / "normalised" / "viettel.parquet")["id_number"].drop_null()
     for text_ in (text, (run_dir / "report.html").read_text(encoding="utf-8")):
         assert not any(number in text_ for number in sent.to_pylist()[:200])
     assert all("*" in e["id_number"] for e in shape["examples"])

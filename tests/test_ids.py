@@ -275,8 +275,16 @@ def test_near_miss_empty_input():
 
 
 def test_mask_id():
-    out = ids.mask_id(["079084001234", "123456789", "12345", None, ""])
-    assert out.to_pylist() == ["079*****1234", "123*****9", "*****", None, ""]
+    out = ids.mask_id(["079084001234", "123456789", "12345", "1234567", None, ""])
+    assert out.to_pylist() == ["*********234", "******789", "*****", "*****67", None, ""]
+
+
+def test_mask_id_hides_what_a_reader_could_guess():
+    """The province, century/sex and birth-year digits (the first six of a CCCD) are never
+    shown: with the holder's birth date known they would leave too few digits hidden."""
+    for number in ("079084001234", "001203000001"):
+        (masked,) = ids.mask_id([number]).to_pylist()
+        assert masked == "*" * 9 + number[-3:]
 
 
 def test_mask_id_never_returns_the_full_value():

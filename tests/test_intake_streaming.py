@@ -130,7 +130,7 @@ def test_stages_stream_and_keep_row_conservation(tmp_path: Path) -> None:
     work = tmp_path / "runs" / ".work" / run_date
     stats = json.loads((work / "stats" / "viettel.ingest.json").read_text("utf-8"))
     assert stats == ingested and stats["encoding"] == "utf-8"
-    staging = tmp_path / "runs" / ".staging" / run_date
+    staging = tmp_path / "runs-private" / ".staging" / run_date  # engineer-only outputs
     assert pq.read_metadata(staging / "normalised" / "viettel.parquet").num_rows == \
         normalised["rows_normalised"]
     assert pq.ParquetFile(work / "ingested" / "viettel.parquet").num_row_groups > 5

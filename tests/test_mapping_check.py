@@ -96,7 +96,7 @@ def test_a_default_line_status_needs_no_vocabulary_and_lets_the_rule_fire(
     plan_run(str(config), RUN_DATE)
     ingest_telco(str(config), RUN_DATE, "viettel")
     normalise_telco(str(config), RUN_DATE, "viettel")
-    paths = tmp_path / "runs" / ".staging" / RUN_DATE / "normalised" / "viettel.parquet"
+    paths = tmp_path / "runs-private" / ".staging" / RUN_DATE / "normalised" / "viettel.parquet"
     assert set(pq.read_table(paths, columns=["line_status"])["line_status"].to_pylist()) \
         == {"ACTIVE"}
 

@@ -25,7 +25,7 @@ from pipelines.intake import ingest
 from pipelines.stages import run_all
 from pipelines.storage import objectstore
 
-from .conftest import REPO, write_config
+from .conftest import REPO, same_review_key, write_config
 from .servers import moto_s3
 
 RUN_DATE = "2026-11-28"
@@ -72,7 +72,8 @@ def _last_modified(bucket: str) -> dict[str, object]:
 @pytest.mark.slow
 def test_run_through_s3_publishes_what_a_local_run_does(s3, tmp_path: Path) -> None:
     (tmp_path / "local").mkdir()
-    local = Path(run_all(str(write_config(tmp_path / "local")), RUN_DATE)["run_dir"])
+    local = Path(run_all(str(same_review_key(write_config(tmp_path / "local"))),
+                         RUN_DATE)["run_dir"])
 
     config = write_config(
         tmp_path / "s3", telcos_dir=_s3_telcos(tmp_path / "s3" / "telcos"),
@@ -80,7 +81,7 @@ def test_run_through_s3_publishes_what_a_local_run_does(s3, tmp_path: Path) -> N
         output_dir=f"s3://{BUCKET}/runs/", work_dir=str(tmp_path / "s3" / "work"),
         correction_cycle={"delivery": {"default": {"kind": "object",
                                                    "path": f"s3://{BUCKET}/outbox"}}})
-    outcome = run_all(str(config), RUN_DATE)
+    outcome = run_all(str(same_review_key(config)), RUN_DATE)
     assert outcome["failed_telcos"] == []
     prefix = f"{BUCKET}/runs/{RUN_DATE}"
     published = {p[len(prefix) + 1:] for p in s3.find(prefix)}
@@ -92,7 +93,9 @@ def test_run_through_s3_publishes_what_a_local_run_does(s3, tmp_path: Path) -> N
     results = [p for p in sorted(listed) if p.startswith("results/")]
     assert results and all(p.endswith("/part-0.parquet") for p in results)
     compared = [p for p in sorted(listed) if p.startswith((
-        "results", "corrections/", "gates/", "review/", "quarantine/", "normalised/"))]
+        "results", "corrections/", "gates/", "review/"))]
+    # Engineer-only outputs (raw export rows) stay in the local private folder.
+    assert not [p for p in published if p.startswith(("quarantine/", "normalised/"))]
     assert any(p.endswith("viettel.csv") for p in compared)
     for name in compared:
         assert s3.cat_file(f"{prefix}/{name}") == (local / name).read_bytes(), name

@@ -39,19 +39,57 @@ def _decide(tmp_path: Path, decision: str, row_hash: str, name: str = "q.csv") -
     return path
 
 
+def _hashes(store: Path, rows: pa.Table | None = None) -> pa.Array:
+    """The row hashes a run with this history store computes."""
+    return review.row_hashes(_subscriptions() if rows is None else rows,
+                             review.review_key(store))
+
+
 def test_hash_covers_the_rows_own_identity_fields() -> None:
-    base = review.row_hashes(_subscriptions())[0].as_py()
+    key = b"k" * 32
+    base = review.row_hashes(_subscriptions(), key)[0].as_py()
     assert len(base) == 64
-    assert review.row_hashes(_subscriptions())[0].as_py() == base
+    assert review.row_hashes(_subscriptions(), key)[0].as_py() == base
     for field, value in (("full_name", "Nguyễn Văn Ân"), ("id_number", "001090000002"),
                          ("date_of_birth", "1990-01-02")):
-        assert review.row_hashes(_subscriptions(**{field: value}))[0].as_py() != base
+        assert review.row_hashes(_subscriptions(**{field: value}), key)[0].as_py() != base
+
+
+def test_the_hash_cannot_be_recomputed_without_the_key(tmp_path: Path) -> None:
+    """Whoever reads the queue knows every field but the ID number: without the key no
+    guessed number can be checked against ``row_hash``, so the number stays hidden."""
+    import hashlib
+
+    store = tmp_path / "h.sqlite"
+    key = review.review_key(store)
+    assert len(key) == 32 and review.review_key(store) == key  # created once, then kept
+    review._keys.clear()
+    assert review.review_key(store) == key, "the key is read back from the store"
+    assert review.review_key(tmp_path / "other.sqlite") != key, "per deployment"
+    h = _hashes(store)[0].as_py()
+    row = _subscriptions().to_pylist()[0]
+    text = "\x1f".join(str(row[f]) for f in review.HASHED_FIELDS)
+    assert hashlib.sha256(text.encode()).hexdigest() != h
+    assert review.row_hashes(_subscriptions(), b"\0" * 32)[0].as_py() != h
+
+
+def test_a_decision_under_the_former_plain_hash_still_applies(tmp_path: Path) -> None:
+    import hashlib
+
+    store = tmp_path / "h.sqlite"
+    row = _subscriptions().to_pylist()[0]
+    plain = hashlib.sha256("\x1f".join(str(row[f]) for f in review.HASHED_FIELDS)
+                           .encode()).hexdigest()
+    review.import_decisions(_decide(tmp_path, "CONFIRMED_HOLDER", plain), "Hà", store)
+    out = review.apply_decisions(_results(), _subscriptions(), store).to_pylist()[0]
+    assert out["status"] == "VERIFIED" and out["review_decision"] == "CONFIRMED_HOLDER"
+    assert out["row_hash"] == _hashes(store)[0].as_py() != plain
 
 
 @pytest.mark.parametrize("suffix", ["csv", "xlsx"])
 def test_confirmed_holder_is_no_longer_flagged(tmp_path: Path, suffix: str) -> None:
     store = tmp_path / "h.sqlite"
-    hashes = review.row_hashes(_subscriptions())
+    hashes = _hashes(store)
     outcome = review.import_decisions(
         _decide(tmp_path, "confirmed_holder", hashes[0].as_py(), f"q.{suffix}"), "Hà", store)
     assert outcome["imported"] == 1 and outcome["reviewer"] == "Hà"
@@ -62,7 +100,7 @@ def test_confirmed_holder_is_no_longer_flagged(tmp_path: Path, suffix: str) -> N
 
 def test_changed_data_voids_the_decision(tmp_path: Path) -> None:
     store = tmp_path / "h.sqlite"
-    old = review.row_hashes(_subscriptions())[0].as_py()
+    old = _hashes(store)[0].as_py()
     review.import_decisions(_decide(tmp_path, "CONFIRMED_HOLDER", old), "Hà", store)
     changed = _subscriptions(full_name="Trần Thị Bình")
     out = review.apply_decisions(_results(), changed, store).to_pylist()[0]
@@ -72,7 +110,7 @@ def test_changed_data_voids_the_decision(tmp_path: Path) -> None:
 
 def test_not_holder_becomes_mismatch(tmp_path: Path) -> None:
     store = tmp_path / "h.sqlite"
-    hashes = review.row_hashes(_subscriptions())
+    hashes = _hashes(store)
     review.import_decisions(_decide(tmp_path, "NOT_HOLDER", hashes[0].as_py()), "Hà", store)
     out = review.apply_decisions(_results(), _subscriptions(), store).to_pylist()[0]
     assert out["status"] == "MISMATCH"
@@ -81,7 +119,7 @@ def test_not_holder_becomes_mismatch(tmp_path: Path) -> None:
 
 def test_decisions_are_kept_and_the_latest_applies(tmp_path: Path) -> None:
     store = tmp_path / "h.sqlite"
-    hashes = review.row_hashes(_subscriptions())
+    hashes = _hashes(store)
     h = hashes[0].as_py()
     review.import_decisions(_decide(tmp_path, "NOT_HOLDER", h), "Hà", store,
                             now=datetime(2026, 1, 1, tzinfo=UTC))
@@ -103,8 +141,8 @@ def test_the_hash_is_computed_only_where_a_decision_can_use_it(tmp_path: Path) -
     verified = review.apply_decisions(_results("VERIFIED", []), _subscriptions(), store)
     assert verified["row_hash"].to_pylist() == [None]
     queued = review.apply_decisions(_results(), _subscriptions(), store)
-    assert queued["row_hash"].to_pylist() == review.row_hashes(_subscriptions()).to_pylist()
-    h = review.row_hashes(_subscriptions())[0].as_py()
+    assert queued["row_hash"].to_pylist() == _hashes(store).to_pylist()
+    h = _hashes(store)[0].as_py()
     review.import_decisions(_decide(tmp_path, "NOT_HOLDER", h), "Hà", store)
     decided = review.apply_decisions(_results("VERIFIED", []), _subscriptions(), store)
     assert decided["row_hash"].to_pylist() == [h]
@@ -145,7 +183,7 @@ def test_drop_folder_imports_and_moves_files(tmp_path: Path) -> None:
     store = tmp_path / "h.sqlite"
     drop = tmp_path / "drop"
     drop.mkdir()
-    h = review.row_hashes(_subscriptions())[0].as_py()
+    h = _hashes(store)[0].as_py()
     _decide(drop, "NOT_HOLDER", h, "le.thu.ha__queue.csv")
     _decide(drop, "NOT_HOLDER", h, "anonymous.csv")
     _decide(drop, "WHATEVER", h, "minh__bad.xlsx")

@@ -129,7 +129,8 @@ def test_unknown_vocabulary_value_is_quarantined_with_reason(tmp_path: Path) -> 
     config = write_config(tmp_path, telcos_dir=_telcos_dir(tmp_path, b"".join(lines)))
     outcome = run_all(str(config), "2026-11-28")
     run_dir = Path(outcome["run_dir"])
-    quarantine = pq.read_table(run_dir / "quarantine" / "viettel.normalise.parquet").to_pylist()
+    private = tmp_path / "runs-private" / run_dir.name  # engineer-only: raw rows
+    quarantine = pq.read_table(private / "quarantine" / "viettel.normalise.parquet").to_pylist()
     assert any(q["source_row"] == 7 and q["reason"] == "UNKNOWN_VOCABULARY_VALUE"
                and "gender" in q["detail"] for q in quarantine)
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -36,6 +36,7 @@ are not all "resolved" because its export was unreadable.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable
 from datetime import date
@@ -63,8 +64,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import NullPool
+
+from pipelines.storage.modes import make_dirs, owner_only
 
 NEW, PERSISTING, RESOLVED = "new", "persisting", "resolved"
 KEY = ["telco", "msisdn", "flag"]
@@ -96,6 +99,13 @@ DECISIONS = Table(
     Column("comment", String, nullable=False), Column("reviewer", String, nullable=False),
     Column("decided_at", String, nullable=False), Column("source_file", String, nullable=False),
     Index("decisions_by_key", "telco", "msisdn", "row_hash"))
+# Per-deployment secrets (``name`` -> hex ``value``), created on first use: the key of the
+# review queue's ``row_hash`` (pipelines/correction_cycle/review.py). Kept in the store so
+# every worker of a cluster, and every later run, hashes with the same key.
+SECRETS = Table(
+    "secrets", METADATA,
+    Column("name", String, primary_key=True), Column("value", String, nullable=False),
+    Column("created_at", String, nullable=False))
 _DECISION_FIELDS = [c.name for c in DECISIONS.columns if c.name != "id"]
 _INSERT_BATCH = 50_000
 
@@ -165,7 +175,7 @@ def _engine(url_text: str) -> Engine:
     url = make_url(url_text)
     file = _sqlite_file(url)
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(file.parent)
         return create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
     try:
         return create_engine(url, poolclass=NullPool)
@@ -181,12 +191,26 @@ def engine(store: Store) -> Engine:
     db = _engine(key)
     file = _sqlite_file(url)
     if key not in _ready or (file is not None and not file.exists()):
-        with _ready_lock, db.begin() as conn:
-            _migrate_legacy_decisions(conn)
-            METADATA.create_all(conn, checkfirst=True)
-            _add_streak_columns(conn)
-            _ready.add(key)
+        try:
+            _create_tables(db)
+        except OperationalError as exc:
+            # Another process (a parallel shard task) created them at the same moment.
+            if "already exists" not in str(exc):
+                raise
+            _create_tables(db)
+        _ready.add(key)
+        if file is not None:  # decisions and the review key: owner-only (storage/modes.py)
+            for path in (file, *file.parent.glob(f"{file.name}-*")):  # and its -wal, -shm
+                with contextlib.suppress(FileNotFoundError):  # a journal just removed
+                    owner_only(path)
     return db
+
+
+def _create_tables(db: Engine) -> None:
+    with _ready_lock, db.begin() as conn:
+        _migrate_legacy_decisions(conn)
+        METADATA.create_all(conn, checkfirst=True)
+        _add_streak_columns(conn)
 
 
 def _migrate_legacy_decisions(conn: Connection) -> None:

@@ -10,15 +10,26 @@ queue and records the decisions, with who and when, in the same store as the
 flag history (SQLite or PostgreSQL, ``pipelines/correction_cycle/history.py``); decisions are only
 ever added, never overwritten.
 
-Each queue row carries ``row_hash``: sha256 of the subscription's own
-identity fields as the telco sent them. The next runs apply a decision only to
-a row with the same telco, number and hash, so a decision is never applied to
-a row whose data changed since (a new name or document goes back to review).
+Each queue row carries ``row_hash``: HMAC-SHA256 of the subscription's own
+identity fields as the telco sent them, keyed with a per-deployment secret kept
+in the history store (``review_key``). The next runs apply a decision only to a
+row with the same telco, number and hash, so a decision is never applied to a
+row whose data changed since (a new name or document goes back to review).
+
+Why keyed: a plain sha256 over fields that include the 12-digit ID number could
+be reversed by a reader of the queue (or of ``results/``) who tries every number
+whose province, century/sex and birth-year digits fit the row beside it: a few
+million hashes. Without the key nothing can be recomputed. For the same reason
+the queue shows the birth year as sent, not the full date (with the name and the
+province a full date narrows a person down). Decisions recorded under the former
+plain hash still apply: a row with no keyed match is also tried with that hash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +37,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
 from matching.columns import as_bool_mask
 from matching.compare import DOB_LEVEL_LABELS, GENDER_LEVEL_LABELS
@@ -46,7 +58,7 @@ HASHED_FIELDS = ("telco", "msisdn_raw", "full_name", "date_of_birth", "gender", 
 IDENTITY_FLAGS = ("NEEDS_REVIEW", "NAME_MISMATCH", "DOB_MISMATCH", "GENDER_MISMATCH")
 QUEUE_COLUMNS = (
     "telco", "source_file", "source_row", "msisdn", "msisdn_as_sent", "full_name_as_sent",
-    "date_of_birth_as_sent", "gender_as_sent", "id_type", "id_number_masked", "status",
+    "birth_year_as_sent", "gender_as_sent", "id_type", "id_number_masked", "status",
     "flags", "name_comparison", "dob_comparison", "gender_comparison", "match_probability",
     "previous_decision", "row_hash", "decision", "comment",
 )
@@ -57,11 +69,69 @@ class ReviewImportError(ValueError):
     """A review file cannot be imported; the message lists every problem with its line."""
 
 
-def row_hashes(rows: pa.Table) -> pa.Array:
-    """sha256 (hex) of each row's ``HASHED_FIELDS`` (nulls as empty text)."""
+REVIEW_KEY = "review_row_hash"
+_keys: dict[str, bytes] = {}
+
+
+def install_key(store: history.Store, key: bytes) -> None:
+    """Put ``key`` in a store that has none yet: moving a deployment to a new history
+    store (SQLite to PostgreSQL), the key must travel with the decisions. A store that
+    already has another key is refused (changing it would void every decision)."""
+    if len(key) < 32:
+        raise ValueError("a review key is at least 32 bytes")
+    table = history.SECRETS
+    with history.engine(store).begin() as conn:
+        found = conn.execute(select(table.c.value).where(table.c.name == REVIEW_KEY)).scalar()
+        if found is None:
+            conn.execute(insert(table).values(
+                name=REVIEW_KEY, value=key.hex(),
+                created_at=datetime.now(UTC).isoformat(timespec="seconds")))
+        elif bytes.fromhex(found) != key:
+            raise ValueError("this history store already has another review key")
+    _keys.pop(str(history.store_url(store)), None)
+
+
+def review_key(store: history.Store) -> bytes:
+    """The deployment's secret key of ``row_hash`` (32 random bytes), created in the
+    history store on first use and the same for every run and worker after that (a
+    key that changed would void every recorded decision)."""
+    cache = str(history.store_url(store))
+    if cache in _keys:
+        return _keys[cache]
+    table = history.SECRETS
+    db = history.engine(store)
+    with db.connect() as conn:
+        found = conn.execute(select(table.c.value).where(table.c.name == REVIEW_KEY)).scalar()
+    if found is None:
+        try:
+            with db.begin() as conn:
+                conn.execute(insert(table).values(
+                    name=REVIEW_KEY, value=secrets.token_hex(32),
+                    created_at=datetime.now(UTC).isoformat(timespec="seconds")))
+        except IntegrityError:  # another task created it first: use theirs
+            pass
+        with db.connect() as conn:
+            found = conn.execute(select(table.c.value)
+                                 .where(table.c.name == REVIEW_KEY)).scalar_one()
+    _keys[cache] = bytes.fromhex(found)
+    return _keys[cache]
+
+
+def _identity_texts(rows: pa.Table) -> list[str]:
     parts = [pc.fill_null(pc.cast(rows[f], pa.string()), "") for f in HASHED_FIELDS]
-    joined = pc.binary_join_element_wise(*parts, "\x1f").to_pylist()
-    return pa.array([hashlib.sha256(v.encode("utf-8")).hexdigest() for v in joined], pa.string())
+    return pc.binary_join_element_wise(*parts, "\x1f").to_pylist()
+
+
+def row_hashes(rows: pa.Table, key: bytes) -> pa.Array:
+    """HMAC-SHA256 (hex) of each row's ``HASHED_FIELDS`` (nulls as empty text) with
+    ``key`` (``review_key``): stable across runs, not recomputable without the key."""
+    return pa.array([hmac.new(key, v.encode("utf-8"), hashlib.sha256).hexdigest()
+                     for v in _identity_texts(rows)], pa.string())
+
+
+def _legacy_row_hashes(rows: pa.Table) -> list[str]:
+    """The plain sha256 recorded with decisions made before ``row_hash`` was keyed."""
+    return [hashlib.sha256(v.encode("utf-8")).hexdigest() for v in _identity_texts(rows)]
 
 
 def _number(rows: pa.Table) -> pa.ChunkedArray | pa.Array:
@@ -104,13 +174,14 @@ def apply_decisions(results: pa.Table, subscriptions: pa.Table,
     hashes = pa.nulls(n, pa.string())
     if needed.any():
         at = np.flatnonzero(needed)
-        computed = row_hashes(subscriptions.take(pa.array(at)))
+        computed = row_hashes(subscriptions.take(pa.array(at)), review_key(store))
         hashes = pc.replace_with_mask(hashes, pa.array(needed),
                                       pc.cast(computed, pa.string()))
     keys = pd.DataFrame({"telco": results["telco"].to_numpy(zero_copy_only=False),
                          "msisdn": number.to_numpy(zero_copy_only=False),
                          "row_hash": hashes.to_numpy(zero_copy_only=False)})
     joined = keys.merge(decisions, on=["telco", "msisdn", "row_hash"], how="left")
+    joined = _legacy_matches(joined, keys, decisions, subscriptions, has_decision)
     decision = joined["decision"].to_numpy(dtype=object)
     chosen = np.flatnonzero(pd.notna(decision))
     out = results
@@ -143,6 +214,25 @@ def apply_decisions(results: pa.Table, subscriptions: pa.Table,
     return out
 
 
+def _legacy_matches(joined: pd.DataFrame, keys: pd.DataFrame, decisions: pd.DataFrame,
+                    subscriptions: pa.Table, has_decision: np.ndarray) -> pd.DataFrame:
+    """Rows of a decided number that no keyed hash matched, tried with the plain hash
+    decisions were recorded under before the key (so none is asked again)."""
+    if not len(decisions):
+        return joined
+    retry = np.flatnonzero(has_decision & joined["decision"].isna().to_numpy())
+    if not len(retry):
+        return joined
+    legacy = keys.iloc[retry].copy()
+    legacy["row_hash"] = _legacy_row_hashes(subscriptions.take(pa.array(retry)))
+    found = legacy.merge(decisions, on=["telco", "msisdn", "row_hash"], how="left")
+    found.index = joined.index[retry]
+    columns = [c for c in decisions.columns if c not in ("telco", "msisdn", "row_hash")]
+    hit = found["decision"].notna()
+    joined.loc[found.index[hit], columns] = found.loc[hit, columns]
+    return joined
+
+
 def _replace_lists(lists: pa.ListArray, at: np.ndarray, values: list[list[str]]) -> pa.ListArray:
     """``lists`` with the rows ``at`` replaced by ``values`` (vectorised over the rest)."""
     lengths = np.asarray(pc.list_value_length(lists).to_numpy(zero_copy_only=False),
@@ -173,6 +263,14 @@ def _labels(values: pa.ChunkedArray, labels: dict, linked: np.ndarray) -> pa.Arr
                       pa.scalar("not compared"))
 
 
+def _birth_year(dates: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The year of each date of birth as sent (ISO text or a date), null when unknown."""
+    text = pc.cast(dates, pa.string())
+    year = pc.utf8_slice_codeunits(text, 0, 4)
+    return pc.if_else(pc.match_substring_regex(year, r"^[0-9]{4}$"), year,
+                      pa.scalar(None, pa.string()))
+
+
 def queue(results: pa.Table, subscriptions: pa.Table) -> pa.Table:
     """The review queue of a run: ``REVIEW`` rows and rows awaiting a telco check.
 
@@ -189,7 +287,7 @@ def queue(results: pa.Table, subscriptions: pa.Table) -> pa.Table:
         "telco": rows["telco"], "source_file": rows["source_file"],
         "source_row": rows["source_row"], "msisdn": rows["msisdn"],
         "msisdn_as_sent": rows["msisdn_raw"], "full_name_as_sent": own["full_name"],
-        "date_of_birth_as_sent": pc.cast(own["date_of_birth"], pa.string()),
+        "birth_year_as_sent": _birth_year(own["date_of_birth"]),
         "gender_as_sent": own["gender"], "id_type": rows["id_type"],
         "id_number_masked": mask_id(rows["id_number"]),
         "status": rows["status"], "flags": pc.binary_join(rows["flags"], "|"),

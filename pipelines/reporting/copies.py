@@ -28,6 +28,7 @@ from pipelines.reporting.report import (
 from pipelines.reporting.workbook import write_workbook
 from pipelines.results.dataset import ResultsNotFoundError, RunResults
 from pipelines.storage.files import write_text
+from pipelines.storage.paths import RunPaths
 
 
 def render_copy(config_path: str | Path, run_date: str, out: str | Path,
@@ -84,7 +85,13 @@ def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
                                    max(settings["flagged_rows"],
                                        settings["workbook_flagged_rows"]))
     reasons: dict[str, int] = {}
-    for path in sorted((results.run_dir / "quarantine").glob("*.parquet")):
+    # Quarantined rows are engineer-only (<private_dir>/<date>/quarantine); runs published
+    # before that kept them in the run folder.
+    engineering = RunPaths(config.output_path, summary["run_date"], config.private_path)
+    folder = engineering.engineering / "quarantine"
+    if not folder.is_dir():
+        folder = results.run_dir / "quarantine"
+    for path in sorted(folder.glob("*.parquet")):
         for reason, n in aggregates.value_counts(
                 pq.read_table(path, columns=["reason"])["reason"]).items():
             reasons[reason] = reasons.get(reason, 0) + n

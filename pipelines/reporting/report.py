@@ -17,7 +17,7 @@ correction lists and the review queue are; flags and statuses show short labels
 one click away; the page fits a 1,366 px window. ``report.xlsx`` holds the same
 tables (``pipelines.reporting.workbook``).
 
-ID numbers are masked (``079*****1234``). Only a role listed in
+ID numbers are masked (``*********234``). Only a role listed in
 ``report.unmasked_roles`` may have a copy with full numbers rendered
 (``simrecon report render --role``), outside the run folder; the published
 report is always masked.

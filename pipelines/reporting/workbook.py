@@ -27,7 +27,7 @@ def _about(report: Report) -> pa.Table:
     items = [
         ("run_date", s["run_date"]),
         ("id_numbers", f"shown in full for role {report.role}" if report.reveal_ids
-         else "masked (079*****1234)"),
+         else "masked (*********234)"),
         ("subscriptions", s["subscriptions"]),
         ("flagged_subscriptions", report.flagged_total),
         ("flagged_rows_in_sheet", f"{shown:,} of {report.flagged_total:,} (every telco and "

@@ -24,7 +24,7 @@ log = logging.getLogger("simrecon.stages")
 def context(config_path: str, run_date: str) -> tuple[RunConfig, RunPaths]:
     parse_run_date(run_date)
     config = load_config(config_path)
-    return config, RunPaths(config.output_path, run_date)
+    return config, RunPaths(config.output_path, run_date, config.private_path)
 
 
 def planned_context(config_path: str, run_date: str) -> tuple[RunConfig, RunPaths]:
@@ -90,7 +90,7 @@ def store_of(config: RunConfig) -> history.Store:
 
 
 def quarantine_files(paths: RunPaths, telco: str | None = None) -> list:
-    folder = paths.staging / "quarantine"
+    folder = paths.engineering_staging / "quarantine"
     return sorted(folder.glob(f"{telco}.*.parquet" if telco else "*.parquet"))
 
 

@@ -36,8 +36,14 @@ from pipelines.stages.common import (
     store_of,
     write_gate,
 )
-from pipelines.storage import objectstore
-from pipelines.storage.files import read_json, swap_into_place, write_json, write_text
+from pipelines.storage import modes, objectstore
+from pipelines.storage.files import (
+    read_json,
+    sha256_of,
+    swap_into_place,
+    write_json,
+    write_text,
+)
 from pipelines.storage.paths import RunPaths
 
 _DELIVERY_SUFFIXES = (".csv", ".xlsx", ".manifest.json")
@@ -277,8 +283,24 @@ def build_report(config_path: str, run_date: str) -> dict:
             "flagged": content.flagged_total}
 
 
+def _publish_engineering(paths: RunPaths, run_date: str) -> str | None:
+    """Publish the engineer-only folder (``<private_dir>/<date>``: normalised and
+    quarantined rows) with its own manifest, owner-only; return that manifest's sha256
+    for the published manifest. A retry after it was swapped finds it in place."""
+    staging, final = paths.engineering_staging, paths.engineering
+    if staging.exists():
+        write_json({"run_date": run_date, "audience": "engineers",
+                    "files": correction_lists.describe_outputs(staging)},
+                   staging / "manifest.json")
+        modes.restrict_tree(staging)
+        swap_into_place(staging, final)
+    manifest = final / "manifest.json"
+    return sha256_of(manifest) if manifest.exists() else None
+
+
 def publish_run(config_path: str, run_date: str) -> dict:
-    """Write the manifest, then atomically replace runs/<run_date> by the staging folder."""
+    """Publish the engineer-only folder, then write the run's manifest (which vouches
+    for it by sha256) and atomically replace runs/<run_date> by the staging folder."""
     config, paths = planned_context(config_path, run_date)
     if not paths.staging.exists() and (paths.final / "manifest.json").exists():
         # A retry after the swap already happened: finish the clean-up only.
@@ -289,20 +311,35 @@ def publish_run(config_path: str, run_date: str) -> dict:
     # gate_corrections); a list whose gate failed was withdrawn there.
     lists = _delivered_telcos(paths.corrections_dir)
     failed = failed_telcos(paths)
+    engineering = _publish_engineering(paths, run_date)
     manifest = {
         "run_date": run_date,
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": str(Path(config_path).resolve()),
         "failed_telcos": failed,
         "files": correction_lists.describe_outputs(paths.staging),
+        # normalised/ and quarantine/ are engineer-only, in <private_dir>/<run_date>/
+        # (docs/deployment.md, "Where data lands"); their manifest's sha256:
+        "engineering_manifest_sha256": engineering,
     }
     write_json(manifest, paths.manifest)
+    _set_modes(config, paths)
     swap_into_place(paths.staging, paths.final)
     _after_swap(config, paths, run_date, paths.final)
     shutil.rmtree(paths.work, ignore_errors=True)
     log.info("publish %s: run folder %s, %d correction list(s)", run_date, paths.final,
              len(lists))
     return _published(paths, {"failed_telcos": failed})
+
+
+def _set_modes(config: RunConfig, paths: RunPaths) -> None:
+    """The run folder as published: owner-only, or opened to ``outputs.group``
+    (storage/modes.py), set on the staging folder so the swap publishes it so."""
+    if config.outputs.group_readable:
+        modes.share_with_group(paths.staging, config.outputs.group,
+                               parents=(paths.output_dir,))
+    else:
+        modes.restrict_tree(paths.staging)
 
 
 def _published(paths: RunPaths, summary: dict) -> dict:

@@ -19,8 +19,9 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.correction_cycle import review
 from pipelines.errors import TelcoInputError
-from pipelines.stages.common import context, log, processed_telcos
+from pipelines.stages.common import context, log, processed_telcos, store_of
 from pipelines.stages.intake import gate_export, ingest_telco, normalise_telco, partition_telco
 from pipelines.stages.lookup import refresh_lookup_index
 from pipelines.stages.outputs import (
@@ -51,6 +52,9 @@ def plan_run(config_path: str, run_date: str) -> list[str]:
     telcos = [m.telco for m in config.telcos()]
     reset_dir(paths.staging)
     reset_dir(paths.work)
+    reset_dir(paths.engineering_staging)
+    # The review key exists before the shard tasks hash in parallel (one creates it).
+    review.review_key(store_of(config))
     write_json({"run_date": run_date, "telcos": telcos,
                 "started_at": datetime.now(UTC).isoformat(timespec="seconds")}, paths.plan)
     log.info("plan %s: telcos %s, staging %s", run_date, telcos, paths.staging)

@@ -1,13 +1,15 @@
 """Where a run's files live, and how they are written so readers never see half a file.
 
-A run for date D is built in ``<output_dir>/.staging/D/`` (outputs only) and
-``<output_dir>/.work/D/`` (working state: the plan, ingested rows, per-stage
-counts, telco errors), each file written to a temporary name and renamed into
-place. ``publish`` then swaps the staging folder into ``<output_dir>/D`` with
-directory renames, so a reader sees either the previous complete run or the
-new one, and only afterwards deletes the working state: a publish that dies
-half-way can be retried, and a stage started after publish finds no plan and
-refuses to run instead of publishing a partial run."""
+A run for date D is built in ``<output_dir>/.staging/D/`` (outputs only),
+``<private_dir>/.staging/D/`` (engineer-only outputs, ``pipelines/storage/paths.py``)
+and ``<output_dir>/.work/D/`` (working state: the plan, ingested rows, per-stage
+counts, telco errors), each file written to a temporary name (owner-only,
+``pipelines/storage/modes.py``) and renamed into place. ``publish`` then swaps the
+staging folders into ``<private_dir>/D`` and ``<output_dir>/D`` with directory
+renames, so a reader sees either the previous complete run or the new one, and only
+afterwards deletes the working state: a publish that dies half-way can be retried, and
+a stage started after publish finds no plan and refuses to run instead of publishing a
+partial run."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+
+from pipelines.storage.modes import FILE_MODE, make_dirs, open_private
 
 
 def _fsync(path: Path) -> None:
@@ -47,10 +51,11 @@ def _fsync(path: Path) -> None:
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Write to a hidden temporary name in the same folder, then rename into place:
     readers (and later stages) see the old file or the complete new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # owner-only whatever the umask (storage/modes.py)
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)
@@ -154,8 +159,9 @@ class _AtomicStream:
 
     def _open(self) -> HashingSink:
         if self.sink is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self._tmp, "wb")  # noqa: SIM115 (closed in commit/abort)
+            make_dirs(self.path.parent)
+            # Created 0600 (storage/modes.py); closed in commit/abort.
+            self._handle = os.fdopen(open_private(self._tmp), "wb")
             self.sink = HashingSink(self._handle)
         return self.sink
 
@@ -338,7 +344,7 @@ def reset_dir(path: Path) -> None:
     """Empty ``path`` (used for a run's staging folder at the start of a run)."""
     if path.exists():
         shutil.rmtree(path)
-    path.mkdir(parents=True)
+    make_dirs(path)
 
 
 def swap_into_place(staging: Path, final: Path) -> None:
@@ -348,7 +354,7 @@ def swap_into_place(staging: Path, final: Path) -> None:
     old one deleted. A crash between the two renames leaves the old run under a
     ``.replaced-*`` name, which the next publish cleans up.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(final.parent)
     for leftover in final.parent.glob(f".replaced-{final.name}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     aside = final.parent / f".replaced-{final.name}-{uuid.uuid4().hex}"

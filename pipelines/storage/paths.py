@@ -1,5 +1,14 @@
 """Where a run's files live (``RunPaths``); see ``pipelines.storage.files`` for how they
 are written.
+
+Two folders per run date, published together by ``publish``:
+
+* ``<output_dir>/<date>/``: what compliance staff (and, per telco, the telcos) receive;
+* ``<private_dir>/<date>/``: engineer-only outputs holding raw export rows, the
+  normalised subscriptions (``normalised/``) and the quarantined rows with their raw
+  text (``quarantine/``), with their own ``manifest.json``; the published manifest
+  records its sha256 (``engineering_manifest_sha256``). Both are built in a
+  ``.staging/<date>`` folder of their own and swapped into place.
 """
 
 from __future__ import annotations
@@ -14,6 +23,23 @@ from pipelines.results.dataset import part_path
 class RunPaths:
     output_dir: Path
     run_date: str
+    # The engineer-only folder (``RunConfig.private_path``); None = ``<output_dir>-private``.
+    private_dir: Path | None = None
+
+    @property
+    def private_root(self) -> Path:
+        return self.private_dir if self.private_dir is not None \
+            else self.output_dir.with_name(f"{self.output_dir.name}-private")
+
+    @property
+    def engineering_staging(self) -> Path:
+        """Where the engineer-only outputs of the run are built."""
+        return self.private_root / ".staging" / self.run_date
+
+    @property
+    def engineering(self) -> Path:
+        """The published engineer-only folder of the run (``<private_dir>/<date>``)."""
+        return self.private_root / self.run_date
 
     @property
     def staging(self) -> Path:
@@ -38,10 +64,12 @@ class RunPaths:
         return self.work / "ingested" / f"{telco}.parquet"
 
     def normalised(self, telco: str) -> Path:
-        return self.staging / "normalised" / f"{telco}.parquet"
+        """Engineer-only: the telco's normalised subscriptions (every field as sent)."""
+        return self.engineering_staging / "normalised" / f"{telco}.parquet"
 
     def quarantine(self, telco: str, stage: str) -> Path:
-        return self.staging / "quarantine" / f"{telco}.{stage}.parquet"
+        """Engineer-only: rows that could not be read, with their raw text."""
+        return self.engineering_staging / "quarantine" / f"{telco}.{stage}.parquet"
 
     def gate(self, name: str) -> Path:
         """A gate's validation result, kept with the run (``gates/<name>.json``)."""

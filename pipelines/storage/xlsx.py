@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.storage.files import Digest, record_digest, sha256_of
+from pipelines.storage.modes import make_dirs, open_private
 
 BATCH_ROWS = 50_000
 MAX_WIDTH = 60  # characters; longer text wraps off-screen, the filter still finds it
@@ -77,8 +78,9 @@ class XlsxWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        os.close(open_private(self._tmp))  # 0600 before any byte (storage/modes.py)
         self._archive = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_DEFLATED)
         self._sheets: list[tuple[str, int, int]] = []  # (name, columns, data rows)
         self._open: _SheetStream | None = None
