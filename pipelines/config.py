@@ -348,6 +348,10 @@ class RunConfig(_Strict):
     intake: IntakeSettings = IntakeSettings()
     lookup: LookupSettings = LookupSettings()  # the look-up index and service (docs/lookup.md)
     config_file: str = ""
+    # Every stage works in shared object storage (pipelines/storage/workarea.py): output_dir
+    # (a URL) also holds each run's staging and working state and the prepared registry, so
+    # tasks may run on any worker (Celery, Kubernetes). Needs a database history store.
+    shared_work: bool = False
 
     @cached_property
     def base_dir(self) -> Path:
@@ -358,6 +362,8 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _work_dir_with_url(self) -> RunConfig:
+        if self.shared_work:
+            return self._shared_work()
         if objectstore.is_url(self.output_dir) and not self.work_dir:
             raise ValueError(f"output_dir is a URL ({objectstore.redact(self.output_dir)}): "
                              "set work_dir, a local folder for the run's working state")
@@ -368,6 +374,22 @@ class RunConfig(_Strict):
             raise ValueError("work_dir must be a local folder (atomic renames, fsync)")
         return self
 
+    def _shared_work(self) -> RunConfig:
+        """With ``shared_work`` nothing a task needs may be on one machine's disk."""
+        if not objectstore.is_url(self.output_dir):
+            raise ValueError("shared_work needs output_dir in object storage (s3://bucket/runs)")
+        if objectstore.is_url(self.work_dir):
+            raise ValueError("work_dir (with shared_work: local scratch for each task's work "
+                             "area) must be a local folder")
+        if self.prepared_registry.dir:
+            raise ValueError("with shared_work the prepared registry lives in "
+                             "<output_dir>/.registry: leave prepared_registry.dir empty")
+        if not self.correction_cycle.history_store.startswith(("postgresql://",
+                                                               "postgres://")):
+            raise ValueError("with shared_work correction_cycle.history_store must be a "
+                             "PostgreSQL URL (every worker records into it)")
+        return self
+
     @property
     def registry_path(self) -> Path | objectstore.RemoteFile:
         """The registry snapshot: a local path, or a ``RemoteFile`` for a URL."""
@@ -376,7 +398,12 @@ class RunConfig(_Strict):
     @property
     def output_path(self) -> Path:
         """The local folder runs are built (and swapped into place) in: ``output_dir``,
-        or ``work_dir`` when ``output_dir`` is a URL."""
+        or ``work_dir`` when ``output_dir`` is a URL; with ``shared_work``, inside a stage,
+        the stage's work area (pipelines/storage/workarea.py)."""
+        from pipelines.storage.workarea import active_root
+
+        if self.shared_work and (local := active_root()) is not None:
+            return local
         return self.resolve(self.work_dir if self.publish_url else self.output_dir)
 
     @property
