@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -84,6 +85,9 @@ class Cluster:
     pids: dict[str, int] = field(default_factory=dict)
     password: str = ""
     secret: str = ""
+    # PostgreSQL's data folder: its own temporary folder, which the postgres user (the
+    # server refuses to run as root) can reach even when ``root`` is private.
+    pg_dir: str = ""
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -94,12 +98,12 @@ class Cluster:
     def load(cls, root: Path) -> Cluster:
         data = json.loads((root / "cluster.json").read_text(encoding="utf-8"))
         return cls(root=root, ports=data["ports"], pids=data["pids"],
-                   password=data["password"], secret=data["secret"])
+                   password=data["password"], secret=data["secret"], pg_dir=data["pg_dir"])
 
     def save(self) -> None:
         self.state_file.write_text(json.dumps(
             {"ports": self.ports, "pids": self.pids, "password": self.password,
-             "secret": self.secret}, indent=2), encoding="utf-8")
+             "secret": self.secret, "pg_dir": self.pg_dir}, indent=2), encoding="utf-8")
         self.state_file.chmod(0o600)
 
     @property
@@ -186,19 +190,26 @@ class Cluster:
         return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def _start_postgres(self) -> None:
-        data = self.root / "pg"
+        self.pg_dir = tempfile.mkdtemp(prefix="simrecon-cluster-pg-")
+        self.save()
+        folder = Path(self.pg_dir)
+        data = folder / "data"
         prefix = self._as_postgres()
-        data.mkdir()
         if prefix:
             user = pwd.getpwnam("postgres")
-            os.chown(data, user.pw_uid, user.pw_gid)
-        run = {"check": True, "capture_output": True, "timeout": 120}
-        subprocess.run([*prefix, _binary("initdb"), "-D", str(data), "-A", "trust", "-U",
-                        "simrecon", "-E", "UTF8", "--no-sync", "--no-instructions"], **run)
-        subprocess.run([*prefix, _binary("pg_ctl"), "-D", str(data), "-l",
-                        str(data / "server.log"), "-w", "-t", "60", "-o",
-                        f"-F -p {self.ports['pg']} -h 127.0.0.1 -k {data} -c max_connections=300",
-                        "start"], **run)
+            os.chown(folder, user.pw_uid, user.pw_gid)
+
+        def run(*args: str) -> None:
+            done = subprocess.run([*prefix, *args], capture_output=True, timeout=120,
+                                  check=False)
+            if done.returncode:
+                raise ClusterError(f"{args[0]} failed: {done.stderr.decode()[-800:]}")
+
+        run(_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "simrecon", "-E", "UTF8",
+            "--no-sync", "--no-instructions")
+        run(_binary("pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t",
+            "60", "-o", f"-F -p {self.ports['pg']} -h 127.0.0.1 -k {folder} "
+            "-c max_connections=300", "start")
         import psycopg
 
         with psycopg.connect(self.pg_url("postgres"), autocommit=True) as conn:
@@ -206,11 +217,14 @@ class Cluster:
                 conn.execute(f'CREATE DATABASE "{database}"')
 
     def _stop_postgres(self) -> None:
-        data = self.root / "pg"
+        if not self.pg_dir:
+            return
+        data = Path(self.pg_dir) / "data"
         if (data / "postmaster.pid").exists():
             subprocess.run([*self._as_postgres(), _binary("pg_ctl"), "-D", str(data), "-m",
                             "fast", "-w", "-t", "60", "stop"], capture_output=True,
                            timeout=90, check=False)
+        shutil.rmtree(self.pg_dir, ignore_errors=True)
 
     def _wait(self, what: str, ready: Any, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
