@@ -88,6 +88,10 @@ class Cluster:
     # PostgreSQL's data folder: its own temporary folder, which the postgres user (the
     # server refuses to run as root) can reach even when ``root`` is private.
     pg_dir: str = ""
+    # The world run through it: a folder with registry/citizens.parquet and exports/
+    # (a generated one: benchmarks/), or the bundled samples; its registry's shard count.
+    world: str = ""
+    shards: int = 4
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -98,12 +102,14 @@ class Cluster:
     def load(cls, root: Path) -> Cluster:
         data = json.loads((root / "cluster.json").read_text(encoding="utf-8"))
         return cls(root=root, ports=data["ports"], pids=data["pids"],
-                   password=data["password"], secret=data["secret"], pg_dir=data["pg_dir"])
+                   password=data["password"], secret=data["secret"], pg_dir=data["pg_dir"],
+                   world=data.get("world", ""), shards=data.get("shards", 4))
 
     def save(self) -> None:
         self.state_file.write_text(json.dumps(
             {"ports": self.ports, "pids": self.pids, "password": self.password,
-             "secret": self.secret, "pg_dir": self.pg_dir}, indent=2), encoding="utf-8")
+             "secret": self.secret, "pg_dir": self.pg_dir,
+             "world": self.world, "shards": self.shards}, indent=2), encoding="utf-8")
         self.state_file.chmod(0o600)
 
     @property
@@ -294,13 +300,15 @@ class Cluster:
         fs = s3fs.S3FileSystem(key="simrecon", secret="simrecon-local",
                                endpoint_url=self.s3_url, skip_instance_cache=True)
         fs.mkdir(BUCKET)
-        fs.put_file(str(REPO / "data_samples" / "registry" / "citizens.parquet"),
+        world = Path(self.world) if self.world else REPO / "data_samples"
+        fs.put_file(str(world / "registry" / "citizens.parquet"),
                     f"{BUCKET}/inputs/registry/citizens.parquet")
         telcos = self.root / "telcos"
         telcos.mkdir(exist_ok=True)
         for path in sorted((REPO / "config" / "telcos").glob("*.yaml")):
             mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
             source = (path.parent / mapping["source"]).resolve()
+            source = world / "exports" / source.name
             fs.put_file(str(source), f"{BUCKET}/inputs/exports/{source.name}")
             mapping["source"] = f"s3://{BUCKET}/inputs/exports/{source.name}"
             (telcos / path.name).write_text(yaml.safe_dump(mapping, allow_unicode=True),
@@ -311,7 +319,7 @@ class Cluster:
             "output_dir": f"s3://{BUCKET}/runs",
             "work_dir": str(self.root / "scratch"),  # each task's work area, then removed
             "shared_work": True,
-            "prepared_registry": {"shards": 4, "prepare_in_run": False},
+            "prepared_registry": {"shards": self.shards, "prepare_in_run": False},
             "correction_cycle": {"history_store": self.pg_url("simrecon"),
                                  "auto_approve": True},
         }
@@ -469,10 +477,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "run", "status", "down"])
     parser.add_argument("run_date", nargs="?", default="2026-11-28")
     parser.add_argument("--dir", default=str(REPO / ".cluster"))
+    parser.add_argument("--world", default="", help="up: a generated world's folder "
+                        "(registry/, exports/; benchmarks/scale.py), default the samples")
+    parser.add_argument("--shards", type=int, default=4, help="up: registry shards")
     args = parser.parse_args(argv)
     root = Path(args.dir).resolve()
     if args.command == "up":
-        cluster = Cluster(root).up()
+        cluster = Cluster(root, world=str(Path(args.world).resolve()) if args.world else "",
+                          shards=args.shards).up()
         print(f"cluster up: API {cluster.api_url} (user {USER}, password in "
               f"{root / 'passwords.json'}), S3 {cluster.s3_url}, logs {root / 'logs'}; "
               f"`source {root / 'env.sh'}` to use the airflow CLI against it")
