@@ -1,106 +1,134 @@
 """Work areas in shared object storage (``shared_work``, issue 12 item 1).
 
 Every stage runs in its own fresh local folder holding only what it downloaded from
-the bucket (moto's S3 server on loopback), so a run that succeeds here needs no file
-one stage left on local disk for another: exactly the situation of two Celery workers
-on two machines. Its outputs must equal those of the embedded (local files) run.
+the bucket (moto's S3 server on loopback), so no stage needs a file another left on a
+local disk: the situation of Celery workers on several machines. Here, fast, the work
+area's rules (a mapped task's scope, uploads in write order, deletions, a plan starting
+empty) and a registry refresh through it; tests/test_cluster.py runs both DAGs so on a
+real two-worker cluster and compares the outputs with the CLI's.
 """
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipelines.config import ConfigError, load_config
-from pipelines.stages import refresh_registry, run_all
+from pipelines.stages import refresh_registry
 from pipelines.storage import workarea
 
 from .conftest import REPO, write_config
-from .servers import moto_s3, new_database, postgres_cluster
+from .servers import moto_s3
 
 RUN_DATE = "2026-11-28"
 NEXT_DATE = "2026-11-29"
 BUCKET = "simrecon-shared"
-# Files of a run that carry the time they were made (compared apart from that).
-TIMED = ("summary.json", "report.html", "report.xlsx", "manifest.json")
 
 
 @pytest.fixture(scope="module")
-def shared() -> Iterator[tuple[object, str]]:
-    """A bucket with the sample registry, an s3fs client, and a PostgreSQL server."""
+def shared() -> Iterator[object]:
+    """A bucket with the sample registry, and an s3fs client of it."""
     import s3fs
 
-    with pytest.MonkeyPatch.context() as patch, moto_s3(patch), postgres_cluster() as pg:
+    with pytest.MonkeyPatch.context() as patch, moto_s3(patch):
         s3fs.S3FileSystem.clear_instance_cache()
         fs = s3fs.S3FileSystem(skip_instance_cache=True)
         fs.mkdir(BUCKET)
         fs.put_file(str(REPO / "data_samples" / "registry" / "citizens.parquet"),
                     f"{BUCKET}/registry/citizens.parquet")
-        yield fs, pg
+        yield fs
         s3fs.S3FileSystem.clear_instance_cache()
 
 
-def _shared_config(folder: Path, pg: str, name: str, **extra: object) -> Path:
+def _shared_config(folder: Path, name: str, **extra: object) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return write_config(
         folder, registry=f"s3://{BUCKET}/registry/citizens.parquet",  # type: ignore[arg-type]
         output_dir=f"s3://{BUCKET}/{name}", work_dir=str(folder / "scratch"),
-        shared_work=True, correction_cycle={"history_store": new_database(pg, name)}, **extra)
+        shared_work=True,
+        # Never connected to here; every worker records into one database (cluster test).
+        correction_cycle={"history_store": "postgresql://simrecon@127.0.0.1:9/none"},
+        **extra)
 
 
-def _published(fs: object, prefix: str) -> dict[str, bytes]:
+def _objects(fs: object, prefix: str) -> dict[str, bytes]:
     fs.invalidate_cache()  # type: ignore[attr-defined]
     return {p[len(prefix) + 1:]: fs.cat_file(p)  # type: ignore[attr-defined]
             for p in fs.find(prefix)}  # type: ignore[attr-defined]
 
 
-@pytest.mark.slow
-def test_run_in_shared_work_areas_equals_local_run(shared, tmp_path: Path) -> None:
-    fs, pg = shared
-    (tmp_path / "local").mkdir()
-    local_config = write_config(tmp_path / "local")
-    local = Path(run_all(str(local_config), RUN_DATE)["run_dir"])
-    config = _shared_config(tmp_path / "shared", pg, "runs")
+def _written_at(prefix: str) -> dict[str, object]:
+    """Server-side write time of every object under ``prefix`` (moto, in this process)."""
+    from moto.backends import get_backend
 
-    outcome = run_all(str(config), RUN_DATE, workers=2)
-    assert outcome["failed_telcos"] == []
-    published = _published(fs, f"{BUCKET}/runs/{RUN_DATE}")
-    listed = {e["path"] for e in json.loads(published["manifest.json"])["files"]}
-    assert set(published) == listed | {"manifest.json", "_SUCCESS"}
-    expected = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
-    assert listed | {"manifest.json"} == expected
-    for name in sorted(listed - set(TIMED)):
-        assert published[name] == (local / name).read_bytes(), name
-    assert json.loads(published["summary.json"])["telcos"] == \
-        json.loads((local / "summary.json").read_text())["telcos"]
-
-    # The run's working state is gone from the bucket; the prepared registry stays there;
-    # nothing was left on the scratch disk.
-    keys = set(_published(fs, f"{BUCKET}/runs"))
-    assert not [k for k in keys if k.startswith((".staging/", ".work/"))]
-    assert [k for k in keys if k.startswith(".registry/snapshot=") and k.endswith("/manifest.json")]
-    assert not list((tmp_path / "shared" / "scratch").iterdir())
-
-    # A second date reads the first one's summary from the bucket (drift, trend).
-    run_all(str(config), NEXT_DATE, workers=1)
-    run_all(str(local_config), NEXT_DATE, workers=1)
-    second = json.loads(_published(fs, f"{BUCKET}/runs/{NEXT_DATE}")["summary.json"])
-    local_second = json.loads((local.parent / NEXT_DATE / "summary.json").read_text())
-    assert second["tracking"] == local_second["tracking"]
-    gate = json.loads(_published(fs, f"{BUCKET}/runs/{NEXT_DATE}")["gates/export.viettel.json"])
-    assert gate["previous_run"] == RUN_DATE
+    keys = get_backend("s3")["123456789012"]["global"].buckets[BUCKET].keys
+    return {k[len(prefix) + 1:]: keys[k].last_modified for k in keys
+            if k.startswith(prefix + "/")}
 
 
-def test_registry_refresh_in_shared_storage_then_run_uses_it(shared, tmp_path: Path) -> None:
-    fs, pg = shared
-    config = _shared_config(tmp_path, pg, "refresh",
+@workarea.in_work_area("shard", item="shard")
+def _shard_stage(config_path: str, run_date: str, shard: int) -> list[str]:
+    """A stand-in for ``flag_shard``: what it saw, and what it wrote, removed, changed."""
+    root = workarea.active_root()
+    assert root is not None
+    work = root / ".work" / run_date
+    seen = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    (work / "plan.json").write_text('{"changed": true}', encoding="utf-8")
+    (work / "matched" / f"{shard:03d}.parquet").unlink()
+    (work / "flagged").mkdir(parents=True)
+    for name in ("a.parquet", "b.parquet", "_done.json"):  # the marker last
+        (work / "flagged" / name).write_text(name, encoding="utf-8")
+        time.sleep(0.01)
+    (root / run_date).mkdir()
+    (root / run_date / "stray.txt").write_text("published runs are publish_folder's", "utf-8")
+    return seen
+
+
+@workarea.in_work_area("fresh")
+def _plan_stage(config_path: str, run_date: str) -> None:
+    assert not any(workarea.active_root().rglob("*"))  # type: ignore[union-attr]
+
+
+def test_a_stage_sees_its_scope_and_its_writes_land_marker_last(shared, tmp_path: Path) -> None:
+    fs = shared
+    config = str(_shared_config(tmp_path, "area"))
+    root = f"{BUCKET}/area"
+    work = f".work/{RUN_DATE}"
+    for key in (f"{work}/plan.json", f"{work}/matched/001.parquet",
+                f"{work}/matched/002.parquet", f"{work}/ingested/viettel.parquet",
+                f".staging/{RUN_DATE}/results/shard=002/part-0.parquet",
+                f".staging/{NEXT_DATE}/other-date.json"):
+        fs.pipe_file(f"{root}/{key}", b"x")
+
+    seen = _shard_stage(config, RUN_DATE, 2)
+    assert seen == [f".staging/{RUN_DATE}/results/shard=002/part-0.parquet",
+                    f"{work}/matched/002.parquet", f"{work}/plan.json"]
+    after = _objects(fs, root)
+    assert after[f"{work}/plan.json"] == b'{"changed": true}'
+    assert f"{work}/matched/002.parquet" not in after  # removed by the stage
+    assert f"{work}/matched/001.parquet" in after  # another shard's: untouched
+    assert f"{RUN_DATE}/stray.txt" not in after
+    times = _written_at(f"area/{work}/flagged")
+    assert times["_done.json"] >= max(times["a.parquet"], times["b.parquet"])
+    assert not list((tmp_path / "scratch").iterdir())  # the work area is gone
+
+    _plan_stage(config, RUN_DATE)  # a new plan: the date's working state starts empty
+    left = _objects(fs, root)
+    assert not [k for k in left if k.startswith((f".work/{RUN_DATE}/",
+                                                 f".staging/{RUN_DATE}/"))]
+    assert f".staging/{NEXT_DATE}/other-date.json" in left
+
+
+def test_registry_refresh_in_shared_storage(shared, tmp_path: Path) -> None:
+    fs = shared
+    config = _shared_config(tmp_path, "refresh",
                             prepared_registry={"prepare_in_run": False, "shards": 3})
     published = refresh_registry(str(config), RUN_DATE)
     assert published["changed"] and published["shards"] == 3
-    keys = set(_published(fs, f"{BUCKET}/refresh/.registry"))
+    keys = set(_objects(fs, f"{BUCKET}/refresh/.registry"))
     assert "latest.json" in keys and not [k for k in keys if k.startswith(".staging/")]
     assert f"snapshot={published['snapshot']}/manifest.json" in keys
     again = refresh_registry(str(config), RUN_DATE)
