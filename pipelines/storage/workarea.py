@@ -185,7 +185,7 @@ def _fetch(area: WorkArea, scope: Scope, run_date: str | None, item: str | None)
     if scope == "published" and run_date:  # after publication: the run, the look-up stores
         keys = area.listing(f"{run_date}/") + area.listing("lookup/")
     # Earlier runs' summaries: the export gate's drift, the report's trend.
-    if scope in ("run", "telco", "publish"):
+    if scope in ("run", "telco", "publish", "published"):
         area.fs.invalidate_cache()
         keys += [area._key(p) for p in area.fs.glob(f"{area.base}/*/summary.json")
                  if _DATE.match(area._key(p).split("/")[0])]
