@@ -146,6 +146,8 @@ class Cluster:
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{airflow_db}",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS":
+                "pipelines.deploy.celery_config.CELERY_CONFIG",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.ports["api"]),
             "AIRFLOW__API__BASE_URL": self.api_url,
@@ -278,6 +280,7 @@ class Cluster:
             for name in WORKERS:
                 self._spawn(name, [airflow, "celery", "worker", "--celery-hostname", name,
                                    "--concurrency", "1"], SIMRECON_WORKER_NAME=name,
+                            SIMRECON_PRELOAD_STAGES="1",
                             AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()))
             self._wait("API server", lambda: self.token(), timeout=240)
             self._wait("both DAGs", lambda: all(
