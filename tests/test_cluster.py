@@ -27,6 +27,7 @@ from pipelines.stages import run_all
 from .conftest import write_config
 
 RUN_DATE = "2026-11-28"
+NEXT_DATE = "2026-11-29"
 DAG = "subscriber_reconciliation"
 # Files that carry the time they were made (compared apart from it).
 TIMED = {"summary.json", "report.html", "report.xlsx", "manifest.json"}
@@ -145,6 +146,25 @@ def test_run_on_two_workers_survives_a_killed_worker(cluster: Cluster, tmp_path:
             monkeypatch.setenv(name, value)
     html, xlsx = render_copy(str(cluster.config_path), RUN_DATE, tmp_path / "copy.html")
     assert html.stat().st_size > 10_000 and xlsx.is_file()
+
+    # The next day, with the worker back: the flags of the first run persist (the history
+    # store in PostgreSQL, the previous summary from the bucket), as in the CLI.
+    cluster.start_worker(killed)
+    deadline = time.monotonic() + 180
+    while cluster.workers_online() != set(WORKERS) and time.monotonic() < deadline:
+        time.sleep(1)
+    next_run = cluster.trigger(DAG, NEXT_DATE)
+    later = Path(run_all(str(tmp_path / "cli" / "simrecon.yaml"), NEXT_DATE)["run_dir"])
+    assert cluster.wait_run(DAG, next_run, timeout=900) == "success"
+    prefix = f"{BUCKET}/runs/{NEXT_DATE}"
+    fs.invalidate_cache()
+    summary = json.loads(fs.cat_file(f"{prefix}/summary.json"))
+    local = json.loads((later / "summary.json").read_text(encoding="utf-8"))
+    assert summary["tracking"] == local["tracking"]
+    assert any(t["persisting"] for t in summary["tracking"]["by_telco"].values())
+    for path in sorted((later / "corrections").rglob("*.csv")):
+        name = path.relative_to(later).as_posix()
+        assert fs.cat_file(f"{prefix}/{name}") == path.read_bytes(), name
 
 
 def _epoch(stamp: str) -> float:

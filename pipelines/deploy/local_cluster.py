@@ -278,10 +278,7 @@ class Cluster:
             self._spawn("scheduler", [airflow, "scheduler"])
             self._spawn("dag-processor", [airflow, "dag-processor"])
             for name in WORKERS:
-                self._spawn(name, [airflow, "celery", "worker", "--celery-hostname", name,
-                                   "--concurrency", "1"], SIMRECON_WORKER_NAME=name,
-                            SIMRECON_PRELOAD_STAGES="1",
-                            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()))
+                self.start_worker(name)
             self._wait("API server", lambda: self.token(), timeout=240)
             self._wait("both DAGs", lambda: all(
                 self.api("GET", f"/api/v2/dags/{d}").get("dag_id") == d
@@ -350,6 +347,13 @@ class Cluster:
             shutil.rmtree(self.root, ignore_errors=True)
         elif self.root.exists():
             self.state_file.unlink(missing_ok=True)
+
+    def start_worker(self, name: str) -> None:
+        """A Celery worker (again, after ``kill_worker``) under its own name."""
+        self._spawn(name, [_venv_bin("airflow"), "celery", "worker", "--celery-hostname",
+                           name, "--concurrency", "1"], SIMRECON_WORKER_NAME=name,
+                    SIMRECON_PRELOAD_STAGES="1",
+                    AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()))
 
     def kill_worker(self, name: str) -> None:
         """SIGKILL a worker's whole process group (the worker and its running task)."""
