@@ -6,7 +6,9 @@ One run of each DAG, triggered through the REST API as an external scheduler wou
 the run's ``match_shard`` tasks run, one worker is killed (SIGKILL to its process group,
 the task with it): the run must still succeed, on the other worker, and publish exactly
 what the single-process CLI publishes from the same inputs (nothing lost, nothing twice).
-The mapped tasks before the kill ran on both workers (task instances' hostnames).
+The mapped tasks before the kill ran on both workers (task instances' hostnames). A
+published run's report is rendered again from the bucket; then, the worker started again,
+the next date runs and keeps the first run's flags as persisting, as the CLI does.
 """
 
 from __future__ import annotations
