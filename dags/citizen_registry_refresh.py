@@ -42,6 +42,9 @@ REGISTRY_SNAPSHOT = Asset(name="citizen_registry_prepared",
                           uri="x-simrecon://registry/prepared")
 
 RETRIES = int(os.environ.get("SIMRECON_TASK_RETRIES", "1"))
+RETRY_DELAY = timedelta(seconds=int(os.environ.get("SIMRECON_RETRY_DELAY_SECONDS", "120")))
+# SIMRECON_SCHEDULE=external: triggered through the REST API only (see the other DAG).
+SCHEDULE = None if os.environ.get("SIMRECON_SCHEDULE") == "external" else "0 21 * * *"
 RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
@@ -120,14 +123,14 @@ def publish(prepared: dict) -> dict:
 @dag(
     dag_id="citizen_registry_refresh",
     # 21:00 UTC = 04:00 in Vietnam, before the reconciliation's 07:00 (00:00 UTC) run.
-    schedule="0 21 * * *",
+    schedule=SCHEDULE,
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args={
         "owner": "simrecon",
         "retries": RETRIES,
-        "retry_delay": timedelta(minutes=2),
+        "retry_delay": RETRY_DELAY,
         "retry_policy": RETRY_POLICY,
     },
     tags=["simrecon", "registry"],

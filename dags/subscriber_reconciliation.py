@@ -41,7 +41,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "simrecon.yaml
 # SIMRECON_TASK_RETRIES=0 (set by scripts/airflow_env.sh for the demo and the
 # tests) makes one-off runs fail fast instead of waiting for the retry.
 RETRIES = int(os.environ.get("SIMRECON_TASK_RETRIES", "1"))
-RETRY_DELAY = timedelta(minutes=2)
+RETRY_DELAY = timedelta(seconds=int(os.environ.get("SIMRECON_RETRY_DELAY_SECONDS", "120")))
+# SIMRECON_SCHEDULE=external: no schedule of Airflow's own; an external scheduler
+# triggers each run through the REST API (docs/deployment.md, "Scaling out").
+SCHEDULE = None if os.environ.get("SIMRECON_SCHEDULE") == "external" else "@daily"
 RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
@@ -364,7 +367,7 @@ def check() -> dict:
 
 @dag(
     dag_id="subscriber_reconciliation",
-    schedule="@daily",
+    schedule=SCHEDULE,
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

@@ -390,6 +390,10 @@ class RunConfig(_Strict):
     # sibling of the published runs (of work_dir when output_dir is a URL). Local only.
     private_dir: str = ""
     outputs: OutputSettings = OutputSettings()
+    # Every stage works in shared object storage (pipelines/storage/workarea.py): output_dir
+    # (a URL) also holds each run's staging and working state and the prepared registry, so
+    # tasks may run on any worker (Celery, Kubernetes). Needs a database history store.
+    shared_work: bool = False
 
     @cached_property
     def base_dir(self) -> Path:
@@ -400,6 +404,8 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _work_dir_with_url(self) -> RunConfig:
+        if self.shared_work:
+            return self._shared_work()
         if objectstore.is_url(self.output_dir) and not self.work_dir:
             raise ValueError(f"output_dir is a URL ({objectstore.redact(self.output_dir)}): "
                              "set work_dir, a local folder for the run's working state")
@@ -412,6 +418,26 @@ class RunConfig(_Strict):
             raise ValueError("private_dir must be a local folder: it is never published")
         return self
 
+    def _shared_work(self) -> RunConfig:
+        """With ``shared_work`` nothing a task needs may be on one machine's disk."""
+        if not objectstore.is_url(self.output_dir):
+            raise ValueError("shared_work needs output_dir in object storage (s3://bucket/runs)")
+        if objectstore.is_url(self.work_dir):
+            raise ValueError("work_dir (with shared_work: local scratch for each task's work "
+                             "area) must be a local folder")
+        if self.prepared_registry.dir:
+            raise ValueError("with shared_work the prepared registry lives in "
+                             "<output_dir>/.registry: leave prepared_registry.dir empty")
+        if self.private_dir:
+            raise ValueError("with shared_work the engineer-only files live in "
+                             "<output_dir>/.private (restrict that prefix to engineers in "
+                             "the bucket's policy): leave private_dir empty")
+        if not self.correction_cycle.history_store.startswith(("postgresql://",
+                                                               "postgres://")):
+            raise ValueError("with shared_work correction_cycle.history_store must be a "
+                             "PostgreSQL URL (every worker records into it)")
+        return self
+
     @property
     def registry_path(self) -> Path | objectstore.RemoteFile:
         """The registry snapshot: a local path, or a ``RemoteFile`` for a URL."""
@@ -420,7 +446,12 @@ class RunConfig(_Strict):
     @property
     def output_path(self) -> Path:
         """The local folder runs are built (and swapped into place) in: ``output_dir``,
-        or ``work_dir`` when ``output_dir`` is a URL."""
+        or ``work_dir`` when ``output_dir`` is a URL; with ``shared_work``, inside a stage,
+        the stage's work area (pipelines/storage/workarea.py)."""
+        from pipelines.storage.workarea import active_root
+
+        if self.shared_work and (local := active_root()) is not None:
+            return local
         return self.resolve(self.work_dir if self.publish_url else self.output_dir)
 
     @property
@@ -430,7 +461,11 @@ class RunConfig(_Strict):
 
     @property
     def private_path(self) -> Path:
-        """The engineer-only folder (``private_dir``; default ``<output_dir>-private``)."""
+        """The engineer-only folder (``private_dir``; default ``<output_dir>-private``;
+        with ``shared_work`` the bucket's ``.private/`` prefix, which every worker reaches
+        and compliance staff do not)."""
+        if self.shared_work:
+            return self.output_path / ".private"
         if self.private_dir:
             return self.resolve(self.private_dir)
         output = self.output_path
@@ -439,8 +474,11 @@ class RunConfig(_Strict):
     @property
     def prepared_registry_path(self) -> Path:
         """Where prepared registry snapshots live (``prepared_registry.dir``; default
-        ``<private_dir>/registry``, outside the folder compliance staff read)."""
+        ``<private_dir>/registry``, outside the folder compliance staff read; with
+        ``shared_work`` the bucket's ``.registry/`` prefix)."""
         setting = self.prepared_registry.dir
+        if self.shared_work:
+            return self.output_path / ".registry"
         return self.resolve(setting) if setting else self.private_path / "registry"
 
     def telcos(self) -> list[TelcoMapping]:

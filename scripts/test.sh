@@ -21,8 +21,11 @@ fi
 # LibreOffice Calc for tests/test_xlsx.py (a real spreadsheet application reads
 # the workbooks); Debian's packages. The tests fail without them. The package
 # lists are refreshed only when the install from the current ones fails.
+# Redis (Debian's redis-server) is the Celery broker of tests/test_cluster.py's local
+# cluster (pipelines/deploy/local_cluster.py), which also uses PostgreSQL's binaries.
 missing_pkgs=""
-command -v chromium >/dev/null 2>&1 || missing_pkgs="chromium fonts-dejavu-core"
+command -v redis-server >/dev/null 2>&1 || missing_pkgs="redis-server"
+command -v chromium >/dev/null 2>&1 || missing_pkgs="$missing_pkgs chromium fonts-dejavu-core"
 command -v soffice >/dev/null 2>&1 || missing_pkgs="$missing_pkgs libreoffice-calc-nogui"
 if [ -n "$missing_pkgs" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

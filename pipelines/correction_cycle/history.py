@@ -62,6 +62,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -208,6 +209,11 @@ def engine(store: Store) -> Engine:
 
 def _create_tables(db: Engine) -> None:
     with _ready_lock, db.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Workers on several machines create the tables at once (shared_work): two
+            # concurrent CREATE TABLEs collide in PostgreSQL's catalogue, so one at a time
+            # (released at commit).
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('simrecon.history'))"))
         _migrate_legacy_decisions(conn)
         METADATA.create_all(conn, checkfirst=True)
         _add_streak_columns(conn)

@@ -3,8 +3,6 @@ chose and its shard plan (written by ``gate_registry`` and ``plan_shards``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipelines.errors import RegistryError
 from pipelines.registry.snapshot import Snapshot, open_snapshot
 from pipelines.storage.files import read_json
@@ -17,7 +15,8 @@ def snapshot_of_run(paths: RunPaths) -> Snapshot:
     if not paths.registry_snapshot.exists():
         raise RegistryError(f"run {paths.run_date}: no registry snapshot was chosen "
                             "(the gate_registry step did not succeed)")
-    return open_snapshot(Path(read_json(paths.registry_snapshot)["path"]))  # type: ignore[index]
+    # A relative path is inside output_dir (gate_registry): this task's copy of it.
+    return open_snapshot(paths.output_dir / read_json(paths.registry_snapshot)["path"])  # type: ignore[index]
 
 
 def shard_plan(paths: RunPaths) -> dict:

@@ -29,8 +29,10 @@ from pipelines.reporting.workbook import write_workbook
 from pipelines.results.dataset import ResultsNotFoundError, RunResults
 from pipelines.storage.files import write_text
 from pipelines.storage.paths import RunPaths
+from pipelines.storage.workarea import in_work_area
 
 
+@in_work_area("published")  # shared_work: the published run, fetched from the bucket
 def render_copy(config_path: str | Path, run_date: str, out: str | Path,
                 role: str | None = None) -> tuple[Path, Path]:
     """Render the report of the published run ``run_date`` again, to ``out`` (``.html``)

@@ -22,8 +22,10 @@ from pipelines.storage.files import (
     write_json,
 )
 from pipelines.storage.paths import RunPaths
+from pipelines.storage.workarea import in_work_area
 
 
+@in_work_area("telco", item="telco")
 def ingest_telco(config_path: str, run_date: str, telco: str) -> dict:
     """Read one telco's export and map its columns to canonical fields, streaming it to
     ``paths.ingested(telco)`` in chunks (``intake.chunk_mb``).
@@ -55,6 +57,7 @@ def ingest_telco(config_path: str, run_date: str, telco: str) -> dict:
     return stats
 
 
+@in_work_area("telco", item="telco")
 def normalise_telco(config_path: str, run_date: str, telco: str) -> dict:
     """Normalise one telco's ingested rows in batches (``intake.normalise_batch_rows``);
     unnormalisable rows are quarantined."""
@@ -97,6 +100,7 @@ def _raw_names_not_nfc(path: Path) -> tuple[int, int]:
     return not_nfc, named
 
 
+@in_work_area("telco", item="telco")
 def gate_export(config_path: str, run_date: str, telco: str) -> dict:
     """Validate one telco's export: its columns and counts (with drift since the previous
     run), the facts of every normalised row shard by shard (merged into one verdict:
@@ -156,6 +160,7 @@ def gate_export(config_path: str, run_date: str, telco: str) -> dict:
     return {"telco": telco, "success": True, "rows": normalised.rows}
 
 
+@in_work_area("telco", item="telco")
 def partition_telco(config_path: str, run_date: str, telco: str) -> dict:
     """Cut one telco's normalised subscriptions into the run's shards (by document number)."""
     _, paths = planned_context(config_path, run_date)

@@ -8,8 +8,10 @@ from pipelines.lookup.service import index_store_of, service_store_of
 from pipelines.lookup.store import IndexReader
 from pipelines.results.dataset import ResultsNotFoundError, RunResults
 from pipelines.stages.common import context, log
+from pipelines.storage.workarea import in_work_area
 
 
+@in_work_area("published")
 def refresh_lookup_index(config_path: str, run_date: str | None = None) -> dict:
     """Index the published run ``run_date`` (the latest published run when None), merged
     with the current index, and swap it in; then close the verification requests that

@@ -45,6 +45,7 @@ from pipelines.storage.files import (
     write_text,
 )
 from pipelines.storage.paths import RunPaths
+from pipelines.storage.workarea import in_work_area
 
 _DELIVERY_SUFFIXES = (".csv", ".xlsx", ".manifest.json")
 
@@ -61,6 +62,7 @@ def _flagged_keys(paths: RunPaths, shards: int, telco: str | None = None) -> pa.
         aggregates.FLAGGED_SCHEMA.append(pa.field("shard", pa.int32())).empty_table()
 
 
+@in_work_area("run")
 def write_corrections(config_path: str, run_date: str, telco: str | None = None) -> dict:
     """Write a telco's delivery (every usable telco's without ``telco``): its correction
     list as CSV and workbook, streamed in source order, its resolved and resend lists and
@@ -96,6 +98,7 @@ def _read_back(path: Path, columns: list[str]) -> pa_csv.CSVStreamingReader:
                                               strings_can_be_null=True))
 
 
+@in_work_area("run")
 def gate_corrections(config_path: str, run_date: str, telco: str | None = None) -> dict:
     """Validate a telco's correction list read back from disk (every usable telco's
     without ``telco``), slice by slice: its rows' facts (merged) and its header and row
@@ -220,6 +223,7 @@ def _tracking(config: RunConfig, paths: RunPaths, run_date: str) -> dict:
     return {"by_telco": by_telco, "trend": trend}
 
 
+@in_work_area("plan")
 def approve_publication(config_path: str, run_date: str) -> dict:
     """Whether publication of this run is approved without asking (``auto_approve``).
 
@@ -245,6 +249,7 @@ def _telco_stats(config: RunConfig, paths: RunPaths) -> dict[str, dict]:
     return telco_stats
 
 
+@in_work_area("run")
 def build_report(config_path: str, run_date: str) -> dict:
     """Write summary.json, the compliance report (report.html) and its workbook
     (report.xlsx) into staging, from the shards' merged aggregates and a bounded sample
@@ -298,6 +303,7 @@ def _publish_engineering(paths: RunPaths, run_date: str) -> str | None:
     return sha256_of(manifest) if manifest.exists() else None
 
 
+@in_work_area("publish")
 def publish_run(config_path: str, run_date: str) -> dict:
     """Publish the engineer-only folder, then write the run's manifest (which vouches
     for it by sha256) and atomically replace runs/<run_date> by the staging folder."""
@@ -351,6 +357,7 @@ def _published(paths: RunPaths, summary: dict) -> dict:
     }
 
 
+@in_work_area("published")
 def check_run(config_path: str, run_date: str) -> dict:
     """Fail (raise ``RunIncompleteError``) when any telco could not be processed."""
     _, paths = context(config_path, run_date)

@@ -29,9 +29,11 @@ from pipelines.stages.common import (
 )
 from pipelines.stages.intake import partition_telco
 from pipelines.storage.files import AtomicCsvWriter, write_parquet
+from pipelines.storage.workarea import in_work_area
 from pipelines.storage.xlsx import XlsxWriter
 
 
+@in_work_area("run")
 def plan_shards(config_path: str, run_date: str) -> list[int]:
     """Fix the telcos to match (every telco through its gate) and return the shard
     numbers, one mapped ``match_shard`` task each. Also records the review decisions
@@ -47,18 +49,21 @@ def plan_shards(config_path: str, run_date: str) -> list[int]:
     return list(range(plan["shards"]))
 
 
+@in_work_area("shard", item="shard")
 def match_shard(config_path: str, run_date: str, shard: int | str) -> dict:
     """Link one shard's subscriptions to its shard of the registry."""
     config, paths = planned_context(config_path, run_date)
     return shard_steps.match_shard(config, paths, int(shard))
 
 
+@in_work_area("run")
 def search_candidates(config_path: str, run_date: str) -> dict:
     """Search the whole registry for the rows whose document led to no citizen."""
     config, paths = planned_context(config_path, run_date)
     return shard_steps.search_candidates(config, paths)
 
 
+@in_work_area("run")
 def collect_searched(config_path: str, run_date: str) -> list[int]:
     """Gather the rows whose document led to no citizen (every shard) and return the
     registry shard numbers, one mapped ``search_registry_shard`` task each."""
@@ -67,6 +72,7 @@ def collect_searched(config_path: str, run_date: str) -> list[int]:
     return list(range(snapshot_of_run(paths).shards))
 
 
+@in_work_area("run")  # a narrower scope (its registry shard only) would fetch less
 def search_registry_shard(config_path: str, run_date: str, registry_shard: int | str
                           ) -> dict:
     """The gathered rows' candidates within one registry shard."""
@@ -74,6 +80,7 @@ def search_registry_shard(config_path: str, run_date: str, registry_shard: int |
     return search.search_registry_shard(config, paths, int(registry_shard))
 
 
+@in_work_area("run")
 def choose_candidates(config_path: str, run_date: str) -> dict:
     """The best candidates over every registry shard, written back per subscription
     shard."""
@@ -81,6 +88,7 @@ def choose_candidates(config_path: str, run_date: str) -> dict:
     return search.choose_candidates(config, paths)
 
 
+@in_work_area("run")
 def spanning_flags(config_path: str, run_date: str) -> dict:
     """The flag rules whose groups cross shards (duplicate numbers, bulk activation), a
     bucket of keys at a time."""
@@ -88,6 +96,7 @@ def spanning_flags(config_path: str, run_date: str) -> dict:
     return shard_steps.spanning_flags(config, paths)
 
 
+@in_work_area("run")
 def match_subscriptions(config_path: str, run_date: str) -> dict:
     """Every matching step in this process: cut the gated telcos not cut yet into
     shards, plan, match each shard, search candidates, spanning flags."""
@@ -103,6 +112,7 @@ def match_subscriptions(config_path: str, run_date: str) -> dict:
             "subscriptions": sum(c["subscriptions"] for c in counts)}
 
 
+@in_work_area("shard", item="shard")
 def flag_shard(config_path: str, run_date: str, shard: int | str) -> dict:
     """Flag one shard's subscriptions and apply reviewers' decisions; write its part of
     the results, its partial aggregates, its flagged keys and its review queue rows."""
@@ -125,6 +135,7 @@ def flag_shard(config_path: str, run_date: str, shard: int | str) -> dict:
             "decided": decided}
 
 
+@in_work_area("run")
 def flag_subscriptions(config_path: str, run_date: str) -> dict:
     """Every shard's ``flag_shard`` in this process, then the review queue."""
     _, paths = planned_context(config_path, run_date)
@@ -135,6 +146,7 @@ def flag_subscriptions(config_path: str, run_date: str) -> dict:
             "review_queue": queue["rows"], "decided": sum(c["decided"] for c in counts)}
 
 
+@in_work_area("run")
 def write_review_queue(config_path: str, run_date: str) -> dict:
     """``review/queue.csv`` and ``review/queue.xlsx``: every shard's queued rows, telco by
     telco in ``source_row`` order, streamed."""
@@ -174,6 +186,7 @@ def _telco_stream(path, telco: str):  # type: ignore[no-untyped-def]
         yield table
 
 
+@in_work_area("run")
 def gate_results(config_path: str, run_date: str) -> dict:
     """Validate the results dataset shard by shard (facts of every row, merged) and its
     total (one row per usable subscription).

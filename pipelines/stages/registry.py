@@ -21,8 +21,10 @@ from pipelines.storage.files import (
     read_json,
     write_json,
 )
+from pipelines.storage.workarea import in_work_area
 
 
+@in_work_area("run_registry")
 def gate_registry(config_path: str, run_date: str) -> dict:
     """Choose the run's prepared registry snapshot and check it cheaply; a failure stops
     the whole run (``RegistryError``).
@@ -63,7 +65,12 @@ def gate_registry(config_path: str, run_date: str) -> dict:
     write_gate(paths, result)
     if not result["success"]:
         raise RegistryError(f"{snapshot.path}: {gates.failure_reason(result)}")
-    write_json({"path": str(snapshot.path), "snapshot": snapshot.id,
+    # Relative to output_dir when inside it: a task on another machine (shared_work)
+    # finds it under its own copy of output_dir.
+    chosen = snapshot.path.resolve()
+    root = paths.output_dir.resolve()
+    where = chosen.relative_to(root) if chosen.is_relative_to(root) else chosen
+    write_json({"path": str(where), "snapshot": snapshot.id,
                 "shards": snapshot.shards, "citizens": snapshot.citizens}, paths.registry_snapshot)
     return {"success": True, "citizens": snapshot.citizens, "shards": snapshot.shards,
             "snapshot": snapshot.id, "prepared": prepared}
@@ -75,6 +82,7 @@ def _registry_context(config_path: str, as_of: str) -> tuple[RunConfig, Path, in
     return config, config.prepared_registry_path, config.prepared_registry.shards
 
 
+@in_work_area("registry")
 def prepare_registry(config_path: str, as_of: str) -> dict:
     """Refresh step 1: read, validate and normalise the raw snapshot (``registry``) and cut
     it into ``prepared_registry.shards`` shards in a staging folder; nothing to do when
@@ -86,28 +94,32 @@ def prepare_registry(config_path: str, as_of: str) -> dict:
         return {"snapshot": existing.id, "staging": "", "citizens": existing.citizens,
                 "shards": existing.shards, "reused": True}
     staging = registry_snapshot.stage(config.registry_path, folder, count, digest)
-    return {"snapshot": registry_snapshot.snapshot_id(digest, count), "staging": str(staging),
+    # Relative to the registry folder, so the next step finds it on any worker (shared_work).
+    return {"snapshot": registry_snapshot.snapshot_id(digest, count),
+            "staging": str(staging.relative_to(folder)),
             "citizens": read_json(staging / "draft.json")["citizens"],  # type: ignore[index]
             "shards": count, "reused": False}
 
 
+@in_work_area("registry")
 def gate_prepared_registry(config_path: str, as_of: str, staging: str) -> dict:
     """Refresh step 2: the ``registry_prepared`` suite over the staged snapshot (as of
     ``as_of``); a failure discards it (``RegistryError``; result kept in ``rejected/``)."""
-    config, _, _ = _registry_context(config_path, as_of)
     if not staging:
         return {"success": True, "reused": True}
-    result = registry_snapshot.gate(Path(staging), parse_run_date(as_of),
+    config, folder, _ = _registry_context(config_path, as_of)
+    result = registry_snapshot.gate(folder / staging, parse_run_date(as_of),
                                    config.gates.example_rows)
     return {"success": result["success"], "reused": False}
 
 
+@in_work_area("registry")
 def publish_registry(config_path: str, as_of: str, snapshot: str, staging: str) -> dict:
     """Refresh step 3: put the staged snapshot in place and make it the latest.
     ``changed`` is False when it already was the latest (nothing new to announce)."""
     config, folder, _ = _registry_context(config_path, as_of)
     if staging:
-        published = registry_snapshot.publish(Path(staging), folder,
+        published = registry_snapshot.publish(folder / staging, folder,
                                              keep=config.prepared_registry.keep)
     else:
         found = registry_snapshot.find(folder, snapshot)

@@ -21,7 +21,7 @@ from typing import Any
 
 from pipelines.correction_cycle import review
 from pipelines.errors import TelcoInputError
-from pipelines.stages.common import context, log, processed_telcos, store_of
+from pipelines.stages.common import context, log, store_of
 from pipelines.stages.intake import gate_export, ingest_telco, normalise_telco, partition_telco
 from pipelines.stages.lookup import refresh_lookup_index
 from pipelines.stages.outputs import (
@@ -44,8 +44,10 @@ from pipelines.stages.reconcile import (
 )
 from pipelines.stages.registry import gate_registry
 from pipelines.storage.files import reset_dir, write_json
+from pipelines.storage.workarea import in_work_area
 
 
+@in_work_area("fresh")
 def plan_run(config_path: str, run_date: str) -> list[str]:
     """Reset the staging folder for ``run_date``; return the telco names to process."""
     config, paths = context(config_path, run_date)
@@ -167,10 +169,10 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         timed("spanning_flags(wait)", spanning.result)  # only what was left after the search
         mapped("flag", flag_shard, shards)
         mapped("review_queue+gate_results", _step, ["write_review_queue", "gate_results"])
-        config, paths = context(config_path, run_date)
-        listed = processed_telcos(config, paths)
-        mapped("corrections", write_corrections, listed)
-        mapped("gate_corrections", gate_corrections, listed)
+        # Every planned telco, as in the DAG: a telco that did not make it is skipped
+        # inside (the stage knows; here, with shared_work, the files are not on this disk).
+        mapped("corrections", write_corrections, telcos)
+        mapped("gate_corrections", gate_corrections, telcos)
         timed("report", build_report, config_path, run_date)
         timed("approve", approve_publication, config_path, run_date)
         published = timed("publish", publish_run, config_path, run_date)
