@@ -26,7 +26,7 @@ from pipelines.deploy.local_cluster import BUCKET, WORKERS, Cluster
 from pipelines.reporting.copies import render_copy
 from pipelines.stages import run_all
 
-from .conftest import write_config
+from .conftest import same_review_key, write_config
 
 RUN_DATE = "2026-11-28"
 NEXT_DATE = "2026-11-29"
@@ -92,9 +92,10 @@ def test_run_on_two_workers_survives_a_killed_worker(cluster: Cluster, tmp_path:
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # The reference: the single-process CLI over the same sample inputs, same shard count.
     (tmp_path / "cli").mkdir()
-    reference = Path(run_all(str(write_config(tmp_path / "cli",
-                                              prepared_registry={"shards": 4})),
-                             RUN_DATE)["run_dir"])
+    # Both deployments share one review key (the queue's row_hash is keyed per deployment).
+    same_review_key(cluster.config_path)
+    reference = Path(run_all(str(same_review_key(write_config(
+        tmp_path / "cli", prepared_registry={"shards": 4}))), RUN_DATE)["run_dir"])
 
     refresh = cluster.trigger("citizen_registry_refresh", RUN_DATE)
     assert cluster.wait_run("citizen_registry_refresh", refresh) == "success"
