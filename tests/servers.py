@@ -122,6 +122,24 @@ def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.stop()
 
 
+
+@contextlib.contextmanager
+def s3_bucket(bucket: str, files: dict[str, Path]) -> Iterator:
+    """Moto's S3 server with ``bucket`` holding ``files`` (key -> local file), and an
+    s3fs client of it; the AWS environment points at the server while it runs."""
+    import s3fs
+
+    with pytest.MonkeyPatch.context() as patch, moto_s3(patch):
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        fs.mkdir(bucket)
+        for key, local in files.items():
+            fs.put_file(str(local), f"{bucket}/{key}")
+        try:
+            yield fs
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
+
 # --- SFTP (paramiko server side) ----------------------------------------------------------
 
 @dataclass

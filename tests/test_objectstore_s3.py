@@ -26,7 +26,7 @@ from pipelines.stages import run_all
 from pipelines.storage import objectstore
 
 from .conftest import REPO, same_review_key, write_config
-from .servers import moto_s3
+from .servers import s3_bucket
 
 RUN_DATE = "2026-11-28"
 BUCKET = "simrecon-test"
@@ -35,19 +35,12 @@ BUCKET = "simrecon-test"
 @pytest.fixture(scope="module")
 def s3() -> Iterator:
     """The server, a bucket holding the samples, and an s3fs client of it."""
-    import s3fs
-
-    with pytest.MonkeyPatch.context() as patch, moto_s3(patch):
-        s3fs.S3FileSystem.clear_instance_cache()
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir(BUCKET)
-        fs.put_file(str(REPO / "data_samples" / "registry" / "citizens.parquet"),
-                    f"{BUCKET}/registry/citizens.parquet")
-        for path in sorted((REPO / "config" / "telcos").glob("*.yaml")):
-            source = load_telco_mapping(path).source_path()
-            fs.put_file(str(source), f"{BUCKET}/exports/{source.name}")
+    files = {"registry/citizens.parquet": REPO / "data_samples" / "registry" / "citizens.parquet"}
+    for path in sorted((REPO / "config" / "telcos").glob("*.yaml")):
+        source = load_telco_mapping(path).source_path()
+        files[f"exports/{source.name}"] = source
+    with s3_bucket(BUCKET, files) as fs:
         yield fs
-        s3fs.S3FileSystem.clear_instance_cache()
 
 
 def _s3_telcos(folder: Path) -> Path:

@@ -21,7 +21,7 @@ from pipelines.stages import refresh_registry
 from pipelines.storage import workarea
 
 from .conftest import REPO, write_config
-from .servers import moto_s3
+from .servers import s3_bucket
 
 RUN_DATE = "2026-11-28"
 NEXT_DATE = "2026-11-29"
@@ -31,16 +31,9 @@ BUCKET = "simrecon-shared"
 @pytest.fixture(scope="module")
 def shared() -> Iterator[object]:
     """A bucket with the sample registry, and an s3fs client of it."""
-    import s3fs
-
-    with pytest.MonkeyPatch.context() as patch, moto_s3(patch):
-        s3fs.S3FileSystem.clear_instance_cache()
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir(BUCKET)
-        fs.put_file(str(REPO / "data_samples" / "registry" / "citizens.parquet"),
-                    f"{BUCKET}/registry/citizens.parquet")
+    registry = REPO / "data_samples" / "registry" / "citizens.parquet"
+    with s3_bucket(BUCKET, {"registry/citizens.parquet": registry}) as fs:
         yield fs
-        s3fs.S3FileSystem.clear_instance_cache()
 
 
 def _shared_config(folder: Path, name: str, **extra: object) -> Path:
