@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from matching.columns import as_bool_mask
@@ -79,13 +80,10 @@ def install_key(store: history.Store, key: bytes) -> None:
     already has another key is refused (changing it would void every decision)."""
     if len(key) < 32:
         raise ValueError("a review key is at least 32 bytes")
-    table = history.SECRETS
     with history.engine(store).begin() as conn:
-        found = conn.execute(select(table.c.value).where(table.c.name == REVIEW_KEY)).scalar()
+        found = _stored_key(conn)
         if found is None:
-            conn.execute(insert(table).values(
-                name=REVIEW_KEY, value=key.hex(),
-                created_at=datetime.now(UTC).isoformat(timespec="seconds")))
+            _insert_key(conn, key.hex())
         elif bytes.fromhex(found) != key:
             raise ValueError("this history store already has another review key")
     _keys.pop(str(history.store_url(store)), None)
@@ -98,23 +96,32 @@ def review_key(store: history.Store) -> bytes:
     cache = str(history.store_url(store))
     if cache in _keys:
         return _keys[cache]
-    table = history.SECRETS
     db = history.engine(store)
     with db.connect() as conn:
-        found = conn.execute(select(table.c.value).where(table.c.name == REVIEW_KEY)).scalar()
+        found = _stored_key(conn)
     if found is None:
         try:
             with db.begin() as conn:
-                conn.execute(insert(table).values(
-                    name=REVIEW_KEY, value=secrets.token_hex(32),
-                    created_at=datetime.now(UTC).isoformat(timespec="seconds")))
+                _insert_key(conn, secrets.token_hex(32))
         except IntegrityError:  # another task created it first: use theirs
             pass
         with db.connect() as conn:
-            found = conn.execute(select(table.c.value)
-                                 .where(table.c.name == REVIEW_KEY)).scalar_one()
+            found = _stored_key(conn)
+        if found is None:
+            raise RuntimeError("the review key could not be stored in the history store")
     _keys[cache] = bytes.fromhex(found)
     return _keys[cache]
+
+
+def _stored_key(conn: Connection) -> str | None:
+    """The stored review key (hex), if any."""
+    table = history.SECRETS
+    return conn.execute(select(table.c.value).where(table.c.name == REVIEW_KEY)).scalar()
+
+
+def _insert_key(conn: Connection, value: str) -> None:
+    conn.execute(insert(history.SECRETS).values(
+        name=REVIEW_KEY, value=value, created_at=datetime.now(UTC).isoformat(timespec="seconds")))
 
 
 def _identity_texts(rows: pa.Table) -> list[str]:

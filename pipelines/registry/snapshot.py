@@ -25,7 +25,6 @@ never sees half a snapshot; ``latest.json`` is replaced atomically afterwards.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -60,7 +59,7 @@ from pipelines.storage.files import (
     write_json,
     write_parquet,
 )
-from pipelines.storage.modes import DIR_MODE, make_dirs
+from pipelines.storage.modes import make_dirs
 
 log = logging.getLogger("simrecon.registry")
 
@@ -267,9 +266,7 @@ def stage(source: Path | objectstore.RemoteFile, registry_dir: Path, shards: int
     shard = shard_of(registry["citizen_id"], shards)
     staging = registry_dir / ".staging" / f"snapshot={snapshot_id(source_sha256, shards)}" \
         f".{uuid.uuid4().hex[:12]}"
-    make_dirs(staging.parent)
-    staging.mkdir(mode=DIR_MODE)
-    os.chmod(staging, DIR_MODE)
+    make_dirs(staging)  # 0700 (storage/modes.py)
     files = []
     for k, part in enumerate(split_by_shard(registry.select(SHARD_SCHEMA.names), shard, shards)):
         write_parquet(part.cast(SHARD_SCHEMA), staging / shard_file(k))

@@ -82,26 +82,27 @@ def share_with_group(folder: Path, group: str | None, parents: tuple[Path, ...] 
     group set to ``group`` when given. ``parents`` (e.g. the output folder) become
     traversable by the group (0750) so that the group can reach ``folder``."""
     gid = group_id(group)
-    for path in (*parents, folder):
-        _share(Path(path), GROUP_DIR_MODE, gid)
-    for root, dirs, files in os.walk(folder):
-        for name in dirs:
-            _share(Path(root) / name, GROUP_DIR_MODE, gid)
-        for name in files:
-            _share(Path(root) / name, GROUP_FILE_MODE, gid)
-
-
-def _share(path: Path, mode: int, gid: int | None) -> None:
-    if gid is not None:
-        os.chown(path, -1, gid)
-    os.chmod(path, mode)
+    for path in parents:
+        _set(Path(path), GROUP_DIR_MODE, gid)
+    _set_tree(Path(folder), GROUP_DIR_MODE, GROUP_FILE_MODE, gid)
 
 
 def restrict_tree(folder: Path) -> None:
     """Make ``folder`` and everything under it owner-only (0700/0600)."""
-    owner_only(folder)
+    _set_tree(Path(folder), DIR_MODE, FILE_MODE, None)
+
+
+def _set_tree(folder: Path, dir_mode: int, file_mode: int, gid: int | None) -> None:
+    """``folder`` and its folders to ``dir_mode``, its files to ``file_mode``."""
+    _set(folder, dir_mode, gid)
     for root, dirs, files in os.walk(folder):
         for name in dirs:
-            os.chmod(Path(root) / name, DIR_MODE)
+            _set(Path(root) / name, dir_mode, gid)
         for name in files:
-            os.chmod(Path(root) / name, FILE_MODE)
+            _set(Path(root) / name, file_mode, gid)
+
+
+def _set(path: Path, mode: int, gid: int | None) -> None:
+    if gid is not None:
+        os.chown(path, -1, gid)
+    os.chmod(path, mode)
