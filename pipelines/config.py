@@ -31,6 +31,7 @@ from pipelines.schema import (
 )
 from pipelines.storage import objectstore
 from pipelines.storage.modes import restrict_umask
+from pipelines.storage.paths import default_private_dir
 
 
 class ConfigError(ValueError):
@@ -468,8 +469,7 @@ class RunConfig(_Strict):
             return self.output_path / ".private"
         if self.private_dir:
             return self.resolve(self.private_dir)
-        output = self.output_path
-        return output.with_name(f"{output.name}-private")
+        return default_private_dir(self.output_path)
 
     @property
     def prepared_registry_path(self) -> Path:

@@ -19,6 +19,11 @@ from pathlib import Path
 from pipelines.results.dataset import part_path
 
 
+def default_private_dir(output_dir: Path) -> Path:
+    """``<output_dir>-private``: the engineer-only folder beside the published runs."""
+    return output_dir.with_name(f"{output_dir.name}-private")
+
+
 @dataclass(frozen=True)
 class RunPaths:
     output_dir: Path
@@ -29,7 +34,7 @@ class RunPaths:
     @property
     def private_root(self) -> Path:
         return self.private_dir if self.private_dir is not None \
-            else self.output_dir.with_name(f"{self.output_dir.name}-private")
+            else default_private_dir(self.output_dir)
 
     @property
     def engineering_staging(self) -> Path:
