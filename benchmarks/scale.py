@@ -63,9 +63,12 @@ def world(n: int, citizens: int, seed: int) -> Path:
 
 
 def config_for(folder: Path, shards: int | None) -> Path:
-    """A run configuration for ``folder``; outputs and the prepared registry go to
-    ``folder/runs`` (emptied first, so every measurement starts from nothing)."""
-    shutil.rmtree(folder / "runs", ignore_errors=True)
+    """A run configuration for ``folder``; outputs go to ``folder/runs`` and the
+    engineer-only files, the prepared registry among them, to ``folder/runs-private``
+    (both emptied first, so every measurement starts from nothing and the registry is
+    really prepared)."""
+    for outputs in ("runs", "runs-private"):
+        shutil.rmtree(folder / outputs, ignore_errors=True)
     telcos = folder / "telcos"
     telcos.mkdir(exist_ok=True)
     for source in sorted((REPO / "config" / "telcos").glob("*.yaml")):
