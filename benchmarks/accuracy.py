@@ -113,7 +113,12 @@ def _prf(expected: np.ndarray, found: np.ndarray) -> dict:
 
 def reliability(probability: np.ndarray, right: np.ndarray) -> dict:
     """Reliability table (per bin: rows, mean probability, observed share right) and the
-    expected calibration error: the row-weighted mean gap between the two."""
+    expected calibration error: the row-weighted mean gap between the two.
+
+    Per bin also ``sigma``: the standard deviation of the observed share if every
+    probability were exact (``sqrt(sum p (1 - p)) / rows``), so a gap can be read against
+    the sampling noise of a bin of that size (a bin of 278 rows near 0.5 has σ = 0.03,
+    the whole tolerance of issue 15). Information only: the targets use the gap."""
     probability = np.asarray(probability, dtype=float)
     right = np.asarray(right, dtype=bool)
     edges = np.asarray(BIN_EDGES)
@@ -126,9 +131,10 @@ def reliability(probability: np.ndarray, right: np.ndarray) -> dict:
             continue
         mean, observed = float(probability[mine].mean()), float(right[mine].mean())
         gap_sum += rows * abs(mean - observed)
+        sigma = float(np.sqrt((probability[mine] * (1 - probability[mine])).sum()) / rows)
         bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "rows": rows,
                      "mean_probability": mean, "observed": observed,
-                     "gap": observed - mean})
+                     "gap": observed - mean, "sigma": sigma})
     total = len(probability)
     return {"rows": total, "ece": gap_sum / total if total else 0.0, "bins": bins}
 
@@ -320,12 +326,12 @@ def render(figures: dict) -> str:
                         "the holder)", "holder_links")):
         table = figures["calibration"][key]
         lines += ["", f"Reliability of {title}: ECE {table['ece']:.4f}", "",
-                  "| probability | rows | mean probability | observed | gap |",
-                  "|---|---:|---:|---:|---:|"]
+                  "| probability | rows | mean probability | observed | gap | σ if exact |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for b in table["bins"]:
             lines.append(f"| {b['low']:g}–{b['high']:g} | {b['rows']:,} | "
                          f"{b['mean_probability']:.4f} | {b['observed']:.4f} | "
-                         f"{b['gap']:+.4f} |")
+                         f"{b['gap']:+.4f} | {b['sigma']:.4f} |")
     return "\n".join(lines)
 
 
