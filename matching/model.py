@@ -561,14 +561,24 @@ def typo_frequencies(registry_names: pa.Array | pa.ChunkedArray) -> np.ndarray:
         registry_names = registry_names.combine_chunks()
     sequence = sequence_name_key(registry_names)
     canonical = canonical_name_key(registry_names)
-    n = max(len(sequence), 1)
     distinct = pa.table({"sequence": sequence, "canonical": canonical}).filter(
         pc.is_valid(sequence)).group_by(["sequence", "canonical"], use_threads=False) \
         .aggregate([([], "count_all")])
-    values = distinct["sequence"].combine_chunks()
-    canon = np.asarray(pc.dictionary_encode(distinct["canonical"]).combine_chunks().indices,
-                       np.int64)
-    freq = np.asarray(distinct["count_all"], dtype=np.float64)
+    share = typo_shares(distinct["sequence"].combine_chunks(),
+                        distinct["canonical"].combine_chunks(),
+                        np.asarray(distinct["count_all"], dtype=np.float64), len(sequence))
+    return per_name(share, distinct["sequence"], distinct["canonical"], sequence, canonical)
+
+
+def typo_shares(sequence: pa.Array, canonical: pa.Array, count: np.ndarray,
+                citizens: int) -> np.ndarray:
+    """:func:`typo_frequencies` of each distinct (sequence key, canonical key) pair of a
+    registry (non-null sequence keys), given how many of its ``citizens`` carry it: the
+    counts are all it needs, so a registry read in batches is counted, not held."""
+    values = sequence
+    canon = np.asarray(pc.dictionary_encode(canonical).indices, np.int64)
+    freq = count
+    n = max(citizens, 1)
     out = np.zeros(len(values))
     if len(values) > 1:
         lengths = np.asarray(pc.utf8_length(values), dtype=np.int64)
@@ -597,11 +607,18 @@ def typo_frequencies(registry_names: pa.Array | pa.ChunkedArray) -> np.ndarray:
                                    scorer=Levenshtein.distance, score_cutoff=1, workers=-1)
             near = np.asarray(close) <= 1
             np.add.at(out, a[near], freq[b[near]])
-    share = (out + 0.5) / n  # half a neighbour when none is seen: never certainty
+    return (out + 0.5) / n  # half a neighbour when none is seen: never certainty
+
+
+def per_name(share: np.ndarray, distinct_sequence: pa.Array | pa.ChunkedArray,
+             distinct_canonical: pa.Array | pa.ChunkedArray, sequence: pa.Array,
+             canonical: pa.Array) -> np.ndarray:
+    """Each row's value of its (sequence, canonical) pair from ``typo_shares``; NaN where
+    the pair is not among them (no name)."""
+    known = pc.binary_join_element_wise(distinct_sequence, distinct_canonical, "\x1f")
     at = pc.index_in(pc.binary_join_element_wise(sequence, canonical, "\x1f"),
-                     value_set=pc.binary_join_element_wise(distinct["sequence"],
-                                                           distinct["canonical"], "\x1f")
-                     .combine_chunks())
+                     value_set=known.combine_chunks() if isinstance(known, pa.ChunkedArray)
+                     else known)
     per_row = np.asarray(pc.fill_null(at, -1).to_numpy(zero_copy_only=False), np.int64)
     return np.where(per_row >= 0, share[np.maximum(per_row, 0)], np.nan)
 
@@ -648,10 +665,17 @@ MIN_CITIZENS_FOR_BIRTH_DATES = 1000
 def _pair_share(values: pa.Array) -> tuple[float, int]:
     """Share of pairs of distinct rows with equal (non-null) values, and the row count."""
     values = pc.drop_null(values)
-    n = len(values)
+    if len(values) < 2:
+        return 0.0, len(values)
+    return pair_share_of_counts(pc.value_counts(values).field("counts").to_numpy())
+
+
+def pair_share_of_counts(counts: np.ndarray) -> tuple[float, int]:
+    """:func:`_pair_share` from how many rows hold each distinct value."""
+    counts = np.asarray(counts, dtype=np.float64)
+    n = int(counts.sum())
     if n < 2:
         return 0.0, n
-    counts = np.asarray(pc.value_counts(values).field("counts").to_numpy(), dtype=np.float64)
     return float((counts * (counts - 1)).sum() / (n * (n - 1.0))), n
 
 
@@ -664,8 +688,15 @@ def birth_date_agreement(dates: pa.Array | pa.ChunkedArray,
     if isinstance(precision, pa.ChunkedArray):
         precision = precision.combine_chunks()
     day = pc.equal(pc.fill_null(precision, "day"), "day")
-    same_date, n_day = _pair_share(pc.filter(pc.cast(dates, pa.date32()), day))
-    same_year, _ = _pair_share(pc.year(dates))
+    return agreement_of_shares(_pair_share(pc.filter(pc.cast(dates, pa.date32()), day)),
+                               _pair_share(pc.year(dates)))
+
+
+def agreement_of_shares(dates: tuple[float, int], years: tuple[float, int]
+                        ) -> BirthDateAgreement | None:
+    """:func:`birth_date_agreement` from the pair shares (and counts) of day-precision
+    dates and of years (``pair_share_of_counts``)."""
+    (same_date, n_day), (same_year, _) = dates, years
     if n_day < MIN_CITIZENS_FOR_BIRTH_DATES or same_date <= 0 or same_year <= 0:
         return None
     return BirthDateAgreement(same_date=same_date, same_year=same_year)

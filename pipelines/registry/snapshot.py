@@ -31,24 +31,17 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from matching.candidates import BLOCK_FAMILIES, registry_block_sizes, registry_parts
+from matching.candidates import BLOCK_FAMILIES
 from matching.model import (
     RegistryStatistics,
-    birth_date_frequencies,
-    name_frequencies,
-    name_year_frequencies,
-    registry_statistics,
-    typo_frequencies,
 )
 from pipelines.errors import RegistryError
 from pipelines.quality import facts, gates
-from pipelines.reconcile.sharding import HASH_NAME, shard_of, split_by_shard
-from pipelines.registry.source import load_registry
+from pipelines.reconcile.sharding import HASH_NAME
+from pipelines.registry.build import build
 from pipelines.storage import objectstore
 from pipelines.storage.files import (
     digest_sidecar,
@@ -57,7 +50,6 @@ from pipelines.storage.files import (
     read_json,
     sha256_of,
     write_json,
-    write_parquet,
 )
 from pipelines.storage.modes import make_dirs
 
@@ -204,52 +196,6 @@ def latest(registry_dir: Path) -> Snapshot | None:
     return open_snapshot(registry_dir / read_json(pointer)["path"])  # type: ignore[index]
 
 
-def _registry_wide_columns(registry: pa.Table) -> pa.Table:
-    """Add the columns that need the whole registry: source row, name frequencies, how
-    many citizens share each legacy number, and the size of each citizen's blocks."""
-    n = registry.num_rows
-    names = registry["full_name"].combine_chunks()
-    _, tf = name_frequencies(names)
-    legacy = registry["legacy_id"].combine_chunks()
-    counts = pc.value_counts(pc.drop_null(legacy))
-    at = pc.index_in(legacy, value_set=counts.field("values"), skip_nulls=True)
-    sharing = pc.fill_null(pc.take(counts.field("counts"), at), 0)
-    table = (registry
-             .append_column("registry_row", pa.array(np.arange(n, dtype=np.int64)))
-             .append_column("name_frequency", pa.array(tf, pa.float64()))
-             .append_column("name_typo_frequency",
-                            pa.array(typo_frequencies(names), pa.float64()))
-             .append_column("name_year_frequency", pa.array(
-                 name_year_frequencies(names, registry["date_of_birth"]), pa.float64()))
-             .append_column("legacy_citizens", pc.cast(sharing, pa.int32())))
-    statistics = registry_statistics(registry["date_of_birth"], registry["dob_precision"])
-    dob_tf, year_tf = birth_date_frequencies(registry["date_of_birth"], registry["dob_precision"],
-                                             statistics.birth_dates)
-    table = (table.append_column("dob_frequency", pa.array(dob_tf, pa.float64()))
-             .append_column("year_frequency", pa.array(year_tf, pa.float64())))
-    sizes = registry_block_sizes(registry_parts(registry["full_name"], registry["date_of_birth"],
-                                                registry["dob_precision"], registry["gender"]))
-    for k, column in enumerate(BLOCK_COLUMNS):
-        table = table.append_column(column, pa.array(sizes[:, k], pa.int32()))
-    return table
-
-
-def _legacy_index(table: pa.Table, shard: np.ndarray) -> pa.Table:
-    """One row per legacy number: its first citizen in registry order, that citizen's
-    shard, and how many citizens hold it."""
-    has = pc.is_valid(table["legacy_id"])
-    rows = table.filter(has)
-    grouped = rows.group_by("legacy_id").aggregate([("registry_row", "min"),
-                                                    ("registry_row", "count")])
-    first = grouped["registry_row_min"].to_numpy()
-    return pa.table({
-        "legacy_id": grouped["legacy_id"],
-        "citizen_id": pc.take(table["citizen_id"], pa.array(first)),
-        "shard": pa.array(shard[first], pa.int32()),
-        "citizens": pc.cast(grouped["registry_row_count"], pa.int32()),
-    }, schema=LEGACY_SCHEMA).sort_by("legacy_id")
-
-
 def _file_entry(root: Path, relative: str, rows: int) -> dict:
     """A file's manifest entry, from the digest taken while it was written."""
     path = root / relative
@@ -260,37 +206,38 @@ def _file_entry(root: Path, relative: str, rows: int) -> dict:
 
 def stage(source: Path | objectstore.RemoteFile, registry_dir: Path, shards: int,
           source_sha256: str) -> Path:
-    """Read, validate and normalise the source, cut it into shards, write the legacy
-    index and a draft manifest into a new folder under ``<dir>/.staging/``."""
-    registry = _registry_wide_columns(load_registry(source))
-    shard = shard_of(registry["citizen_id"], shards)
+    """Read, validate and normalise the source batch by batch, cut it into shards, write
+    the legacy index and a draft manifest into a new folder under ``<dir>/.staging/``
+    (``pipelines.registry.build``: memory bounded by a shard, not the registry)."""
     staging = registry_dir / ".staging" / f"snapshot={snapshot_id(source_sha256, shards)}" \
         f".{uuid.uuid4().hex[:12]}"
     make_dirs(staging)  # 0700 (storage/modes.py)
-    files = []
-    for k, part in enumerate(split_by_shard(registry.select(SHARD_SCHEMA.names), shard, shards)):
-        write_parquet(part.cast(SHARD_SCHEMA), staging / shard_file(k))
-        files.append(_file_entry(staging, shard_file(k), part.num_rows))
-    legacy = _legacy_index(registry, shard)
-    write_parquet(legacy, staging / LEGACY_INDEX)
-    files.append(_file_entry(staging, LEGACY_INDEX, legacy.num_rows))
-    births = registry["date_of_birth"]
+    try:
+        built = build(source, staging, shards, shard_schema=SHARD_SCHEMA,
+                      legacy_schema=LEGACY_SCHEMA, legacy_file=LEGACY_INDEX,
+                      shard_file=shard_file)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    files = [_file_entry(staging, shard_file(k), rows) for k, rows in enumerate(built.shard_rows)]
+    files.append(_file_entry(staging, LEGACY_INDEX, built.legacy_rows))
+    statistics = built.statistics or RegistryStatistics(citizens=0, birth_dates=None)
     draft = {
         "format": PREPARED_FORMAT,
         "snapshot": snapshot_id(source_sha256, shards),
         "source": {"path": str(source), "bytes": source.stat().st_size,
                    "sha256": source_sha256},
-        "citizens": registry.num_rows,
-        "with_legacy_id": registry.num_rows - registry["legacy_id"].null_count,
-        "shared_legacy_ids": int(pc.sum(pc.greater(legacy["citizens"], 1)).as_py() or 0),
-        "max_date_of_birth": str(pc.max(births).as_py()) if registry.num_rows else None,
-        "statistics": registry_statistics(births, registry["dob_precision"]).to_dict(),
+        "citizens": built.citizens,
+        "with_legacy_id": built.with_legacy_id,
+        "shared_legacy_ids": built.shared_legacy_ids,
+        "max_date_of_birth": str(built.max_date_of_birth) if built.citizens else None,
+        "statistics": statistics.to_dict(),
         "shards": shards,
         "hash": HASH_NAME,
         "files": files,
     }
     write_json(draft, staging / "draft.json")
-    log.info("registry: %d citizens in %d shard(s) staged in %s", registry.num_rows, shards,
+    log.info("registry: %d citizens in %d shard(s) staged in %s", built.citizens, shards,
              staging)
     return staging
 

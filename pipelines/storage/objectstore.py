@@ -36,7 +36,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -199,6 +199,26 @@ def read_parquet(source: Path | RemoteFile, columns: list[str] | None = None) ->
         with source.open() as handle:
             return pq.read_table(handle, columns=columns)
     return pq.read_table(source, columns=columns)
+
+
+def parquet_rows(source: Path | RemoteFile) -> int:
+    """Rows of a local or remote Parquet file (from its footer)."""
+    if isinstance(source, RemoteFile):
+        with source.open() as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    return pq.ParquetFile(source).metadata.num_rows
+
+
+def iter_parquet_batches(source: Path | RemoteFile, columns: list[str],
+                         batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most ``batch_rows`` rows of a local or remote Parquet file,
+    read one after another (the file is never held whole)."""
+    if isinstance(source, RemoteFile):
+        with source.open() as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_rows,
+                                                           columns=columns)
+        return
+    yield from pq.ParquetFile(source).iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def _join(base: str, name: str) -> str:
