@@ -190,3 +190,35 @@ def test_cli_prepares_then_the_run_uses_the_latest_snapshot(
     assert main(["registry", "prepare", "--config",
                  str(write_config(config_broken, registry=broken)), "--as-of", RUN_DATE]) == 2
     assert "missing column" in capsys.readouterr().err
+
+
+def test_batches_and_buckets_do_not_change_the_files(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The streamed preparation (pipelines/registry/build.py) in tiny batches and many
+    birth-year buckets writes the same bytes as in one batch and one bucket (the whole
+    registry at once), and leaves no spill file behind."""
+    from pipelines.registry import build
+
+    def files(folder: Path, batch: int, bucket: int) -> dict[str, str]:
+        monkeypatch.setattr(build, "BATCH_ROWS", batch)
+        monkeypatch.setattr(build, "BUCKET_ROWS", bucket)
+        staging = registry_snapshot.stage(SOURCE, folder, 3, sha256_of(SOURCE))
+        assert [p.name for p in (folder / ".staging").iterdir()] == [staging.name]
+        return {str(p.relative_to(staging)): sha256_of(p) for p in staging.rglob("*.parquet")}
+
+    whole = files(tmp_path / "whole", 1 << 30, 1 << 30)
+    assert len(whole) == 4
+    assert files(tmp_path / "streamed", 97, 61) == whole
+
+
+def test_a_duplicate_citizen_id_is_refused_and_nothing_is_left(tmp_path: Path) -> None:
+    raw = pq.read_table(SOURCE)
+    ids = raw["citizen_id"].to_pylist()
+    ids[-1] = ids[0]
+    broken = tmp_path / "citizens.parquet"
+    pq.write_table(raw.set_column(raw.schema.get_field_index("citizen_id"), "citizen_id",
+                                  pa.array(ids, raw.schema.field("citizen_id").type)), broken)
+    folder = tmp_path / "registry"
+    with pytest.raises(RegistryError, match="citizen_id is not unique"):
+        registry_snapshot.prepare(broken, folder, 2, as_of=AS_OF)
+    assert not list((folder / ".staging").iterdir())
