@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-ArrayLike = pa.Array | pa.ChunkedArray | pd.Series | Sequence[object]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    ArrayLike = pa.Array | pa.ChunkedArray | pd.Series | Sequence[object]
+else:  # pandas is imported only where a Series is met (it costs a second to import)
+    ArrayLike = pa.Array | pa.ChunkedArray | Sequence[object]
 
 
 def as_string_array(values: ArrayLike) -> pa.Array:
@@ -23,6 +28,8 @@ def as_string_array(values: ArrayLike) -> pa.Array:
         try:
             values = pa.array(values, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
+            import pandas as pd
+
             series = pd.Series(values, dtype=object)
             values = pa.array(series.astype(str).where(series.notna(), None), pa.string())
     if pa.types.is_dictionary(values.type):

@@ -19,4 +19,6 @@ CELERY_CONFIG = dict(DEFAULT_CELERY_CONFIG)
 
 if os.environ.get("SIMRECON_PRELOAD_STAGES") == "1":
     import expectations  # noqa: F401
-    import pipelines.stages  # noqa: F401
+    import pipelines.stages
+
+    pipelines.stages.load_all()

@@ -39,7 +39,6 @@ from matching.model import (
     RegistryStatistics,
 )
 from pipelines.errors import RegistryError
-from pipelines.quality import facts, gates
 from pipelines.reconcile.sharding import HASH_NAME
 from pipelines.registry.build import build
 from pipelines.storage import objectstore
@@ -246,6 +245,7 @@ def gate(staging: Path, as_of: date, example_rows: int) -> dict:
     """Run the ``registry_prepared`` suite over the staged snapshot; keep the result in
     ``gate.json``. Raises ``RegistryGateFailed`` (staging removed) when it fails."""
     from expectations.registry import registry_suite
+    from pipelines.quality import facts, gates  # pandas and GX: only this step
 
     draft = read_json(staging / "draft.json")
     shards = [f["path"] for f in draft["files"]  # type: ignore[index]

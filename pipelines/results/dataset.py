@@ -21,12 +21,15 @@ import re
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 RESULTS_DIR = "results"
 LEGACY_FILE = "results.parquet"
@@ -97,6 +100,8 @@ class RunResults:
         return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
 
     def _dataset(self, files: Sequence[Path] | None = None) -> ds.Dataset:
+        import pyarrow.dataset as ds  # imports pandas: only for the readers that scan
+
         return ds.dataset([str(f) for f in (files or self.files)], format="parquet",
                           schema=self.schema)
 

@@ -4,74 +4,71 @@ Each function is one stage of a run for one run date. They communicate only
 through files in the run's staging folder, so any of them can be retried on
 its own; each returns a small JSON-able summary (fit for XCom). Logs carry
 counts only, never citizen data.
+
+The stage functions are imported when first used (``__getattr__``): a task or a
+command loads only its own stage's module and what that needs, not every stage's
+libraries (``simrecon registry prepare`` never imports the history store or the
+report). ``load_all`` imports them all (a worker that preloads).
 """
 
-from pipelines.stages.common import store_of
-from pipelines.stages.intake import gate_export, ingest_telco, normalise_telco, partition_telco
-from pipelines.stages.lookup import refresh_lookup_index
-from pipelines.stages.outputs import (
-    approve_publication,
-    build_report,
-    check_run,
-    gate_corrections,
-    publish_run,
-    write_corrections,
-)
-from pipelines.stages.reconcile import (
-    choose_candidates,
-    collect_searched,
-    flag_shard,
-    flag_subscriptions,
-    gate_results,
-    match_shard,
-    match_subscriptions,
-    plan_shards,
-    search_candidates,
-    search_registry_shard,
-    spanning_flags,
-    write_review_queue,
-)
-from pipelines.stages.registry import (
-    gate_prepared_registry,
-    gate_registry,
-    prepare_registry,
-    publish_registry,
-    refresh_registry,
-)
-from pipelines.stages.review import import_review_inbox
-from pipelines.stages.run import plan_run, run_all
+from __future__ import annotations
 
-__all__ = [
-    "approve_publication",
-    "build_report",
-    "check_run",
-    "choose_candidates",
-    "collect_searched",
-    "flag_shard",
-    "flag_subscriptions",
-    "gate_corrections",
-    "gate_export",
-    "gate_prepared_registry",
-    "gate_registry",
-    "gate_results",
-    "import_review_inbox",
-    "ingest_telco",
-    "match_shard",
-    "match_subscriptions",
-    "normalise_telco",
-    "partition_telco",
-    "plan_run",
-    "plan_shards",
-    "prepare_registry",
-    "publish_registry",
-    "publish_run",
-    "refresh_lookup_index",
-    "refresh_registry",
-    "run_all",
-    "search_candidates",
-    "search_registry_shard",
-    "spanning_flags",
-    "store_of",
-    "write_corrections",
-    "write_review_queue",
-]
+import importlib
+from typing import Any
+
+# Each stage function and the module of pipelines.stages that defines it.
+_MODULE_OF = {
+    "approve_publication": "outputs",
+    "build_report": "outputs",
+    "check_run": "outputs",
+    "choose_candidates": "reconcile",
+    "collect_searched": "reconcile",
+    "flag_shard": "reconcile",
+    "flag_subscriptions": "reconcile",
+    "gate_corrections": "outputs",
+    "gate_export": "intake",
+    "gate_prepared_registry": "registry",
+    "gate_registry": "registry",
+    "gate_results": "reconcile",
+    "import_review_inbox": "review",
+    "ingest_telco": "intake",
+    "match_shard": "reconcile",
+    "match_subscriptions": "reconcile",
+    "normalise_telco": "intake",
+    "partition_telco": "intake",
+    "plan_run": "run",
+    "plan_shards": "reconcile",
+    "prepare_registry": "registry",
+    "publish_registry": "registry",
+    "publish_run": "outputs",
+    "refresh_lookup_index": "lookup",
+    "refresh_registry": "registry",
+    "run_all": "run",
+    "search_candidates": "reconcile",
+    "search_registry_shard": "reconcile",
+    "spanning_flags": "reconcile",
+    "store_of": "common",
+    "write_corrections": "outputs",
+    "write_review_queue": "reconcile",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+def load_all() -> None:
+    """Import every stage module now (a worker that preloads them before forking)."""
+    for name in __all__:
+        __getattr__(name)

@@ -4,24 +4,21 @@ refresh (dags/citizen_registry_refresh.py, ``simrecon registry prepare``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pipelines.config import RunConfig, load_config, parse_run_date
 from pipelines.errors import (
     RegistryError,
 )
-from pipelines.quality import gates
 from pipelines.registry import snapshot as registry_snapshot
-from pipelines.stages.common import (
-    log,
-    planned_context,
-    write_gate,
-)
 from pipelines.storage.files import (
     read_json,
     write_json,
 )
 from pipelines.storage.workarea import in_work_area
+
+log = logging.getLogger("simrecon.stages")
 
 
 @in_work_area("run_registry")
@@ -35,6 +32,11 @@ def gate_registry(config_path: str, run_date: str) -> dict:
     otherwise the latest snapshot the registry refresh published. The check reads no
     row: manifest, files, counts, the snapshot's gate, no birth after the run date.
     """
+    # Here, not at the top: a registry refresh needs neither the run's folders nor the
+    # history store (pipelines.stages.common).
+    from pipelines.quality import gates
+    from pipelines.stages.common import planned_context, write_gate
+
     config, paths = planned_context(config_path, run_date)
     settings, folder = config.prepared_registry, config.prepared_registry_path
     day = parse_run_date(run_date)
