@@ -1,7 +1,8 @@
 """Prepared registry snapshots: validated and normalised once, hash-partitioned by citizen ID.
 
-A raw registry snapshot (``registry`` in the run configuration) is read and
-normalised by ``pipelines.registry.load_registry``, given the columns that need
+A raw registry snapshot (``registry`` in the run configuration) is read batch by batch
+and normalised (``pipelines.registry.source.normalise``; streamed in bounded memory by
+``pipelines.registry.build``), given the columns that need
 the whole registry (``registry_row``, ``name_frequency``, ``legacy_citizens``, the
 size of each citizen's candidate-search blocks) and the registry's statistics for
 scoring (its size, the chance that two citizens share a birth date or year: in the
