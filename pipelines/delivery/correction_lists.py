@@ -279,8 +279,9 @@ KEYS_SCHEMA = pa.schema([("telco", pa.string()), ("msisdn", pa.string()),
 
 def write_keys(keys: pd.DataFrame, path: Path) -> Path:
     """The telco's classified flag keys, as the flag history records them at publish:
-    each key once (rows sharing a number share its keys)."""
-    keys = keys.drop_duplicates(history.KEY)
+    each key once (rows sharing a number share its keys), in key order, so the history's
+    index is appended to when they are recorded."""
+    keys = keys.drop_duplicates(history.KEY).sort_values(history.KEY, kind="stable")
     table = pa.table({
         "telco": pa.array(keys["telco"].tolist() if len(keys) else [], pa.string()),
         "msisdn": pa.array(keys["msisdn"].tolist() if len(keys) else [], pa.string()),
