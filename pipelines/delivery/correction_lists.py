@@ -182,7 +182,7 @@ def resolved_table(resolved: pd.DataFrame) -> pa.Table:
 def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
                    results: RunResults, flagged: pa.Table, quarantine: list[Path],
                    store: history.Store | None, policy: deadlines.DeadlinePolicy,
-                   keys_out: Path | None = None, batch_rows: int = 65_536,
+                   keys_out: Path | None = None, batch_rows: int = 16_384,
                    extra_files: list[Path] | None = None) -> dict:
     """Write ``telco``'s list (CSV and workbook, streamed from ``results`` in source
     order), its resolved and resend lists and its delivery manifest (last); return the

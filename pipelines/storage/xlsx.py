@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from pipelines.storage.files import Digest, record_digest, sha256_of
 from pipelines.storage.modes import make_dirs, open_private
 
-BATCH_ROWS = 50_000
+BATCH_ROWS = 20_000  # rows of sheet XML built at once: ~35 MB of XML, whatever the list
 MAX_WIDTH = 60  # characters; longer text wraps off-screen, the filter still finds it
 MAX_SHEET_ROWS = 1_048_576  # Excel's limit, header included
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
