@@ -182,7 +182,7 @@ def resolved_table(resolved: pd.DataFrame) -> pa.Table:
 def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
                    results: RunResults, flagged: pa.Table, quarantine: list[Path],
                    store: history.Store | None, policy: deadlines.DeadlinePolicy,
-                   keys_out: Path | None = None, batch_rows: int = 65_536,
+                   keys_out: Path | None = None, batch_rows: int = 16_384,
                    extra_files: list[Path] | None = None) -> dict:
     """Write ``telco``'s list (CSV and workbook, streamed from ``results`` in source
     order), its resolved and resend lists and its delivery manifest (last); return the
@@ -279,8 +279,9 @@ KEYS_SCHEMA = pa.schema([("telco", pa.string()), ("msisdn", pa.string()),
 
 def write_keys(keys: pd.DataFrame, path: Path) -> Path:
     """The telco's classified flag keys, as the flag history records them at publish:
-    each key once (rows sharing a number share its keys)."""
-    keys = keys.drop_duplicates(history.KEY)
+    each key once (rows sharing a number share its keys), in key order, so the history's
+    index is appended to when they are recorded."""
+    keys = keys.drop_duplicates(history.KEY).sort_values(history.KEY, kind="stable")
     table = pa.table({
         "telco": pa.array(keys["telco"].tolist() if len(keys) else [], pa.string()),
         "msisdn": pa.array(keys["msisdn"].tolist() if len(keys) else [], pa.string()),

@@ -725,12 +725,29 @@ def fetch_flagged(results: RunResults, keys: pa.Table, limit: int) -> tuple[pa.T
     shard = np.asarray(chosen["shard"].to_numpy(), dtype=np.int64) if chosen.num_rows \
         else np.zeros(0, np.int64)
     for k in np.unique(shard):
-        mine = chosen.filter(pa.array(shard == k))
-        rows = pq.read_table(results.files[int(k)],
-                             filters=pc.field("source_row").isin(mine["source_row"]))
-        parts.append(rows.filter(pc.is_in(_row_keys(rows), value_set=_row_keys(mine))))
+        parts.append(_read_rows(results.files[int(k)], chosen.filter(pa.array(shard == k))))
     table = pa.concat_tables(parts) if parts else pq.read_schema(results.files[0]).empty_table()
     return _in_source_order(table), total
+
+
+def _read_rows(path: Path, wanted: pa.Table) -> pa.Table:
+    """The rows of one results part whose (telco, source_row) are in ``wanted``: found
+    from those two columns, then only the row groups holding them decoded whole (the
+    sample sits in the first rows of each telco, so most row groups are skipped)."""
+    part = pq.ParquetFile(path)
+    keys = part.read(columns=["telco", "source_row"])
+    positions = np.flatnonzero(pc.is_in(_row_keys(keys), value_set=_row_keys(wanted))
+                               .to_numpy(zero_copy_only=False))
+    sizes = [part.metadata.row_group(i).num_rows for i in range(part.num_row_groups)]
+    starts = np.cumsum([0, *sizes])
+    groups = np.unique(np.searchsorted(starts, positions, side="right") - 1)
+    if len(groups) == 0:
+        return part.schema_arrow.empty_table()
+    # Each position within the row groups read, which sit back to back.
+    group_of = np.searchsorted(starts, positions, side="right") - 1
+    offset = np.cumsum([0, *(sizes[g] for g in groups)])
+    local = positions - starts[group_of] + offset[np.searchsorted(groups, group_of)]
+    return part.read_row_groups(groups.tolist()).take(pa.array(local))
 
 
 def settings_of(config: RunConfig) -> dict:

@@ -143,8 +143,11 @@ class RunResults:
 
     def _stream(self, path: Path, columns: list[str], condition: pc.Expression,
                 batch_rows: int) -> Iterator[pa.Table]:
+        # No read-ahead: a merge holds one stream per shard, and each stream's
+        # look-ahead of decoded batches (16 by default) would set the memory.
         scanner = self._dataset([path]).scanner(columns=columns, filter=condition,
-                                                batch_size=batch_rows, use_threads=False)
+                                                batch_size=batch_rows, use_threads=False,
+                                                batch_readahead=0, fragment_readahead=0)
         for batch in scanner.to_batches():
             if batch.num_rows:
                 yield pa.Table.from_batches([batch])

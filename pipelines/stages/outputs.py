@@ -189,9 +189,12 @@ def _after_swap(config: RunConfig, paths: RunPaths, run_date: str,
     recorded = [t for t in telcos if paths.flag_keys(t).exists()]
     if recorded:
         def batches():  # type: ignore[no-untyped-def]
+            # Arrow, not pandas, and in key order (correction_lists.write_keys): the
+            # history appends them fast (history.record_batches).
             for telco in recorded:
-                for batch in pq.ParquetFile(paths.flag_keys(telco)).iter_batches():
-                    yield batch.to_pandas()
+                for batch in pq.ParquetFile(paths.flag_keys(telco)).iter_batches(
+                        batch_size=history.INSERT_BATCH):
+                    yield pa.Table.from_batches([batch])
 
         history.record_batches(store_of(config), run_date, recorded, batches(),
                                datetime.now(UTC).isoformat(timespec="seconds"))

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from pipelines.storage.files import Digest, record_digest, sha256_of
 from pipelines.storage.modes import make_dirs, open_private
 
-BATCH_ROWS = 50_000
+BATCH_ROWS = 20_000  # rows of sheet XML built at once: ~35 MB of XML, whatever the list
 MAX_WIDTH = 60  # characters; longer text wraps off-screen, the filter still finds it
 MAX_SHEET_ROWS = 1_048_576  # Excel's limit, header included
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -282,10 +282,18 @@ def _widths(table: pa.Table, sample: int = WIDTH_SAMPLE) -> list[int]:
 def _rows_xml(batch: pa.RecordBatch, *, start_row: int, letters: list[str]) -> memoryview:
     numbers = np.arange(start_row, start_row + batch.num_rows, dtype=np.int64)
     rows = pa.array(numbers).cast(pa.string())
-    cells = [_cells(column, letter, rows)
-             for column, letter in zip(batch.columns, letters, strict=True)]
-    joined = pc.binary_join_element_wise('<row r="', rows, '">', *cells, "</row>", "")
-    return _concatenated(joined)
+    pieces: list[pa.Array | str] = ['<row r="', rows, '">']
+    for column, letter in zip(batch.columns, letters, strict=True):
+        pieces += _cells(column, letter, rows)
+    pieces.append("</row>")
+    # One join for the whole row: adjacent literal pieces merged first.
+    merged: list[pa.Array | str] = []
+    for piece in pieces:
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return _concatenated(pc.binary_join_element_wise(*merged, ""))
 
 
 def _concatenated(strings: pa.Array) -> memoryview:
@@ -297,24 +305,31 @@ def _concatenated(strings: pa.Array) -> memoryview:
     return memoryview(data)[int(offsets[0]):int(offsets[-1])]
 
 
-def _cells(column: pa.Array, letter: str, rows: pa.Array) -> pa.Array:
-    """Each value's ``<c>`` element (an empty ``<c r=".."/>`` for null)."""
-    ref = pc.binary_join_element_wise(f'<c r="{letter}', rows, "")
+def _cells(column: pa.Array, letter: str, rows: pa.Array) -> list[pa.Array | str]:
+    """Each value's ``<c>`` element (an empty ``<c r=".."/>`` for null), as the pieces of
+    the row's join: a column without nulls is joined with its row's other cells in one
+    pass (``_rows_xml``); one with nulls is built here, nulls filled."""
     kind = column.type
     if pa.types.is_dictionary(kind):
         column, kind = column.dictionary_decode(), kind.value_type
     if pa.types.is_boolean(kind):
         values = pc.if_else(column, "1", "0")
-        cell = pc.binary_join_element_wise(ref, '" t="b"><v>', values, "</v></c>", "")
+        middle, end = '" t="b"><v>', "</v></c>"
     elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         if pa.types.is_floating(kind):
             column = pc.if_else(pc.is_finite(column), column, pa.scalar(None, kind))
         values = column.cast(pa.string())
-        cell = pc.binary_join_element_wise(ref, '"><v>', values, "</v></c>", "")
+        middle, end = '"><v>', "</v></c>"
     else:
-        cell = pc.binary_join_element_wise(ref, '" t="inlineStr"><is><t xml:space="preserve">',
-                                           _escape_text(_as_text(column)), "</t></is></c>", "")
-    return pc.fill_null(cell, pc.binary_join_element_wise(ref, '"/>', ""))
+        text = _as_text(column)
+        # Dates and times are digits and separators: nothing to escape.
+        values = text if pa.types.is_temporal(kind) else _escape_text(text)
+        middle, end = '" t="inlineStr"><is><t xml:space="preserve">', "</t></is></c>"
+    if values.null_count == 0:
+        return [f'<c r="{letter}', rows, middle, values, end]
+    cell = pc.binary_join_element_wise(f'<c r="{letter}', rows, middle, values, end, "")
+    return [pc.fill_null(cell, pc.binary_join_element_wise(f'<c r="{letter}', rows, '"/>',
+                                                           ""))]
 
 
 def _as_text(column: pa.Array) -> pa.Array:
@@ -323,6 +338,8 @@ def _as_text(column: pa.Array) -> pa.Array:
         return pc.replace_substring_regex(pc.strftime(column, format="%Y-%m-%dT%H:%M:%S"),
                                           r"\.\d+$", "")
     if pa.types.is_date(kind):
+        if pa.types.is_date32(kind) and _iso_castable(column):
+            return column.cast(pa.string())  # ISO already, and many times faster
         return pc.strftime(column, format="%Y-%m-%d")
     if pa.types.is_string(kind):
         return column
@@ -334,8 +351,26 @@ def _as_text(column: pa.Array) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
 
 
+# date32 days of 0001-01-01 and 9999-12-31: the range whose string cast is the ISO
+# date strftime writes (four-digit years).
+_ISO_DAYS = (-719_162, 2_932_896)
+
+
+def _iso_castable(column: pa.Array) -> bool:
+    """Whether a date32 column's string cast is its ISO date (every year four digits)."""
+    bounds = pc.min_max(column.cast(pa.int32()))
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    return low is None or (low >= _ISO_DAYS[0] and high <= _ISO_DAYS[1])
+
+
+_XML_SPECIAL = r"[&<>\x00-\x08\x0B\x0C\x0E-\x1F\x{FFFE}\x{FFFF}]"
+
+
 def _escape_text(values: pa.Array) -> pa.Array:
-    """XML text: &, <, > escaped; characters XML 1.0 forbids replaced by U+FFFD."""
+    """XML text: &, <, > escaped; characters XML 1.0 forbids replaced by U+FFFD. One scan
+    finds whether a column needs any of it (most need none: numbers, codes, dates)."""
+    if not pc.any(pc.match_substring_regex(values, _XML_SPECIAL)).as_py():
+        return values
     for raw, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
         values = pc.replace_substring(values, raw, entity)
     if pc.any(pc.match_substring_regex(values, _ILLEGAL_XML)).as_py():
