@@ -15,7 +15,7 @@ from great_expectations.expectations.row_conditions import Column
 
 from expectations import E, new_suite
 from pipelines.config import GateSettings
-from pipelines.quality.facts import DOCUMENT_PATTERNS, VOCABULARIES
+from pipelines.quality.facts import DOCUMENT_PATTERNS, DOCUMENT_TYPES, VOCABULARIES
 from pipelines.schema import SUBSCRIPTION_FIELDS, TRACE_FIELDS
 
 ROWS_READ = "rows_read"
@@ -90,7 +90,7 @@ def normalised_suite(settings: GateSettings) -> gx.ExpectationSuite:
     for id_type in DOCUMENT_PATTERNS:
         expectations.append(E.ExpectColumnValuesToBeInSet(
             column="id_number", value_set=[0], mostly=1 - settings.max_malformed_id_share,
-            row_condition=Column("document_type") == id_type,
+            row_condition=Column("document_type") == DOCUMENT_TYPES[id_type],
             description=f"{id_type} numbers have the {id_type} shape "
                         f"(at most {settings.max_malformed_id_share:.0%} malformed)"))
     return new_suite("telco_export_normalised", expectations)

@@ -9,10 +9,6 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from pipelines.config import ConfigError
-from pipelines.errors import RegistryError
-from pipelines.lookup.settings import LookupSettingsError
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "simrecon.yaml"
 
@@ -26,11 +22,14 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.stages import run_all
-    from pipelines.stages.run import default_workers
+    from pipelines.deploy.workers import default_workers, start_fork_server
 
-    outcome = run_all(str(args.config), args.run_date,
-                      workers=args.workers if args.workers else default_workers())
+    workers = args.workers if args.workers else default_workers()
+    if workers > 1:
+        start_fork_server()  # its imports run beside this process's own (next line)
+    from pipelines.stages import run_all
+
+    outcome = run_all(str(args.config), args.run_date, workers=workers)
     print(f"run folder:       {outcome['run_dir']}")
     print(f"report:           {outcome['report']}")
     for path in outcome["correction_lists"]:
@@ -379,7 +378,15 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return args.func(args)
-    except (ConfigError, RegistryError, LookupSettingsError) as exc:
+    except Exception as exc:
+        # Imported here: pipelines.config pulls in pyarrow and pandas, which ``simrecon
+        # run`` should not wait for before it starts its workers (_cmd_run).
+        from pipelines.config import ConfigError
+        from pipelines.errors import RegistryError
+        from pipelines.lookup.settings import LookupSettingsError
+
+        if not isinstance(exc, ConfigError | RegistryError | LookupSettingsError):
+            raise
         print(f"simrecon: error: {exc}", file=sys.stderr)
         return 2
 

@@ -133,7 +133,8 @@ def gate_export(config_path: str, run_date: str, telco: str) -> dict:
 
     def parts():  # type: ignore[no-untyped-def]
         for shard in range(read_json(paths.partitioned(telco))["shards"]):  # type: ignore[index]
-            rows = pq.read_table(paths.subscription_shard(telco, shard))
+            rows = pq.read_table(paths.subscription_shard(telco, shard),
+                                 columns=list(facts.EXPORT_COLUMNS))
             yield facts.export_facts(rows, run_date=day,
                                      earliest_activation=settings.earliest_activation), rows
 

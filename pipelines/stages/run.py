@@ -10,16 +10,14 @@ Celery or Kubernetes executor, docs/deployment.md.)
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.correction_cycle import review
+from pipelines.deploy.workers import pool as _pool
 from pipelines.errors import TelcoInputError
 from pipelines.stages.common import context, log, store_of
 from pipelines.stages.intake import gate_export, ingest_telco, normalise_telco, partition_telco
@@ -63,59 +61,6 @@ def plan_run(config_path: str, run_date: str) -> list[str]:
     return telcos
 
 
-def default_workers() -> int:
-    """Processes ``simrecon run`` uses by default: one per CPU this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _die_with_run(run_pid: int) -> None:
-    """A worker ends when the process that runs the stages (``run_pid``) ends, however it
-    ends (a kill included), so a killed run leaves no worker writing into a folder the
-    next run rebuilds. (Its parent is the fork server, which outlives the run while
-    workers hold it open: watching the parent is not enough.)"""
-
-    def watch() -> None:
-        while True:
-            try:
-                os.kill(run_pid, 0)
-            except ProcessLookupError:
-                os._exit(1)
-            except PermissionError:
-                pass
-            time.sleep(1.0)
-
-    threading.Thread(target=watch, name="simrecon-run-watch", daemon=True).start()
-
-
-class _InProcess(Executor):
-    """``workers=1``: every task in this process, in order."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
-
-
-def _pool(workers: int) -> Executor:
-    if workers <= 1:
-        return _InProcess()
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() \
-        else "spawn"
-    mp = multiprocessing.get_context(method)
-    if method == "forkserver":
-        # Imported once in the fork server, shared by every worker: the stages and the
-        # gates' Great Expectations (seconds to import, in every gate task otherwise).
-        mp.set_forkserver_preload(["pipelines.stages", "expectations"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp,
-                               initializer=_die_with_run, initargs=(os.getpid(),))
-
-
 def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
     """Every stage in order (the CLI's ``simrecon run``); mapped stages in up to
     ``workers`` processes. Returns where the outputs are and each stage's seconds."""
@@ -147,17 +92,86 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         log.info("stage %s done in %.2fs (%d task(s))", name, timings[name], len(futures))
         return out
 
+    def chained(steps: Sequence[tuple[str, Callable[..., Any]]], items: list[str], *,
+                after: Future | None = None, after_step: int = 0,
+                telcos: bool = True) -> list[list[Any]]:
+        """Per-telco chains: each telco's next step is submitted as soon as its previous
+        step ends (telcos side by side, no barrier between steps); step ``after_step``
+        also waits for ``after`` (its failure is raised). With ``telcos``, a telco's bad
+        input (``TelcoInputError``) is logged and ends its chain. Each step is logged when its
+        last task ends, with the seconds since the previous step's last one ended.
+        Returns, per step, the results of the telcos that passed it, in ``items`` order."""
+        start = time.perf_counter()
+        results: list[dict[str, Any]] = [{} for _ in steps]
+        remaining = [len(items)] * len(steps)  # telcos that may still end each step
+        ends = [start] * len(steps)
+        logged = 0
+        pending: dict[Future, tuple[str, int]] = {}
+        held: list[str] = []
+
+        def log_ended() -> None:
+            nonlocal logged
+            while logged < len(steps) and remaining[logged] == 0:
+                before = ends[logged - 1] if logged else start
+                ends[logged] = max(ends[logged], before)
+                seconds = round(ends[logged] - before, 3)
+                timings[steps[logged][0]] = seconds
+                log.info("stage %s done in %.2fs (%d task(s), telcos side by side)",
+                         steps[logged][0], seconds, len(results[logged]))
+                logged += 1
+
+        def submit(item: str, k: int) -> None:
+            if k == len(steps):
+                return
+            if k == after_step and after is not None:
+                if not after.done():
+                    held.append(item)
+                    return
+                after.result()  # its failure stops the run before this step
+            pending[pool.submit(steps[k][1], config_path, run_date, item)] = (item, k)
+
+        for item in items:
+            submit(item, 0)
+        while pending or held:
+            if held and after is not None and after.done():
+                after.result()
+                waiting, held[:] = list(held), []
+                for item in waiting:
+                    submit(item, after_step)
+                continue
+            watched = set(pending) | ({after} if held and after is not None else set())
+            finished, _ = wait(watched, return_when=FIRST_COMPLETED)
+            for future in finished:
+                if future not in pending:
+                    continue
+                item, k = pending.pop(future)
+                try:
+                    results[k][item] = future.result()
+                except TelcoInputError as exc:
+                    if not telcos:
+                        raise
+                    log.error("telco %s skipped: %s", item, exc)
+                    for j in range(k, len(steps)):
+                        remaining[j] -= 1
+                else:
+                    remaining[k] -= 1
+                    submit(item, k + 1)
+                ends[k] = time.perf_counter()
+            log_ended()
+        log_ended()
+        return [[r[i] for i in items if i in r] for r in results]
+
     with _pool(workers) as pool:
         telcos = timed("plan", plan_run, config_path, run_date)
-        # The registry gate runs beside the telcos' reading: they do not need it.
-        start = time.perf_counter()
+        # Each telco goes through its chain on its own; the registry gate runs beside the
+        # telcos' reading (cutting into shards needs its snapshot).
+        started = time.perf_counter()
         registry = pool.submit(gate_registry, config_path, run_date)
-        read = mapped("ingest+normalise", _read_telco, telcos, telcos=True)
+        registry.add_done_callback(lambda _: timings.__setitem__(
+            "gate_registry (beside ingest)", round(time.perf_counter() - started, 3)))
+        chained([("ingest+normalise", _read_telco), ("partition", partition_telco),
+                 ("gate_export", gate_export)], telcos, after=registry, after_step=1)
         registry.result()
-        timings["gate_registry (beside ingest)"] = round(time.perf_counter() - start, 3)
-        ready = [r["telco"] for r in read]
-        cut = mapped("partition", partition_telco, ready, telcos=True)
-        mapped("gate_export", gate_export, [c["telco"] for c in cut], telcos=True)
         shards = timed("plan_shards", plan_shards, config_path, run_date)
         mapped("match_shard", match_shard, shards)
         # The search, one task per registry shard, shares the workers with the rules that
@@ -168,11 +182,17 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         timed("choose_candidates", choose_candidates, config_path, run_date)
         timed("spanning_flags(wait)", spanning.result)  # only what was left after the search
         mapped("flag", flag_shard, shards)
-        mapped("review_queue+gate_results", _step, ["write_review_queue", "gate_results"])
+        # The review queue is written beside the results gate and the correction lists
+        # (nothing reads it in the run); the lists wait for the results gate, as in the DAG.
+        queue = pool.submit(_step, config_path, run_date, "write_review_queue")
+        gated = pool.submit(_step, config_path, run_date, "gate_results")
+        timed("gate_results", gated.result)
         # Every planned telco, as in the DAG: a telco that did not make it is skipped
         # inside (the stage knows; here, with shared_work, the files are not on this disk).
-        mapped("corrections", write_corrections, telcos)
-        mapped("gate_corrections", gate_corrections, telcos)
+        # Each telco's list is checked as soon as it is written.
+        chained([("corrections", write_corrections), ("gate_corrections", gate_corrections)],
+                telcos, telcos=False)
+        timed("review_queue(wait)", queue.result)
         timed("report", build_report, config_path, run_date)
         timed("approve", approve_publication, config_path, run_date)
         published = timed("publish", publish_run, config_path, run_date)
