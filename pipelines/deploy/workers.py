@@ -16,8 +16,11 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
-# What the fork server imports once for every worker.
-PRELOAD = ["pipelines.stages", "expectations"]
+from pipelines.stages import STAGE_MODULES
+
+# What the fork server imports once for every worker: every stage module (the package
+# itself imports its stages lazily, so naming it would preload nothing) and the gates.
+PRELOAD = [*STAGE_MODULES, "expectations"]
 
 
 def default_workers() -> int:

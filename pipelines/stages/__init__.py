@@ -53,6 +53,8 @@ _MODULE_OF = {
 }
 
 __all__ = sorted(_MODULE_OF)
+# Every module that defines a stage, importable by name (a fork server's preload list).
+STAGE_MODULES = [f"pipelines.stages.{module}" for module in sorted(set(_MODULE_OF.values()))]
 
 
 def __getattr__(name: str) -> Any:
