@@ -79,6 +79,25 @@ def _index_in(keys: pa.Array, universe: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(index, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+def _number_index(values: np.ndarray, universe: pa.Array, width: int) -> np.ndarray:
+    """Per value (a number of ``width`` digits as an integer), the index of its first
+    occurrence in ``universe`` (-1: none), as :func:`_index_in` of the digit strings would
+    give it: a string equals a ``width``-digit number exactly where it is ``width`` ASCII
+    digits of the same value. Integers sorted once and searched in, instead of hashing
+    every variant's string against the universe (a hundred variants per number)."""
+    universe = as_string_array(universe)
+    numbers = np.flatnonzero(as_bool_mask(
+        pc.match_substring_regex(universe, f"^[0-9]{{{width}}}$")))
+    if not numbers.size or not len(values):
+        return np.full(len(values), -1, dtype=np.int64)
+    known = np.asarray(pc.cast(universe.take(pa.array(numbers, pa.int64())), pa.int64()),
+                       dtype=np.int64)
+    order = np.argsort(known, kind="stable")  # equal numbers: the first occurrence first
+    ordered = known[order]
+    at = np.minimum(np.searchsorted(ordered, values, side="left"), len(ordered) - 1)
+    return np.where(ordered[at] == values, numbers[order[at]], -1)
+
+
 def link_by_document(
     id_type: pa.Array,
     id_number: pa.Array,
@@ -475,6 +494,8 @@ class SearchedSide:
 
     variant_rows: np.ndarray  # int64 searched row of each variant
     variants: pa.Array  # 12-digit (CCCD) or 9-digit (CMND) numbers one slip away
+    variant_values: np.ndarray  # int64: each variant as an integer
+    variant_widths: np.ndarray  # int64: its number of digits (12 or 9)
     repaired: pa.Array  # lookalike letters read as digits
     repaired_changed: np.ndarray  # bool: the repair changed the number
     parts: BlockingParts | None  # None: string keys wanted instead
@@ -506,9 +527,12 @@ def searched_side(*, full_name: pa.Array, date_of_birth: pa.Array, dob_precision
                 rows_parts.append(searched[np.asarray(variants["row"].to_numpy(), np.int64)])
                 variant_parts.append(variants["variant"].combine_chunks())
     repaired = repaired_number(id_number)
+    variants = pa.concat_arrays(variant_parts) if variant_parts else pa.array([], pa.string())
     return SearchedSide(
         variant_rows=np.concatenate(rows_parts) if rows_parts else np.empty(0, np.int64),
-        variants=pa.concat_arrays(variant_parts) if variant_parts else pa.array([], pa.string()),
+        variants=variants,
+        variant_values=np.asarray(pc.cast(variants, pa.int64()), dtype=np.int64),
+        variant_widths=np.asarray(pc.utf8_length(variants), dtype=np.int64),
         repaired=repaired,
         repaired_changed=as_bool_mask(pc.not_equal(repaired, pc.utf8_upper(id_number))),
         parts=blocking_parts(full_name, date_of_birth, dob_precision, id_birth_year, id_sex)
@@ -559,12 +583,11 @@ def plan_candidates(
     registry_citizen_id = as_string_array(registry_citizen_id)
     rows_parts, cit_parts = [], []
     if len(side.variants):
-        width = np.asarray(pc.utf8_length(side.variants), dtype=np.int64)
         for size, universe in ((12, registry_citizen_id), (9, registry_legacy_id)):
-            at = np.flatnonzero(width == size)
+            at = np.flatnonzero(side.variant_widths == size)
             if universe is None or not at.size:
                 continue
-            found = _index_in(side.variants.take(pa.array(at)), as_string_array(universe))
+            found = _number_index(side.variant_values[at], universe, size)
             keep = found >= 0
             rows_parts.append(side.variant_rows[at[keep]])
             cit_parts.append(found[keep])
