@@ -268,8 +268,9 @@ def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
         _take(shard["date_of_birth"], cit), _take(shard["dob_precision"], cit))
     gender = compare_genders(_take(searched["gender"], row), _take(shard["gender"], cit))
     citizen_id = _take(shard["citizen_id"], cit)
-    doc = compare_documents(_take(searched["id_number"], row), _take(searched["id_issue"], row),
-                            citizen_id, _take(shard["legacy_id"], cit))
+    doc = compare_documents(searched["id_number"].combine_chunks(),
+                            searched["id_issue"].combine_chunks(), citizen_id,
+                            _take(shard["legacy_id"], cit), rows=row)
     before = _take(searched["previous_holder"], row)
     history = np.where(as_bool_mask(pc.is_valid(before)),
                        np.where(as_bool_mask(pc.equal(before, citizen_id)),
