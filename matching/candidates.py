@@ -79,6 +79,33 @@ def _index_in(keys: pa.Array, universe: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(index, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+def _numbers_found(positions: np.ndarray, ordered: np.ndarray, universe: pa.Array,
+                   width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(variant, universe index) of every variant (``ordered``: the values of numbers of
+    ``width`` digits, sorted; ``positions``: where each stands among the variants) found
+    in ``universe``, at the first occurrence of its number there: what :func:`_index_in`
+    of the digit strings finds, since a string equals a ``width``-digit number exactly
+    where it is ``width`` ASCII digits of the same value. The universe's few numbers are
+    looked up in the many variants, sorted once per batch of searched rows."""
+    none = np.empty(0, np.int64)
+    universe = as_string_array(universe)
+    numbers = np.flatnonzero(as_bool_mask(
+        pc.match_substring_regex(universe, f"^[0-9]{{{width}}}$")))
+    if not numbers.size or not len(ordered):
+        return none, none
+    known = np.asarray(pc.cast(universe.take(pa.array(numbers, pa.int64())), pa.int64()),
+                       dtype=np.int64)
+    order = np.argsort(known, kind="stable")  # equal numbers: the first occurrence first
+    known = known[order]
+    first = np.r_[True, known[1:] != known[:-1]]
+    values, citizens = known[first], numbers[order[first]]
+    lo = np.searchsorted(ordered, values, side="left")
+    count = np.searchsorted(ordered, values, side="right") - lo
+    total = int(count.sum())
+    at = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(total)
+    return positions[at], np.repeat(citizens, count)
+
+
 def link_by_document(
     id_type: pa.Array,
     id_number: pa.Array,
@@ -475,9 +502,24 @@ class SearchedSide:
 
     variant_rows: np.ndarray  # int64 searched row of each variant
     variants: pa.Array  # 12-digit (CCCD) or 9-digit (CMND) numbers one slip away
+    # Per width (12, 9): the positions of the variants of that many digits, ordered by
+    # their value as an integer, and those values (for :func:`_numbers_found`).
+    variant_sorted: dict[int, tuple[np.ndarray, np.ndarray]]
     repaired: pa.Array  # lookalike letters read as digits
     repaired_changed: np.ndarray  # bool: the repair changed the number
     parts: BlockingParts | None  # None: string keys wanted instead
+
+
+def _sorted_by_value(variants: pa.Array) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """:attr:`SearchedSide.variant_sorted` of digit-string variants."""
+    values = np.asarray(pc.cast(variants, pa.int64()), dtype=np.int64)
+    widths = np.asarray(pc.utf8_length(variants), dtype=np.int64)
+    out = {}
+    for width in (12, 9):
+        at = np.flatnonzero(widths == width)
+        order = at[np.argsort(values[at], kind="stable")]
+        out[width] = (order, values[order])
+    return out
 
 
 def searched_side(*, full_name: pa.Array, date_of_birth: pa.Array, dob_precision: pa.Array,
@@ -506,9 +548,11 @@ def searched_side(*, full_name: pa.Array, date_of_birth: pa.Array, dob_precision
                 rows_parts.append(searched[np.asarray(variants["row"].to_numpy(), np.int64)])
                 variant_parts.append(variants["variant"].combine_chunks())
     repaired = repaired_number(id_number)
+    variants = pa.concat_arrays(variant_parts) if variant_parts else pa.array([], pa.string())
     return SearchedSide(
         variant_rows=np.concatenate(rows_parts) if rows_parts else np.empty(0, np.int64),
-        variants=pa.concat_arrays(variant_parts) if variant_parts else pa.array([], pa.string()),
+        variants=variants,
+        variant_sorted=_sorted_by_value(variants),
         repaired=repaired,
         repaired_changed=as_bool_mask(pc.not_equal(repaired, pc.utf8_upper(id_number))),
         parts=blocking_parts(full_name, date_of_birth, dob_precision, id_birth_year, id_sex)
@@ -559,15 +603,12 @@ def plan_candidates(
     registry_citizen_id = as_string_array(registry_citizen_id)
     rows_parts, cit_parts = [], []
     if len(side.variants):
-        width = np.asarray(pc.utf8_length(side.variants), dtype=np.int64)
         for size, universe in ((12, registry_citizen_id), (9, registry_legacy_id)):
-            at = np.flatnonzero(width == size)
-            if universe is None or not at.size:
+            if universe is None:
                 continue
-            found = _index_in(side.variants.take(pa.array(at)), as_string_array(universe))
-            keep = found >= 0
-            rows_parts.append(side.variant_rows[at[keep]])
-            cit_parts.append(found[keep])
+            variant, citizen = _numbers_found(*side.variant_sorted[size], universe, size)
+            rows_parts.append(side.variant_rows[variant])
+            cit_parts.append(citizen)
     by_repair = _index_in(side.repaired, registry_citizen_id)
     hit = side.repaired_changed & (by_repair >= 0)
     rows_parts.append(np.flatnonzero(hit))

@@ -123,24 +123,36 @@ def compare_documents(
     id_issue: ArrayLike,
     citizen_id: ArrayLike,
     legacy_id: ArrayLike,
+    *,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per (row, candidate) pair: the :class:`DocLevel` of the number the row carries.
 
     ``id_number``/``id_issue`` are the row's normalised number and issue (a number
     whose lost leading zero was restored is also compared as written, without it);
     ``citizen_id``/``legacy_id`` the candidate's CCCD and old CMND (null: none).
+    ``rows``: the pairs' rows, when ``id_number``/``id_issue`` are given once per row
+    (the row's side is then prepared once per row, not once per candidate).
     """
     number = as_string_array(id_number)
     issue = as_string_array(id_issue)
     cid = as_string_array(citizen_id)
     legacy = as_string_array(legacy_id)
-    n = len(number)
-    if not n == len(issue) == len(cid) == len(legacy):
-        raise ValueError("id_number, id_issue, citizen_id and legacy_id must have one length")
+    if not len(number) == len(issue):
+        raise ValueError("id_number and id_issue must have one length")
     written = repaired_number(number)
     restored = as_bool_mask(pc.equal(issue, "LEADING_ZERO_RESTORED"))
     as_sent = pc.if_else(pa.array(restored), pc.utf8_slice_codeunits(written, 1),
                          pa.scalar(None, pa.string()))
+    nine, twelve_digits = _digits(written, 9), _digits(written, 12)
+    has_number = as_bool_mask(pc.is_valid(number))
+    if rows is not None:
+        at = pa.array(rows, pa.int64())
+        written, as_sent = written.take(at), as_sent.take(at)
+        nine, twelve_digits, has_number = nine[rows], twelve_digits[rows], has_number[rows]
+    n = len(written)
+    if not n == len(cid) == len(legacy):
+        raise ValueError("id_number, id_issue, citizen_id and legacy_id must have one length")
 
     level = np.zeros(n, dtype=np.int8)
     for form in (written, as_sent):
@@ -148,14 +160,12 @@ def compare_documents(
             level = np.maximum(level, _edit_level(form, target))
 
     far = level == 0
-    twelve = _digits(written, 12) & as_bool_mask(pc.is_valid(cid))
+    twelve = twelve_digits & as_bool_mask(pc.is_valid(cid))
     same_birth = as_bool_mask(pc.equal(pc.utf8_slice_codeunits(written, 3, 6),
                                        pc.utf8_slice_codeunits(cid, 3, 6)))
     same_province = as_bool_mask(pc.equal(pc.utf8_slice_codeunits(written, 0, 3),
                                           pc.utf8_slice_codeunits(cid, 0, 3)))
-    nine = _digits(written, 9)
     has_legacy = as_bool_mask(pc.is_valid(legacy))
-    has_number = as_bool_mask(pc.is_valid(number))
 
     level[far & has_number] = DocLevel.DIFFERENT
     level[far & nine & has_legacy] = DocLevel.CMND_DIFFERENT

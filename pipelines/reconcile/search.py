@@ -20,9 +20,11 @@ the whole registry:
 Everything registry-wide (block sizes for ``candidate_max_block``, name frequencies,
 the registry's size and birth-date statistics) is counted when the snapshot is
 prepared, ties are broken by the citizen's row in the source registry, and sums run
-in a fixed order, so the result is the same whatever the number of shards. Memory:
-one registry shard plus the searched rows, candidate pairs compared
-``SEARCH_CHUNK_PAIRS`` at a time.
+in a fixed order, so the result is the same whatever the number of shards or batches.
+Memory: the searched rows are cut into batches of ``matching.search_batch_rows`` rows and
+one search task is one registry shard x one batch (candidate pairs compared
+``SEARCH_CHUNK_PAIRS`` at a time), so a task's memory is set by the shard and the batch,
+never by the run; :func:`choose` folds the parts one batch at a time.
 
 The thin I/O steps at the end (:func:`search_registry_shard`, :func:`choose_candidates`)
 run them in a run's working folder (``pipelines.reconcile.shard_steps``).
@@ -78,7 +80,7 @@ from pipelines.reconcile.model_file import load_model
 from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
 from pipelines.registry.snapshot import SEARCH_COLUMNS, shard_file
 from pipelines.results.dataset import RunResults
-from pipelines.storage.files import write_parquet
+from pipelines.storage.files import read_json, write_json, write_parquet
 from pipelines.storage.paths import RunPaths
 
 log = logging.getLogger("simrecon.search")
@@ -266,8 +268,9 @@ def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
         _take(shard["date_of_birth"], cit), _take(shard["dob_precision"], cit))
     gender = compare_genders(_take(searched["gender"], row), _take(shard["gender"], cit))
     citizen_id = _take(shard["citizen_id"], cit)
-    doc = compare_documents(_take(searched["id_number"], row), _take(searched["id_issue"], row),
-                            citizen_id, _take(shard["legacy_id"], cit))
+    doc = compare_documents(searched["id_number"].combine_chunks(),
+                            searched["id_issue"].combine_chunks(), citizen_id,
+                            _take(shard["legacy_id"], cit), rows=row)
     before = _take(searched["previous_holder"], row)
     history = np.where(as_bool_mask(pc.is_valid(before)),
                        np.where(as_bool_mask(pc.equal(before, citizen_id)),
@@ -593,69 +596,90 @@ def _unlinked() -> pc.Expression:
         pc.field("id_type").is_null() | (pc.field("id_type") != "PASSPORT"))
 
 
-def collect_searched(config: RunConfig, paths: RunPaths) -> pa.Table:
-    """Every row of the run whose document led nobody (all telcos, all shards), in
-    (telco, source_row) order, as :func:`searched_rows` gives them; written once to
-    ``paths.searched`` (atomically: concurrent writers write the same rows)."""
-    plan = shard_plan(paths)
+def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
+    """Every row of the run whose document led nobody (all telcos, all shards), shard
+    after shard and in (telco, source_row) order within each, as :func:`searched_rows`
+    gives them; cut into batches of ``matching.search_batch_rows`` rows, each written
+    once to ``paths.searched_batch(b)``, with ``paths.search_plan`` (atomically:
+    concurrent writers write the same rows). Returns the search tasks, one per registry
+    shard and batch (:func:`search_tasks`)."""
+    plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
+    schema = pa.schema([NORMALISED_SCHEMA.field(c) for c in SEARCHED_COLUMNS])
     parts = [pq.read_table(paths.matched_shard(k), columns=list(SEARCHED_COLUMNS),
-                           filters=_unlinked())
+                           filters=_unlinked()).cast(schema)
+             .sort_by([("telco", "ascending"), ("source_row", "ascending")])
              for k in range(plan["shards"])]
-    schema = NORMALISED_SCHEMA
-    rows = pa.concat_tables([p.cast(pa.schema([schema.field(c) for c in SEARCHED_COLUMNS]))
-                             for p in parts]) if parts else \
-        pa.schema([schema.field(c) for c in SEARCHED_COLUMNS]).empty_table()
-    rows = rows.sort_by([("telco", "ascending"), ("source_row", "ascending")])
+    rows = pa.concat_tables(parts) if parts else schema.empty_table()
     before = previous_holders(paths.output_dir, paths.run_date, rows["msisdn"])
     table = searched_rows(rows, before)
-    write_parquet(table, paths.searched)
-    log.info("search: %d rows whose document leads nobody, %d with a verified holder of "
-             "their number in the previous run", table.num_rows,
-             table.num_rows - table["previous_holder"].null_count)
-    return table
+    size = config.matching.search_batch_rows
+    batches = max(1, -(-table.num_rows // size))
+    for b in range(batches):
+        write_parquet(table.slice(b * size, size), paths.searched_batch(b))
+    write_json({"rows": table.num_rows, "batch_rows": size, "batches": batches,
+                "shard_rows": [p.num_rows for p in parts]}, paths.search_plan)
+    log.info("search: %d rows whose document leads nobody (%d batch(es)), %d with a "
+             "verified holder of their number in the previous run", table.num_rows,
+             batches, table.num_rows - table["previous_holder"].null_count)
+    return search_tasks(snapshot.shards, batches)
 
 
-def _searched(config: RunConfig, paths: RunPaths) -> pa.Table:
-    if paths.searched.exists():
-        return pq.read_table(paths.searched)
-    return collect_searched(config, paths)
+def search_tasks(registry_shards: int, batches: int) -> list[dict]:
+    """One task per registry shard and batch, JSON-serialisable (mapped tasks), batch
+    after batch: a process that runs several in turn reuses what it derived from the
+    batch (:func:`prepare_searched`)."""
+    return [{"registry_shard": k, "batch": b} for b in range(batches)
+            for k in range(registry_shards)]
 
 
-# The searched side of the run last searched in this process: the registry shards of one
-# run searched one after another reuse it (a mapped task per shard computes it once).
+def search_plan(config: RunConfig, paths: RunPaths) -> dict:
+    """``paths.search_plan``, made by :func:`collect_searched` if it is not there yet."""
+    if not paths.search_plan.exists():
+        collect_searched(config, paths)
+    return read_json(paths.search_plan)  # type: ignore[return-value]
+
+
+# The searched side of the batch last searched in this process: a process searching one
+# batch in several registry shards in turn computes it once.
 _SIDE: dict[tuple, SearchedSide] = {}
 
 
-def _prepared(paths: RunPaths, searched: pa.Table, settings: MatchingSettings
-              ) -> SearchedSide:
-    stat = paths.searched.stat()
-    key = (str(paths.searched), stat.st_mtime_ns, stat.st_size, settings.near_miss_search)
+def _prepared(path: Path, searched: pa.Table, settings: MatchingSettings) -> SearchedSide:
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, settings.near_miss_search)
     if key not in _SIDE:
         _SIDE.clear()
         _SIDE[key] = prepare_searched(searched, settings)
     return _SIDE[key]
 
 
-def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: int) -> dict:
-    """The searched rows' candidates within one registry shard, written to
-    ``paths.search_part(registry_shard)`` (one mapped task per registry shard)."""
+def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: int,
+                          batch: int = 0) -> dict:
+    """One batch of searched rows' candidates within one registry shard, written to
+    ``paths.search_part(registry_shard, batch)`` (one mapped task each). Memory: the
+    registry shard and the batch."""
     snapshot = snapshot_of_run(paths)
     if not 0 <= registry_shard < snapshot.shards:
         raise ValueError(f"registry shard {registry_shard} is not one of the snapshot's "
                          f"{snapshot.shards}")
-    searched = _searched(config, paths)
+    batches = search_plan(config, paths)["batches"]
+    if not 0 <= batch < batches:
+        raise ValueError(f"batch {batch} is not one of the run's {batches} search batches")
+    path = paths.searched_batch(batch)
+    searched = pq.read_table(path)
     if config.matching.candidate_search and searched.num_rows:
         shard = pq.read_table(snapshot.verify(shard_file(registry_shard)),
                               columns=list(SEARCH_COLUMNS))
         part = search_shard(searched, shard, load_model(config.matching), config.matching,
-                            snapshot.statistics, _prepared(paths, searched, config.matching))
+                            snapshot.statistics, _prepared(path, searched, config.matching))
         citizens = shard.num_rows
     else:
         part, citizens = PART_SCHEMA.empty_table(), 0
-    write_parquet(part, paths.search_part(registry_shard))
-    log.info("search: registry shard %d (%d citizens): %d of %d searched rows have candidates",
-             registry_shard, citizens, part.num_rows, searched.num_rows)
-    return {"registry_shard": registry_shard, "searched": searched.num_rows,
+    write_parquet(part, paths.search_part(registry_shard, batch))
+    log.info("search: registry shard %d (%d citizens), batch %d: %d of %d searched rows "
+             "have candidates", registry_shard, citizens, batch, part.num_rows,
+             searched.num_rows)
+    return {"registry_shard": registry_shard, "batch": batch, "searched": searched.num_rows,
             "rows_with_candidates": part.num_rows, "citizens": citizens}
 
 
@@ -665,37 +689,59 @@ def _row_keys(table: pa.Table) -> pa.Array:
         table["telco"], pc.cast(table["source_row"], pa.string()), "\x1f")
 
 
+def _found(config: RunConfig, paths: RunPaths, batches: int, registry_shards: int
+           ) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """Per batch, in order: its searched rows and their final columns (:func:`choose`
+    over the batch's part of every registry shard, read one at a time)."""
+    model = load_model(config.matching)
+    for b in range(batches):
+        searched = pq.read_table(paths.searched_batch(b))
+        parts = (pq.read_table(paths.search_part(k, b)) for k in range(registry_shards))
+        yield searched, choose(searched, parts, model, config.matching)
+
+
 def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
-    """Fold every registry shard's part into the searched rows' final columns and write
-    the re-matched rows back per subscription shard, in (telco, source_row) order
-    (``paths.candidates``: the matched schema, only the searched rows)."""
+    """Fold every registry shard's part into the searched rows' final columns, a batch at
+    a time, and write the re-matched rows back per subscription shard, in (telco,
+    source_row) order (``paths.candidates``: the matched schema, only the searched rows).
+    Memory: one batch's parts folded, and one subscription shard's searched rows."""
     plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
-    searched = _searched(config, paths)
-    missing = [k for k in range(snapshot.shards) if not paths.search_part(k).exists()]
+    search = search_plan(config, paths)
+    missing = [(k, b) for b in range(search["batches"]) for k in range(snapshot.shards)
+               if not paths.search_part(k, b).exists()]
     if missing:
-        raise RuntimeError(f"run {paths.run_date}: no candidate search of registry shard(s) "
-                           f"{missing} (search_registry_shard did not run)")
-    found = choose(searched, (pq.read_table(paths.search_part(k))
-                              for k in range(snapshot.shards)),
-                   load_model(config.matching), config.matching)
-    keys = _row_keys(searched)
-    with_candidate = 0
-    for k in range(plan["shards"]):
+        raise RuntimeError(f"run {paths.run_date}: no candidate search of (registry shard, "
+                           f"batch) {missing} (search_registry_shard did not run)")
+    if len(search["shard_rows"]) != plan["shards"]:
+        raise RuntimeError(f"run {paths.run_date}: the searched rows were collected for "
+                           "another shard plan (rerun the whole date)")
+    found = _found(config, paths, search["batches"], snapshot.shards)
+    pending: list[tuple[pa.Table, pa.Table]] = []
+    counts = {"searched": search["rows"], "with_candidate": 0, "candidates": 0,
+              "suggestions": 0}
+    for k, wanted in enumerate(search["shard_rows"]):
+        # The searched rows come shard after shard: shard k's are the next ``wanted``.
+        while sum(s.num_rows for s, _ in pending) < wanted:
+            pending.append(next(found))
+        searched = pa.concat_tables([s for s, _ in pending]) if pending else None
+        chosen = pa.concat_tables([f for _, f in pending]) if pending else None
         rows = pq.read_table(paths.matched_shard(k), filters=_unlinked())
         rows = rows.sort_by([("telco", "ascending"), ("source_row", "ascending")])
-        at = pc.index_in(_row_keys(rows), value_set=keys)
-        if at.null_count:
+        if rows.num_rows != wanted or (wanted and not pc.all(pc.equal(
+                _row_keys(rows), _row_keys(searched.slice(0, wanted)))).as_py()):
             raise RuntimeError(f"shard {k}: the searched rows changed under the search "
                                "(rerun the whole date)")
-        if config.matching.candidate_search and rows.num_rows:
-            rows = apply_search(rows, np.arange(rows.num_rows),
-                                found.take(pc.cast(at, pa.int64())))
+        if wanted:
+            mine = chosen.slice(0, wanted)
+            if config.matching.candidate_search:
+                rows = apply_search(rows, np.arange(wanted), mine)
+            counts["with_candidate"] += int(
+                pc.sum(pc.greater(rows["candidate_count"], 0)).as_py() or 0)
+            counts["candidates"] += wanted - mine["candidate_citizen_id"].null_count
+            counts["suggestions"] += wanted - mine["suggested_citizen_id"].null_count
+            pending = [(searched.slice(wanted), chosen.slice(wanted))] \
+                if searched.num_rows > wanted else []
         write_parquet(rows, paths.candidates(k))
-        with_candidate += int(pc.sum(pc.greater(rows["candidate_count"], 0)).as_py() or 0) \
-            if rows.num_rows else 0
-    counts = {"searched": searched.num_rows, "with_candidate": with_candidate,
-              "candidates": found.num_rows - found["candidate_citizen_id"].null_count,
-              "suggestions": found.num_rows - found["suggested_citizen_id"].null_count}
     log.info("search: %(searched)d rows searched, %(with_candidate)d with a candidate, "
              "%(candidates)d offered, %(suggestions)d suggestions", counts)
     return counts

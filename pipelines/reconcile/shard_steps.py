@@ -118,16 +118,15 @@ UNLINKED = pc.field("matched_citizen_id").is_null() & (
 
 def search_candidates(config: RunConfig, paths: RunPaths) -> dict:
     """The candidate search in this process: the rows whose document leads to no citizen
-    (passports excepted), from every shard, searched one registry shard at a time
-    (``search.search_registry_shard``), then the best candidates chosen over all of them
-    and written back per subscription shard (``search.choose_candidates``). Peak memory:
-    one registry shard plus the searched rows."""
+    (passports excepted), from every shard, searched one registry shard and one batch of
+    rows at a time (``search.search_registry_shard``), then the best candidates chosen
+    over all of them and written back per subscription shard
+    (``search.choose_candidates``). Peak memory: one registry shard plus one batch."""
     plan = shard_plan(paths)
     if not plan["shards"]:
         return {"searched": 0, "with_candidate": 0}
-    search.collect_searched(config, paths)
-    for registry_shard in range(snapshot_of_run(paths).shards):
-        search.search_registry_shard(config, paths, registry_shard)
+    for task in search.collect_searched(config, paths):
+        search.search_registry_shard(config, paths, task["registry_shard"], task["batch"])
     return search.choose_candidates(config, paths)
 
 

@@ -17,7 +17,6 @@ from pipelines.correction_cycle import review
 from pipelines.errors import GateFailedError
 from pipelines.quality import facts, gates
 from pipelines.reconcile import flag, search, shard_steps
-from pipelines.reconcile.run_state import snapshot_of_run
 from pipelines.reporting import aggregates
 from pipelines.results.dataset import merge_sorted
 from pipelines.stages.common import (
@@ -64,20 +63,23 @@ def search_candidates(config_path: str, run_date: str) -> dict:
 
 
 @in_work_area("run")
-def collect_searched(config_path: str, run_date: str) -> list[int]:
-    """Gather the rows whose document led to no citizen (every shard) and return the
-    registry shard numbers, one mapped ``search_registry_shard`` task each."""
+def collect_searched(config_path: str, run_date: str) -> list[dict]:
+    """Gather the rows whose document led to no citizen (every shard), cut them into
+    batches and return the search tasks, one mapped ``search_registry_shard`` task each
+    (``{"registry_shard": k, "batch": b}``)."""
     config, paths = planned_context(config_path, run_date)
-    search.collect_searched(config, paths)
-    return list(range(snapshot_of_run(paths).shards))
+    return search.collect_searched(config, paths)
 
 
-@in_work_area("run")  # a narrower scope (its registry shard only) would fetch less
-def search_registry_shard(config_path: str, run_date: str, registry_shard: int | str
-                          ) -> dict:
-    """The gathered rows' candidates within one registry shard."""
+@in_work_area("run")  # a narrower scope (its registry shard and batch) would fetch less
+def search_registry_shard(config_path: str, run_date: str, task: dict | int | str) -> dict:
+    """One batch of the gathered rows' candidates within one registry shard (``task``: an
+    item of ``collect_searched``; a bare registry shard number means batch 0)."""
     config, paths = planned_context(config_path, run_date)
-    return search.search_registry_shard(config, paths, int(registry_shard))
+    if isinstance(task, dict):
+        return search.search_registry_shard(config, paths, int(task["registry_shard"]),
+                                            int(task.get("batch", 0)))
+    return search.search_registry_shard(config, paths, int(task))
 
 
 @in_work_area("run")

@@ -174,11 +174,12 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         registry.result()
         shards = timed("plan_shards", plan_shards, config_path, run_date)
         mapped("match_shard", match_shard, shards)
-        # The search, one task per registry shard, shares the workers with the rules that
-        # span shards (independent of it): the search is the longest step after matching.
-        registry_shards = timed("collect_searched", collect_searched, config_path, run_date)
+        # The search, one task per registry shard and batch of searched rows, shares the
+        # workers with the rules that span shards (independent of it): the search is the
+        # longest step after matching.
+        search_tasks = timed("collect_searched", collect_searched, config_path, run_date)
         spanning = pool.submit(spanning_flags, config_path, run_date)
-        mapped("search_registry_shard", search_registry_shard, registry_shards)
+        mapped("search_registry_shard", search_registry_shard, search_tasks)
         timed("choose_candidates", choose_candidates, config_path, run_date)
         timed("spanning_flags(wait)", spanning.result)  # only what was left after the search
         mapped("flag", flag_shard, shards)

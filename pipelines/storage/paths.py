@@ -106,15 +106,22 @@ class RunPaths:
         sorted by (telco, source_row)."""
         return self.work / "matched" / f"{shard:03d}.parquet"
 
-    def search_part(self, registry_shard: int) -> Path:
-        """The candidate search's findings in one registry shard."""
-        return self.work / "search" / f"{registry_shard:03d}.parquet"
+    def search_part(self, registry_shard: int, batch: int) -> Path:
+        """The candidate search's findings for one batch of searched rows in one registry
+        shard."""
+        return self.work / "search" / f"{registry_shard:03d}-{batch:04d}.parquet"
+
+    def searched_batch(self, batch: int) -> Path:
+        """One batch of the rows of the run whose document leads nowhere, as the candidate
+        search reads them (``matching.search_batch_rows`` rows at most; written once, read
+        by that batch's search in every registry shard)."""
+        return self.work / "search" / f"searched-{batch:04d}.parquet"
 
     @property
-    def searched(self) -> Path:
-        """Every row of the run whose document leads nowhere, as the candidate search reads
-        them (written once, read by every registry shard's search)."""
-        return self.work / "search" / "searched.parquet"
+    def search_plan(self) -> Path:
+        """How the searched rows are cut: their number, the batches, and how many rows
+        each subscription shard has (the searched rows come shard after shard)."""
+        return self.work / "search" / "batches.json"
 
     def candidates(self, shard: int) -> Path:
         """Shard ``shard``'s rows whose document leads nowhere, matched again with the
