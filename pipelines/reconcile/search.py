@@ -76,6 +76,7 @@ from pipelines.config import MatchingSettings, RunConfig
 from pipelines.intake.normalise import NORMALISED_SCHEMA
 from pipelines.reconcile.model_file import load_model
 from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
+from pipelines.reconcile.sharding import row_positions
 from pipelines.registry.snapshot import SEARCH_COLUMNS, shard_file
 from pipelines.results.dataset import RunResults
 from pipelines.storage.files import write_parquet
@@ -659,17 +660,44 @@ def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: in
             "rows_with_candidates": part.num_rows, "citizens": citizens}
 
 
-def _row_keys(table: pa.Table) -> pa.Array:
-    """(telco, source_row) as one string per row."""
-    return pc.binary_join_element_wise(
-        table["telco"], pc.cast(table["source_row"], pa.string()), "\x1f")
+CANDIDATE_KEYS = ("telco", "source_row")
+
+
+def write_candidates(config: RunConfig, paths: RunPaths, searched: pa.Table,
+                     found: pa.Table) -> int:
+    """Per subscription shard, its searched rows' (telco, source_row) and search columns
+    (``found``'s, typed as the matched shard's) in (telco, source_row) order, to
+    ``paths.candidates``: only the few columns the search decides, read and written, not
+    every column of the shard. Returns the rows with a candidate."""
+    plan = shard_plan(paths)
+    with_candidate = 0
+    for k in range(plan["shards"]):
+        schema = pq.read_schema(paths.matched_shard(k))
+        keys = [*CANDIDATE_KEYS, "matched_citizen_id", "id_type"]
+        rows = pq.read_table(paths.matched_shard(k), columns=keys, filters=_unlinked())
+        rows = rows.sort_by([(c, "ascending") for c in CANDIDATE_KEYS])
+        at = row_positions(rows, searched)
+        if (at < 0).any():
+            raise RuntimeError(f"shard {k}: the searched rows changed under the search "
+                               "(rerun the whole date)")
+        columns = {c: rows[c] for c in CANDIDATE_KEYS}
+        if config.matching.candidate_search and rows.num_rows:
+            mine = found.take(pa.array(at))
+            columns.update({name: mine[name].cast(schema.field(name).type)
+                            for name in RESULT_SCHEMA.names})
+            with_candidate += int(pc.sum(pc.greater(mine["candidate_count"], 0)).as_py() or 0)
+        table = pa.table(columns)
+        # Without the search the rows keep what the document match gave them: no row.
+        write_parquet(table if config.matching.candidate_search else table.slice(0, 0),
+                      paths.candidates(k))
+    return with_candidate
 
 
 def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
     """Fold every registry shard's part into the searched rows' final columns and write
-    the re-matched rows back per subscription shard, in (telco, source_row) order
-    (``paths.candidates``: the matched schema, only the searched rows)."""
-    plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
+    the search's columns of those rows back per subscription shard, in (telco,
+    source_row) order (``paths.candidates``, :func:`write_candidates`)."""
+    snapshot = snapshot_of_run(paths)
     searched = _searched(config, paths)
     missing = [k for k in range(snapshot.shards) if not paths.search_part(k).exists()]
     if missing:
@@ -678,21 +706,7 @@ def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
     found = choose(searched, (pq.read_table(paths.search_part(k))
                               for k in range(snapshot.shards)),
                    load_model(config.matching), config.matching)
-    keys = _row_keys(searched)
-    with_candidate = 0
-    for k in range(plan["shards"]):
-        rows = pq.read_table(paths.matched_shard(k), filters=_unlinked())
-        rows = rows.sort_by([("telco", "ascending"), ("source_row", "ascending")])
-        at = pc.index_in(_row_keys(rows), value_set=keys)
-        if at.null_count:
-            raise RuntimeError(f"shard {k}: the searched rows changed under the search "
-                               "(rerun the whole date)")
-        if config.matching.candidate_search and rows.num_rows:
-            rows = apply_search(rows, np.arange(rows.num_rows),
-                                found.take(pc.cast(at, pa.int64())))
-        write_parquet(rows, paths.candidates(k))
-        with_candidate += int(pc.sum(pc.greater(rows["candidate_count"], 0)).as_py() or 0) \
-            if rows.num_rows else 0
+    with_candidate = write_candidates(config, paths, searched, found)
     counts = {"searched": searched.num_rows, "with_candidate": with_candidate,
               "candidates": found.num_rows - found["candidate_citizen_id"].null_count,
               "suggestions": found.num_rows - found["suggested_citizen_id"].null_count}
