@@ -173,10 +173,12 @@ def apply_decisions(results: pa.Table, subscriptions: pa.Table,
     n = results.num_rows
     decisions = latest_decisions(store)
     number = _number(results)
-    key = pc.binary_join_element_wise(results["telco"], number, "\x1f")
-    decided_keys = pa.array((decisions["telco"] + "\x1f" + decisions["msisdn"]).tolist()
-                            if len(decisions) else [], pa.string())
-    has_decision = as_bool_mask(pc.is_in(key, value_set=decided_keys))
+    has_decision = np.zeros(n, dtype=bool)
+    if len(decisions):
+        key = pc.binary_join_element_wise(results["telco"], number, "\x1f")
+        decided_keys = pa.array((decisions["telco"] + "\x1f" + decisions["msisdn"]).tolist(),
+                                pa.string())
+        has_decision = as_bool_mask(pc.is_in(key, value_set=decided_keys))
     needed = has_decision | as_bool_mask(pc.equal(results["status"], "REVIEW"))
     hashes = pa.nulls(n, pa.string())
     if needed.any():
@@ -184,54 +186,65 @@ def apply_decisions(results: pa.Table, subscriptions: pa.Table,
         computed = row_hashes(subscriptions.take(pa.array(at)), review_key(store))
         hashes = pc.replace_with_mask(hashes, pa.array(needed),
                                       pc.cast(computed, pa.string()))
-    keys = pd.DataFrame({"telco": results["telco"].to_numpy(zero_copy_only=False),
-                         "msisdn": number.to_numpy(zero_copy_only=False),
-                         "row_hash": hashes.to_numpy(zero_copy_only=False)})
+    # Only a row of a number with a stored decision can match one: the join is theirs.
+    rows = np.flatnonzero(has_decision)
+    take = pa.array(rows, pa.int64())
+    keys = pd.DataFrame({"telco": pc.take(results["telco"], take).to_pylist(),
+                         "msisdn": pc.take(number, take).to_pylist(),
+                         "row_hash": pc.take(hashes, take).to_pylist()}, dtype=object)
     joined = keys.merge(decisions, on=["telco", "msisdn", "row_hash"], how="left")
-    joined = _legacy_matches(joined, keys, decisions, subscriptions, has_decision)
+    joined = _legacy_matches(joined, keys, decisions, subscriptions, rows)
     decision = joined["decision"].to_numpy(dtype=object)
-    chosen = np.flatnonzero(pd.notna(decision))
+    found = np.flatnonzero(pd.notna(decision))
+    chosen = rows[found]
     out = results
     if len(chosen):
-        status = np.asarray(results["status"].to_numpy(zero_copy_only=False), dtype=object)
+        status = results["status"].take(pa.array(chosen)).to_pylist()
         flags = results["flags"].take(pa.array(chosen)).to_pylist()
-        for j, i in enumerate(chosen):  # decided rows only: a reviewer's handful
-            if decision[i] == CONFIRMED_HOLDER and status[i] in ("REVIEW", "MISMATCH"):
+        for j, i in enumerate(found):  # decided rows only: a reviewer's handful
+            if decision[i] == CONFIRMED_HOLDER and status[j] in ("REVIEW", "MISMATCH"):
                 flags[j] = [f for f in flags[j] if f not in IDENTITY_FLAGS]
-                status[i] = "VERIFIED"
-            elif decision[i] == NOT_HOLDER and status[i] in ("REVIEW", "MISMATCH", "VERIFIED"):
+                status[j] = "VERIFIED"
+            elif decision[i] == NOT_HOLDER and status[j] in ("REVIEW", "MISMATCH", "VERIFIED"):
                 kept = [f for f in flags[j] if f != "NEEDS_REVIEW"]
                 if not {"NAME_MISMATCH", "DOB_MISMATCH"} & set(kept):
                     kept.insert(0, "NAME_MISMATCH")
                 flags[j] = kept
-                status[i] = "MISMATCH"
+                status[j] = "MISMATCH"
+        chosen_mask = np.zeros(n, dtype=bool)
+        chosen_mask[chosen] = True
+        all_status = pc.replace_with_mask(results["status"].combine_chunks(),
+                                          pa.array(chosen_mask), pa.array(status, pa.string()))
         all_flags = results["flags"].combine_chunks()
         replaced = _replace_lists(all_flags, chosen, flags)
-        out = out.set_column(out.schema.get_field_index("status"), "status",
-                             pa.array(status, pa.string()))
+        out = out.set_column(out.schema.get_field_index("status"), "status", all_status)
         out = out.set_column(out.schema.get_field_index("flags"), "flags", replaced)
     extra = {"row_hash": hashes}
     for column in ("decision", "reviewer", "decided_at"):
-        values = joined[column] if column in joined else pd.Series([None] * n)
-        extra[f"review_{column}"] = pa.array(
-            [v if isinstance(v, str) else None for v in values], pa.string()) \
-            if len(chosen) else pa.nulls(n, pa.string())
+        values = pa.nulls(n, pa.string())
+        if len(chosen) and column in joined:
+            mine = [v if isinstance(v, str) else None for v in joined[column]]
+            mask = np.zeros(n, dtype=bool)
+            mask[rows] = True
+            values = pc.replace_with_mask(values, pa.array(mask), pa.array(mine, pa.string()))
+        extra[f"review_{column}"] = values
     for name, values in extra.items():
         out = out.append_column(name, values)
     return out
 
 
 def _legacy_matches(joined: pd.DataFrame, keys: pd.DataFrame, decisions: pd.DataFrame,
-                    subscriptions: pa.Table, has_decision: np.ndarray) -> pd.DataFrame:
-    """Rows of a decided number that no keyed hash matched, tried with the plain hash
-    decisions were recorded under before the key (so none is asked again)."""
+                    subscriptions: pa.Table, rows: np.ndarray) -> pd.DataFrame:
+    """Rows of a decided number (``keys``, the rows ``rows`` of ``subscriptions``) that no
+    keyed hash matched, tried with the plain hash decisions were recorded under before
+    the key (so none is asked again)."""
     if not len(decisions):
         return joined
-    retry = np.flatnonzero(has_decision & joined["decision"].isna().to_numpy())
+    retry = np.flatnonzero(joined["decision"].isna().to_numpy())
     if not len(retry):
         return joined
     legacy = keys.iloc[retry].copy()
-    legacy["row_hash"] = _legacy_row_hashes(subscriptions.take(pa.array(retry)))
+    legacy["row_hash"] = _legacy_row_hashes(subscriptions.take(pa.array(rows[retry])))
     found = legacy.merge(decisions, on=["telco", "msisdn", "row_hash"], how="left")
     found.index = joined.index[retry]
     columns = [c for c in decisions.columns if c not in ("telco", "msisdn", "row_hash")]

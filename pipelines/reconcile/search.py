@@ -78,6 +78,7 @@ from pipelines.config import MatchingSettings, RunConfig
 from pipelines.intake.normalise import NORMALISED_SCHEMA
 from pipelines.reconcile.model_file import load_model
 from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
+from pipelines.reconcile.sharding import row_positions
 from pipelines.registry.snapshot import SEARCH_COLUMNS, shard_file
 from pipelines.results.dataset import RunResults
 from pipelines.storage.files import read_json, write_json, write_parquet
@@ -683,10 +684,36 @@ def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: in
             "rows_with_candidates": part.num_rows, "citizens": citizens}
 
 
-def _row_keys(table: pa.Table) -> pa.Array:
-    """(telco, source_row) as one string per row."""
-    return pc.binary_join_element_wise(
-        table["telco"], pc.cast(table["source_row"], pa.string()), "\x1f")
+CANDIDATE_KEYS = ("telco", "source_row")
+
+
+def write_candidates(config: RunConfig, paths: RunPaths, k: int, searched: pa.Table,
+                     found: pa.Table) -> int:
+    """Subscription shard ``k``'s searched rows' (telco, source_row) and search columns
+    (``found``'s, one row per row of ``searched``, typed as the matched shard's) in
+    (telco, source_row) order, to ``paths.candidates(k)``: only the few columns the search
+    decides, read and written, not every column of the shard (``flag_shard`` puts them
+    in place). Returns the rows with a candidate."""
+    schema = pq.read_schema(paths.matched_shard(k))
+    keys = [*CANDIDATE_KEYS, "matched_citizen_id", "id_type"]
+    rows = pq.read_table(paths.matched_shard(k), columns=keys, filters=_unlinked())
+    rows = rows.sort_by([(c, "ascending") for c in CANDIDATE_KEYS])
+    at = row_positions(rows, searched) if searched.num_rows else np.zeros(0, np.int64)
+    if rows.num_rows != searched.num_rows or (at < 0).any():
+        raise RuntimeError(f"shard {k}: the searched rows changed under the search "
+                           "(rerun the whole date)")
+    columns = {c: rows[c] for c in CANDIDATE_KEYS}
+    with_candidate = 0
+    if config.matching.candidate_search and rows.num_rows:
+        mine = found.take(pa.array(at))
+        columns.update({name: mine[name].cast(schema.field(name).type)
+                        for name in RESULT_SCHEMA.names})
+        with_candidate = int(pc.sum(pc.greater(mine["candidate_count"], 0)).as_py() or 0)
+    table = pa.table(columns)
+    # Without the search the rows keep what the document match gave them: no row.
+    write_parquet(table if config.matching.candidate_search else table.slice(0, 0),
+                  paths.candidates(k))
+    return with_candidate
 
 
 def _found(config: RunConfig, paths: RunPaths, batches: int, registry_shards: int
@@ -702,8 +729,8 @@ def _found(config: RunConfig, paths: RunPaths, batches: int, registry_shards: in
 
 def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
     """Fold every registry shard's part into the searched rows' final columns, a batch at
-    a time, and write the re-matched rows back per subscription shard, in (telco,
-    source_row) order (``paths.candidates``: the matched schema, only the searched rows).
+    a time, and write the search's columns of those rows back per subscription shard, in
+    (telco, source_row) order (``paths.candidates``, :func:`write_candidates`).
     Memory: one batch's parts folded, and one subscription shard's searched rows."""
     plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
     search = search_plan(config, paths)
@@ -723,25 +750,18 @@ def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
         # The searched rows come shard after shard: shard k's are the next ``wanted``.
         while sum(s.num_rows for s, _ in pending) < wanted:
             pending.append(next(found))
-        searched = pa.concat_tables([s for s, _ in pending]) if pending else None
-        chosen = pa.concat_tables([f for _, f in pending]) if pending else None
-        rows = pq.read_table(paths.matched_shard(k), filters=_unlinked())
-        rows = rows.sort_by([("telco", "ascending"), ("source_row", "ascending")])
-        if rows.num_rows != wanted or (wanted and not pc.all(pc.equal(
-                _row_keys(rows), _row_keys(searched.slice(0, wanted)))).as_py()):
-            raise RuntimeError(f"shard {k}: the searched rows changed under the search "
-                               "(rerun the whole date)")
-        if wanted:
-            mine = chosen.slice(0, wanted)
-            if config.matching.candidate_search:
-                rows = apply_search(rows, np.arange(wanted), mine)
-            counts["with_candidate"] += int(
-                pc.sum(pc.greater(rows["candidate_count"], 0)).as_py() or 0)
-            counts["candidates"] += wanted - mine["candidate_citizen_id"].null_count
-            counts["suggestions"] += wanted - mine["suggested_citizen_id"].null_count
-            pending = [(searched.slice(wanted), chosen.slice(wanted))] \
-                if searched.num_rows > wanted else []
-        write_parquet(rows, paths.candidates(k))
+        # (No batch pending means no searched row in this shard: empty tables then.)
+        searched = pa.concat_tables([s for s, _ in pending]).slice(0, wanted) \
+            if pending else pa.table({})
+        chosen = pa.concat_tables([f for _, f in pending]).slice(0, wanted) \
+            if pending else RESULT_SCHEMA.empty_table()
+        counts["with_candidate"] += write_candidates(config, paths, k, searched, chosen)
+        counts["candidates"] += wanted - chosen["candidate_citizen_id"].null_count
+        counts["suggestions"] += wanted - chosen["suggested_citizen_id"].null_count
+        if pending:
+            rest = pa.concat_tables([s for s, _ in pending])
+            pending = [(rest.slice(wanted), pa.concat_tables([f for _, f in pending])
+                        .slice(wanted))] if rest.num_rows > wanted else []
     log.info("search: %(searched)d rows searched, %(with_candidate)d with a candidate, "
              "%(candidates)d offered, %(suggestions)d suggestions", counts)
     return counts

@@ -30,6 +30,7 @@ from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
 from pipelines.reconcile.sharding import (
     concat,
     route_subscriptions,
+    row_positions,
     split_by_shard,
     stable_hash,
 )
@@ -234,17 +235,7 @@ def flag_inputs(paths: RunPaths, shard: int) -> tuple[pa.Table, dict[str, np.nda
     """Shard ``shard``'s matched rows in (telco, source_row) order, the rows searched for
     candidates taken from ``search_candidates``, and the masks of the rules spanning
     shards for those rows."""
-    table = pq.read_table(paths.matched_shard(shard))
-    found = pq.read_table(paths.candidates(shard))
-    if found.num_rows:
-        position = pc.index_in(_row_keys(found), value_set=_row_keys(table))
-        if position.null_count:
-            raise RuntimeError(f"shard {shard}: candidates for rows not in the shard "
-                               "(rerun the whole date)")
-        keep = np.ones(table.num_rows, dtype=bool)
-        keep[np.asarray(position.to_numpy(), dtype=np.int64)] = False
-        table = concat([table.filter(pa.array(keep)), found], table.schema) \
-            .sort_by([("telco", "ascending"), ("source_row", "ascending")])
+    table = _with_candidates(paths, shard)
     spanning = pq.read_table(paths.spanning_flags(shard))
     if spanning.num_rows != table.num_rows:
         raise RuntimeError(f"shard {shard}: spanning flags do not cover the matched rows "
@@ -254,10 +245,36 @@ def flag_inputs(paths: RunPaths, shard: int) -> tuple[pa.Table, dict[str, np.nda
     return table, masks
 
 
-def _row_keys(table: pa.Table) -> pa.Array:
-    """(telco, source_row) as one string per row, to find rows of one table in another."""
-    return pc.binary_join_element_wise(
-        table["telco"], pc.cast(table["source_row"], pa.string()), "\x1f")
+def _with_candidates(paths: RunPaths, shard: int) -> pa.Table:
+    """The matched shard (in (telco, source_row) order) with the search's columns of its
+    searched rows replaced by those of ``paths.candidates`` (same (telco, source_row)):
+    column by column, only the columns that file carries, each read column let go once
+    replaced (memory: the shard once; no concatenation of whole rows, no sort)."""
+    found = pq.read_table(paths.candidates(shard))
+    table = pq.read_table(paths.matched_shard(shard))
+    if not found.num_rows:
+        return table
+    position = row_positions(found, table)
+    if (position < 0).any():
+        raise RuntimeError(f"shard {shard}: candidates for rows not in the shard "
+                           "(rerun the whole date)")
+    # Row i comes from the shard, or from found when it is one of found's rows.
+    index = np.arange(table.num_rows, dtype=np.int64)
+    index[position] = table.num_rows + np.arange(found.num_rows, dtype=np.int64)
+    take = pa.array(index)
+    schema = table.schema
+    columns = []
+    for name in schema.names:
+        column = table[name]
+        table = table.drop_columns([name])
+        if name in found.column_names and name not in ("telco", "source_row"):
+            kind = schema.field(name).type
+            both = pa.chunked_array([*column.chunks, *found[name].cast(kind).chunks], kind)
+            del column
+            column = both.take(take)
+            del both
+        columns.append(column)
+    return pa.table(columns, schema=schema)
 
 
 def empty_matched(settings: MatchingSettings) -> pa.Table:

@@ -295,6 +295,7 @@ def top_holder_candidates(results: pa.Table, bits: np.ndarray, top: int) -> pa.T
     base = base.filter(pc.fill_null(pc.greater(pc.utf8_length(base["holder"]), 0), False))
     if base.num_rows == 0 or top <= 0:
         return HOLDER_SCHEMA.empty_table()
+    base = base.filter(_maybe_top(base, top))
     grouped = base.group_by("holder").aggregate([
         ([], "count_all"), ("active", "sum"), ("telco", "count_distinct"), ("excess", "sum"),
         ("kind", "min")])
@@ -313,6 +314,25 @@ def top_holder_candidates(results: pa.Table, bits: np.ndarray, top: int) -> pa.T
         "subscriptions": grouped["subscriptions"], "active": grouped["active"],
         "telcos": grouped["telco_count_distinct"], "by_telco": by_telco,
         "excess_flagged": grouped["excess_sum"]}, schema=HOLDER_SCHEMA)
+
+
+def _maybe_top(base: pa.Table, top: int) -> pa.Array:
+    """The rows of the holders that can be among the ``top`` by (active, subscriptions):
+    those counting at least the ``top``-th holder's pair, ties kept (the holder's name
+    decides among them later). Counted with integer codes, so the string group-by runs
+    on a handful of holders, not on every holder of the shard."""
+    encoded = pc.dictionary_encode(base["holder"]).combine_chunks()
+    code = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    active = np.asarray(base["active"].to_numpy(), dtype=np.int64)
+    subscriptions = np.bincount(code, minlength=len(encoded.dictionary))
+    actives = np.bincount(code, weights=active, minlength=len(encoded.dictionary)
+                          ).astype(np.int64)
+    if len(subscriptions) <= top:
+        return pa.array(np.ones(len(code), dtype=bool))
+    order = np.lexsort((-subscriptions, -actives))
+    a, s = actives[order[top - 1]], subscriptions[order[top - 1]]
+    kept = (actives > a) | ((actives == a) & (subscriptions >= s))
+    return pa.array(kept[code])
 
 
 def _point_of_sale_partials(results: pa.Table, bits: np.ndarray) -> dict[str, pa.Table]:

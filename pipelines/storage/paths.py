@@ -125,7 +125,8 @@ class RunPaths:
 
     def candidates(self, shard: int) -> Path:
         """Shard ``shard``'s rows whose document leads nowhere, matched again with the
-        candidate search over the whole registry (same schema as ``matched_shard``)."""
+        candidate search over the whole registry: their (telco, source_row) and the
+        search's columns (typed as in ``matched_shard``), in (telco, source_row) order."""
         return self.work / "candidates" / f"{shard:03d}.parquet"
 
     def spanning_flags(self, shard: int) -> Path:
