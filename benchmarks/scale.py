@@ -149,6 +149,9 @@ def measure(args: list[str]) -> dict:
             current = max(window["max"], _rss_kib(proc.pid, "VmRSS:"))
             stages.append({"stage": found["stage"], "seconds": float(found["seconds"]),
                            "peak_rss_gib": round(current / 2**20, 3)})
+            # Progress as it happens: a 30M run takes the better part of an hour.
+            print(f"    {found['stage']:30s} {float(found['seconds']):9.2f} s "
+                  f"{current / 2**20:6.2f} GiB", file=sys.stderr, flush=True)
             window["max"] = 0
     stdout = proc.stdout.read() if proc.stdout else ""
     code = proc.wait()
