@@ -119,9 +119,12 @@ def _first_digit(values: pa.ChunkedArray | pa.Array, k: int) -> pa.Array:
         # Each second digit d becomes a placeholder (a private-use character, never in
         # the data) for (d + shift) % 10, then the placeholders digits again: no pass
         # matches a digit another pass wrote.
+        # A placeholder is neither a digit nor a separator: once a second digit is
+        # marked, no later pass may skip over the mark and change the third digit.
+        skip = "[^0-9\ue000-\ue009]*"
         for digit in range(10):
             mark = chr(0xE000 + (digit + shift) % 10)
-            out = pc.replace_substring_regex(out, rf"^([^0-9]*[0-9][^0-9]*){digit}",
+            out = pc.replace_substring_regex(out, rf"^({skip}[0-9]{skip}){digit}",
                                              rf"\1{mark}", max_replacements=1)
         for digit in range(10):
             out = pc.replace_substring(out, chr(0xE000 + digit), str(digit),
