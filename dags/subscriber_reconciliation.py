@@ -86,7 +86,9 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | `gate_export` | validates one telco's export by shard; fails = that telco stops | per telco |
 | `plan_shards` | fixes the telcos, lists the shards, records dropped decisions | once |
 | `match_shard` | links one shard's subscriptions to the same shard of the registry | per shard |
-| `search_candidates` | searches the whole registry for rows whose document leads nowhere | once |
+| `collect_searched` | gathers the rows whose document leads nowhere, cut into batches | once |
+| `search_registry_shard` | one batch's candidates in one registry shard | per shard × batch |
+| `choose_candidates` | the best candidate over all registry shards, per shard | once |
 | `spanning_flags` | rules across shards (duplicate number, bulk activation) | once |
 | `flag_shard` | flags one shard, applies decisions, writes its results | per shard |
 | `review_queue` | writes the review queue from every shard's queued rows | once |
@@ -154,7 +156,7 @@ def _summary(result: dict) -> str:
     return " ".join(parts) or "done"
 
 
-def _run(label: str, stage: Callable[..., dict], *args: str | int) -> dict:
+def _run(label: str, stage: Callable[..., dict], *args: str | int | dict) -> dict:
     """Call ``stage(config_path, run_date, *args)`` and log one line of counts."""
     run_date = _run_date()
     result = stage(_config_path(), run_date, *args)
@@ -248,11 +250,33 @@ def match_shard(shard: int) -> dict:
     return _run(f"match_shard[{shard:03d}]", match_shard_stage, shard)
 
 
+# The candidate search, the longest step after matching, is mapped like the shards: one
+# task per registry shard and batch of searched rows, so each task's memory is one
+# shard plus one batch and the tasks spread over the workers.
 @task
-def search_candidates() -> dict:
-    from pipelines.stages import search_candidates as search_candidates_stage
+def collect_searched() -> list[dict]:
+    from pipelines.stages import collect_searched as collect_searched_stage
 
-    return _run("search_candidates", search_candidates_stage)
+    run_date = _run_date()
+    tasks = collect_searched_stage(_config_path(), run_date)
+    log.info("simrecon collect_searched %s: search_tasks=%d", run_date, len(tasks))
+    return tasks
+
+
+@task(map_index_template="{{ search_task }}")
+def search_registry_shard(search_task: dict) -> dict:
+    from pipelines.stages import search_registry_shard as search_registry_shard_stage
+
+    label = f"{int(search_task['registry_shard']):03d}-{int(search_task.get('batch', 0)):04d}"
+    get_current_context()["search_task"] = label  # type: ignore[typeddict-unknown-key]
+    return _run(f"search_registry_shard[{label}]", search_registry_shard_stage, search_task)
+
+
+@task
+def choose_candidates() -> dict:
+    from pipelines.stages import choose_candidates as choose_candidates_stage
+
+    return _run("choose_candidates", choose_candidates_stage)
 
 
 @task
@@ -388,7 +412,12 @@ def subscriber_reconciliation() -> None:
     telco_chains >> shards
     matched = match_shard.expand(shard=shards)
     flagged = flag_shard.expand(shard=shards)
-    matched >> [search_candidates(), spanning_flags()] >> flagged
+    searched = collect_searched()
+    matched >> searched
+    chosen = choose_candidates()
+    search_registry_shard.expand(search_task=searched) >> chosen
+    matched >> spanning_flags() >> flagged
+    chosen >> flagged
     gated, queued = gate_results(), review_queue()
     flagged >> [queued, gated]
     lists = corrections.expand(telco=telcos)

@@ -34,7 +34,9 @@ EXPECTED_TASKS = {
     "partition",
     "plan_shards",
     "match_shard",
-    "search_candidates",
+    "collect_searched",
+    "search_registry_shard",
+    "choose_candidates",
     "spanning_flags",
     "flag_shard",
     "review_queue",
@@ -121,9 +123,12 @@ def test_dependencies(dag):
     # the cross-shard steps wait for every shard; each shard is then flagged on its own.
     assert upstream["plan_shards"] == {"gate_export"}
     assert upstream["match_shard"] == {"plan_shards"}
-    assert upstream["search_candidates"] == {"match_shard"}
+    # The search: gathered once, one mapped task per registry shard and batch, folded once.
+    assert upstream["collect_searched"] == {"match_shard"}
+    assert upstream["search_registry_shard"] == {"collect_searched"}
+    assert upstream["choose_candidates"] == {"search_registry_shard"}
     assert upstream["spanning_flags"] == {"match_shard"}
-    assert upstream["flag_shard"] == {"plan_shards", "search_candidates", "spanning_flags"}
+    assert upstream["flag_shard"] == {"plan_shards", "choose_candidates", "spanning_flags"}
     assert upstream["gate_results"] == {"flag_shard"}
     assert upstream["review_queue"] == {"flag_shard"}
     # Each telco's delivery is written (then gated) on its own, once the results pass.
@@ -174,8 +179,13 @@ def test_matching_and_flagging_are_mapped_per_shard(dag):
         assert isinstance(task, MappedOperator), task_id
         expand_input = task._get_specified_expand_input().value
         assert expand_input["telco"].operator.task_id == "plan"
-    for task_id in ("plan_shards", "search_candidates", "spanning_flags", "review_queue",
-                    "gate_results", "report"):
+    search = dag.get_task("search_registry_shard")
+    assert isinstance(search, MappedOperator)
+    expand_input = search._get_specified_expand_input().value
+    assert set(expand_input) == {"search_task"}
+    assert expand_input["search_task"].operator.task_id == "collect_searched"
+    for task_id in ("plan_shards", "collect_searched", "choose_candidates", "spanning_flags",
+                    "review_queue", "gate_results", "report"):
         assert not isinstance(dag.get_task(task_id), MappedOperator), task_id
 
 
@@ -278,7 +288,9 @@ def test_dag_calls_existing_stage_functions():
         "partition_telco",
         "plan_shards",
         "match_shard",
-        "search_candidates",
+        "collect_searched",
+        "search_registry_shard",
+        "choose_candidates",
         "spanning_flags",
         "flag_shard",
         "write_review_queue",
