@@ -751,17 +751,15 @@ def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
         while sum(s.num_rows for s, _ in pending) < wanted:
             pending.append(next(found))
         # (No batch pending means no searched row in this shard: empty tables then.)
-        searched = pa.concat_tables([s for s, _ in pending]).slice(0, wanted) \
-            if pending else pa.table({})
-        chosen = pa.concat_tables([f for _, f in pending]).slice(0, wanted) \
-            if pending else RESULT_SCHEMA.empty_table()
+        searched_all = pa.concat_tables([s for s, _ in pending]) if pending else pa.table({})
+        chosen_all = pa.concat_tables([f for _, f in pending]) if pending \
+            else RESULT_SCHEMA.empty_table()
+        searched, chosen = searched_all.slice(0, wanted), chosen_all.slice(0, wanted)
         counts["with_candidate"] += write_candidates(config, paths, k, searched, chosen)
         counts["candidates"] += wanted - chosen["candidate_citizen_id"].null_count
         counts["suggestions"] += wanted - chosen["suggested_citizen_id"].null_count
-        if pending:
-            rest = pa.concat_tables([s for s, _ in pending])
-            pending = [(rest.slice(wanted), pa.concat_tables([f for _, f in pending])
-                        .slice(wanted))] if rest.num_rows > wanted else []
+        pending = [(searched_all.slice(wanted), chosen_all.slice(wanted))] \
+            if searched_all.num_rows > wanted else []
     log.info("search: %(searched)d rows searched, %(with_candidate)d with a candidate, "
              "%(candidates)d offered, %(suggestions)d suggestions", counts)
     return counts
