@@ -164,6 +164,14 @@ def _run(label: str, stage: Callable[..., dict], *args: str | int | dict) -> dic
     return result
 
 
+def _run_listing(label: str, listed: str, stage: Callable[[str, str], list]) -> list:
+    """Call a stage that returns what the next tasks are mapped over; log how many."""
+    run_date = _run_date()
+    items = stage(_config_path(), run_date)
+    log.info("simrecon %s %s: %s=%d", label, run_date, listed, len(items))
+    return items
+
+
 def _show_telco(telco: str) -> None:
     """Name the mapped task instance after its telco (see ``map_index_template``)."""
     get_current_context()["telco"] = telco  # type: ignore[typeddict-unknown-key]
@@ -236,10 +244,7 @@ def gate_registry() -> dict:
 def plan_shards() -> list[int]:
     from pipelines.stages import plan_shards as plan_shards_stage
 
-    run_date = _run_date()
-    shards = plan_shards_stage(_config_path(), run_date)
-    log.info("simrecon plan_shards %s: shards=%d", run_date, len(shards))
-    return shards
+    return _run_listing("plan_shards", "shards", plan_shards_stage)
 
 
 @task(map_index_template="{{ shard }}")
@@ -257,10 +262,7 @@ def match_shard(shard: int) -> dict:
 def collect_searched() -> list[dict]:
     from pipelines.stages import collect_searched as collect_searched_stage
 
-    run_date = _run_date()
-    tasks = collect_searched_stage(_config_path(), run_date)
-    log.info("simrecon collect_searched %s: search_tasks=%d", run_date, len(tasks))
-    return tasks
+    return _run_listing("collect_searched", "search_tasks", collect_searched_stage)
 
 
 @task(map_index_template="{{ search_task }}")
