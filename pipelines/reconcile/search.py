@@ -33,7 +33,7 @@ run them in a run's working folder (``pipelines.reconcile.shard_steps``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,29 +152,50 @@ def search_kinds(id_type: pa.Array, id_number: pa.Array, id_valid: pa.Array) -> 
     return kind
 
 
-def others_levels(id_type: pa.Array, id_number: pa.Array, full_name: pa.Array) -> np.ndarray:
-    """:class:`OthersLevel` of each row, over the rows given: every searched row of the run
-    (a number that leads nobody leads nobody on any row, so every subscription carrying
-    it is among them)."""
-    n = len(id_number)
-    level = np.full(n, int(OthersLevel.MISSING), dtype=np.int8)
+def document_tallies(id_type: pa.Array, id_number: pa.Array, full_name: pa.Array
+                     ) -> pa.Table:
+    """Rows per (document, canonical name) among the rows given that carry a number:
+    what :func:`others_levels` needs, compact, and summable over parts of the run."""
+    has = as_bool_mask(pc.is_valid(id_number))
+    document = pc.binary_join_element_wise(pc.fill_null(as_string_array(id_type), "?"),
+                                           as_string_array(id_number), ":")
+    names = pc.fill_null(canonical_name_key(full_name), "")
+    table = pa.table({"document": document, "name": names}).filter(pa.array(has))
+    return table.group_by(["document", "name"], use_threads=False) \
+        .aggregate([([], "count_all")]).rename_columns(["document", "name", "rows"])
+
+
+def _per_document(tallies: Iterable[pa.Table]) -> pa.Table:
+    """(document, rows, names) of the run from :func:`document_tallies` of its parts."""
+    merged = pa.concat_tables(tallies).group_by(["document", "name"], use_threads=False) \
+        .aggregate([("rows", "sum")])
+    return merged.group_by("document", use_threads=False) \
+        .aggregate([("rows_sum", "sum"), ("name", "count")]) \
+        .rename_columns(["document", "rows", "names"])
+
+
+def _others_of(id_type: pa.Array, id_number: pa.Array, per_document: pa.Table) -> np.ndarray:
+    """:class:`OthersLevel` of each row, looked up in :func:`_per_document`."""
+    level = np.full(len(id_number), int(OthersLevel.MISSING), dtype=np.int8)
     has = as_bool_mask(pc.is_valid(id_number))
     if not has.any():
         return level
     document = pc.binary_join_element_wise(pc.fill_null(as_string_array(id_type), "?"),
                                            as_string_array(id_number), ":")
-    names = pc.fill_null(canonical_name_key(full_name), "")
-    table = pa.table({"document": document, "name": names,
-                      "row": pa.array(np.arange(n))}).filter(pa.array(has))
-    per_doc = table.group_by("document").aggregate([("row", "count"),
-                                                    ("name", "count_distinct")])
-    at = pc.index_in(table["document"], value_set=per_doc["document"])
-    rows = np.asarray(pc.take(per_doc["row_count"], at), np.int64)
-    names_n = np.asarray(pc.take(per_doc["name_count_distinct"], at), np.int64)
-    own = np.where(rows > 1, np.where(names_n > 1, OthersLevel.OTHER_NAMES,
-                                      OthersLevel.SAME_NAME), OthersLevel.ALONE)
-    level[np.asarray(table["row"], np.int64)] = own
+    at = pc.index_in(document.filter(pa.array(has)), value_set=per_document["document"])
+    rows = np.asarray(pc.take(per_document["rows"], at), np.int64)
+    names = np.asarray(pc.take(per_document["names"], at), np.int64)
+    level[has] = np.where(rows > 1, np.where(names > 1, OthersLevel.OTHER_NAMES,
+                                             OthersLevel.SAME_NAME), OthersLevel.ALONE)
     return level
+
+
+def others_levels(id_type: pa.Array, id_number: pa.Array, full_name: pa.Array) -> np.ndarray:
+    """:class:`OthersLevel` of each row, over the rows given: every searched row of the run
+    (a number that leads nobody leads nobody on any row, so every subscription carrying
+    it is among them)."""
+    per_document = _per_document([document_tallies(id_type, id_number, full_name)])
+    return _others_of(id_type, id_number, per_document)
 
 
 def _cccd_year_sex(id_number: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -189,15 +210,21 @@ def _cccd_year_sex(id_number: pa.Array) -> tuple[pa.Array, pa.Array]:
     return year, sex
 
 
-def searched_rows(rows: pa.Table, previous_holder: pa.Array | None = None) -> pa.Table:
+def searched_rows(rows: pa.Table, previous_holder: pa.Array | None = None,
+                  per_document: pa.Table | None = None) -> pa.Table:
     """The searched rows (every one of the run, every telco) as the search reads them:
     :data:`SEARCHED_COLUMNS` plus ``search_kind``, ``others_level`` and
-    ``previous_holder`` (the number's verified holder in the previous run, or null)."""
+    ``previous_holder`` (the number's verified holder in the previous run, or null).
+    ``per_document``: the whole run's tallies (:func:`_per_document`) when ``rows`` is
+    only a part of the run's searched rows."""
     table = rows.select(list(SEARCHED_COLUMNS)).combine_chunks()
     if previous_holder is None:
         previous_holder = pa.nulls(table.num_rows, pa.string())
     kinds = search_kinds(table["id_type"], table["id_number"], table["id_valid"])
-    others = others_levels(table["id_type"], table["id_number"], table["full_name"])
+    if per_document is None:
+        others = others_levels(table["id_type"], table["id_number"], table["full_name"])
+    else:
+        others = _others_of(table["id_type"], table["id_number"], per_document)
     return (table.append_column("search_kind", pa.array(kinds, pa.int8()))
             .append_column("others_level", pa.array(others, pa.int8()))
             .append_column("previous_holder", as_string_array(previous_holder)))
@@ -568,14 +595,14 @@ def search(rows: pa.Table, registry: pa.Table, model: MatchModel, settings: Matc
 
 
 # --- the run's steps (thin I/O) -----------------------------------------------------------
-def previous_holders(output_dir: Path, run_date: str, msisdn: pa.Array) -> pa.Array:
-    """Per number, its verified holder (``holder_citizen_id``) in the latest run published
-    in ``output_dir`` before ``run_date``; null when it had none, or several. Reads only
-    those numbers' rows of that run (a filter pushed down to its results)."""
-    msisdn = as_string_array(msisdn)
-    none = pa.nulls(len(msisdn), pa.string())
+def previous_holder_table(output_dir: Path, run_date: str, msisdn: pa.Array) -> pa.Table:
+    """(msisdn, holder): the numbers among ``msisdn`` that had exactly one verified holder
+    (``holder_citizen_id``) in the latest run published in ``output_dir`` before
+    ``run_date``. Reads only those numbers' rows of that run (a filter pushed down to its
+    results)."""
+    none = pa.table({"msisdn": pa.array([], pa.string()), "holder": pa.array([], pa.string())})
     previous = RunResults.latest(output_dir, before=run_date)
-    wanted = pc.unique(pc.drop_null(msisdn))
+    wanted = pc.unique(pc.drop_null(as_string_array(msisdn)))
     if previous is None or not len(wanted) \
             or not {"msisdn", "holder_citizen_id"} <= set(previous.schema.names):
         return none
@@ -588,13 +615,34 @@ def previous_holders(output_dir: Path, run_date: str, msisdn: pa.Array) -> pa.Ar
                                                  ("holder_citizen_id", "max")])
     one = grouped.filter(pc.equal(grouped["holder_citizen_id_min"],
                                   grouped["holder_citizen_id_max"]))
-    at = pc.index_in(msisdn, value_set=one["msisdn"])
-    return pc.take(one["holder_citizen_id_min"], at)
+    return pa.table({"msisdn": one["msisdn"].cast(pa.string()),
+                     "holder": one["holder_citizen_id_min"].cast(pa.string())})
+
+
+def _holders_of(msisdn: pa.Array, holders: pa.Table) -> pa.Array:
+    return pc.take(holders["holder"], pc.index_in(as_string_array(msisdn),
+                                                  value_set=holders["msisdn"]))
+
+
+def previous_holders(output_dir: Path, run_date: str, msisdn: pa.Array) -> pa.Array:
+    """Per number, its verified holder in the latest run published in ``output_dir``
+    before ``run_date`` (:func:`previous_holder_table`); null when it had none, or
+    several."""
+    return _holders_of(msisdn, previous_holder_table(output_dir, run_date, msisdn))
 
 
 def _unlinked() -> pc.Expression:
     return pc.field("matched_citizen_id").is_null() & (
         pc.field("id_type").is_null() | (pc.field("id_type") != "PASSPORT"))
+
+
+def _searched_of_shard(paths: RunPaths, k: int, columns: Sequence[str]) -> pa.Table:
+    """Subscription shard ``k``'s rows whose document led nobody, in (telco, source_row)
+    order (``columns`` of :data:`SEARCHED_COLUMNS`, typed as normalised)."""
+    schema = pa.schema([NORMALISED_SCHEMA.field(c) for c in columns])
+    return pq.read_table(paths.matched_shard(k), columns=list(columns),
+                         filters=_unlinked()).cast(schema) \
+        .sort_by([("telco", "ascending"), ("source_row", "ascending")])
 
 
 def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
@@ -603,25 +651,60 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
     gives them; cut into batches of ``matching.search_batch_rows`` rows, each written
     once to ``paths.searched_batch(b)``, with ``paths.search_plan`` (atomically:
     concurrent writers write the same rows). Returns the search tasks, one per registry
-    shard and batch (:func:`search_tasks`)."""
+    shard and batch (:func:`search_tasks`).
+
+    Memory: one shard's searched rows and one batch, plus what spans the run, compact:
+    the rows per (document, name) of the searched rows that carry a number, and the
+    previous run's holders of the searched numbers. A first pass over the shards counts
+    those, a second writes the batches."""
     plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
-    schema = pa.schema([NORMALISED_SCHEMA.field(c) for c in SEARCHED_COLUMNS])
-    parts = [pq.read_table(paths.matched_shard(k), columns=list(SEARCHED_COLUMNS),
-                           filters=_unlinked()).cast(schema)
-             .sort_by([("telco", "ascending"), ("source_row", "ascending")])
-             for k in range(plan["shards"])]
-    rows = pa.concat_tables(parts) if parts else schema.empty_table()
-    before = previous_holders(paths.output_dir, paths.run_date, rows["msisdn"])
-    table = searched_rows(rows, before)
+    tallies, numbers, shard_rows = [], [], []
+    for k in range(plan["shards"]):
+        part = _searched_of_shard(paths, k, ("telco", "source_row", "msisdn", "full_name",
+                                             "id_type", "id_number"))
+        tallies.append(document_tallies(part["id_type"], part["id_number"], part["full_name"]))
+        numbers.append(pc.unique(pc.drop_null(part["msisdn"].combine_chunks())))
+        shard_rows.append(part.num_rows)
+    per_document = _per_document(tallies) if tallies else None
+    holders = previous_holder_table(
+        paths.output_dir, paths.run_date,
+        pa.concat_arrays(numbers) if numbers else pa.array([], pa.string()))
+    del tallies, numbers
     size = config.matching.search_batch_rows
-    batches = max(1, -(-table.num_rows // size))
-    for b in range(batches):
-        write_parquet(table.slice(b * size, size), paths.searched_batch(b))
-    write_json({"rows": table.num_rows, "batch_rows": size, "batches": batches,
-                "shard_rows": [p.num_rows for p in parts]}, paths.search_plan)
+    total = sum(shard_rows)
+    batches = max(1, -(-total // size))
+    pending: list[pa.Table] = []
+    written = with_holder = 0
+
+    def flush(rows: pa.Table) -> None:
+        nonlocal written
+        write_parquet(rows, paths.searched_batch(written))
+        written += 1
+
+    for k in range(plan["shards"]):
+        rows = _searched_of_shard(paths, k, SEARCHED_COLUMNS)
+        if rows.num_rows != shard_rows[k]:
+            raise RuntimeError(f"shard {k}: the searched rows changed while collected")
+        before = _holders_of(rows["msisdn"], holders)
+        with_holder += len(before) - before.null_count
+        pending.append(searched_rows(rows, before, per_document))
+        held = sum(t.num_rows for t in pending)
+        if held >= size:
+            table = pa.concat_tables(pending).combine_chunks()
+            full = held // size * size
+            for start in range(0, full, size):
+                flush(table.slice(start, size))
+            pending = [table.slice(full)] if held > full else []
+    if pending or not written:
+        flush(pa.concat_tables(pending) if pending else searched_rows(
+            pa.schema([NORMALISED_SCHEMA.field(c) for c in SEARCHED_COLUMNS]).empty_table()))
+    if written != batches:
+        raise RuntimeError(f"search: {written} batches written, {batches} planned")
+    write_json({"rows": total, "batch_rows": size, "batches": batches,
+                "shard_rows": shard_rows}, paths.search_plan)
     log.info("search: %d rows whose document leads nobody (%d batch(es)), %d with a "
-             "verified holder of their number in the previous run", table.num_rows,
-             batches, table.num_rows - table["previous_holder"].null_count)
+             "verified holder of their number in the previous run", total, batches,
+             with_holder)
     return search_tasks(snapshot.shards, batches)
 
 
