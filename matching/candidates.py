@@ -79,26 +79,35 @@ def _index_in(keys: pa.Array, universe: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(index, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _numbers_found(positions: np.ndarray, ordered: np.ndarray, universe: pa.Array,
-                   width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(variant, universe index) of every variant (``ordered``: the values of numbers of
-    ``width`` digits, sorted; ``positions``: where each stands among the variants) found
-    in ``universe``, at the first occurrence of its number there: what :func:`_index_in`
-    of the digit strings finds, since a string equals a ``width``-digit number exactly
-    where it is ``width`` ASCII digits of the same value. The universe's few numbers are
-    looked up in the many variants, sorted once per batch of searched rows."""
-    none = np.empty(0, np.int64)
+def known_numbers(universe: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``width``-digit numbers of ``universe`` as sorted distinct int64 values, and
+    the index of each one's first occurrence in ``universe``: what the variants are
+    looked up in (:func:`_numbers_found`), made once per registry shard."""
     universe = as_string_array(universe)
     numbers = np.flatnonzero(as_bool_mask(
         pc.match_substring_regex(universe, f"^[0-9]{{{width}}}$")))
-    if not numbers.size or not len(ordered):
-        return none, none
+    if not numbers.size:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
     known = np.asarray(pc.cast(universe.take(pa.array(numbers, pa.int64())), pa.int64()),
                        dtype=np.int64)
     order = np.argsort(known, kind="stable")  # equal numbers: the first occurrence first
     known = known[order]
     first = np.r_[True, known[1:] != known[:-1]]
-    values, citizens = known[first], numbers[order[first]]
+    return known[first], numbers[order[first]]
+
+
+def _numbers_found(positions: np.ndarray, ordered: np.ndarray,
+                   known: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(variant, universe index) of every variant (``ordered``: the values of numbers of
+    one width, sorted; ``positions``: where each stands among the variants) found among
+    ``known`` (:func:`known_numbers` of the universe), at the first occurrence of its
+    number there: what :func:`_index_in` of the digit strings finds, since a string
+    equals a ``width``-digit number exactly where it is ``width`` ASCII digits of the
+    same value."""
+    none = np.empty(0, np.int64)
+    values, citizens = known
+    if not len(values) or not len(ordered):
+        return none, none
     lo = np.searchsorted(ordered, values, side="left")
     count = np.searchsorted(ordered, values, side="right") - lo
     total = int(count.sum())
@@ -285,10 +294,14 @@ class _Coder:
     """Integer blocking keys against one registry's dictionaries of name parts and sexes,
     so the registry's keys do not depend on the rows searched."""
 
-    def __init__(self, registry: BlockingParts) -> None:
-        self.dictionaries = {part: pc.unique(pc.drop_null(getattr(registry.names, part)))
-                             for part in ("given", "surname", "canonical")}
-        self.sexes = pc.unique(pc.drop_null(registry.sex))
+    def __init__(self, dictionaries: dict[str, pa.Array], sexes: pa.Array) -> None:
+        self.dictionaries, self.sexes = dictionaries, sexes
+
+    @classmethod
+    def of(cls, registry: BlockingParts) -> _Coder:
+        return cls({part: pc.unique(pc.drop_null(getattr(registry.names, part)))
+                    for part in ("given", "surname", "canonical")},
+                   pc.unique(pc.drop_null(registry.sex)))
 
     def keys(self, parts: BlockingParts, family: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, keys) of one family; rows without that key are left out."""
@@ -346,7 +359,7 @@ def registry_block_sizes(parts: BlockingParts) -> np.ndarray:
     blocking family (0: no key), over the registry given. Counted over the whole registry
     when its snapshot is prepared, they let a shard skip exactly the blocks larger than
     ``max_block`` that the whole registry would."""
-    coder = _Coder(parts)
+    coder = _Coder.of(parts)
     sizes = np.zeros((len(parts), len(_FAMILIES)), dtype=np.int32)
     for family in range(len(_FAMILIES)):
         rows, keys = coder.keys(parts, family)
@@ -360,37 +373,59 @@ def registry_block_sizes(parts: BlockingParts) -> np.ndarray:
     return sizes
 
 
-def _plan_blocks(sub: BlockingParts, reg: BlockingParts, max_block: int,
+@dataclass(frozen=True)
+class RegistryIndex:
+    """A registry (shard)'s half of :func:`plan_candidates`, independent of the rows
+    searched: made once when the snapshot is prepared (:func:`registry_index`), instead of
+    once per search task. Every family's integer blocking keys, sorted (the family is in
+    the key's high bits), with the citizen (row) of each, ascending within a key; the
+    dictionaries the keys' name codes index; and per width (12: CCCD, 9: CMND) the
+    :func:`known_numbers` the number variants are looked up in."""
+
+    dictionaries: dict[str, pa.Array]  # given, surname, canonical name keys
+    sexes: pa.Array
+    block_keys: np.ndarray  # int64, sorted
+    block_citizens: np.ndarray  # int64 row of each key
+    numbers: dict[int, tuple[np.ndarray, np.ndarray]]
+
+    @property
+    def coder(self) -> _Coder:
+        return _Coder(self.dictionaries, self.sexes)
+
+
+def registry_index(parts: BlockingParts, citizen_id: pa.Array,
+                   legacy_id: pa.Array | None = None) -> RegistryIndex:
+    """:class:`RegistryIndex` of a registry (shard): ``parts`` its :func:`registry_parts`,
+    ``citizen_id``/``legacy_id`` its CCCD and old CMND numbers."""
+    coder = _Coder.of(parts)
+    rows, keys = [], []
+    for family in range(len(_FAMILIES)):
+        family_rows, family_keys = coder.keys(parts, family)
+        rows.append(family_rows)
+        keys.append(family_keys)
+    all_keys = np.concatenate(keys) if keys else np.empty(0, np.int64)
+    order = np.argsort(all_keys, kind="stable")
+    legacy = legacy_id if legacy_id is not None else pa.nulls(len(citizen_id), pa.string())
+    return RegistryIndex(
+        dictionaries=coder.dictionaries, sexes=coder.sexes, block_keys=all_keys[order],
+        block_citizens=(np.concatenate(rows) if rows else np.empty(0, np.int64))[order],
+        numbers={12: known_numbers(citizen_id, 12), 9: known_numbers(legacy, 9)})
+
+
+def _plan_blocks(sub: BlockingParts, index: RegistryIndex, max_block: int,
                  reg_sizes: np.ndarray | None = None) -> _BlockPlan:
-    """Every family's keys of the searched rows; the registry's keys of each family are
-    made, probed against them and dropped one family at a time (only the hits are kept:
-    five keys per citizen of a large registry never sit in memory at once).
-    ``reg_sizes``: :func:`registry_block_sizes` of the whole registry (default: the
-    blocks as found in ``reg``)."""
-    coder = _Coder(reg)
-    s_rows, s_keys, r_rows, r_keys = [], [], [], []
+    """Every family's keys of the searched rows, each with its block of the registry
+    (a binary search in the index's sorted keys). ``reg_sizes``:
+    :func:`registry_block_sizes` of the whole registry (default: the blocks as found in
+    the index)."""
+    coder = index.coder
+    s_rows, s_keys = [], []
     for family in range(len(_FAMILIES)):
         rows, keys = coder.keys(sub, family)
-        if not len(keys):
-            continue
         s_rows.append(rows)
         s_keys.append(keys)
-        citizens, their = coder.keys(reg, family)
-        # Binary search in the searched rows' sorted keys, not hashing: Arrow's and
-        # numpy's hash tables degrade badly on these structured integers (few high bits
-        # vary); nor np.isin, which sorts the registry's keys too.
-        wanted = _sorted_unique(keys)
-        at = np.minimum(np.searchsorted(wanted, their), len(wanted) - 1)
-        hit = wanted[at] == their
-        r_rows.append(citizens[hit])
-        r_keys.append(their[hit])
-    none = np.empty(0, np.int64)
-    if not s_keys:
-        return _BlockPlan(none, none, none, none)
     sub_rows, sub_keys = np.concatenate(s_rows), np.concatenate(s_keys)
-    reg_rows, reg_keys = np.concatenate(r_rows), np.concatenate(r_keys)
-    order = np.argsort(reg_keys, kind="stable")
-    reg_rows, reg_keys = reg_rows[order], reg_keys[order]
+    reg_keys, reg_rows = index.block_keys, index.block_citizens
     lo = np.searchsorted(reg_keys, sub_keys, side="left")
     count = np.searchsorted(reg_keys, sub_keys, side="right") - lo
     if reg_sizes is None:
@@ -567,7 +602,7 @@ def plan_candidates(
     id_number: pa.Array,
     id_birth_year: pa.Array,
     id_sex: pa.Array,
-    registry_blocking: pa.Table | BlockingParts,
+    registry_blocking: pa.Table | BlockingParts | RegistryIndex,
     registry_citizen_id: pa.Array,
     near_miss: np.ndarray,
     max_block: int = 200,
@@ -585,8 +620,9 @@ def plan_candidates(
     against ``registry_legacy_id``), one dropped (13, 10) or added (11 as sent, i.e.
     before a lost leading zero was restored, 8); every row with lookalike letters is also
     tried with them mapped back to digits. Pairs are unique; ONE_EDIT wins over NONE.
-    ``registry_blocking``: the registry's :func:`blocking_parts` (integer keys), or
-    its :func:`blocking_keys` table (``citizen``, ``key``); ``registry_block_sizes``: the
+    ``registry_blocking``: the registry's :func:`registry_index` (integer keys, made
+    once per registry shard), its :func:`blocking_parts` (the index is then made here),
+    or its :func:`blocking_keys` table (``citizen``, ``key``); ``registry_block_sizes``: the
     whole registry's :func:`registry_block_sizes` when ``registry_blocking`` is one shard
     of it. ``previous_holder``: per row, the citizen_id of the number's verified holder
     in the previous run (null: none). ``side``: :func:`searched_side` of the same rows,
@@ -594,7 +630,10 @@ def plan_candidates(
     draw them a chunk of rows at a time (:meth:`CandidatePlan.pairs`);
     :meth:`CandidatePlan.all_pairs` draws every row's at once.
     """
-    integer_keys = isinstance(registry_blocking, BlockingParts)
+    if isinstance(registry_blocking, BlockingParts):
+        registry_blocking = registry_index(registry_blocking, registry_citizen_id,
+                                           registry_legacy_id)
+    integer_keys = isinstance(registry_blocking, RegistryIndex)
     if side is None:
         side = searched_side(full_name=full_name, date_of_birth=date_of_birth,
                              dob_precision=dob_precision, id_number=id_number,
@@ -604,9 +643,13 @@ def plan_candidates(
     rows_parts, cit_parts = [], []
     if len(side.variants):
         for size, universe in ((12, registry_citizen_id), (9, registry_legacy_id)):
-            if universe is None:
+            if isinstance(registry_blocking, RegistryIndex):
+                known = registry_blocking.numbers[size]
+            elif universe is None:
                 continue
-            variant, citizen = _numbers_found(*side.variant_sorted[size], universe, size)
+            else:
+                known = known_numbers(universe, size)
+            variant, citizen = _numbers_found(*side.variant_sorted[size], known)
             rows_parts.append(side.variant_rows[variant])
             cit_parts.append(citizen)
     by_repair = _index_in(side.repaired, registry_citizen_id)
@@ -619,7 +662,7 @@ def plan_candidates(
     if integer_keys:
         sub_parts = side.parts
         assert sub_parts is not None
-        if len(sub_parts) and len(registry_blocking):
+        if len(sub_parts) and len(registry_citizen_id):
             blocks = _plan_blocks(sub_parts, registry_blocking, max_block, registry_block_sizes)
     else:  # string keys (``blocking_keys``), e.g. computed elsewhere
         sub_keys = blocking_keys(full_name, date_of_birth, dob_precision, id_birth_year,

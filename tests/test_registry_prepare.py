@@ -43,7 +43,9 @@ def test_layout_and_manifest(snapshot: registry_snapshot.Snapshot) -> None:
     assert folder.name == f"snapshot={sha256_of(SOURCE)[:16]}-004"
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert names == ["gate.json", "legacy_index.parquet", "manifest.json",
-                     *(f"shard={k:03d}/part.parquet" for k in range(4))]
+                     *(f"shard={k:03d}/{name}.parquet" for k in range(4)
+                       for name in ("part", "search-blocks", "search-names",
+                                    "search-numbers"))]
     manifest = snapshot.manifest
     assert manifest["format"] == registry_snapshot.PREPARED_FORMAT
     assert manifest["hash"] == sharding.HASH_NAME
@@ -57,9 +59,35 @@ def test_layout_and_manifest(snapshot: registry_snapshot.Snapshot) -> None:
     raw = pq.read_table(SOURCE)
     assert manifest["citizens"] == raw.num_rows
     assert sum(f["rows"] for f in manifest["files"]
-               if f["path"].startswith("shard=")) == raw.num_rows
+               if f["path"].endswith("/part.parquet")) == raw.num_rows
     latest = json.loads((folder.parent / "latest.json").read_text())
     assert latest["snapshot"] == snapshot.id and latest["path"] == folder.name
+
+
+def test_the_search_index_is_the_one_the_shard_gives(
+        snapshot: registry_snapshot.Snapshot) -> None:
+    """The candidate search's index, prepared with the snapshot, is exactly what the search
+    would make from the shard (so a snapshot without it searches the same)."""
+    from pipelines.registry.search_index import INDEX_SOURCE_COLUMNS, index_of_shard
+
+    for k in range(snapshot.shards):
+        stored = snapshot.search_index(k)
+        assert stored is not None
+        made = index_of_shard(pq.read_table(snapshot.shard_path(k),
+                                            columns=list(INDEX_SOURCE_COLUMNS)))
+        assert len(stored.block_keys) > 0
+        assert np.array_equal(stored.block_keys, made.block_keys)
+        assert np.array_equal(stored.block_citizens, made.block_citizens)
+        for width in (12, 9):
+            for a, b in zip(stored.numbers[width], made.numbers[width], strict=True):
+                assert np.array_equal(a, b)
+        for part in ("given", "surname", "canonical"):
+            assert stored.dictionaries[part].equals(made.dictionaries[part].cast(pa.string()))
+        assert stored.sexes.equals(made.sexes.cast(pa.string()))
+    older = registry_snapshot.Snapshot(snapshot.path, {
+        **snapshot.manifest, "files": [f for f in snapshot.manifest["files"]
+                                       if "/search-" not in f["path"]]})
+    assert older.search_index(0) is None
 
 
 def test_every_citizen_is_in_the_shard_of_its_id_with_registry_wide_columns(
@@ -207,7 +235,7 @@ def test_batches_and_buckets_do_not_change_the_files(tmp_path: Path,
         return {str(p.relative_to(staging)): sha256_of(p) for p in staging.rglob("*.parquet")}
 
     whole = files(tmp_path / "whole", 1 << 30, 1 << 30)
-    assert len(whole) == 4
+    assert len(whole) == 4 + 3 * 3  # 3 shards (part and 3 search index files), legacy
     assert files(tmp_path / "streamed", 97, 61) == whole
 
 

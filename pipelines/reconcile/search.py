@@ -45,9 +45,11 @@ import pyarrow.parquet as pq
 from matching.candidates import (
     BLOCK_FAMILIES,
     CandidatePairs,
+    RegistryIndex,
     SearchedSide,
     plan_candidates,
     registry_block_sizes,
+    registry_index,
     registry_parts,
     searched_side,
 )
@@ -344,17 +346,22 @@ def prepare_searched(searched: pa.Table, settings: MatchingSettings) -> Searched
 
 
 def pair_levels(searched: pa.Table, shard: pa.Table, settings: MatchingSettings,
-                side: SearchedSide | None = None) -> Iterator[PairLevels]:
+                side: SearchedSide | None = None, index: RegistryIndex | None = None
+                ) -> Iterator[PairLevels]:
     """Every candidate pair of the searched rows within ``shard``
     (:func:`registry_search_table`), with their levels, a chunk of rows at a time
-    (``side``: :func:`prepare_searched` of the same rows, if already made)."""
+    (``side``: :func:`prepare_searched` of the same rows, if already made; ``index``: the
+    shard's :class:`RegistryIndex`, made here if not given)."""
     if not searched.num_rows or not shard.num_rows:
         return
+    if index is None:
+        index = registry_index(
+            registry_parts(shard["full_name"], shard["date_of_birth"],
+                           shard["dob_precision"], shard["gender"]),
+            shard["citizen_id"], shard["legacy_id"])
     sizes = np.stack([_np(shard[c], 0, np.int32) for c in BLOCK_COLUMNS], axis=1)
     plan = plan_candidates(
-        **_side_inputs(searched, settings),
-        registry_blocking=registry_parts(shard["full_name"], shard["date_of_birth"],
-                                         shard["dob_precision"], shard["gender"]),
+        **_side_inputs(searched, settings), registry_blocking=index,
         registry_citizen_id=shard["citizen_id"], registry_legacy_id=shard["legacy_id"],
         max_block=settings.candidate_max_block, registry_block_sizes=sizes,
         previous_holder=searched["previous_holder"], side=side)
@@ -375,17 +382,19 @@ def _lists(values: np.ndarray, row_of: np.ndarray, n_rows: int, dtype: pa.DataTy
 
 def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
                  settings: MatchingSettings, statistics: RegistryStatistics,
-                 side: SearchedSide | None = None) -> pa.Table:
+                 side: SearchedSide | None = None, index: RegistryIndex | None = None
+                 ) -> pa.Table:
     """Each searched row's candidates within one registry shard, scored (see module
     docstring); one row (:data:`PART_SCHEMA`) per searched row with a candidate here.
 
     ``shard``: :func:`registry_search_table` of the shard; ``statistics``: the whole
     registry's (its size is the search prior's N); ``side``: :func:`prepare_searched`
-    of ``searched``, when several shards are searched in one process."""
+    of ``searched``, when several shards are searched in one process; ``index``: the
+    shard's :class:`RegistryIndex` as prepared with the snapshot (made here if None)."""
     shard = registry_search_table(shard)
     top_k = model.search.top_candidates
     parts = []
-    for found in pair_levels(searched, shard, settings, side):
+    for found in pair_levels(searched, shard, settings, side, index):
         pairs = found.pairs
         scores = model.score_search(
             citizens=statistics.citizens, kind=found.kind, doc_level=found.doc,
@@ -755,7 +764,8 @@ def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: in
         shard = pq.read_table(snapshot.verify(shard_file(registry_shard)),
                               columns=list(SEARCH_COLUMNS))
         part = search_shard(searched, shard, load_model(config.matching), config.matching,
-                            snapshot.statistics, _prepared(path, searched, config.matching))
+                            snapshot.statistics, _prepared(path, searched, config.matching),
+                            snapshot.search_index(registry_shard))
         citizens = shard.num_rows
     else:
         part, citizens = PART_SCHEMA.empty_table(), 0

@@ -12,6 +12,8 @@ validated by the ``registry_prepared`` Great Expectations suite, and published
 as one folder (docs/data-contracts.md, "Prepared registry snapshot")::
 
     <dir>/snapshot=<id>/shard=000/part.parquet … shard=<N-1>/part.parquet
+                        shard=NNN/search-{blocks,numbers,names}.parquet  the candidate
+                                   search's index of the shard (registry/search_index.py)
                         legacy_index.parquet   legacy_id -> first citizen, its shard, how many
                         gate.json              the registry_prepared suite's result
                         manifest.json          written last: counts, shard count, hash, sha256s
@@ -35,13 +37,20 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from matching.candidates import BLOCK_FAMILIES
+from matching.candidates import BLOCK_FAMILIES, RegistryIndex
 from matching.model import (
     RegistryStatistics,
 )
 from pipelines.errors import RegistryError
 from pipelines.reconcile.sharding import HASH_NAME
 from pipelines.registry.build import build
+from pipelines.registry.search_index import (
+    INDEX_SOURCE_COLUMNS,
+    index_files,
+    index_of_shard,
+    read_index,
+    write_index,
+)
 from pipelines.storage import objectstore
 from pipelines.storage.files import (
     digest_sidecar,
@@ -149,6 +158,15 @@ class Snapshot:
     def legacy_index_path(self) -> Path:
         return self.path / LEGACY_INDEX
 
+    def search_index(self, shard: int) -> RegistryIndex | None:
+        """The candidate search's index of ``shard`` (checked like :meth:`verify`), or
+        None for a snapshot prepared without it (the search then makes it)."""
+        files = index_files(shard)
+        listed = {f["path"] for f in self.manifest["files"]}
+        if not set(files.values()) <= listed:
+            return None
+        return read_index({name: self.verify(path) for name, path in files.items()})
+
     def gate_result(self) -> dict:
         return read_json(self.path / GATE)  # type: ignore[return-value]
 
@@ -220,6 +238,10 @@ def stage(source: Path | objectstore.RemoteFile, registry_dir: Path, shards: int
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = [_file_entry(staging, shard_file(k), rows) for k, rows in enumerate(built.shard_rows)]
+    for k in range(shards):  # the candidate search's index of each shard (search_index.py)
+        part = pq.read_table(staging / shard_file(k), columns=list(INDEX_SOURCE_COLUMNS))
+        written = write_index(index_of_shard(part), staging, k)
+        files.extend(_file_entry(staging, name, rows) for name, rows in written.items())
     files.append(_file_entry(staging, LEGACY_INDEX, built.legacy_rows))
     statistics = built.statistics or RegistryStatistics(citizens=0, birth_dates=None)
     draft = {
@@ -249,8 +271,7 @@ def gate(staging: Path, as_of: date, example_rows: int) -> dict:
     from pipelines.quality import facts, gates  # pandas and GX: only this step
 
     draft = read_json(staging / "draft.json")
-    shards = [f["path"] for f in draft["files"]  # type: ignore[index]
-              if f["path"] != LEGACY_INDEX]
+    shards = [shard_file(k) for k in range(int(draft["shards"]))]  # type: ignore[index]
 
     def parts():  # type: ignore[no-untyped-def]
         for name in shards:
