@@ -87,6 +87,38 @@ def _strings(values: pa.Array) -> list[str]:
     return pc.fill_null(values, "").to_pylist()
 
 
+def _character_counts(values: pa.Array) -> np.ndarray:
+    """(11, n) int16: how many of each digit 0-9 and of any other character each value
+    holds. One substitution, insertion or deletion changes these counts by at most 2 in
+    total (a transposition by 0), so two values whose counts differ by more than 4 are
+    more than two edits apart (Levenshtein and OSA alike)."""
+    values = values.cast(pa.string())
+    n = len(values)
+    _, offsets_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[values.offset:values.offset + n + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]] \
+        if data_buffer is not None else np.empty(0, np.uint8)
+    # Digits are one byte in UTF-8 and never inside another character's bytes.
+    digit = data - np.uint8(ord("0"))  # wraps around below "0"
+    is_digit = digit < 10
+    owner = np.repeat(np.arange(0, 10 * n, 10, dtype=np.int32), np.diff(offsets))
+    counts = np.empty((11, n), dtype=np.int16)
+    counts[:10] = np.bincount(owner[is_digit] + digit[is_digit],
+                              minlength=10 * n).reshape(n, 10).T
+    lengths = np.asarray(pc.fill_null(pc.utf8_length(values), 0), np.int16)
+    counts[10] = lengths - counts[:10].sum(axis=0, dtype=np.int16)
+    return counts
+
+
+def _far_apart(left: pa.Array, right: pa.Array) -> np.ndarray:
+    """Pairs certainly more than two edits apart (:func:`_character_counts`)."""
+    a, b = _character_counts(left), _character_counts(right)
+    gap = np.zeros(len(left), dtype=np.int16)
+    for k in range(11):
+        gap += np.abs(a[k] - b[k])
+    return gap > 4
+
+
 def _edit_level(written: pa.Array, target: pa.Array) -> np.ndarray:
     """The slip level of each pair (``DocLevel`` value; 0 where more than two edits)."""
     n = len(written)
@@ -97,6 +129,13 @@ def _edit_level(written: pa.Array, target: pa.Array) -> np.ndarray:
     at = np.flatnonzero(usable)
     w = written.take(pa.array(at))
     t = target.take(pa.array(at))
+    # Most pairs are two unrelated numbers: drop those whose characters alone show them
+    # more than two edits apart before measuring the rest (exact, see _character_counts).
+    near = ~_far_apart(w, t)
+    if not near.all():
+        at, w, t = at[near], w.filter(pa.array(near)), t.filter(pa.array(near))
+        if not len(at):
+            return level
     ws, ts = _strings(w), _strings(t)
     lev = process.cpdist(ws, ts, scorer=Levenshtein.distance, score_cutoff=3, workers=-1,
                          dtype=np.int32)
