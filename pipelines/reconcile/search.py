@@ -647,7 +647,7 @@ def _unlinked() -> pc.Expression:
 
 def _searched_of_shard(paths: RunPaths, k: int, columns: Sequence[str]) -> pa.Table:
     """Subscription shard ``k``'s rows whose document led nobody, in (telco, source_row)
-    order (``columns`` of :data:`SEARCHED_COLUMNS`, typed as normalised)."""
+    order (``columns``, typed as normalised)."""
     schema = pa.schema([NORMALISED_SCHEMA.field(c) for c in columns])
     return pq.read_table(paths.matched_shard(k), columns=list(columns),
                          filters=_unlinked()).cast(schema) \
@@ -665,12 +665,13 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
     Memory: one shard's searched rows and one batch, plus what spans the run, compact:
     the rows per (document, name) of the searched rows that carry a number, and the
     previous run's holders of the searched numbers. A first pass over the shards counts
-    those, a second writes the batches."""
+    those and keeps each shard's searched rows in a working file, a second writes the
+    batches from those files."""
     plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
     tallies, numbers, shard_rows = [], [], []
     for k in range(plan["shards"]):
-        part = _searched_of_shard(paths, k, ("telco", "source_row", "msisdn", "full_name",
-                                             "id_type", "id_number"))
+        part = _searched_of_shard(paths, k, SEARCHED_COLUMNS)
+        write_parquet(part, paths.unlinked_rows(k))  # read back in the second pass
         tallies.append(document_tallies(part["id_type"], part["id_number"], part["full_name"]))
         numbers.append(pc.unique(pc.drop_null(part["msisdn"].combine_chunks())))
         shard_rows.append(part.num_rows)
@@ -691,9 +692,7 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
         written += 1
 
     for k in range(plan["shards"]):
-        rows = _searched_of_shard(paths, k, SEARCHED_COLUMNS)
-        if rows.num_rows != shard_rows[k]:
-            raise RuntimeError(f"shard {k}: the searched rows changed while collected")
+        rows = pq.read_table(paths.unlinked_rows(k))
         before = _holders_of(rows["msisdn"], holders)
         with_holder += len(before) - before.null_count
         pending.append(searched_rows(rows, before, per_document))
@@ -709,6 +708,8 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
             pa.schema([NORMALISED_SCHEMA.field(c) for c in SEARCHED_COLUMNS]).empty_table()))
     if written != batches:
         raise RuntimeError(f"search: {written} batches written, {batches} planned")
+    for k in range(plan["shards"]):
+        paths.unlinked_rows(k).unlink()
     write_json({"rows": total, "batch_rows": size, "batches": batches,
                 "shard_rows": shard_rows}, paths.search_plan)
     log.info("search: %d rows whose document leads nobody (%d batch(es)), %d with a "

@@ -117,6 +117,11 @@ class RunPaths:
         by that batch's search in every registry shard)."""
         return self.work / "search" / f"searched-{batch:04d}.parquet"
 
+    def unlinked_rows(self, shard: int) -> Path:
+        """Subscription shard ``shard``'s rows whose document leads nowhere, gathered by
+        ``collect_searched`` (a working file it removes once the batches are written)."""
+        return self.work / "search" / f"unlinked-{shard:03d}.parquet"
+
     @property
     def search_plan(self) -> Path:
         """How the searched rows are cut: their number, the batches, and how many rows
