@@ -20,6 +20,7 @@ sorting): no Python loop per row.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -494,15 +495,12 @@ class CandidatePlan:
         return CandidatePairs(key >> 33, (key >> 1) & 0xFFFFFFFF, level)
 
 
-def slip_variants(numbers: pa.Array) -> pa.Table:
-    """Every number one dropped or one added digit away, for the lengths a document
-    number can have after such a slip: 13 and 10 digits lose one (-> CCCD, CMND), 11 and
-    8 digits gain one (-> CCCD, CMND). Columns ``row``, ``variant``; duplicates of a row
-    removed. (Substitutions and swaps: ``ids.near_miss_variants``.)"""
+def _slips(numbers: pa.Array) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, (m, L) digit matrix) of the slip variants of each length (see
+    :func:`slip_variants`), duplicates not removed."""
     s = as_string_array(numbers)
     lengths = np.asarray(pc.fill_null(pc.utf8_length(s), 0), dtype=np.int64)
     digits_only = as_bool_mask(pc.match_substring_regex(s, r"^[0-9]+$"))
-    rows_out, variants = [], []
     for width, delta in ((13, -1), (10, -1), (11, 1), (8, 1)):
         rows = np.flatnonzero(digits_only & (lengths == width))
         if not rows.size:
@@ -520,11 +518,19 @@ def slip_variants(numbers: pa.Array) -> pa.Table:
             cand = [np.insert(digits, k, d, axis=1) for k in range(width + 1) for d in range(10)]
             block = np.stack(cand, axis=1)  # (rows, 10 (width + 1), width + 1)
         per_row = block.shape[1]
-        rows_out.append(np.repeat(rows, per_row))
-        variants.append(ids.digit_strings(block.reshape(-1, block.shape[2])))
-    if not rows_out:
+        yield np.repeat(rows, per_row), block.reshape(-1, block.shape[2])
+
+
+def slip_variants(numbers: pa.Array) -> pa.Table:
+    """Every number one dropped or one added digit away, for the lengths a document
+    number can have after such a slip: 13 and 10 digits lose one (-> CCCD, CMND), 11 and
+    8 digits gain one (-> CCCD, CMND). Columns ``row``, ``variant``; duplicates of a row
+    removed. (Substitutions and swaps: ``ids.near_miss_variants``.)"""
+    slips = list(_slips(numbers))
+    if not slips:
         return pa.table({"row": pa.array([], pa.int64()), "variant": pa.array([], pa.string())})
-    table = pa.table({"row": np.concatenate(rows_out), "variant": pa.concat_arrays(variants)})
+    table = pa.table({"row": np.concatenate([rows for rows, _ in slips]),
+                      "variant": pa.concat_arrays([ids.digit_strings(m) for _, m in slips])})
     return table.group_by(["row", "variant"], use_threads=False).aggregate([]) \
         .sort_by([("row", "ascending"), ("variant", "ascending")])
 
@@ -536,23 +542,23 @@ class SearchedSide:
     registry shard."""
 
     variant_rows: np.ndarray  # int64 searched row of each variant
-    variants: pa.Array  # 12-digit (CCCD) or 9-digit (CMND) numbers one slip away
-    # Per width (12, 9): the positions of the variants of that many digits, ordered by
-    # their value as an integer, and those values (for :func:`_numbers_found`).
+    # Per width (12: a CCCD, 9: a CMND; numbers one slip away): the positions of the
+    # variants of that many digits, ordered by their value, and those values (int64).
     variant_sorted: dict[int, tuple[np.ndarray, np.ndarray]]
     repaired: pa.Array  # lookalike letters read as digits
     repaired_changed: np.ndarray  # bool: the repair changed the number
     parts: BlockingParts | None  # None: string keys wanted instead
 
 
-def _sorted_by_value(variants: pa.Array) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """:attr:`SearchedSide.variant_sorted` of digit-string variants."""
-    values = np.asarray(pc.cast(variants, pa.int64()), dtype=np.int64)
-    widths = np.asarray(pc.utf8_length(variants), dtype=np.int64)
+def _sorted_by_value(values: np.ndarray, widths: np.ndarray
+                     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """:attr:`SearchedSide.variant_sorted` of the variants' values and widths."""
     out = {}
     for width in (12, 9):
         at = np.flatnonzero(widths == width)
-        order = at[np.argsort(values[at], kind="stable")]
+        # Equal values in any order: every variant of a value is drawn, and the pairs are
+        # made unique and sorted afterwards (CandidatePlan.pairs).
+        order = at[np.argsort(values[at])]
         out[width] = (order, values[order])
     return out
 
@@ -563,7 +569,7 @@ def searched_side(*, full_name: pa.Array, date_of_birth: pa.Array, dob_precision
                   integer_keys: bool = True) -> SearchedSide:
     """The searched rows' half of :func:`plan_candidates` (see there)."""
     id_number = as_string_array(id_number)
-    rows_parts, variant_parts = [], []
+    rows_parts, value_parts, width_parts = [], [], []
     searched = np.flatnonzero(near_miss)
     if searched.size:
         numbers = pc.take(id_number, pa.array(searched))
@@ -574,20 +580,24 @@ def searched_side(*, full_name: pa.Array, date_of_birth: pa.Array, dob_precision
         else:
             as_sent = numbers
         # Substitutions and swaps of a 12- or 9-digit number; a dropped or added digit of
-        # the others. A 12-digit variant can only be a CCCD, a 9-digit one a CMND.
-        lengths = np.asarray(pc.fill_null(pc.utf8_length(numbers), 0), dtype=np.int64)
-        whole = pc.if_else(pa.array(np.isin(lengths, [9, 12])), numbers,
-                           pa.scalar(None, pa.string()))
-        for variants in (ids.near_miss_variants(whole), slip_variants(as_sent)):
-            if variants.num_rows:
-                rows_parts.append(searched[np.asarray(variants["row"].to_numpy(), np.int64)])
-                variant_parts.append(variants["variant"].combine_chunks())
+        # the others. A 12-digit variant can only be a CCCD, a 9-digit one a CMND. As
+        # integers: a string per variant (~130 a number) was most of this step's time.
+        rows, values, widths = ids.near_miss_values(numbers)
+        rows_parts.append(rows)
+        value_parts.append(values)
+        width_parts.append(widths)
+        for rows, matrix in _slips(as_sent):
+            rows_parts.append(rows)
+            value_parts.append(ids.digit_values(matrix))
+            width_parts.append(np.full(len(rows), matrix.shape[1], dtype=np.int64))
+        rows_parts = [searched[r] for r in rows_parts]
     repaired = repaired_number(id_number)
-    variants = pa.concat_arrays(variant_parts) if variant_parts else pa.array([], pa.string())
+    none = np.empty(0, np.int64)
     return SearchedSide(
-        variant_rows=np.concatenate(rows_parts) if rows_parts else np.empty(0, np.int64),
-        variants=variants,
-        variant_sorted=_sorted_by_value(variants),
+        variant_rows=np.concatenate(rows_parts) if rows_parts else none,
+        variant_sorted=_sorted_by_value(
+            np.concatenate(value_parts) if value_parts else none,
+            np.concatenate(width_parts) if width_parts else none),
         repaired=repaired,
         repaired_changed=as_bool_mask(pc.not_equal(repaired, pc.utf8_upper(id_number))),
         parts=blocking_parts(full_name, date_of_birth, dob_precision, id_birth_year, id_sex)
@@ -641,7 +651,7 @@ def plan_candidates(
                              id_issue=id_issue, integer_keys=integer_keys)
     registry_citizen_id = as_string_array(registry_citizen_id)
     rows_parts, cit_parts = [], []
-    if len(side.variants):
+    if len(side.variant_rows):
         for size, universe in ((12, registry_citizen_id), (9, registry_legacy_id)):
             if isinstance(registry_blocking, RegistryIndex):
                 known = registry_blocking.numbers[size]

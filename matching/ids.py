@@ -281,8 +281,9 @@ def digit_matrix(strings: pa.Array, width: int) -> np.ndarray:
 
 def _variants_for_width(
     digits: np.ndarray, rows: np.ndarray, substitutions: bool, adjacent_swaps: bool
-) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-    """All variants of an (n, width) digit matrix, in row order: (rows, variants, is_swap)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All variants of an (n, width) digit matrix, in row order: (rows, variants as an
+    (m, width) digit matrix, is_swap)."""
     n, width = digits.shape
     # Edit k < n_sub sets position sub_pos[k] to (digit + sub_step[k]) % 10; edit
     # n_sub + j swaps positions j and j + 1.
@@ -302,7 +303,7 @@ def _variants_for_width(
         keep[:, n_sub:] = digits[:, :-1] != digits[:, 1:]  # equal digits: no change
     is_swap = np.broadcast_to(np.arange(n_sub + n_swap) >= n_sub, keep.shape)[keep]
     out_rows = np.repeat(rows, keep.sum(axis=1))
-    return out_rows, digit_strings(cand[keep]), is_swap
+    return out_rows, cand[keep], is_swap
 
 
 def near_miss_variants(
@@ -342,7 +343,7 @@ def near_miss_variants(
         if not parts:
             continue
         rows_np = np.concatenate([p[0] for p in parts])
-        variants = pa.concat_arrays([p[1] for p in parts])
+        variants = pa.concat_arrays([digit_strings(p[1]) for p in parts])
         is_swap = np.concatenate([p[2] for p in parts])
         if len(parts) > 1:  # several ID lengths in this block: restore row order
             order = np.argsort(rows_np, kind="stable")
@@ -353,6 +354,36 @@ def near_miss_variants(
             pa.record_batch([pa.array(rows_np, pa.int64()), variants, edits], schema=schema)
         )
     return pa.Table.from_batches(batches, schema=schema)
+
+
+def digit_values(matrix: np.ndarray) -> np.ndarray:
+    """(m, L) digit matrix -> the int64 value of each row (L <= 18)."""
+    powers = 10 ** np.arange(matrix.shape[1] - 1, -1, -1, dtype=np.int64)
+    return matrix.astype(np.int64) @ powers
+
+
+def near_miss_values(id_numbers: ArrayLike, widths: tuple[int, ...] = (12, 9)
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`near_miss_variants` of the all-digit numbers of ``widths`` digits, as
+    integers: (row, value, width) per variant, without building a string per variant
+    (what a registry look-up of variants needs: many per number)."""
+    s = as_string_array(id_numbers)
+    lengths = np.asarray(pc.fill_null(pc.utf8_length(s), 0), dtype=np.int64)
+    eligible = as_bool_mask(pc.match_substring_regex(s, r"^[0-9]+$"))
+    rows_out, values_out, widths_out = [], [], []
+    for width in widths:
+        rows = np.flatnonzero(eligible & (lengths == width))
+        for start in range(0, len(rows), _VARIANT_CHUNK):
+            block = rows[start:start + _VARIANT_CHUNK]
+            digits = digit_matrix(s.take(pa.array(block)), width)
+            out_rows, matrix, _ = _variants_for_width(digits, block, True, True)
+            rows_out.append(out_rows)
+            values_out.append(digit_values(matrix))
+            widths_out.append(np.full(len(out_rows), width, dtype=np.int64))
+    if not rows_out:
+        none = np.empty(0, np.int64)
+        return none, none, none
+    return np.concatenate(rows_out), np.concatenate(values_out), np.concatenate(widths_out)
 
 
 def mask_id(
