@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -404,12 +404,10 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
             year_tf=found.year_tf, name_year_tf=found.name_year_tf)
         registry_row = _np(shard["registry_row"], 0, np.int64)[pairs.citizen]
         # Best first within each row; equal weights: the earlier citizen in the source.
-        order = np.lexsort((registry_row, -scores.match_weight, pairs.row))
+        order, rank = _ranked(pairs.row, scores.match_weight, registry_row)
         rows = pairs.row[order]
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = rows[1:] != rows[:-1]
+        first = rank == 0
         starts = np.flatnonzero(first)
-        rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
         kept = order[rank < top_k]
         best = order[first]
         best_rows = rows[first]
@@ -444,54 +442,78 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
 def _ranked(row: np.ndarray, weight: np.ndarray, registry_row: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray]:
     """The order of entries best first within each row (equal weights: the earlier
-    citizen in the source registry), and each entry's rank within its row then."""
-    order = np.lexsort((registry_row, -weight, row))
+    citizen in the source registry), and each entry's rank within its row then.
+
+    What ``np.lexsort((registry_row, -weight, row))`` gives, in two stable integer sorts
+    (lexsort on a float key took most of ``choose_candidates``): by citizen, then by
+    (row, rank of the weight)."""
+    if not len(row):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    _, weight_rank = np.unique(-weight, return_inverse=True)
+    key = (row.astype(np.int64) << 32) | weight_rank.reshape(-1).astype(np.int64)
+    by_citizen = np.argsort(registry_row, kind="stable")
+    order = by_citizen[np.argsort(key[by_citizen], kind="stable")]
     rows = row[order]
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) \
-        else np.empty(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
     return order, rank
+
+
+# Top entries gathered from the parts before they are ranked and cut to the top k: one
+# sort of many entries instead of one per part (sorting dominated choose_candidates).
+_COMPACT_ENTRIES = 4_000_000
 
 
 @dataclass
 class _Choice:
     """The shards' outputs folded so far: per row, its best candidate (``best``: one
     :data:`PART_SCHEMA` row per row with a candidate), its k best weights (flat
-    ``row``/``weight``/``registry_row`` triples) and how many candidates it has."""
+    ``row``/``weight``/``registry_row`` triples, best first within each row once
+    :meth:`compact` ran) and how many candidates it has. Parts are gathered and ranked
+    together every ``_COMPACT_ENTRIES`` top entries and at the end."""
 
-    best: pa.Table
-    top_row: np.ndarray
-    top_weight: np.ndarray
-    top_registry_row: np.ndarray
+    top_k: int
     count: np.ndarray
+    best: list[pa.Table] = field(default_factory=list)
+    top_row: list[np.ndarray] = field(default_factory=list)
+    top_weight: list[np.ndarray] = field(default_factory=list)
+    top_registry_row: list[np.ndarray] = field(default_factory=list)
+    pending: int = 0
 
-    @classmethod
-    def empty(cls, n: int) -> _Choice:
-        none = np.empty(0, np.int64)
-        return cls(PART_SCHEMA.empty_table(), none, np.empty(0), none,
-                   np.zeros(n, dtype=np.int64))
-
-    def fold(self, part: pa.Table, top_k: int) -> None:
+    def fold(self, part: pa.Table) -> None:
         part = part.cast(PART_SCHEMA)
         if not part.num_rows:
             return
         row = _np(part["row"], 0, np.int64)
         np.add.at(self.count, row, _np(part["count"], 0, np.int64))
-        both = pa.concat_tables([self.best, part])
+        self.best.append(part)
+        self.top_row.append(row[np.asarray(pc.list_parent_indices(part["top_weight"]),
+                                           np.int64)])
+        self.top_weight.append(np.asarray(pc.list_flatten(part["top_weight"]), np.float64))
+        self.top_registry_row.append(np.asarray(pc.list_flatten(part["top_registry_row"]),
+                                                np.int64))
+        self.pending += len(self.top_row[-1])
+        if self.pending > _COMPACT_ENTRIES:
+            self.compact()
+
+    def compact(self) -> np.ndarray:
+        """Rank what was gathered; keep each row's best part row and top k entries.
+        Returns each kept entry's rank within its row."""
+        both = pa.concat_tables(self.best) if self.best else PART_SCHEMA.empty_table()
         order, rank = _ranked(_np(both["row"], 0, np.int64),
                               _np(both["match_weight"], 0.0, np.float64),
                               _np(both["registry_row"], 0, np.int64))
-        self.best = both.take(pa.array(order[rank == 0]))
-        owner = row[np.asarray(pc.list_parent_indices(part["top_weight"]), np.int64)]
-        t_row = np.concatenate([self.top_row, owner])
-        t_weight = np.concatenate([self.top_weight, np.asarray(
-            pc.list_flatten(part["top_weight"]), np.float64)])
-        t_reg = np.concatenate([self.top_registry_row, np.asarray(
-            pc.list_flatten(part["top_registry_row"]), np.int64)])
+        self.best = [both.take(pa.array(order[rank == 0], pa.int64()))]
+        t_row, t_weight, t_reg = (np.concatenate(v) if v else np.empty(0, dtype) for v, dtype
+                                  in ((self.top_row, np.int64), (self.top_weight, np.float64),
+                                      (self.top_registry_row, np.int64)))
         order, rank = _ranked(t_row, t_weight, t_reg)
-        keep = order[rank < top_k]
+        keep = rank < self.top_k
+        at = order[keep]
         self.top_row, self.top_weight, self.top_registry_row = \
-            t_row[keep], t_weight[keep], t_reg[keep]
+            [t_row[at]], [t_weight[at]], [t_reg[at]]
+        self.pending = 0
+        return rank[keep]
 
 
 def choose(searched: pa.Table, parts: Iterable[pa.Table], model: MatchModel,
@@ -501,14 +523,14 @@ def choose(searched: pa.Table, parts: Iterable[pa.Table], model: MatchModel,
     in any order (memory: the searched rows, one part and the running choice)."""
     n = searched.num_rows
     top_k = model.search.top_candidates
-    state = _Choice.empty(n)
+    state = _Choice(top_k, np.zeros(n, dtype=np.int64))
     for part in parts:
-        state.fold(part, top_k)
-    best = state.best
+        state.fold(part)
+    rank = state.compact()
+    best = state.best[0]
     best_row = _np(best["row"], 0, np.int64)
-    _, rank = _ranked(state.top_row, state.top_weight, state.top_registry_row)
     top = np.full((n, top_k), np.nan)
-    top[state.top_row, rank] = state.top_weight  # already best first within each row
+    top[state.top_row[0], rank] = state.top_weight[0]  # best first within each row
     has = np.zeros(n, dtype=bool)
     has[best_row] = True
     best_weight = np.full(n, np.nan)
