@@ -382,3 +382,27 @@ def test_a_run_reads_each_numbers_history_from_the_run_before(tmp_path) -> None:
     assert HistoryLevel.OTHER_HOLDER in history
     same = searched.filter(pc.equal(searched["history_level"], HistoryLevel.SAME_HOLDER))
     assert pc.min(same["history_weight"]).as_py() > 10
+
+
+def test_ranking_orders_as_lexsort_does() -> None:
+    """search._ranked (two stable integer sorts) orders entries exactly as
+    np.lexsort((registry_row, -weight, row)): best first within a row, equal weights by
+    the earlier citizen, including ties, negative weights and infinities."""
+    from pipelines.reconcile.search import _ranked
+
+    rng = np.random.default_rng(20261204)
+    n = 50_000
+    row = rng.integers(0, 3_000, n)
+    weight = np.round(rng.normal(0, 8, n), 1)  # many equal weights within a row
+    weight[rng.integers(0, n, 50)] = -np.inf
+    weight[rng.integers(0, n, 50)] = np.inf
+    registry_row = rng.permutation(n)
+    order, rank = _ranked(row, weight, registry_row)
+    assert np.array_equal(order, np.lexsort((registry_row, -weight, row)))
+    rows = row[order]
+    expected = np.zeros(n, dtype=np.int64)
+    for i in range(1, n):
+        expected[i] = expected[i - 1] + 1 if rows[i] == rows[i - 1] else 0
+    assert np.array_equal(rank, expected)
+    empty_order, empty_rank = _ranked(np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))
+    assert len(empty_order) == len(empty_rank) == 0
