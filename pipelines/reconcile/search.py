@@ -154,15 +154,20 @@ def search_kinds(id_type: pa.Array, id_number: pa.Array, id_valid: pa.Array) -> 
     return kind
 
 
+def _documents(id_type: pa.Array, id_number: pa.Array) -> pa.Array:
+    """``type:number`` of each row (null without a number)."""
+    return pc.binary_join_element_wise(pc.fill_null(as_string_array(id_type), "?"),
+                                       as_string_array(id_number), ":")
+
+
 def document_tallies(id_type: pa.Array, id_number: pa.Array, full_name: pa.Array
                      ) -> pa.Table:
     """Rows per (document, canonical name) among the rows given that carry a number:
     what :func:`others_levels` needs, compact, and summable over parts of the run."""
     has = as_bool_mask(pc.is_valid(id_number))
-    document = pc.binary_join_element_wise(pc.fill_null(as_string_array(id_type), "?"),
-                                           as_string_array(id_number), ":")
     names = pc.fill_null(canonical_name_key(full_name), "")
-    table = pa.table({"document": document, "name": names}).filter(pa.array(has))
+    table = pa.table({"document": _documents(id_type, id_number),
+                      "name": names}).filter(pa.array(has))
     return table.group_by(["document", "name"], use_threads=False) \
         .aggregate([([], "count_all")]).rename_columns(["document", "name", "rows"])
 
@@ -182,9 +187,8 @@ def _others_of(id_type: pa.Array, id_number: pa.Array, per_document: pa.Table) -
     has = as_bool_mask(pc.is_valid(id_number))
     if not has.any():
         return level
-    document = pc.binary_join_element_wise(pc.fill_null(as_string_array(id_type), "?"),
-                                           as_string_array(id_number), ":")
-    at = pc.index_in(document.filter(pa.array(has)), value_set=per_document["document"])
+    at = pc.index_in(_documents(id_type, id_number).filter(pa.array(has)),
+                     value_set=per_document["document"])
     rows = np.asarray(pc.take(per_document["rows"], at), np.int64)
     names = np.asarray(pc.take(per_document["names"], at), np.int64)
     level[has] = np.where(rows > 1, np.where(names > 1, OthersLevel.OTHER_NAMES,
