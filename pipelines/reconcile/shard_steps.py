@@ -36,7 +36,13 @@ from pipelines.reconcile.sharding import (
     stable_hash,
 )
 from pipelines.registry.snapshot import LEGACY_INDEX, SHARD_SCHEMA, shard_file
-from pipelines.storage.files import AtomicParquetWriter, read_json, write_json, write_parquet
+from pipelines.storage.files import (
+    AtomicParquetWriter,
+    parquet_batches,
+    read_json,
+    write_json,
+    write_parquet,
+)
 from pipelines.storage.paths import RunPaths
 
 log = logging.getLogger("simrecon.shards")
@@ -55,8 +61,8 @@ def partition_telco(paths: RunPaths, telco: str, batch_rows: int = 1 << 18,
     paths.partitioned(telco).unlink(missing_ok=True)
     folder = paths.partitioned(telco).parent
     shutil.rmtree(folder, ignore_errors=True)
-    legacy = LegacyShards(pq.ParquetFile(snapshot.verify(LEGACY_INDEX)).iter_batches(
-        batch_size=batch_rows, columns=["legacy_id", "shard"]))
+    legacy = LegacyShards(parquet_batches(pq.ParquetFile(snapshot.verify(LEGACY_INDEX)),
+                                          batch_rows, columns=["legacy_id", "shard"]))
     source = pq.ParquetFile(paths.normalised(telco))
     writers = [AtomicParquetWriter(paths.subscription_shard(telco, k)) for k in range(shards)]
     rows = np.zeros(shards, dtype=np.int64)
@@ -70,8 +76,7 @@ def partition_telco(paths: RunPaths, telco: str, batch_rows: int = 1 << 18,
 
     try:
         held = 0
-        for batch in source.iter_batches(batch_size=batch_rows):
-            table = pa.Table.from_batches([batch])
+        for table in parquet_batches(source, batch_rows):
             shard = route_subscriptions(table["id_type"], table["id_number"],
                                         table["source_row"], legacy, shards)
             for k, part in enumerate(split_by_shard(table, shard, shards)):

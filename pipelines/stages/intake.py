@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -19,6 +18,7 @@ from pipelines.quality import facts, gates
 from pipelines.reconcile import shard_steps
 from pipelines.stages.common import log, planned_context, stats_of, write_gate
 from pipelines.storage.files import (
+    parquet_batches,
     read_json,
     write_json,
 )
@@ -99,7 +99,7 @@ def _previous_run(paths: RunPaths, telco: str) -> dict:
 def _raw_names_not_nfc(path: Path) -> tuple[int, int]:
     """(names as ingested not in NFC, names), read a batch at a time."""
     not_nfc = named = 0
-    for batch in pq.ParquetFile(path).iter_batches(columns=["full_name"]):
+    for batch in parquet_batches(pq.ParquetFile(path), 1 << 16, columns=["full_name"]):
         names = batch.column(0).drop_null()
         named += len(names)
         not_nfc += int(pc.sum(pc.not_equal(names, pc.utf8_normalize(names, "NFC"))).as_py()
@@ -143,9 +143,8 @@ def gate_export(config_path: str, run_date: str, telco: str) -> dict:
         # rows, not by a shard (which grows with the telco).
         for shard in range(read_json(paths.partitioned(telco))["shards"]):  # type: ignore[index]
             source = pq.ParquetFile(paths.subscription_shard(telco, shard))
-            for batch in source.iter_batches(batch_size=EXPORT_GATE_BATCH_ROWS,
-                                             columns=list(facts.EXPORT_COLUMNS)):
-                rows = pa.Table.from_batches([batch])
+            for rows in parquet_batches(source, EXPORT_GATE_BATCH_ROWS,
+                                        columns=facts.EXPORT_COLUMNS):
                 yield facts.export_facts(rows, run_date=day,
                                          earliest_activation=settings.earliest_activation), rows
 
