@@ -50,7 +50,7 @@ from pipelines.intake.quarantine import QUARANTINE_SCHEMA, empty_quarantine, qua
 from pipelines.intake.records import Records, raw_texts
 from pipelines.schema import SUBSCRIPTION_FIELDS
 from pipelines.storage import objectstore
-from pipelines.storage.files import AtomicParquetWriter
+from pipelines.storage.files import AtomicParquetWriter, parquet_batches
 
 log = logging.getLogger("simrecon.ingest")
 
@@ -392,7 +392,7 @@ class ExportReader:
         batch_rows = max(1_000, int(self.settings.chunk_bytes * _PARQUET_ROWS_PER_BYTE))
         next_row = 1
         with self.path.open("rb") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
+            for batch in parquet_batches(pq.ParquetFile(handle), batch_rows):
                 n = batch.num_rows
                 texts = {}
                 for name, column in zip(batch.schema.names, batch.columns, strict=True):

@@ -28,6 +28,7 @@ from pipelines.intake.normalise import NORMALISED_SCHEMA
 from pipelines.reconcile import match, search
 from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
 from pipelines.reconcile.sharding import (
+    LegacyShards,
     concat,
     route_subscriptions,
     row_positions,
@@ -35,34 +36,58 @@ from pipelines.reconcile.sharding import (
     stable_hash,
 )
 from pipelines.registry.snapshot import LEGACY_INDEX, SHARD_SCHEMA, shard_file
-from pipelines.storage.files import AtomicParquetWriter, read_json, write_json, write_parquet
+from pipelines.storage.files import (
+    AtomicParquetWriter,
+    parquet_batches,
+    read_json,
+    write_json,
+    write_parquet,
+)
 from pipelines.storage.paths import RunPaths
 
 log = logging.getLogger("simrecon.shards")
 
 
-def partition_telco(paths: RunPaths, telco: str, batch_rows: int = 1 << 20) -> dict:
-    """Cut one telco's normalised subscriptions into the run's shards, streaming: at
-    most ``batch_rows`` rows are held at once. The marker is written last."""
+def partition_telco(paths: RunPaths, telco: str, batch_rows: int = 1 << 18,
+                    group_rows: int = 1 << 20) -> dict:
+    """Cut one telco's normalised subscriptions into the run's shards, streaming: read
+    ``batch_rows`` at a time, each shard's rows written as one row group per
+    ``group_rows`` rows read (the parts of a few batches are held until then); the
+    legacy index held as 12 bytes per number (``LegacyShards``). Memory is bounded by
+    ``group_rows``, whatever the telco's size. The marker is written last."""
 
     snapshot = snapshot_of_run(paths)
     shards = snapshot.shards
     paths.partitioned(telco).unlink(missing_ok=True)
     folder = paths.partitioned(telco).parent
     shutil.rmtree(folder, ignore_errors=True)
-    legacy = pq.read_table(snapshot.verify(LEGACY_INDEX), columns=["legacy_id", "shard"])
+    legacy = LegacyShards(parquet_batches(pq.ParquetFile(snapshot.verify(LEGACY_INDEX)),
+                                          batch_rows, columns=["legacy_id", "shard"]))
     source = pq.ParquetFile(paths.normalised(telco))
     writers = [AtomicParquetWriter(paths.subscription_shard(telco, k)) for k in range(shards)]
     rows = np.zeros(shards, dtype=np.int64)
+    pending: list[list[pa.Table]] = [[] for _ in range(shards)]
+
+    def flush() -> None:
+        for k, parts in enumerate(pending):
+            if parts:
+                writers[k].write(pa.concat_tables(parts))
+                parts.clear()
+
     try:
-        for batch in source.iter_batches(batch_size=batch_rows):
-            table = pa.Table.from_batches([batch])
+        held = 0
+        for table in parquet_batches(source, batch_rows):
             shard = route_subscriptions(table["id_type"], table["id_number"],
                                         table["source_row"], legacy, shards)
             for k, part in enumerate(split_by_shard(table, shard, shards)):
                 if part.num_rows:
-                    writers[k].write(part)
+                    pending[k].append(part)
                     rows[k] += part.num_rows
+            held += table.num_rows
+            if held >= group_rows:
+                flush()
+                held = 0
+        flush()
         for writer in writers:
             writer.close(empty=source.schema_arrow)
     except BaseException:

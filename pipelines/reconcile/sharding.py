@@ -112,14 +112,88 @@ def shard_of_integers(values: np.ndarray, shards: int) -> np.ndarray:
     return (_mix64(np.asarray(values).astype(np.uint64)) % np.uint64(shards)).astype(np.int32)
 
 
+_KEY_DIGITS = r"^[0-9]{1,17}$"
+_LENGTH_SHIFT = np.uint64(57)  # 10**17 < 2**57: the value below, its length above
+
+
+def _digit_keys(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """For each text of 1-17 digits an integer key equal only for the same text (its value
+    with its length above: "0123" and "123" differ); and which rows had such a key."""
+    ok = np.asarray(pc.fill_null(pc.match_substring_regex(values, _KEY_DIGITS), False)
+                    .to_numpy(zero_copy_only=False), dtype=bool)
+    keys = np.zeros(len(values), dtype=np.uint64)
+    if ok.any():
+        digits = pc.take(values, pa.array(np.flatnonzero(ok)))
+        number = np.asarray(pc.cast(digits, pa.uint64()).to_numpy(zero_copy_only=False),
+                            dtype=np.uint64)
+        length = np.asarray(pc.utf8_length(digits).to_numpy(zero_copy_only=False),
+                            dtype=np.uint64)
+        keys[ok] = number | (length << _LENGTH_SHIFT)
+    return keys, ok
+
+
+class LegacyShards:
+    """The legacy index (legacy number -> shard) as sorted integer keys: 12 bytes per
+    number instead of the strings and a hash table built for every batch routed; numbers
+    that are not 1-17 digits (none in a clean registry) stay text."""
+
+    def __init__(self, batches: Iterable[pa.RecordBatch | pa.Table]) -> None:
+        keys: list[np.ndarray] = []
+        shards: list[np.ndarray] = []
+        other: list[pa.Table] = []
+        for batch in batches:
+            legacy = batch.column(batch.schema.get_field_index("legacy_id"))
+            legacy = legacy.combine_chunks() if isinstance(legacy, pa.ChunkedArray) else legacy
+            shard = np.asarray(batch.column(batch.schema.get_field_index("shard"))
+                               .to_numpy(zero_copy_only=False), dtype=np.int32)
+            key, ok = _digit_keys(pc.cast(legacy, pa.string()))
+            keys.append(key[ok])
+            shards.append(shard[ok])
+            if not ok.all():
+                rest = pa.array(~ok & np.asarray(pc.is_valid(legacy).to_numpy(
+                    zero_copy_only=False), dtype=bool))
+                other.append(pa.table({"legacy_id": pc.cast(legacy, pa.string()).filter(rest),
+                                       "shard": pa.array(shard).filter(rest)}))
+        key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+        order = np.argsort(key, kind="stable")
+        self._keys = key[order]
+        self._shards = (np.concatenate(shards) if shards else np.empty(0, np.int32))[order]
+        self._other = pa.concat_tables(other) if other else None
+
+    @classmethod
+    def of(cls, index: pa.Table | LegacyShards) -> LegacyShards:
+        return index if isinstance(index, LegacyShards) else cls(index.to_batches())
+
+    def __len__(self) -> int:
+        return len(self._keys) + (self._other.num_rows if self._other is not None else 0)
+
+    def shard(self, numbers: pa.Array) -> np.ndarray:
+        """The shard of each number's entry, -1 where the index has none."""
+        out = np.full(len(numbers), -1, dtype=np.int32)
+        key, ok = _digit_keys(numbers)
+        if ok.any() and len(self._keys):
+            wanted = key[ok]
+            at = np.minimum(np.searchsorted(self._keys, wanted), len(self._keys) - 1)
+            found = self._keys[at] == wanted
+            out[np.flatnonzero(ok)[found]] = self._shards[at[found]]
+        if self._other is not None and not ok.all():
+            at = np.asarray(pc.fill_null(pc.index_in(
+                numbers, value_set=self._other["legacy_id"].combine_chunks(), skip_nulls=True),
+                -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+            via = ~ok & (at >= 0)
+            out[via] = np.asarray(self._other["shard"].to_numpy(), np.int32)[at[via]]
+        return out
+
+
 def route_subscriptions(id_type: pa.Array | pa.ChunkedArray,
                         id_number: pa.Array | pa.ChunkedArray,
                         source_row: pa.Array | pa.ChunkedArray,
-                        legacy_index: pa.Table, shards: int) -> np.ndarray:
+                        legacy_index: pa.Table | LegacyShards, shards: int) -> np.ndarray:
     """The shard of each subscription (see the module docstring).
 
     ``legacy_index``: ``legacy_id`` and ``shard`` (of the first citizen in registry
-    order holding that number), one row per distinct legacy number.
+    order holding that number), one row per distinct legacy number, or the same as
+    ``LegacyShards`` (built once for the many batches of a telco).
     """
     id_type = id_type.combine_chunks() if isinstance(id_type, pa.ChunkedArray) else id_type
     id_number = id_number.combine_chunks() if isinstance(id_number, pa.ChunkedArray) \
@@ -127,13 +201,14 @@ def route_subscriptions(id_type: pa.Array | pa.ChunkedArray,
     shard = shard_of(id_number, shards)
     cmnd = np.asarray(pc.fill_null(pc.equal(id_type, "CMND"), False)
                       .to_numpy(zero_copy_only=False), dtype=bool)
-    if cmnd.any() and legacy_index.num_rows:
-        at = pc.index_in(id_number, value_set=legacy_index["legacy_id"].combine_chunks(),
-                         skip_nulls=True)
-        at = np.asarray(pc.fill_null(at, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
-        via = cmnd & (at >= 0)
-        legacy_shard = np.asarray(legacy_index["shard"].to_numpy(), dtype=np.int32)
-        shard[via] = legacy_shard[at[via]]
+    entries = len(legacy_index) if isinstance(legacy_index, LegacyShards) \
+        else legacy_index.num_rows
+    if cmnd.any() and entries:
+        rows = np.flatnonzero(cmnd)
+        legacy = LegacyShards.of(legacy_index).shard(
+            pc.cast(pc.take(id_number, pa.array(rows)), pa.string()))
+        via = legacy >= 0
+        shard[rows[via]] = legacy[via]
     none = shard < 0
     if none.any():
         rows = np.asarray(pc.cast(source_row, pa.int64()).to_numpy(zero_copy_only=False))
