@@ -15,7 +15,7 @@ from pipelines.correction_cycle import history
 from pipelines.errors import RunNotPlannedError
 from pipelines.intake.quarantine import empty_quarantine
 from pipelines.quality import gates
-from pipelines.storage.files import read_json, write_json
+from pipelines.storage.files import parquet_batches, read_json, write_json
 from pipelines.storage.paths import RunPaths
 
 log = logging.getLogger("simrecon.stages")
@@ -94,12 +94,15 @@ def quarantine_files(paths: RunPaths, telco: str | None = None) -> list:
     return sorted(folder.glob(f"{telco}.*.parquet" if telco else "*.parquet"))
 
 
+# Quarantined rows read at once (a row group at a time: storage.files.parquet_batches).
+QUARANTINE_BATCH_ROWS = 65_536
+
+
 def quarantine_batches(paths: RunPaths, telco: str | None = None,
                        columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The run's quarantined rows (or one telco's), a file's batch at a time."""
     for path in quarantine_files(paths, telco):
-        for batch in pq.ParquetFile(path).iter_batches(columns=columns):
-            yield pa.Table.from_batches([batch])
+        yield from parquet_batches(pq.ParquetFile(path), QUARANTINE_BATCH_ROWS, columns)
 
 
 def all_quarantine(paths: RunPaths) -> pa.Table:

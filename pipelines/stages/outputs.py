@@ -38,6 +38,7 @@ from pipelines.stages.common import (
 )
 from pipelines.storage import modes, objectstore
 from pipelines.storage.files import (
+    parquet_batches,
     read_json,
     sha256_of,
     swap_into_place,
@@ -192,9 +193,8 @@ def _after_swap(config: RunConfig, paths: RunPaths, run_date: str,
             # Arrow, not pandas, and in key order (correction_lists.write_keys): the
             # history appends them fast (history.record_batches).
             for telco in recorded:
-                for batch in pq.ParquetFile(paths.flag_keys(telco)).iter_batches(
-                        batch_size=history.INSERT_BATCH):
-                    yield pa.Table.from_batches([batch])
+                yield from parquet_batches(pq.ParquetFile(paths.flag_keys(telco)),
+                                           history.INSERT_BATCH)
 
         history.record_batches(store_of(config), run_date, recorded, batches(),
                                datetime.now(UTC).isoformat(timespec="seconds"))
