@@ -381,6 +381,9 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
             part = by_year.read(bucket)
             by_shard.write(_registry_wide(part, whole, block_columns),
                            np.asarray(part["shard"], np.int32))
+            del part
+        del whole  # the distinct names' tallies are not held while shards are sorted
+        pa.default_memory_pool().release_unused()
         for k in range(shards):
             table = by_shard.read(k)
             if table.num_rows:
