@@ -16,8 +16,8 @@ The registry is read a batch at a time (``BATCH_ROWS``) and never held whole:
 Peak memory is about one bucket or shard plus one batch, whatever the registry's
 size (``BUCKET_ROWS`` citizens per year bucket), plus what grows with the distinct
 names alone (their tally and typo shares: a few copies of the distinct name keys,
-``matching.model.typo_shares``); measured: 0.90 GiB at 10M citizens in 8 shards,
-1.12 GiB at 30M in 24 (benchmarks/RESULTS.md). The files are the same, byte for
+``matching.model.typo_shares``); measured: 0.90-0.97 GiB at 10M citizens in 8 shards,
+0.98 GiB at 30M in 24 (benchmarks/RESULTS.md). The files are the same, byte for
 byte, as those of the whole registry prepared at once (tests/test_registry_prepare.py).
 Spill files are Arrow IPC in an owner-only folder, removed when done.
 """
