@@ -570,11 +570,34 @@ def typo_frequencies(registry_names: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return per_name(share, distinct["sequence"], distinct["canonical"], sequence, canonical)
 
 
+def _typo_candidates(left: pa.Table, right: pa.Table, canon: np.ndarray) -> np.ndarray:
+    """Codes ``a * n + b`` (either way round) of the keys ``a``, ``b`` sharing a variant
+    in ``left`` and ``right``, their canonical keys not equal; sorted, unique."""
+    joined = left.join(right, "variant", right_suffix="_other", use_threads=False)
+    a = np.asarray(joined["key"], np.int64)
+    b = np.asarray(joined["key_other"], np.int64)
+    del joined
+    keep = canon[a] != canon[b]
+    a, b = a[keep], b[keep]
+    return np.unique(np.concatenate([a * len(canon) + b, b * len(canon) + a]))
+
+
+# Candidate pairs confirmed by rapidfuzz at once (their strings are Python objects).
+TYPO_CONFIRM_PAIRS = 1 << 20
+
+
 def typo_shares(sequence: pa.Array, canonical: pa.Array, count: np.ndarray,
                 citizens: int) -> np.ndarray:
     """:func:`typo_frequencies` of each distinct (sequence key, canonical key) pair of a
     registry (non-null sequence keys), given how many of its ``citizens`` carry it: the
-    counts are all it needs, so a registry read in batches is counted, not held."""
+    counts are all it needs, so a registry read in batches is counted, not held.
+
+    Two keys one edit apart are equal, or lose the same position to one deletion
+    (substitution), or one is the other less one character: so the candidates are
+    found one deleted position at a time (the keys themselves beside their deletions
+    at that position), never every deletion of every key at once, and confirmed in
+    slices of ``TYPO_CONFIRM_PAIRS``: memory is a few copies of the keys, not of the
+    keys times their length."""
     values = sequence
     canon = np.asarray(pc.dictionary_encode(canonical).indices, np.int64)
     freq = count
@@ -583,25 +606,20 @@ def typo_shares(sequence: pa.Array, canonical: pa.Array, count: np.ndarray,
     if len(values) > 1:
         lengths = np.asarray(pc.utf8_length(values), dtype=np.int64)
         ids = np.arange(len(values), dtype=np.int64)
-        parts_variant, parts_id = [values], [ids]  # the key itself: a deletion of a longer one
+        itself = pa.table({"variant": values, "key": ids})
+        found = [_typo_candidates(itself, itself, canon)]  # equal keys
         for pos in range(int(lengths.max())):
             has = lengths > pos
             chosen = values.filter(pa.array(has))
-            deleted = pc.binary_join_element_wise(
+            deleted = pa.table({"variant": pc.binary_join_element_wise(
                 pc.utf8_slice_codeunits(chosen, 0, pos), pc.utf8_slice_codeunits(chosen, pos + 1),
-                "")
-            parts_variant.append(deleted)
-            parts_id.append(ids[has])
-        table = pa.table({"variant": pa.concat_arrays(parts_variant),
-                          "key": np.concatenate(parts_id)})
-        table = table.group_by(["variant", "key"], use_threads=False).aggregate([])
-        joined = table.join(table, "variant", right_suffix="_other", use_threads=False)
-        a = np.asarray(joined["key"], np.int64)
-        b = np.asarray(joined["key_other"], np.int64)
-        keep = canon[a] != canon[b]
-        pair = np.unique(a[keep] * len(values) + b[keep])
-        a, b = pair // len(values), pair % len(values)
-        if len(a):
+                ""), "key": ids[has]})
+            found.append(_typo_candidates(deleted, pa.concat_tables([deleted, itself]), canon))
+        pair = np.unique(np.concatenate(found))
+        del found
+        for start in range(0, len(pair), TYPO_CONFIRM_PAIRS):
+            part = pair[start:start + TYPO_CONFIRM_PAIRS]
+            a, b = part // len(values), part % len(values)
             close = process.cpdist(values.take(pa.array(a)).to_pylist(),
                                    values.take(pa.array(b)).to_pylist(),
                                    scorer=Levenshtein.distance, score_cutoff=1, workers=-1)

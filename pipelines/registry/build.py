@@ -14,7 +14,10 @@ The registry is read a batch at a time (``BATCH_ROWS``) and never held whole:
 4. each shard is put back in registry order and written.
 
 Peak memory is about one bucket or shard plus one batch, whatever the registry's
-size (``BUCKET_ROWS`` citizens per year bucket). The files are the same, byte for
+size (``BUCKET_ROWS`` citizens per year bucket), plus what grows with the distinct
+names alone (their tally and typo shares: a few copies of the distinct name keys,
+``matching.model.typo_shares``); measured: 0.90-0.97 GiB at 10M citizens in 8 shards,
+0.98 GiB at 30M in 24 (benchmarks/RESULTS.md). The files are the same, byte for
 byte, as those of the whole registry prepared at once (tests/test_registry_prepare.py).
 Spill files are Arrow IPC in an owner-only folder, removed when done.
 """
@@ -378,6 +381,9 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
             part = by_year.read(bucket)
             by_shard.write(_registry_wide(part, whole, block_columns),
                            np.asarray(part["shard"], np.int32))
+            del part
+        del whole  # the distinct names' tallies are not held while shards are sorted
+        pa.default_memory_pool().release_unused()
         for k in range(shards):
             table = by_shard.read(k)
             if table.num_rows:

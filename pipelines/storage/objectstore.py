@@ -215,10 +215,19 @@ def iter_parquet_batches(source: Path | RemoteFile, columns: list[str],
     read one after another (the file is never held whole)."""
     if isinstance(source, RemoteFile):
         with source.open() as handle:
-            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_rows,
-                                                           columns=columns)
+            yield from _row_group_batches(pq.ParquetFile(handle), columns, batch_rows)
         return
-    yield from pq.ParquetFile(source).iter_batches(batch_size=batch_rows, columns=columns)
+    yield from _row_group_batches(pq.ParquetFile(source), columns, batch_rows)
+
+
+def _row_group_batches(parquet: pq.ParquetFile, columns: list[str],
+                       batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """One row group's reader at a time (a batch never spans two): a reader over the
+    whole file keeps memory from every row group it has read until it ends (pyarrow
+    26.0.1: +460 MiB over the 30 row groups of the 30M registry, 50 MiB this way)."""
+    for group in range(parquet.num_row_groups):
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns,
+                                        row_groups=[group])
 
 
 def _join(base: str, name: str) -> str:
