@@ -671,12 +671,15 @@ def _unlinked() -> pc.Expression:
         pc.field("id_type").is_null() | (pc.field("id_type") != "PASSPORT"))
 
 
+def _normalised(columns: Sequence[str]) -> pa.Schema:
+    return pa.schema([NORMALISED_SCHEMA.field(c) for c in columns])
+
+
 def _searched_of_shard(paths: RunPaths, k: int, columns: Sequence[str]) -> pa.Table:
     """Subscription shard ``k``'s rows whose document led nobody, in (telco, source_row)
     order (``columns``, typed as normalised)."""
-    schema = pa.schema([NORMALISED_SCHEMA.field(c) for c in columns])
     return pq.read_table(paths.matched_shard(k), columns=list(columns),
-                         filters=_unlinked()).cast(schema) \
+                         filters=_unlinked()).cast(_normalised(columns)) \
         .sort_by([("telco", "ascending"), ("source_row", "ascending")])
 
 
@@ -730,8 +733,8 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
                 flush(table.slice(start, size))
             pending = [table.slice(full)] if held > full else []
     if pending or not written:
-        flush(pa.concat_tables(pending) if pending else searched_rows(
-            pa.schema([NORMALISED_SCHEMA.field(c) for c in SEARCHED_COLUMNS]).empty_table()))
+        flush(pa.concat_tables(pending) if pending
+              else searched_rows(_normalised(SEARCHED_COLUMNS).empty_table()))
     if written != batches:
         raise RuntimeError(f"search: {written} batches written, {batches} planned")
     for k in range(plan["shards"]):
