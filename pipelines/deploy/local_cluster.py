@@ -92,6 +92,9 @@ class Cluster:
     # (a generated one: benchmarks/), or the bundled samples; its registry's shard count.
     world: str = ""
     shards: int = 4
+    # The API's bearer token, fetched once and kept until the API refuses it: asking for
+    # one per request doubled the requests a busy one-worker API server must answer.
+    _token: str = field(default="", repr=False, compare=False)
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -366,24 +369,32 @@ class Cluster:
 
     # --- REST API (as an external scheduler uses it) ---------------------------------------
     def token(self) -> str:
-        request = urllib.request.Request(
-            f"{self.api_url}/auth/token", method="POST",
-            data=json.dumps({"username": USER, "password": self.password}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())["access_token"]
+        if not self._token:
+            request = urllib.request.Request(
+                f"{self.api_url}/auth/token", method="POST",
+                data=json.dumps({"username": USER, "password": self.password}).encode(),
+                headers={"Content-Type": "application/json"})
+            self._token = json.loads(_answer(request, timeout=30))["access_token"]
+        return self._token
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(
-            f"{self.api_url}{path}", method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token()}",
-                     "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            raise ClusterError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from exc
+        for attempt in (1, 2):
+            request = urllib.request.Request(
+                f"{self.api_url}{path}", method=method,
+                data=None if body is None else json.dumps(body).encode(),
+                headers={"Authorization": f"Bearer {self.token()}",
+                         "Content-Type": "application/json"})
+            try:
+                # A POST is not repeated: it may have been done before the answer was lost.
+                return json.loads(_answer(request, timeout=60,
+                                          tries=1 if method == "POST" else 4) or b"{}")
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and attempt == 1:  # expired: a new token, once
+                    self._token = ""
+                    continue
+                raise ClusterError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") \
+                    from exc
+        raise AssertionError("unreachable")
 
     def workers_online(self) -> set[str]:
         """Celery workers answering a ping through the broker."""
@@ -434,6 +445,25 @@ class Cluster:
                                                             timeout)
         states["run_id"] = run
         return states
+
+
+def _answer(request: urllib.request.Request, timeout: float, tries: int = 4) -> bytes:
+    """The response body; a timeout or refused connection is retried with a pause.
+
+    On two shared cores the one API server also serves every running task's execution
+    API calls, so one slow answer is load, not a fault. HTTP errors are not retried.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError:
+            raise
+        except (TimeoutError, urllib.error.URLError, ConnectionError):
+            if attempt == tries:
+                raise
+            time.sleep(2 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _quote(value: str) -> str:
