@@ -19,6 +19,10 @@ def _configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not verbose:
+        # Great Expectations logs hundreds of INFO lines about its own start-up (functions
+        # it registers, temporary docs folders); the gates log their verdicts themselves.
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

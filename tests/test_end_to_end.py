@@ -240,3 +240,7 @@ def test_installed_command_runs_from_any_folder(tmp_path: Path) -> None:
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert RunResults(tmp_path / "runs" / RUN_DATE).num_rows > 0
+    # The log a data engineer reads: the stages' progress, not Great Expectations'
+    # start-up chatter (hundreds of INFO lines before it was quietened).
+    assert "stage publish done" in done.stderr
+    assert "great_expectations" not in done.stderr, done.stderr[:2000]
