@@ -139,6 +139,9 @@ def test_refresh_keeps_first_runs_and_carries_subscriptions_that_left(tmp_path: 
     _, (record,) = find_number(reader, stayed["msisdn"])
     assert (record["first_run"], record["last_run"]) == ("2026-01-01", "2026-01-05")
     assert reader.meta(refresh=True)["carried"] == "100"
+    # Written in 16 KB pages (a bucket's row, ~2.5 KB, left most of a 4 KB page empty).
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 16384
     # Past keep_unseen_days the subscription that left is dropped.
     build_index(_results_dir(tmp_path, "r3", day2), "2026-01-20", store, keep_unseen_days=10)
     assert find_number(IndexReader(store), gone["msisdn"])[1] == []
