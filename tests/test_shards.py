@@ -357,3 +357,36 @@ def test_the_search_finds_the_same_whatever_the_registry_shards(tmp_path: Path) 
             found = search.choose(searched, order, model, settings)
             for column in found.column_names:
                 assert _values(found[column]) == _values(expected[column]), (count, column)
+
+
+def test_row_positions_find_pairs_across_chunked_tables_of_several_telcos() -> None:
+    """(telco, source_row) found across tables whose telco columns come in several chunks
+    (the telcos' ranks taken from the chunks, never through Python objects)."""
+    within = pa.concat_tables([
+        pa.table({"telco": ["a", "a", "b"], "source_row": pa.array([1, 5, 2], pa.int64())}),
+        pa.table({"telco": ["c", "c"], "source_row": pa.array([0, 9], pa.int64())})])
+    rows = pa.concat_tables([
+        pa.table({"telco": ["c"], "source_row": pa.array([9], pa.int64())}),
+        pa.table({"telco": ["a", "b", "d"], "source_row": pa.array([5, 2, 1], pa.int64())})])
+    assert within["telco"].num_chunks == 2
+    assert sharding.row_positions(rows, within).tolist() == [4, 1, 2, -1]
+    empty = pa.table({"telco": pa.array([], pa.string()), "source_row": pa.array([], pa.int64())})
+    assert sharding.row_positions(empty, within).tolist() == []
+
+
+def test_results_are_written_with_high_cardinality_columns_plain(tmp_path: Path) -> None:
+    """The results file's per-subscription columns carry no dictionary (building one that
+    overflows costs a third of the write); the others keep theirs; the table reads back
+    equal."""
+    from pipelines.storage.files import write_parquet
+
+    table = pa.table({"msisdn": [f"09{i:08d}" for i in range(1000)],
+                      "status": ["VERIFIED", "REVIEW"] * 500})
+    path = write_parquet(table, tmp_path / "part.parquet", plain=flag.PLAIN_COLUMNS)
+    assert pq.read_table(path).equals(table)
+    chunks = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings
+                 for i in range(chunks.num_columns)}
+    assert "msisdn" in flag.PLAIN_COLUMNS
+    assert "RLE_DICTIONARY" not in encodings["msisdn"]
+    assert "RLE_DICTIONARY" in encodings["status"]

@@ -93,7 +93,7 @@ class _Spill:
         if self.pbits == 0:
             return [(0, table)]
         part = keys.top_bits(table["hash"].to_numpy(), self.pbits)
-        order = np.argsort(part, kind="stable")
+        order = _stable_order(part, self.pbits)
         part = part[order]
         table = table.take(pa.array(order))
         cuts = np.flatnonzero(np.diff(part)) + 1
@@ -133,12 +133,28 @@ def _ahead(work: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iter
             yield pending.popleft().result()
 
 
+def _stable_order(values: np.ndarray, bits: int) -> np.ndarray:
+    """The stable sort order of ``values`` (non-negative, below ``2**bits``), cheaply:
+    NumPy sorts 16-bit values by radix; wider ones, with the position in the low bits
+    (every key distinct, so any sort is stable), by a plain sort of the keys instead of
+    a stable argsort."""
+    n = len(values)
+    if bits <= 16:
+        return np.argsort(values.astype(np.uint16), kind="stable")
+    shift = max(1, (n - 1).bit_length())
+    if bits + shift > 64:
+        return np.argsort(values, kind="stable")
+    composite = (values.astype(np.uint64) << np.uint64(shift)) | np.arange(n, dtype=np.uint64)
+    composite.sort()
+    return (composite & np.uint64((1 << shift) - 1)).astype(np.int64)
+
+
 def _bucket_rows(hashes: np.ndarray, entries: pa.Array, bits: int) -> list[tuple[int, str]]:
     """Group packed entries by bucket: ``(bucket, entries joined)`` in bucket order."""
     if len(hashes) == 0:
         return []
     bucket = keys.top_bits(hashes, bits)
-    order = np.argsort(bucket, kind="stable")
+    order = _stable_order(bucket, bits)
     bucket = bucket[order]
     entries = entries.take(pa.array(order))
     if isinstance(entries, pa.ChunkedArray):

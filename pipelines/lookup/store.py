@@ -108,6 +108,9 @@ def engine(store: Store, *, pooled: bool = False) -> Engine:
 # --- the index: build into new tables, swap ---------------------------------------------
 
 
+PAGE_SIZE = 16384  # bytes, of a SQLite index file (set before its first table)
+
+
 class IndexWriter:
     """New index tables being filled; ``publish`` swaps them in, ``abort`` drops them."""
 
@@ -118,8 +121,10 @@ class IndexWriter:
             _prepare_folder(self.file)
             self._tmp = self.file.with_name(f".{self.file.name}.{uuid.uuid4().hex}.building")
             self._db = sqlite3.connect(self._tmp, isolation_level=None)
-            for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-65536",
-                           "temp_store=FILE"):
+            # A bucket's row is ~2.5 KB: one per 4 KB page left ~40% of every page empty;
+            # 16 KB pages hold six, the file is ~40% smaller and written with ~40% less CPU.
+            for pragma in (f"page_size={PAGE_SIZE}", "journal_mode=OFF", "synchronous=OFF",
+                           "cache_size=-65536", "temp_store=FILE"):
                 self._db.execute(f"PRAGMA {pragma}")
             self._db.execute("BEGIN")
             self._suffix = ""

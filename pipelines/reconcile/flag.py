@@ -49,6 +49,14 @@ RESULT_COLUMNS = (
     "model_version",
 )
 
+# Columns of the results whose values are nearly all distinct (a subscription's own number,
+# names, ids, scores): written without a dictionary (``AtomicParquetWriter``'s ``plain``).
+PLAIN_COLUMNS = (
+    "source_row", "msisdn", "msisdn_raw", "id_number", "full_name", "date_of_birth",
+    "point_of_sale", "matched_citizen_id", "holder_citizen_id", "name_weight", "match_weight",
+    "match_probability",
+)
+
 
 # Rules over the run's whole set of subscriptions (every telco, every shard), and the
 # few columns they read: the sharded run computes them in a step of their own.

@@ -241,7 +241,10 @@ def _row_numbers(tables: Sequence[pa.Table]) -> list[np.ndarray]:
     """(telco, source_row) of each table's rows as one int64 per row, ordered as the
     pair is and comparable across the tables: the telco's rank among the tables' telcos
     above the row number (41 bits)."""
-    names = pc.unique(pa.chunked_array([t["telco"] for t in tables], pa.string()))
+    # The columns' chunks, not the columns: a ChunkedArray given as an item of
+    # ``pa.chunked_array`` is converted through Python objects, row by row.
+    names = pc.unique(pa.chunked_array(
+        [chunk.cast(pa.string()) for t in tables for chunk in t["telco"].chunks], pa.string()))
     rank = np.argsort(np.asarray(pc.array_sort_indices(names).to_numpy(), np.int64))
     out = []
     for table in tables:

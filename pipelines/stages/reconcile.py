@@ -123,7 +123,8 @@ def flag_shard(config_path: str, run_date: str, shard: int | str) -> dict:
     matched, spanning = shard_steps.flag_inputs(paths, shard)
     results = flag.flag(matched, config.flags, spanning=spanning)
     results = review.apply_decisions(results, matched, store_of(config))
-    write_parquet(results, paths.results_part(shard), shard_steps.ROW_GROUP_ROWS)
+    write_parquet(results, paths.results_part(shard), shard_steps.ROW_GROUP_ROWS,
+                  plain=flag.PLAIN_COLUMNS)
     settings = config.report
     aggregates.of_results(
         results, top=settings.top,

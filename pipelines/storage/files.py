@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -209,19 +209,28 @@ class AtomicParquetWriter(_AtomicStream):
     first piece (or ``schema``); later pieces are cast to it. ``row_group_rows`` keeps
     row groups small enough for a reader's filter to skip most of a large file.
     ``compression``: zstd, or e.g. lz4 for a working file that is read back once.
+    ``plain``: columns written without dictionary encoding (values nearly all distinct:
+    numbers, names; the dictionary built for them overflows and is thrown away, a third
+    of a results file's write); the others are dictionary-encoded as usual.
     """
 
     def __init__(self, path: Path, schema: pa.Schema | None = None,
-                 row_group_rows: int | None = None, compression: str = "zstd") -> None:
+                 row_group_rows: int | None = None, compression: str = "zstd",
+                 plain: Iterable[str] = ()) -> None:
         super().__init__(path)
         self._schema = schema
         self._row_group_rows = row_group_rows
         self._compression = compression
+        self._plain = frozenset(plain)
 
     def _parquet(self, schema: pa.Schema) -> pq.ParquetWriter:
         if self._writer is None:
+            dictionary: bool | list[str] = [name for name in schema.names
+                                             if name not in self._plain] \
+                if self._plain else True
             self._writer = pq.ParquetWriter(pa.PythonFile(self._open(), mode="w"), schema,
-                                            compression=self._compression)
+                                            compression=self._compression,
+                                            use_dictionary=dictionary)
         return self._writer
 
     def write(self, table: pa.Table | pa.RecordBatch) -> None:
@@ -273,9 +282,11 @@ class AtomicCsvWriter(_AtomicStream):
         return self._finish()
 
 
-def write_parquet(table: pa.Table, path: Path, row_group_rows: int | None = None) -> Path:
-    """Write Parquet atomically (deterministic bytes: no pandas index, fixed settings)."""
-    writer = AtomicParquetWriter(path, table.schema, row_group_rows)
+def write_parquet(table: pa.Table, path: Path, row_group_rows: int | None = None,
+                  plain: Iterable[str] = ()) -> Path:
+    """Write Parquet atomically (deterministic bytes: no pandas index, fixed settings);
+    ``plain``: see ``AtomicParquetWriter``."""
+    writer = AtomicParquetWriter(path, table.schema, row_group_rows, plain=plain)
     try:
         writer.write(table)
     except BaseException:
