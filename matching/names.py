@@ -359,20 +359,54 @@ def compare_names(left: StringColumn, right: StringColumn,
     ``with_score=False`` leaves ``score`` NaN (not computed) when only the levels
     are needed.
     """
-    settings = settings or NameComparisonSettings()
     left, right = as_string_array(left), as_string_array(right)
     if len(left) != len(right):
         raise ValueError(f"name columns differ in length: {len(left)} != {len(right)}")
     n = len(left)
+    # One set of keys for the distinct names of both sides (a linked pair mostly carries
+    # the same name twice), and per key an integer code: equal keys, equal codes.
+    names, codes = distinct_codes(pa.concat_arrays([left, right]))
+    return _compare_codes(names, codes[:n], codes[n:], settings, with_score)
+
+
+def compare_names_at(left: StringColumn, left_at: np.ndarray, right: StringColumn,
+                     right_at: np.ndarray, settings: NameComparisonSettings | None = None, *,
+                     with_score: bool = True) -> NameComparison:
+    """:func:`compare_names` of the pairs ``(left[left_at[i]], right[right_at[i]])``.
+
+    The same levels and scores, but each side's names are coded once per entry of
+    ``left`` / ``right`` and the pairs gather integer codes: a candidate search compares
+    millions of pairs drawn from a batch of rows and a registry shard, and taking two
+    strings per pair and hashing them again cost more than the comparison itself."""
+    left, right = as_string_array(left), as_string_array(right)
+    left_at, right_at = np.asarray(left_at, np.int64), np.asarray(right_at, np.int64)
+    if len(left_at) != len(right_at):
+        raise ValueError(f"pair indexes differ in length: {len(left_at)} != {len(right_at)}")
+    names, codes = distinct_codes(pa.concat_arrays([left, right]))
+    return _compare_codes(names, codes[:len(left)][left_at], codes[len(left):][right_at],
+                          settings, with_score)
+
+
+def _compare_codes(names: pa.Array, li: np.ndarray, ri: np.ndarray,
+                   settings: NameComparisonSettings | None, with_score: bool
+                   ) -> NameComparison:
+    """:func:`compare_names` of the pairs ``(names[li[i]], names[ri[i]])`` (-1: null),
+    ``names`` distinct. Only the names some pair refers to are keyed."""
+    settings = settings or NameComparisonSettings()
+    n = len(li)
     level = np.full(n, NameLevel.DIFFERENT, dtype=np.int8)
     score = np.full(n, np.nan)
     if n == 0:
         return NameComparison(level=level, score=score)
-
-    # One set of keys for the distinct names of both sides (a linked pair mostly carries
-    # the same name twice), and per key an integer code: equal keys, equal codes.
-    names, codes = distinct_codes(pa.concat_arrays([left, right]))
-    li, ri = codes[:n], codes[n:]
+    used = np.zeros(len(names) + 1, dtype=bool)
+    used[li] = True  # -1 marks the extra last slot
+    used[ri] = True
+    used = used[:-1]
+    if not used.all():  # the names no pair refers to are not keyed
+        renumber = np.cumsum(used) - 1
+        names = names.filter(pa.array(used))
+        li = np.where(li < 0, -1, renumber[np.maximum(li, 0)])
+        ri = np.where(ri < 0, -1, renumber[np.maximum(ri, 0)])
     missing = (li < 0) | (ri < 0)
     li, ri = np.maximum(li, 0), np.maximum(ri, 0)
     if len(names) == 0:  # every pair has a null side
