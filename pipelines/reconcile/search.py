@@ -422,6 +422,9 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
     shard's :class:`RegistryIndex` as prepared with the snapshot (made here if None)."""
     shard = registry_search_table(shard)
     top_k = model.search.top_candidates
+    shard_registry_row = _np(shard["registry_row"], 0, np.int64)
+    # A shard in source order: each row's pairs (sorted by citizen) are in registry order.
+    in_registry_order = bool((shard_registry_row[1:] > shard_registry_row[:-1]).all())
     parts = []
     for found in pair_levels(searched, shard, settings, side, index):
         pairs = found.pairs
@@ -431,9 +434,9 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
             history_level=found.history, others_level=found.others, name_tf=found.name_tf,
             birth_dates=statistics.birth_dates, typo_tf=found.typo_tf, dob_tf=found.dob_tf,
             year_tf=found.year_tf, name_year_tf=found.name_year_tf)
-        registry_row = _np(shard["registry_row"], 0, np.int64)[pairs.citizen]
+        registry_row = shard_registry_row[pairs.citizen]
         # Best first within each row; equal weights: the earlier citizen in the source.
-        order, rank = _ranked(pairs.row, scores.match_weight, registry_row)
+        order, rank = _ranked(pairs.row, scores.match_weight, registry_row, in_registry_order)
         rows = pairs.row[order]
         first = rank == 0
         starts = np.flatnonzero(first)
@@ -468,20 +471,25 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
 
 
 # --- the final choice ---------------------------------------------------------------------
-def _ranked(row: np.ndarray, weight: np.ndarray, registry_row: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _ranked(row: np.ndarray, weight: np.ndarray, registry_row: np.ndarray,
+            in_registry_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The order of entries best first within each row (equal weights: the earlier
     citizen in the source registry), and each entry's rank within its row then.
 
     What ``np.lexsort((registry_row, -weight, row))`` gives, in two stable integer sorts
     (lexsort on a float key took most of ``choose_candidates``): by citizen, then by
-    (row, rank of the weight)."""
+    (row, rank of the weight). ``in_registry_order``: the entries of each row already
+    come in ascending ``registry_row`` (a shard's pairs, sorted by row and citizen, when
+    the shard keeps the source order): the first sort is then skipped."""
     if not len(row):
         return np.empty(0, np.int64), np.empty(0, np.int64)
     _, weight_rank = np.unique(-weight, return_inverse=True)
     key = (row.astype(np.int64) << 32) | weight_rank.reshape(-1).astype(np.int64)
-    by_citizen = np.argsort(registry_row, kind="stable")
-    order = by_citizen[np.argsort(key[by_citizen], kind="stable")]
+    if in_registry_order:
+        order = np.argsort(key, kind="stable")
+    else:
+        by_citizen = np.argsort(registry_row, kind="stable")
+        order = by_citizen[np.argsort(key[by_citizen], kind="stable")]
     rows = row[order]
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
