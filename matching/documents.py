@@ -111,10 +111,12 @@ def _character_counts(values: pa.Array) -> np.ndarray:
 
 
 def _edit_level(written: pa.Array, written_at: np.ndarray, target: pa.Array,
-                target_at: np.ndarray) -> np.ndarray:
+                target_at: np.ndarray, counts: dict[int, np.ndarray] | None = None
+                ) -> np.ndarray:
     """The slip level of each pair ``(written[written_at[i]], target[target_at[i]])``
     (``DocLevel`` value; 0 where more than two edits). What depends on one value alone
-    (validity, character counts) is computed once per value and gathered per pair."""
+    (validity, character counts) is computed once per value and gathered per pair
+    (``counts``: the character counts already made, by ``id`` of the array)."""
     n = len(written_at)
     level = np.zeros(n, dtype=np.int8)
     usable = as_bool_mask(pc.is_valid(written))[written_at] \
@@ -125,7 +127,11 @@ def _edit_level(written: pa.Array, written_at: np.ndarray, target: pa.Array,
     w_at, t_at = written_at[at], target_at[at]
     # Most pairs are two unrelated numbers: drop those whose characters alone show them
     # more than two edits apart before measuring the rest (exact, see _character_counts).
-    a, b = _character_counts(written), _character_counts(target)
+    counts = {} if counts is None else counts
+    for values in (written, target):
+        if id(values) not in counts:
+            counts[id(values)] = _character_counts(values)
+    a, b = counts[id(written)], counts[id(target)]
     gap = np.zeros(len(at), dtype=np.int16)
     for k in range(11):
         gap += np.abs(a[k][w_at] - b[k][t_at])
@@ -208,9 +214,10 @@ def compare_documents(
     has_number = as_bool_mask(pc.is_valid(number))[rows]
 
     level = np.zeros(n, dtype=np.int8)
+    counts: dict[int, np.ndarray] = {}  # each array's character counts, made once
     for form in (written, as_sent):
         for target in (cid, legacy):
-            level = np.maximum(level, _edit_level(form, rows, target, citizens))
+            level = np.maximum(level, _edit_level(form, rows, target, citizens, counts))
 
     far = level == 0
     twelve = twelve_digits & as_bool_mask(pc.is_valid(cid))[citizens]
