@@ -110,32 +110,38 @@ def _character_counts(values: pa.Array) -> np.ndarray:
     return counts
 
 
-def _far_apart(left: pa.Array, right: pa.Array) -> np.ndarray:
-    """Pairs certainly more than two edits apart (:func:`_character_counts`)."""
-    a, b = _character_counts(left), _character_counts(right)
-    gap = np.zeros(len(left), dtype=np.int16)
-    for k in range(11):
-        gap += np.abs(a[k] - b[k])
-    return gap > 4
-
-
-def _edit_level(written: pa.Array, target: pa.Array) -> np.ndarray:
-    """The slip level of each pair (``DocLevel`` value; 0 where more than two edits)."""
-    n = len(written)
+def _edit_level(written: pa.Array, written_at: np.ndarray, target: pa.Array,
+                target_at: np.ndarray, counts: dict[int, np.ndarray] | None = None
+                ) -> np.ndarray:
+    """The slip level of each pair ``(written[written_at[i]], target[target_at[i]])``
+    (``DocLevel`` value; 0 where more than two edits). What depends on one value alone
+    (validity, character counts) is computed once per value and gathered per pair
+    (``counts``: the character counts already made, by ``id`` of the array)."""
+    n = len(written_at)
     level = np.zeros(n, dtype=np.int8)
-    usable = as_bool_mask(pc.and_(pc.is_valid(written), pc.is_valid(target)))
+    usable = as_bool_mask(pc.is_valid(written))[written_at] \
+        & as_bool_mask(pc.is_valid(target))[target_at]
     if not usable.any():
         return level
     at = np.flatnonzero(usable)
-    w = written.take(pa.array(at))
-    t = target.take(pa.array(at))
+    w_at, t_at = written_at[at], target_at[at]
     # Most pairs are two unrelated numbers: drop those whose characters alone show them
     # more than two edits apart before measuring the rest (exact, see _character_counts).
-    near = ~_far_apart(w, t)
+    counts = {} if counts is None else counts
+    for values in (written, target):
+        if id(values) not in counts:
+            counts[id(values)] = _character_counts(values)
+    a, b = counts[id(written)], counts[id(target)]
+    gap = np.zeros(len(at), dtype=np.int16)
+    for k in range(11):
+        gap += np.abs(a[k][w_at] - b[k][t_at])
+    near = gap <= 4
     if not near.all():
-        at, w, t = at[near], w.filter(pa.array(near)), t.filter(pa.array(near))
+        at, w_at, t_at = at[near], w_at[near], t_at[near]
         if not len(at):
             return level
+    w = written.take(pa.array(w_at, pa.int64()))
+    t = target.take(pa.array(t_at, pa.int64()))
     ws, ts = _strings(w), _strings(t)
     lev = process.cpdist(ws, ts, scorer=Levenshtein.distance, score_cutoff=3, workers=-1,
                          dtype=np.int32)
@@ -153,6 +159,17 @@ def _edit_level(written: pa.Array, target: pa.Array) -> np.ndarray:
     return level
 
 
+def _equal_at(left: pa.Array, left_at: np.ndarray, right: pa.Array, right_at: np.ndarray
+              ) -> np.ndarray:
+    """``left[left_at[i]] == right[right_at[i]]`` (null: False), on integer codes."""
+    encoded = pc.dictionary_encode(pa.concat_arrays([left.cast(pa.string()),
+                                                     right.cast(pa.string())]))
+    codes = np.asarray(pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False),
+                       np.int64)
+    lc, rc = codes[:len(left)][left_at], codes[len(left):][right_at]
+    return (lc == rc) & (lc >= 0)
+
+
 def _digits(values: pa.Array, width: int) -> np.ndarray:
     return as_bool_mask(pc.match_substring_regex(values, f"^[0-9]{{{width}}}$"))
 
@@ -164,6 +181,7 @@ def compare_documents(
     legacy_id: ArrayLike,
     *,
     rows: np.ndarray | None = None,
+    citizens: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per (row, candidate) pair: the :class:`DocLevel` of the number the row carries.
 
@@ -171,7 +189,9 @@ def compare_documents(
     whose lost leading zero was restored is also compared as written, without it);
     ``citizen_id``/``legacy_id`` the candidate's CCCD and old CMND (null: none).
     ``rows``: the pairs' rows, when ``id_number``/``id_issue`` are given once per row
-    (the row's side is then prepared once per row, not once per candidate).
+    (the row's side is then prepared once per row, not once per candidate);
+    ``citizens``: the pairs' candidates, when ``citizen_id``/``legacy_id`` are given once
+    per candidate. Either way each value is prepared once and the pairs gather integers.
     """
     number = as_string_array(id_number)
     issue = as_string_array(id_issue)
@@ -179,32 +199,33 @@ def compare_documents(
     legacy = as_string_array(legacy_id)
     if not len(number) == len(issue):
         raise ValueError("id_number and id_issue must have one length")
+    if not len(cid) == len(legacy):
+        raise ValueError("citizen_id and legacy_id must have one length")
+    rows = np.arange(len(number)) if rows is None else np.asarray(rows, np.int64)
+    citizens = np.arange(len(cid)) if citizens is None else np.asarray(citizens, np.int64)
+    n = len(rows)
+    if not n == len(citizens):
+        raise ValueError("id_number, id_issue, citizen_id and legacy_id must have one length")
     written = repaired_number(number)
     restored = as_bool_mask(pc.equal(issue, "LEADING_ZERO_RESTORED"))
     as_sent = pc.if_else(pa.array(restored), pc.utf8_slice_codeunits(written, 1),
                          pa.scalar(None, pa.string()))
-    nine, twelve_digits = _digits(written, 9), _digits(written, 12)
-    has_number = as_bool_mask(pc.is_valid(number))
-    if rows is not None:
-        at = pa.array(rows, pa.int64())
-        written, as_sent = written.take(at), as_sent.take(at)
-        nine, twelve_digits, has_number = nine[rows], twelve_digits[rows], has_number[rows]
-    n = len(written)
-    if not n == len(cid) == len(legacy):
-        raise ValueError("id_number, id_issue, citizen_id and legacy_id must have one length")
+    nine, twelve_digits = _digits(written, 9)[rows], _digits(written, 12)[rows]
+    has_number = as_bool_mask(pc.is_valid(number))[rows]
 
     level = np.zeros(n, dtype=np.int8)
+    counts: dict[int, np.ndarray] = {}  # each array's character counts, made once
     for form in (written, as_sent):
         for target in (cid, legacy):
-            level = np.maximum(level, _edit_level(form, target))
+            level = np.maximum(level, _edit_level(form, rows, target, citizens, counts))
 
     far = level == 0
-    twelve = twelve_digits & as_bool_mask(pc.is_valid(cid))
-    same_birth = as_bool_mask(pc.equal(pc.utf8_slice_codeunits(written, 3, 6),
-                                       pc.utf8_slice_codeunits(cid, 3, 6)))
-    same_province = as_bool_mask(pc.equal(pc.utf8_slice_codeunits(written, 0, 3),
-                                          pc.utf8_slice_codeunits(cid, 0, 3)))
-    has_legacy = as_bool_mask(pc.is_valid(legacy))
+    twelve = twelve_digits & as_bool_mask(pc.is_valid(cid))[citizens]
+    same_birth = _equal_at(pc.utf8_slice_codeunits(written, 3, 6), rows,
+                           pc.utf8_slice_codeunits(cid, 3, 6), citizens)
+    same_province = _equal_at(pc.utf8_slice_codeunits(written, 0, 3), rows,
+                              pc.utf8_slice_codeunits(cid, 0, 3), citizens)
+    has_legacy = as_bool_mask(pc.is_valid(legacy))[citizens]
 
     level[far & has_number] = DocLevel.DIFFERENT
     level[far & nine & has_legacy] = DocLevel.CMND_DIFFERENT

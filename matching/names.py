@@ -323,17 +323,20 @@ class _KeyMemo:
 _MEMO = _KeyMemo()
 
 
-def _strings(values: pa.Array, index: np.ndarray) -> list[str]:
-    """``values[index]`` as Python strings for rapidfuzz (which rejects None)."""
-    return pc.fill_null(pc.take(values, pa.array(index, pa.int64())), "").to_pylist()
+def _texts(values: pa.Array) -> np.ndarray:
+    """``values`` as an object array of Python strings for rapidfuzz (which rejects
+    None: null is ""), to be indexed per pair."""
+    return np.array(pc.fill_null(values, "").to_pylist(), dtype=object)
 
 
 def _lengths(values: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(pc.utf8_length(values), 0).to_numpy(), dtype=np.int64)
 
 
-def _pairwise(left: list[str], right: list[str], scorer: object, **kwargs: object) -> np.ndarray:
-    return process.cpdist(left, right, scorer=scorer, workers=-1, **kwargs)
+def _pairwise(left: np.ndarray, right: np.ndarray, scorer: object, **kwargs: object
+              ) -> np.ndarray:
+    # (rapidfuzz reads a list of str faster than an object array)
+    return process.cpdist(left.tolist(), right.tolist(), scorer=scorer, workers=-1, **kwargs)
 
 
 def compare_names(left: StringColumn, right: StringColumn,
@@ -359,20 +362,54 @@ def compare_names(left: StringColumn, right: StringColumn,
     ``with_score=False`` leaves ``score`` NaN (not computed) when only the levels
     are needed.
     """
-    settings = settings or NameComparisonSettings()
     left, right = as_string_array(left), as_string_array(right)
     if len(left) != len(right):
         raise ValueError(f"name columns differ in length: {len(left)} != {len(right)}")
     n = len(left)
+    # One set of keys for the distinct names of both sides (a linked pair mostly carries
+    # the same name twice), and per key an integer code: equal keys, equal codes.
+    names, codes = distinct_codes(pa.concat_arrays([left, right]))
+    return _compare_codes(names, codes[:n], codes[n:], settings, with_score)
+
+
+def compare_names_at(left: StringColumn, left_at: np.ndarray, right: StringColumn,
+                     right_at: np.ndarray, settings: NameComparisonSettings | None = None, *,
+                     with_score: bool = True) -> NameComparison:
+    """:func:`compare_names` of the pairs ``(left[left_at[i]], right[right_at[i]])``.
+
+    The same levels and scores, but each side's names are coded once per entry of
+    ``left`` / ``right`` and the pairs gather integer codes: a candidate search compares
+    millions of pairs drawn from a batch of rows and a registry shard, and taking two
+    strings per pair and hashing them again cost more than the comparison itself."""
+    left, right = as_string_array(left), as_string_array(right)
+    left_at, right_at = np.asarray(left_at, np.int64), np.asarray(right_at, np.int64)
+    if len(left_at) != len(right_at):
+        raise ValueError(f"pair indexes differ in length: {len(left_at)} != {len(right_at)}")
+    names, codes = distinct_codes(pa.concat_arrays([left, right]))
+    return _compare_codes(names, codes[:len(left)][left_at], codes[len(left):][right_at],
+                          settings, with_score)
+
+
+def _compare_codes(names: pa.Array, li: np.ndarray, ri: np.ndarray,
+                   settings: NameComparisonSettings | None, with_score: bool
+                   ) -> NameComparison:
+    """:func:`compare_names` of the pairs ``(names[li[i]], names[ri[i]])`` (-1: null),
+    ``names`` distinct. Only the names some pair refers to are keyed."""
+    settings = settings or NameComparisonSettings()
+    n = len(li)
     level = np.full(n, NameLevel.DIFFERENT, dtype=np.int8)
     score = np.full(n, np.nan)
     if n == 0:
         return NameComparison(level=level, score=score)
-
-    # One set of keys for the distinct names of both sides (a linked pair mostly carries
-    # the same name twice), and per key an integer code: equal keys, equal codes.
-    names, codes = distinct_codes(pa.concat_arrays([left, right]))
-    li, ri = codes[:n], codes[n:]
+    used = np.zeros(len(names) + 1, dtype=bool)
+    used[li] = True  # -1 marks the extra last slot
+    used[ri] = True
+    used = used[:-1]
+    if not used.all():  # the names no pair refers to are not keyed
+        renumber = np.cumsum(used) - 1
+        names = names.filter(pa.array(used))
+        li = np.where(li < 0, -1, renumber[np.maximum(li, 0)])
+        ri = np.where(ri < 0, -1, renumber[np.maximum(ri, 0)])
     missing = (li < 0) | (ri < 0)
     li, ri = np.maximum(li, 0), np.maximum(ri, 0)
     if len(names) == 0:  # every pair has a null side
@@ -414,31 +451,40 @@ def compare_names(left: StringColumn, right: StringColumn,
         rv = ri[measure] + n_names * conflict[measure]
         pairs, back = np.unique(lv * (2 * n_names) + rv, return_inverse=True)
         lv, rv = pairs // (2 * n_names), pairs % (2 * n_names)
-        canonical_keys = pa.concat_arrays([keys.canonical, keys.kept_canonical])
-        sequence_keys = pa.concat_arrays([keys.sequence, keys.kept_sequence])
-        l_canon, r_canon = _strings(canonical_keys, lv), _strings(canonical_keys, rv)
+        # Each key's text once per name, gathered per distinct pair (no string taken and
+        # converted per pair).
+        canonical_keys = _texts(pa.concat_arrays([keys.canonical, keys.kept_canonical]))
+        sequence_keys = _texts(pa.concat_arrays([keys.sequence, keys.kept_sequence]))
+        folded_keys = _texts(keys.folded)
+        l_canon, r_canon = canonical_keys[lv], canonical_keys[rv]
         cutoff = settings.max_typo_edits
         # Levenshtein only where it can be within the cutoff: never below the difference
         # in length (the sorted and written-order keys have the same words, so the same
         # length); elsewhere it is what rapidfuzz returns above a cutoff, cutoff + 1.
         pair_distance = np.full(len(pairs), cutoff + 1, dtype=np.int64)
-        lengths = _lengths(canonical_keys)
+        lengths = _lengths(pa.concat_arrays([keys.canonical, keys.kept_canonical]))
         fold_lengths = _lengths(keys.folded)
         for strings, key_lengths, (left_at, right_at) in (
                 (canonical_keys, lengths, (lv, rv)), (sequence_keys, lengths, (lv, rv)),
-                (keys.folded, fold_lengths, (lv % n_names, rv % n_names))):
+                (folded_keys, fold_lengths, (lv % n_names, rv % n_names))):
             near = np.flatnonzero(np.abs(key_lengths[left_at] - key_lengths[right_at]) <= cutoff)
             if near.size:
                 pair_distance[near] = np.minimum(pair_distance[near], _pairwise(
-                    _strings(strings, left_at[near]), _strings(strings, right_at[near]),
+                    strings[left_at[near]], strings[right_at[near]],
                     Levenshtein.distance, score_cutoff=cutoff))
         if with_score:
-            l_seq, r_seq = _strings(sequence_keys, lv), _strings(sequence_keys, rv)
+            l_seq, r_seq = sequence_keys[lv], sequence_keys[rv]
             pair_score = np.maximum(_pairwise(l_canon, r_canon, fuzz.ratio, dtype=np.float64),
                                     _pairwise(l_seq, r_seq, fuzz.ratio, dtype=np.float64))
         else:
             pair_score = np.full(len(pairs), np.nan)
-        pair_token_set = _pairwise(l_canon, r_canon, fuzz.token_set_ratio, dtype=np.float64)
+        # PARTIAL only decides where no stronger level holds: a pair within the typo
+        # cutoff is ONE_TYPO whatever its token-set score, so it is not scored.
+        pair_token_set = np.full(len(pairs), 100.0)
+        apart = np.flatnonzero(pair_distance > cutoff)
+        if apart.size:
+            pair_token_set[apart] = _pairwise(l_canon[apart], r_canon[apart],
+                                              fuzz.token_set_ratio, dtype=np.float64)
         back = back.reshape(-1)
         distance[measure] = pair_distance[back]
         score[measure] = pair_score[back]

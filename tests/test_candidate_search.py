@@ -404,5 +404,11 @@ def test_ranking_orders_as_lexsort_does() -> None:
     for i in range(1, n):
         expected[i] = expected[i - 1] + 1 if rows[i] == rows[i - 1] else 0
     assert np.array_equal(rank, expected)
+    # A shard's pairs come sorted by row and citizen, with citizens in registry order:
+    # the order is the same without the sort by registry row.
+    by_pair = np.lexsort((registry_row, row))
+    presorted = _ranked(row[by_pair], weight[by_pair], registry_row[by_pair], True)
+    assert np.array_equal(by_pair[presorted[0]], order)
+    assert np.array_equal(presorted[1], rank)
     empty_order, empty_rank = _ranked(np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))
     assert len(empty_order) == len(empty_rank) == 0

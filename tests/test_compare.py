@@ -45,3 +45,28 @@ def test_gender_levels() -> None:
     level = compare_genders(pa.array(["M", "F", None, "M"]), pa.array(["M", "M", "F", None]))
     assert level.tolist() == [GenderLevel.EQUAL, GenderLevel.DIFFERENT, GenderLevel.MISSING,
                               GenderLevel.MISSING]
+
+
+def test_pairs_by_index_compare_as_the_pairs_written_out() -> None:
+    """compare_dates_of_birth_at / compare_genders_at (each side once, pairs as indexes,
+    in any order and repeated) give the levels of the same pairs written out."""
+    import numpy as np
+
+    from matching.compare import compare_dates_of_birth_at, compare_genders_at
+
+    dates = [date(1984, 3, 7), date(1984, 7, 3), date(1984, 1, 1), date(1985, 3, 7), None,
+             date(1984, 3, 9), date(1986, 1, 1), date(1984, 3, 27), date(1989, 3, 7)]
+    precision = ["day", "day", "year", "day", None, "day", "year", "day", "day"]
+    genders = ["M", "F", None, "M", "F", "M", None, "F", "M"]
+    rng = np.random.default_rng(7)
+    left, right = rng.integers(0, len(dates), 3_000), rng.integers(0, len(dates), 3_000)
+    by_index = compare_dates_of_birth_at(_d(dates), pa.array(precision), left,
+                                         _d(dates), pa.array(precision), right)
+    written_out = compare_dates_of_birth(
+        _d([dates[i] for i in left]), pa.array([precision[i] for i in left], pa.string()),
+        _d([dates[i] for i in right]), pa.array([precision[i] for i in right], pa.string()))
+    assert (by_index == written_out).all() and len(set(written_out.tolist())) >= 7
+    by_index = compare_genders_at(pa.array(genders), left, pa.array(genders), right)
+    written_out = compare_genders(pa.array([genders[i] for i in left], pa.string()),
+                                  pa.array([genders[i] for i in right], pa.string()))
+    assert (by_index == written_out).all() and len(set(written_out.tolist())) == 3

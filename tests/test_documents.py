@@ -84,9 +84,29 @@ def test_character_counts_never_drop_a_pair_within_two_edits() -> None:
         left.append(value)
         right.append(slip(value) if rng.random() < 0.6 else
                      "".join(rng.choice(alphabet) for _ in range(rng.choice([9, 12]))))
-    got = documents._edit_level(pa.array(left), pa.array(right))
+    each = np.arange(len(left))
+    got = documents._edit_level(pa.array(left), each, pa.array(right), each)
     near = np.array([min(Levenshtein.distance(a, b), OSA.distance(a, b)) <= 2
                      for a, b in zip(left, right, strict=True)])
-    assert (got[~near] == 0).all()
+    assert (got[~near] == 0).all()  # (a pair the pre-filter dropped would be 0 here)
     assert (got[near] > 0).all() and near.sum() > 5_000
-    assert not documents._far_apart(pa.array(left), pa.array(right))[near].any()
+
+
+def test_pairs_by_index_compare_as_the_pairs_written_out() -> None:
+    """compare_documents with ``rows``/``citizens`` (each side once, pairs as indexes, in
+    any order and repeated) gives the levels of the same pairs written out one by one."""
+    rng = np.random.default_rng(20261204)
+    numbers = ["079084000991", "079084000919", "O79O84000991", "12345678", "123456780",
+               "07908400099", None, "001190000001", "079184000991", "A1"]
+    issues = [None, None, None, None, None, "LEADING_ZERO_RESTORED", None, None, None, None]
+    cids = [CID, "079084000919", "001190000001", "079084123456", None, "079084000992"]
+    legacies = [None, "123456780", None, "123456789", "12345678", None]
+    rows = rng.integers(0, len(numbers), 2_000)
+    citizens = rng.integers(0, len(cids), 2_000)
+    by_index = compare_documents(numbers, issues, cids, legacies, rows=rows,
+                                 citizens=citizens)
+    written_out = compare_documents([numbers[r] for r in rows], [issues[r] for r in rows],
+                                    [cids[c] for c in citizens],
+                                    [legacies[c] for c in citizens])
+    assert (by_index == written_out).all()
+    assert len(set(by_index.tolist())) >= 6

@@ -293,3 +293,21 @@ def test_levels_without_scores_are_the_same_levels() -> None:
     scored, unscored = compare_names(left, right), compare_names(left, right, with_score=False)
     assert scored.level.tolist() == unscored.level.tolist()
     assert np.isnan(unscored.score).all() and not np.isnan(scored.score[[0, 1, 3, 4, 5]]).any()
+
+
+def test_pairs_by_index_compare_as_the_pairs_written_out() -> None:
+    """compare_names_at (each side once, pairs as indexes, in any order and repeated, some
+    names never paired) gives the levels and scores of the same pairs written out."""
+    from matching.names import compare_names_at
+
+    left = ["Nguyễn Văn An", "Nguyen Van An", "Văn An Nguyễn", None, "Huỳnh Thị Mai",
+            "Nguyễn Văn Anh", "Nguyễn Thị An", "Trần Bình", "  ", "Hoàng Mai"]
+    right = ["Nguyễn An", "Hoàng Thị Mai", "Nguyễn Văn An", "Tran Binh", None, "Trần Bính",
+             "Lê Văn Tám", "Nguyễn Văn Ánh", "Hoàng Mai Thị"]
+    rng = np.random.default_rng(7)
+    li, ri = rng.integers(0, 6, 2_000), rng.integers(0, len(right), 2_000)  # left 6-9 unused
+    by_index = compare_names_at(left, li, right, ri)
+    written_out = compare_names([left[i] for i in li], [right[i] for i in ri])
+    assert (by_index.level == written_out.level).all()
+    np.testing.assert_array_equal(by_index.score, written_out.score)
+    assert len(set(written_out.level.tolist())) >= 6

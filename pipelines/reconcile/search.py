@@ -54,7 +54,11 @@ from matching.candidates import (
     searched_side,
 )
 from matching.columns import as_bool_mask, as_string_array
-from matching.compare import DOB_AGREEING_LEVELS, compare_dates_of_birth, compare_genders
+from matching.compare import (
+    DOB_AGREEING_LEVELS,
+    compare_dates_of_birth_at,
+    compare_genders_at,
+)
 from matching.documents import DocLevel, compare_documents
 from matching.model import (
     HistoryLevel,
@@ -75,6 +79,7 @@ from matching.names import (
     NameLevel,
     canonical_name_key,
     compare_names,
+    compare_names_at,
 )
 from pipelines.config import MatchingSettings, RunConfig
 from pipelines.intake.normalise import NORMALISED_SCHEMA
@@ -292,33 +297,53 @@ class PairLevels:
     name_year_tf: np.ndarray
 
 
+def _candidates_of(citizen: np.ndarray, n_citizens: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct citizens of some pairs, ascending, and each pair's index among them
+    (a mark per citizen of the shard, no sort)."""
+    seen = np.zeros(n_citizens, dtype=bool)
+    seen[citizen] = True
+    distinct = np.flatnonzero(seen)
+    position = np.cumsum(seen) - 1
+    return distinct, position[citizen]
+
+
 def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
             settings: MatchingSettings) -> PairLevels:
+    """Every field's level of each pair. Each side's values are read once per searched
+    row and once per candidate citizen, and the pairs gather integers: taking a pair's
+    strings from both sides and reading them again cost more than comparing them."""
     row, cit = pairs.row, pairs.citizen
-    names = compare_names(_take(searched["full_name"], row), _take(shard["full_name"], cit),
-                          name_settings(settings), with_score=False)
-    dob = compare_dates_of_birth(
-        _take(searched["date_of_birth"], row), _take(searched["dob_precision"], row),
-        _take(shard["date_of_birth"], cit), _take(shard["dob_precision"], cit))
-    gender = compare_genders(_take(searched["gender"], row), _take(shard["gender"], cit))
-    citizen_id = _take(shard["citizen_id"], cit)
+    distinct, at = _candidates_of(cit, shard.num_rows)
+    cand = shard.select(["full_name", "date_of_birth", "dob_precision", "gender",
+                         "citizen_id", "legacy_id"]).take(pa.array(distinct, pa.int64()))
+    names = compare_names_at(searched["full_name"], row, cand["full_name"], at,
+                             name_settings(settings), with_score=False)
+    dob = compare_dates_of_birth_at(
+        searched["date_of_birth"], searched["dob_precision"], row,
+        cand["date_of_birth"], cand["dob_precision"], at)
+    gender = compare_genders_at(searched["gender"], row, cand["gender"], at)
     doc = compare_documents(searched["id_number"].combine_chunks(),
-                            searched["id_issue"].combine_chunks(), citizen_id,
-                            _take(shard["legacy_id"], cit), rows=row)
-    before = _take(searched["previous_holder"], row)
-    history = np.where(as_bool_mask(pc.is_valid(before)),
-                       np.where(as_bool_mask(pc.equal(before, citizen_id)),
-                                HistoryLevel.SAME_HOLDER, HistoryLevel.OTHER_HOLDER),
-                       HistoryLevel.MISSING).astype(np.int8)
+                            searched["id_issue"].combine_chunks(),
+                            cand["citizen_id"].combine_chunks(),
+                            cand["legacy_id"].combine_chunks(), rows=row, citizens=at)
+    # The number's previous holder: only the pairs of rows that have one are compared.
+    history = np.full(len(row), int(HistoryLevel.MISSING), dtype=np.int8)
+    held = np.flatnonzero(as_bool_mask(pc.is_valid(searched["previous_holder"]))[row])
+    if held.size:
+        same = as_bool_mask(pc.equal(_take(searched["previous_holder"], row[held]),
+                                     _take(cand["citizen_id"], at[held])))
+        history[held] = np.where(same, HistoryLevel.SAME_HOLDER, HistoryLevel.OTHER_HOLDER)
     kind = _np(searched["search_kind"], 0, np.int64)[row]
     others = _np(searched["others_level"], 0, np.int64)[row]
-    tf = _np(shard["name_frequency"], np.nan, np.float64)[cit]
-    typo = _np(shard["name_typo_frequency"], np.nan, np.float64)[cit]
+
+    def per_pair(column: str) -> np.ndarray:
+        return _np(shard[column], np.nan, np.float64)[cit]
+
     return PairLevels(pairs=pairs, kind=kind, doc=doc, names=names, dob=dob, gender=gender,
-                      history=history, others=others, name_tf=tf, typo_tf=typo,
-                      dob_tf=_np(shard["dob_frequency"], np.nan, np.float64)[cit],
-                      year_tf=_np(shard["year_frequency"], np.nan, np.float64)[cit],
-                      name_year_tf=_np(shard["name_year_frequency"], np.nan, np.float64)[cit])
+                      history=history, others=others, name_tf=per_pair("name_frequency"),
+                      typo_tf=per_pair("name_typo_frequency"),
+                      dob_tf=per_pair("dob_frequency"), year_tf=per_pair("year_frequency"),
+                      name_year_tf=per_pair("name_year_frequency"))
 
 
 def _chunks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
@@ -397,6 +422,9 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
     shard's :class:`RegistryIndex` as prepared with the snapshot (made here if None)."""
     shard = registry_search_table(shard)
     top_k = model.search.top_candidates
+    shard_registry_row = _np(shard["registry_row"], 0, np.int64)
+    # A shard in source order: each row's pairs (sorted by citizen) are in registry order.
+    in_registry_order = bool((shard_registry_row[1:] > shard_registry_row[:-1]).all())
     parts = []
     for found in pair_levels(searched, shard, settings, side, index):
         pairs = found.pairs
@@ -406,9 +434,9 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
             history_level=found.history, others_level=found.others, name_tf=found.name_tf,
             birth_dates=statistics.birth_dates, typo_tf=found.typo_tf, dob_tf=found.dob_tf,
             year_tf=found.year_tf, name_year_tf=found.name_year_tf)
-        registry_row = _np(shard["registry_row"], 0, np.int64)[pairs.citizen]
+        registry_row = shard_registry_row[pairs.citizen]
         # Best first within each row; equal weights: the earlier citizen in the source.
-        order, rank = _ranked(pairs.row, scores.match_weight, registry_row)
+        order, rank = _ranked(pairs.row, scores.match_weight, registry_row, in_registry_order)
         rows = pairs.row[order]
         first = rank == 0
         starts = np.flatnonzero(first)
@@ -443,20 +471,25 @@ def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
 
 
 # --- the final choice ---------------------------------------------------------------------
-def _ranked(row: np.ndarray, weight: np.ndarray, registry_row: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _ranked(row: np.ndarray, weight: np.ndarray, registry_row: np.ndarray,
+            in_registry_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The order of entries best first within each row (equal weights: the earlier
     citizen in the source registry), and each entry's rank within its row then.
 
     What ``np.lexsort((registry_row, -weight, row))`` gives, in two stable integer sorts
     (lexsort on a float key took most of ``choose_candidates``): by citizen, then by
-    (row, rank of the weight)."""
+    (row, rank of the weight). ``in_registry_order``: the entries of each row already
+    come in ascending ``registry_row`` (a shard's pairs, sorted by row and citizen, when
+    the shard keeps the source order): the first sort is then skipped."""
     if not len(row):
         return np.empty(0, np.int64), np.empty(0, np.int64)
     _, weight_rank = np.unique(-weight, return_inverse=True)
     key = (row.astype(np.int64) << 32) | weight_rank.reshape(-1).astype(np.int64)
-    by_citizen = np.argsort(registry_row, kind="stable")
-    order = by_citizen[np.argsort(key[by_citizen], kind="stable")]
+    if in_registry_order:
+        order = np.argsort(key, kind="stable")
+    else:
+        by_citizen = np.argsort(registry_row, kind="stable")
+        order = by_citizen[np.argsort(key[by_citizen], kind="stable")]
     rows = row[order]
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
