@@ -313,6 +313,51 @@ def _legacy_streaks(conn: Connection, runs: pd.DataFrame, telcos: list[str]) -> 
                                    first_seen=("run_date", "min")).reset_index()
 
 
+PREVIOUS_SCHEMA = pa.schema([("msisdn", pa.string()), ("flag", pa.string()),
+                             ("runs", pa.int64()), ("first_seen", pa.string())])
+READ_BATCH = 100_000
+
+
+def previous_keys(store: Store, run_date: str, telco: str) -> pa.Table:
+    """The keys of ``telco``'s latest run before ``run_date`` with their streak
+    (``PREVIOUS_SCHEMA``; empty if none), as Arrow: read ``READ_BATCH`` rows at a time,
+    so a national telco's millions of keys never sit in memory as Python objects
+    (``classify``'s frames did). Rows recorded before the store kept streaks get theirs
+    computed from every earlier run, as ``classify`` does."""
+    if not exists(store):
+        return PREVIOUS_SCHEMA.empty_table()
+    with engine(store).connect() as conn:
+        runs = _earlier(conn, run_date, [telco])
+        if runs.empty:
+            return PREVIOUS_SCHEMA.empty_table()
+        latest = runs.loc[runs["rank"] == 0, "run_date"].iloc[0]
+        query = (select(FLAGS.c.msisdn, FLAGS.c.flag, FLAGS.c.runs, FLAGS.c.first_seen)
+                 .where(FLAGS.c.telco == telco, FLAGS.c.run_date == latest))
+        result = conn.execution_options(yield_per=READ_BATCH).execute(query)
+        parts = [pa.table([pa.array(column, field.type) for column, field
+                           in zip(zip(*rows, strict=True), PREVIOUS_SCHEMA, strict=True)],
+                          schema=PREVIOUS_SCHEMA) for rows in result.partitions()]
+        keys = pa.concat_tables(parts).combine_chunks() if parts else \
+            PREVIOUS_SCHEMA.empty_table()
+        legacy = keys["runs"].null_count
+        if legacy:
+            keys = _fill_legacy(conn, runs, telco, keys)
+    return keys
+
+
+def _fill_legacy(conn: Connection, runs: pd.DataFrame, telco: str,
+                 keys: pa.Table) -> pa.Table:
+    """``keys`` with the streak of its rows recorded without one (old stores only)."""
+    legacy = keys.filter(pc.is_null(keys["runs"]))
+    frame = legacy.select(["msisdn", "flag"]).to_pandas().assign(telco=telco)
+    filled = frame.merge(_legacy_streaks(conn, runs, [telco]), on=KEY, how="left")
+    legacy = pa.table({"msisdn": legacy["msisdn"], "flag": legacy["flag"],
+                       "runs": pa.array(filled["streak"].to_numpy(dtype="int64"), pa.int64()),
+                       "first_seen": pa.array(filled["first_seen"].tolist(), pa.string())},
+                      schema=PREVIOUS_SCHEMA)
+    return pa.concat_tables([keys.filter(pc.is_valid(keys["runs"])), legacy]).combine_chunks()
+
+
 def classify(store: Store, run_date: str, keys: pd.DataFrame,
              telcos: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(``keys`` with ``tracking``, ``runs``, ``first_seen``; resolved keys of ``telcos``).

@@ -21,25 +21,24 @@ a slice and the telco's keys, never by the list.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.correction_cycle import deadlines, history
+from pipelines.correction_cycle import compact_keys, deadlines, history
 from pipelines.delivery.reasons import reason_descriptions, reason_table
 from pipelines.reporting.aggregates import (
-    FLAG_BITS,
     TELCO_ACTIONABLE_BITS,
     bits_to_flags,
     flag_bits,
     flags_array,
 )
-from pipelines.results.dataset import RunResults
+from pipelines.results.dataset import RunResults, part_path
 from pipelines.storage.files import (
     DIGEST_SUFFIX,
     AtomicCsvWriter,
@@ -86,46 +85,35 @@ def _describe(flag_lists: pa.ListArray, language: str) -> pa.Array:
 # --- the telco's keys and their history -----------------------------------------------------
 
 
-def telco_keys(flagged: pa.Table) -> pd.DataFrame:
-    """One ``(telco, msisdn, flag, row)`` per telco-actionable flag of each row of
-    ``flagged`` (``aggregates.flagged_keys`` of one telco: ``row`` indexes it)."""
-    bits = np.asarray(flagged["flags"].to_numpy(), dtype=np.int64) & TELCO_ACTIONABLE_BITS
-    codes = np.array(list(FLAG_BITS), dtype=object)
-    row, flag = np.nonzero((bits[:, None] >> np.arange(len(codes))) & 1)
-    return pd.DataFrame({
-        "telco": flagged["telco"].take(pa.array(row)).to_numpy(zero_copy_only=False),
-        "msisdn": flagged["number"].take(pa.array(row)).to_numpy(zero_copy_only=False),
-        "flag": codes[flag], "row": row})
-
-
 def classified_rows(flagged: pa.Table, run_date: str, store: history.Store | None,
-                    telco: str) -> tuple[pd.DataFrame, pd.DataFrame, pa.Table]:
-    """The telco's keys classified (new/persisting, runs, first seen), the keys of its last
-    list now resolved, and per listed row (sorted by ``source_row``): its source row,
-    persisting or not, its longest streak and its earliest first-seen date."""
+                    telco: str) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The telco's keys classified (``write_keys``'s table: each key once, in key order),
+    the keys of its last list now resolved (``compact_keys.RESOLVED_SCHEMA``), and per
+    listed row (sorted by ``source_row``): its source row, its shard (if ``flagged``
+    says), persisting or not, its longest streak and its earliest first-seen date.
+
+    Compact throughout (``pipelines/correction_cycle/compact_keys.py``): integer keys and
+    Arrow strings, never a Python object per key."""
     listed = flagged.filter(pc.not_equal(pc.bit_wise_and(flagged["flags"],
                                                          TELCO_ACTIONABLE_BITS), 0))
     listed = listed.sort_by("source_row")
-    keys = telco_keys(listed)
-    today = date.fromisoformat(run_date)
+    bits = np.asarray(listed["flags"].to_numpy(), dtype=np.int64) & TELCO_ACTIONABLE_BITS
+    keys = compact_keys.TelcoKeys.of_rows(telco, listed["number"], bits)
     if store is not None:
-        keys, resolved = history.classify(store, run_date, keys, [telco])
+        classes, resolved = compact_keys.classify(
+            keys, history.previous_keys(store, run_date, telco), run_date)
     else:
-        keys = keys.assign(tracking=history.NEW, runs=1, first_seen=today)
-        resolved = pd.DataFrame(columns=[*history.KEY, "first_seen"])
-    n = listed.num_rows
-    persisting = np.zeros(n, dtype=bool)
-    runs = np.ones(n, dtype=np.int64)
-    first_seen = np.full(n, np.datetime64(today, "D"))
-    if len(keys):
-        index = keys["row"].to_numpy()
-        np.logical_or.at(persisting, index, (keys["tracking"] == history.PERSISTING).to_numpy())
-        np.maximum.at(runs, index, keys["runs"].to_numpy(dtype=np.int64))
-        np.minimum.at(first_seen, index, pd.to_datetime(keys["first_seen"]).to_numpy()
-                      .astype("datetime64[D]"))
-    per_row = pa.table({"source_row": listed["source_row"], "persisting": persisting,
-                        "runs": runs, "first_seen": pa.array(first_seen, pa.date32())})
-    return keys, resolved, per_row
+        classes = compact_keys.all_new(keys, run_date)
+        resolved = compact_keys.RESOLVED_SCHEMA.empty_table()
+    persisting, runs, first_seen = compact_keys.per_row(keys, classes, listed.num_rows,
+                                                        run_date)
+    unique = compact_keys.unique_keys(keys, classes)
+    columns = {"source_row": listed["source_row"]}
+    if "shard" in listed.column_names:
+        columns["shard"] = listed["shard"]
+    per_row = pa.table({**columns, "persisting": persisting, "runs": runs,
+                        "first_seen": pa.array(first_seen, pa.date32())})
+    return unique, resolved, per_row
 
 
 def correction_rows(rows: pa.Table, classes: pa.Table, run_date: date,
@@ -159,20 +147,23 @@ def correction_rows(rows: pa.Table, classes: pa.Table, run_date: date,
     }, schema=CORRECTION_SCHEMA)
 
 
-def resolved_table(resolved: pd.DataFrame) -> pa.Table:
-    """The flags of the telco's last list that no longer apply."""
+def resolved_table(resolved: pa.Table) -> pa.Table:
+    """The flags of the telco's last list that no longer apply (``resolved``:
+    ``compact_keys.RESOLVED_SCHEMA``)."""
     descriptions = reason_descriptions()
-    flags = resolved["flag"].tolist()
+    codes = list(descriptions)
+    picked = pc.index_in(resolved["flag"], value_set=pa.array(codes, pa.string()))
+
+    def described(language: str) -> pa.Array:
+        texts = pa.array([descriptions[c].get(language, "") for c in codes], pa.string())
+        return pc.fill_null(pc.take(texts, picked), "")
+
     return pa.table({
-        "telco": pa.array(resolved["telco"].tolist(), pa.string()),
-        "msisdn": pa.array(resolved["msisdn"].tolist(), pa.string()),
-        "reason_code": pa.array(flags, pa.string()),
-        "reason_vi": pa.array([descriptions.get(f, {}).get("vi", "") for f in flags],
-                              pa.string()),
-        "reason_en": pa.array([descriptions.get(f, {}).get("en", "") for f in flags],
-                              pa.string()),
-        "first_seen": pa.array([str(d) for d in resolved["first_seen"]], pa.string()),
-        "flag_status": pa.array([history.RESOLVED] * len(resolved), pa.string()),
+        "telco": resolved["telco"], "msisdn": resolved["msisdn"],
+        "reason_code": resolved["flag"], "reason_vi": described("vi"),
+        "reason_en": described("en"), "first_seen": resolved["first_seen"],
+        "flag_status": pa.repeat(pa.scalar(history.RESOLVED, pa.string()),
+                                 resolved.num_rows),
     })
 
 
@@ -193,8 +184,10 @@ def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
     verification requests: pipelines/lookup/delivery.py), listed in the manifest."""
     today = date.fromisoformat(run_date)
     keys, resolved, classes = classified_rows(flagged, run_date, store, telco)
+    del flagged  # the caller passes it inline: freed before the rows are streamed
     if keys_out is not None:
         write_keys(keys, keys_out)
+    del keys
     listed_rows = classes["source_row"]
     csv_path = corrections_dir / f"{telco}.csv"
     csv = AtomicCsvWriter(csv_path, CORRECTION_SCHEMA)
@@ -205,9 +198,7 @@ def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
         sheet = workbook.sheet("corrections", CORRECTION_SCHEMA)
         position = 0
         if len(listed_rows):
-            wanted = pc.field("source_row").isin(listed_rows)
-            for rows in results.telco_rows(telco, _RESULT_COLUMNS, filter=wanted,
-                                           batch_rows=batch_rows):
+            for rows in _listed_rows(results, telco, classes, batch_rows):
                 mine = classes.slice(position, rows.num_rows)
                 if not mine["source_row"].equals(rows["source_row"]):
                     raise RuntimeError(f"{telco}: the results and the flag keys disagree "
@@ -259,6 +250,26 @@ def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
     return counts
 
 
+def _listed_rows(results: RunResults, telco: str, classes: pa.Table,
+                 batch_rows: int) -> Iterator[pa.Table]:
+    """The results rows of ``classes`` (``classified_rows``) in source order: each shard's
+    own rows picked from it, when the flagged keys say which shard holds them."""
+    if "shard" not in classes.column_names or not classes.num_rows \
+            or part_path(results.run_dir, 0).parent.parent != results.files[0].parent.parent:
+        wanted = pc.field("source_row").isin(classes["source_row"])
+        yield from results.telco_rows(telco, _RESULT_COLUMNS, filter=wanted,
+                                      batch_rows=batch_rows)
+        return
+    shard = np.asarray(classes["shard"].to_numpy(), dtype=np.int64)
+    source_row = np.asarray(classes["source_row"].to_numpy(), dtype=np.int64)
+    order = np.argsort(shard, kind="stable")  # per shard, still in source order
+    bounds = np.searchsorted(shard[order], np.arange(shard.max() + 2))
+    rows_of = {part_path(results.run_dir, k): source_row[order[bounds[k]:bounds[k + 1]]]
+               for k in range(len(bounds) - 1) if bounds[k + 1] > bounds[k]}
+    yield from results.telco_rows(telco, _RESULT_COLUMNS, batch_rows=batch_rows,
+                                  rows_of=rows_of)
+
+
 def resend_list(quarantine: list[Path], telco: str) -> pa.Table:
     """The telco's quarantined rows: it must fix and resend them (rows that could not be
     read: a small share of an export)."""
@@ -272,26 +283,14 @@ def resend_list(quarantine: list[Path], telco: str) -> pa.Table:
     return table.sort_by([("source_row", "ascending"), ("stage", "ascending")])
 
 
-KEYS_SCHEMA = pa.schema([("telco", pa.string()), ("msisdn", pa.string()),
-                         ("flag", pa.string()), ("runs", pa.int64()),
-                         ("first_seen", pa.date32())])
+KEYS_SCHEMA = compact_keys.KEYS_SCHEMA
 
 
-def write_keys(keys: pd.DataFrame, path: Path) -> Path:
-    """The telco's classified flag keys, as the flag history records them at publish:
-    each key once (rows sharing a number share its keys), in key order, so the history's
-    index is appended to when they are recorded."""
-    keys = keys.drop_duplicates(history.KEY).sort_values(history.KEY, kind="stable")
-    table = pa.table({
-        "telco": pa.array(keys["telco"].tolist() if len(keys) else [], pa.string()),
-        "msisdn": pa.array(keys["msisdn"].tolist() if len(keys) else [], pa.string()),
-        "flag": pa.array(keys["flag"].tolist() if len(keys) else [], pa.string()),
-        "runs": pa.array(keys["runs"].to_numpy(dtype=np.int64) if len(keys) else [],
-                         pa.int64()),
-        "first_seen": pa.array(pd.to_datetime(keys["first_seen"]).dt.date.tolist()
-                               if len(keys) else [], pa.date32()),
-    }, schema=KEYS_SCHEMA)
-    return write_parquet(table, path)
+def write_keys(keys: pa.Table, path: Path) -> Path:
+    """The telco's classified flag keys (``classified_rows``: each key once, rows sharing
+    a number share its keys, in key order), as the flag history records them at publish,
+    so the history's index is appended to when they are recorded."""
+    return write_parquet(keys, path)
 
 
 def describe_outputs(root: Path) -> list[dict]:

@@ -18,7 +18,7 @@ of the shards), and :meth:`RunResults.read` is for selections known to be small.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -129,15 +129,26 @@ class RunResults:
         return table.select(wanted)
 
     def telco_rows(self, telco: str, columns: Sequence[str] | None = None,
-                   filter: pc.Expression | None = None,
-                   batch_rows: int = 65_536) -> Iterator[pa.Table]:
+                   filter: pc.Expression | None = None, batch_rows: int = 65_536,
+                   rows_of: Mapping[Path, np.ndarray] | None = None) -> Iterator[pa.Table]:
         """One telco's rows (matching ``filter``) in ``source_row`` order, a few times
-        ``batch_rows`` at most at a time: a merge of the shards, each in that order."""
+        ``batch_rows`` at most at a time: a merge of the shards, each in that order.
+
+        ``rows_of``: only these rows, given per part (``part_path``) as its sorted
+        ``source_row``s (parts not named are not read): each part's rows are picked by a
+        search in its own few, where a ``source_row`` filter over a national telco's
+        millions of rows cost a hash set of them in every part's scan."""
         wanted = list(dict.fromkeys([*(columns or self.schema.names), "source_row"]))
         condition = pc.field("telco") == telco
         if filter is not None:
             condition = condition & filter
-        streams = [self._stream(path, wanted, condition, batch_rows) for path in self.files]
+        if rows_of is None:
+            streams = [self._stream(path, wanted, condition, batch_rows)
+                       for path in self.files]
+        else:
+            streams = [_picked(self._stream(path, wanted, condition, batch_rows),
+                               rows_of[path]) for path in self.files
+                       if len(rows_of.get(path, ()))]
         for table in merge_sorted(streams, "source_row"):
             yield table.select(list(columns)) if columns else table
 
@@ -151,6 +162,17 @@ class RunResults:
         for batch in scanner.to_batches():
             if batch.num_rows:
                 yield pa.Table.from_batches([batch])
+
+
+def _picked(stream: Iterator[pa.Table], rows: np.ndarray) -> Iterator[pa.Table]:
+    """The tables of ``stream`` (sorted by ``source_row``) cut to the ``source_row``s in
+    ``rows`` (sorted)."""
+    for table in stream:
+        have = np.asarray(table["source_row"].to_numpy(), dtype=np.int64)
+        place = np.minimum(np.searchsorted(rows, have), len(rows) - 1)
+        keep = rows[place] == have
+        if keep.any():
+            yield table.filter(pa.array(keep))
 
 
 def merge_sorted(streams: list[Iterator[pa.Table]], key: str) -> Iterator[pa.Table]:
