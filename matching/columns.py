@@ -60,6 +60,20 @@ def distinct_codes(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return encoded.dictionary, np.asarray(codes, dtype=np.int64)
 
 
+def paired_codes(left: pa.Array | pa.ChunkedArray, left_at: np.ndarray,
+                 right: pa.Array | pa.ChunkedArray, right_at: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of ``left[left_at[i]]`` and ``right[right_at[i]]`` (equal text, equal code;
+    -1: null), so pairs drawn from two columns compare integers: each value is encoded
+    once (:func:`distinct_codes` over both), not taken as a string per pair."""
+    sides = [(c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c).cast(pa.string())
+             for c in (left, right)]
+    _, codes = distinct_codes(pa.concat_arrays(sides))
+    n = len(sides[0])
+    return (codes[:n][np.asarray(left_at, np.int64)],
+            codes[n:][np.asarray(right_at, np.int64)])
+
+
 def take_codes(values: pa.Array, codes: np.ndarray) -> pa.Array:
     """``values[codes]`` with null where a code is negative."""
     if len(codes) == 0:

@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from matching.columns import paired_codes
+
 
 class DobLevel(IntEnum):
     EXACT = 8
@@ -172,11 +174,7 @@ def compare_genders_at(left: pa.Array | pa.ChunkedArray, left_at: np.ndarray,
                        right: pa.Array | pa.ChunkedArray, right_at: np.ndarray) -> np.ndarray:
     """:func:`compare_genders` of the pairs ``(left[left_at[i]], right[right_at[i]])``, on
     integer codes of the values (equal values, equal codes; -1: null)."""
-    chunks = [(c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c).cast(pa.string())
-              for c in (left, right)]
-    codes = _np(pc.dictionary_encode(pa.concat_arrays(chunks)).indices, -1).astype(np.int64)
-    lc = codes[:len(chunks[0])][np.asarray(left_at, np.int64)]
-    rc = codes[len(chunks[0]):][np.asarray(right_at, np.int64)]
+    lc, rc = paired_codes(left, left_at, right, right_at)
     level = np.where(lc == rc, GenderLevel.EQUAL, GenderLevel.DIFFERENT).astype(np.int8)
     level[(lc < 0) | (rc < 0)] = GenderLevel.MISSING
     return level

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from rapidfuzz import process
 from rapidfuzz.distance import OSA, Levenshtein
 
-from matching.columns import ArrayLike, as_bool_mask, as_string_array
+from matching.columns import ArrayLike, as_bool_mask, as_string_array, paired_codes
 
 # Letters that a hand-typed or OCR'd number carries for a digit (O for 0, I for 1, ...).
 LOOKALIKE_DIGITS = (("O", "0"), ("D", "0"), ("Q", "0"), ("I", "1"), ("L", "1"), ("Z", "2"),
@@ -162,11 +162,7 @@ def _edit_level(written: pa.Array, written_at: np.ndarray, target: pa.Array,
 def _equal_at(left: pa.Array, left_at: np.ndarray, right: pa.Array, right_at: np.ndarray
               ) -> np.ndarray:
     """``left[left_at[i]] == right[right_at[i]]`` (null: False), on integer codes."""
-    encoded = pc.dictionary_encode(pa.concat_arrays([left.cast(pa.string()),
-                                                     right.cast(pa.string())]))
-    codes = np.asarray(pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False),
-                       np.int64)
-    lc, rc = codes[:len(left)][left_at], codes[len(left):][right_at]
+    lc, rc = paired_codes(left, left_at, right, right_at)
     return (lc == rc) & (lc >= 0)
 
 

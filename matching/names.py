@@ -453,7 +453,8 @@ def _compare_codes(names: pa.Array, li: np.ndarray, ri: np.ndarray,
         lv, rv = pairs // (2 * n_names), pairs % (2 * n_names)
         # Each key's text once per name, gathered per distinct pair (no string taken and
         # converted per pair).
-        canonical_keys = _texts(pa.concat_arrays([keys.canonical, keys.kept_canonical]))
+        canonical_array = pa.concat_arrays([keys.canonical, keys.kept_canonical])
+        canonical_keys = _texts(canonical_array)
         sequence_keys = _texts(pa.concat_arrays([keys.sequence, keys.kept_sequence]))
         folded_keys = _texts(keys.folded)
         l_canon, r_canon = canonical_keys[lv], canonical_keys[rv]
@@ -462,7 +463,7 @@ def _compare_codes(names: pa.Array, li: np.ndarray, ri: np.ndarray,
         # in length (the sorted and written-order keys have the same words, so the same
         # length); elsewhere it is what rapidfuzz returns above a cutoff, cutoff + 1.
         pair_distance = np.full(len(pairs), cutoff + 1, dtype=np.int64)
-        lengths = _lengths(pa.concat_arrays([keys.canonical, keys.kept_canonical]))
+        lengths = _lengths(canonical_array)
         fold_lengths = _lengths(keys.folded)
         for strings, key_lengths, (left_at, right_at) in (
                 (canonical_keys, lengths, (lv, rv)), (sequence_keys, lengths, (lv, rv)),

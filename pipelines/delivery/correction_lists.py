@@ -38,7 +38,7 @@ from pipelines.reporting.aggregates import (
     flag_bits,
     flags_array,
 )
-from pipelines.results.dataset import RunResults, part_path
+from pipelines.results.dataset import LEGACY_FILE, RunResults, part_path
 from pipelines.storage.files import (
     DIGEST_SUFFIX,
     AtomicCsvWriter,
@@ -255,7 +255,7 @@ def _listed_rows(results: RunResults, telco: str, classes: pa.Table,
     """The results rows of ``classes`` (``classified_rows``) in source order: each shard's
     own rows picked from it, when the flagged keys say which shard holds them."""
     if "shard" not in classes.column_names or not classes.num_rows \
-            or part_path(results.run_dir, 0).parent.parent != results.files[0].parent.parent:
+            or results.files == [results.run_dir / LEGACY_FILE]:
         wanted = pc.field("source_row").isin(classes["source_row"])
         yield from results.telco_rows(telco, _RESULT_COLUMNS, filter=wanted,
                                       batch_rows=batch_rows)
@@ -281,9 +281,6 @@ def resend_list(quarantine: list[Path], telco: str) -> pa.Table:
         return empty_quarantine().select(list(RESEND_COLUMNS))
     table = pa.concat_tables(parts)
     return table.sort_by([("source_row", "ascending"), ("stage", "ascending")])
-
-
-KEYS_SCHEMA = compact_keys.KEYS_SCHEMA
 
 
 def write_keys(keys: pa.Table, path: Path) -> Path:
