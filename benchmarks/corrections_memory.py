@@ -159,14 +159,14 @@ def _traced(owner: object, name: str) -> None:
 
 def deliver(folder: Path, out: Path, with_history: bool) -> None:
     """One telco's delivery of the run in ``folder``, written to ``out``."""
-    from pipelines.correction_cycle import deadlines, history
+    from pipelines.correction_cycle import compact_keys, deadlines, history
     from pipelines.delivery import correction_lists
     from pipelines.results.dataset import RunResults
     from pipelines.stages import outputs
 
     for owner, name in ((outputs, "_flagged_keys"), (correction_lists, "classified_rows"),
                         (correction_lists, "telco_keys"), (correction_lists, "write_keys"),
-                        (history, "classify"), (history, "_latest_keys")):
+                        (history, "previous_keys"), (compact_keys, "classify")):
         _traced(owner, name)
     out.mkdir(parents=True, exist_ok=True)
     store = None

@@ -1,5 +1,6 @@
-"""The compact classification of a telco's keys equals ``history.classify``'s (pandas),
-and a telco's rows picked per shard equal the ``source_row`` filter's."""
+"""The compact classification of a telco's keys equals ``history.classify``'s (its pandas
+adapter: keys carried to the compact form and back intact), and a telco's rows picked per
+shard equal the ``source_row`` filter's."""
 
 from __future__ import annotations
 

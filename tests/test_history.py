@@ -6,6 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from pipelines.correction_cycle import history
 
@@ -78,3 +79,25 @@ def test_earlier_date_rerun_ignores_later_runs(tmp_path: Path) -> None:
     _record(store, "2026-01-05", _keys(x), ["a"])
     out, resolved = history.classify(store, "2026-01-03", _keys(), ["a"])
     assert out.empty and resolved.empty
+
+
+def test_classify_keeps_the_order_and_index_of_mixed_telcos(tmp_path: Path) -> None:
+    """Classified one telco at a time (compact_keys), the rows come back where they were."""
+    store = tmp_path / "h.sqlite"
+    x, z = ("a", "0911111111", "NO_ID"), ("b", "0933333333", "NO_ID")
+    _record(store, "2026-01-01", _keys(x, z), ["a", "b"])
+    keys = _keys(z, ("a", "0944444444", "NO_ID"), x, z).set_axis([40, 30, 20, 10])
+    out, resolved = history.classify(store, "2026-01-02", keys, ["a"])
+    assert out.index.tolist() == [40, 30, 20, 10]
+    # b is not classified this run: its key is new even though day 1 had it.
+    assert out["tracking"].tolist() == ["new", "new", "persisting", "new"]
+    assert out["runs"].tolist() == [1, 1, 2, 1] and resolved.empty
+    out, resolved = history.classify(store, "2026-01-02", keys.iloc[:2], ["b", "a"])
+    assert out["tracking"].tolist() == ["persisting", "new"]
+    assert resolved[history.KEY].values.tolist() == [list(x)]
+
+
+def test_classify_refuses_a_flag_it_cannot_key(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="OLD_FLAG"):
+        history.classify(tmp_path / "h.sqlite", "2026-01-01",
+                         _keys(("a", "0911111111", "OLD_FLAG")), ["a"])

@@ -1,15 +1,15 @@
 """One telco's flag keys, held compactly and classified against its previous run.
 
-``history.classify`` works on pandas frames with a Python string per key and column;
-for a national telco (millions of keys, and as many again from its previous run) those
-frames and their merges took gigabytes. Here a key is two integers: the listed row its
-number comes from (the number itself stays in one Arrow string array) and its flag's
-code (its index in ``matching.flags.FLAGS``, i.e. its bit in ``aggregates.FLAG_BITS``).
-Matching with the previous run's keys (``history.previous_keys``, Arrow) is an integer
-search: both sides' numbers are dictionary-encoded together, so a key is
-``number id * len(FLAGS) + flag code``. The outcome is ``history.classify``'s
-(tests/test_compact_keys.py compares the two): new or persisting, the streak's runs and
-first run date, and the previous keys now resolved.
+The one statement of the classification rules (``history.classify`` is its adapter for
+pandas keys). Pandas frames with a Python string per key and column took gigabytes for
+a national telco (millions of keys, and as many again from its previous run); here a
+key is two integers: the listed row its number comes from (the number itself stays in
+one Arrow string array) and its flag's code (its index in ``matching.flags.FLAGS``,
+i.e. its bit in ``aggregates.FLAG_BITS``). Matching with the previous run's keys
+(``history.previous_keys``, Arrow) is an integer search: both sides' numbers are
+dictionary-encoded together, so a key is ``number id * len(FLAGS) + flag code``. The
+outcome: new or persisting, the streak's runs and first run date, and the previous keys
+now resolved.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def classify(keys: TelcoKeys, previous: pa.Table, run_date: str) -> tuple[Classe
     resolved = pa.table({
         "telco": pa.repeat(pa.scalar(keys.telco, pa.string()), gone.num_rows),
         "msisdn": gone["msisdn"], "flag": gone["flag"],
-        # as history.classify: a first date missing in the store reads "None"
+        # a first date missing in the store reads "None", as the pandas lists wrote it
         "first_seen": pc.fill_null(gone["first_seen"], "None")}, schema=RESOLVED_SCHEMA)
     return classes, resolved.sort_by([("msisdn", "ascending"), ("flag", "ascending")])
 

@@ -39,11 +39,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable
-from datetime import date
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,6 +68,8 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import NullPool
 
+from matching.flags import FLAGS as MATCH_FLAGS
+from pipelines.correction_cycle import compact_keys
 from pipelines.storage.modes import make_dirs, owner_only
 
 NEW, PERSISTING, RESOLVED = "new", "persisting", "resolved"
@@ -268,44 +270,21 @@ def flag_keys(rows: pa.Table, flag_lists: pa.Array | pa.ChunkedArray) -> pd.Data
     })
 
 
-def _earlier(conn: Connection, run_date: str, telcos: list[str]) -> pd.DataFrame:
-    """Earlier runs per telco with ``rank`` 0 = the latest before ``run_date``."""
+def _earlier(conn: Connection, run_date: str, telco: str) -> pd.DataFrame:
+    """``telco``'s runs before ``run_date``, with ``rank`` 0 = the latest."""
     runs = pd.read_sql(
         select(RUNS.c.telco, RUNS.c.run_date)
-        .where(RUNS.c.run_date < run_date, RUNS.c.telco.in_(telcos)), conn)
-    runs = runs.sort_values(["telco", "run_date"], ascending=[True, False])
-    runs["rank"] = runs.groupby("telco").cumcount()
+        .where(RUNS.c.run_date < run_date, RUNS.c.telco == telco), conn)
+    runs = runs.sort_values("run_date", ascending=False, ignore_index=True)
+    runs["rank"] = range(len(runs))
     return runs
 
 
-def _latest_keys(conn: Connection, runs: pd.DataFrame) -> pd.DataFrame:
-    """The keys of each telco's latest earlier run, with their streak (``runs``) and its
-    first run date: read from that run's rows, computed from every earlier run for rows
-    recorded before the store kept them."""
-    latest = runs[runs["rank"] == 0]
-    frames = []
-    for telco, run_date in zip(latest["telco"], latest["run_date"], strict=True):
-        frames.append(pd.read_sql(
-            select(FLAGS.c.telco, FLAGS.c.msisdn, FLAGS.c.flag, FLAGS.c.runs,
-                   FLAGS.c.first_seen)
-            .where(FLAGS.c.telco == telco, FLAGS.c.run_date == run_date), conn))
-    keys = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=[*KEY, "runs", "first_seen"])
-    legacy = keys["runs"].isna()
-    if legacy.any():
-        streaks = _legacy_streaks(conn, runs, sorted(set(keys.loc[legacy, "telco"])))
-        filled = keys.loc[legacy, KEY].merge(streaks, on=KEY, how="left")
-        keys.loc[legacy, "runs"] = filled["streak"].to_numpy()
-        keys.loc[legacy, "first_seen"] = filled["first_seen"].to_numpy()
-    keys["runs"] = keys["runs"].astype("int64")
-    return keys
-
-
-def _legacy_streaks(conn: Connection, runs: pd.DataFrame, telcos: list[str]) -> pd.DataFrame:
-    """Per key of the latest earlier run, its unbroken streak over the earlier runs."""
+def _legacy_streaks(conn: Connection, runs: pd.DataFrame, telco: str) -> pd.DataFrame:
+    """Per key of ``telco``'s latest earlier run, its unbroken streak over ``runs``."""
     seen = pd.read_sql(
         select(FLAGS.c.telco, FLAGS.c.msisdn, FLAGS.c.flag, FLAGS.c.run_date)
-        .where(FLAGS.c.telco.in_(telcos)), conn).merge(runs, on=["telco", "run_date"])
+        .where(FLAGS.c.telco == telco), conn).merge(runs, on=["telco", "run_date"])
     seen = seen.sort_values([*KEY, "rank"])
     seen["position"] = seen.groupby(KEY).cumcount()
     streak = seen[seen["rank"] == seen["position"]]
@@ -321,13 +300,12 @@ READ_BATCH = 100_000
 def previous_keys(store: Store, run_date: str, telco: str) -> pa.Table:
     """The keys of ``telco``'s latest run before ``run_date`` with their streak
     (``PREVIOUS_SCHEMA``; empty if none), as Arrow: read ``READ_BATCH`` rows at a time,
-    so a national telco's millions of keys never sit in memory as Python objects
-    (``classify``'s frames did). Rows recorded before the store kept streaks get theirs
-    computed from every earlier run, as ``classify`` does."""
+    so a national telco's millions of keys never sit in memory as Python objects. Rows
+    recorded before the store kept streaks get theirs computed from every earlier run."""
     if not exists(store):
         return PREVIOUS_SCHEMA.empty_table()
     with engine(store).connect() as conn:
-        runs = _earlier(conn, run_date, [telco])
+        runs = _earlier(conn, run_date, telco)
         if runs.empty:
             return PREVIOUS_SCHEMA.empty_table()
         latest = runs.loc[runs["rank"] == 0, "run_date"].iloc[0]
@@ -350,7 +328,7 @@ def _fill_legacy(conn: Connection, runs: pd.DataFrame, telco: str,
     """``keys`` with the streak of its rows recorded without one (old stores only)."""
     legacy = keys.filter(pc.is_null(keys["runs"]))
     frame = legacy.select(["msisdn", "flag"]).to_pandas().assign(telco=telco)
-    filled = frame.merge(_legacy_streaks(conn, runs, [telco]), on=KEY, how="left")
+    filled = frame.merge(_legacy_streaks(conn, runs, telco), on=KEY, how="left")
     legacy = pa.table({"msisdn": legacy["msisdn"], "flag": legacy["flag"],
                        "runs": pa.array(filled["streak"].to_numpy(dtype="int64"), pa.int64()),
                        "first_seen": pa.array(filled["first_seen"].tolist(), pa.string())},
@@ -362,31 +340,33 @@ def classify(store: Store, run_date: str, keys: pd.DataFrame,
              telcos: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(``keys`` with ``tracking``, ``runs``, ``first_seen``; resolved keys of ``telcos``).
 
-    Reads only each telco's latest earlier run (its keys carry their streak), so the
-    cost is one run's keys whatever the history's length."""
+    ``compact_keys.classify`` against ``previous_keys``, one telco at a time: the rules
+    are stated once, there; this only carries pandas keys (``record``'s, the tests') to
+    its compact form and back. Keys of a telco not in ``telcos`` are new."""
+    persisting = np.zeros(len(keys), dtype=bool)
+    runs = np.ones(len(keys), dtype=np.int64)
+    first_seen = np.full(len(keys), np.datetime64(run_date, "D"))
+    codes = pd.Index(MATCH_FLAGS).get_indexer(keys["flag"])
+    numbers = keys["msisdn"].to_numpy(dtype=object)
+    resolved = []
+    for telco in dict.fromkeys(telcos):
+        at = np.flatnonzero((keys["telco"] == telco).to_numpy())
+        if (codes[at] < 0).any():
+            raise ValueError(f"{telco}: a flag not in matching.flags.FLAGS: "
+                             f"{sorted(set(keys['flag'].to_numpy()[at][codes[at] < 0]))}")
+        mine = compact_keys.TelcoKeys(telco, pa.array(numbers[at], pa.string()),
+                                      np.arange(len(at)), codes[at].astype(np.int8))
+        classes, gone = compact_keys.classify(mine, previous_keys(store, run_date, telco),
+                                              run_date)
+        persisting[at], runs[at], first_seen[at] = \
+            classes.persisting, classes.runs, classes.first_seen
+        resolved.append(gone)
     out = keys.copy()
-    out["tracking"], out["runs"], out["first_seen"] = NEW, 1, date.fromisoformat(run_date)
-    empty = pd.DataFrame({c: pd.Series(dtype=object) for c in [*KEY, "first_seen"]})
-    if not telcos or not exists(store):
-        return out, empty
-    with engine(store).connect() as conn:
-        runs = _earlier(conn, run_date, telcos)
-        if runs.empty:
-            return out, empty
-        previous = _latest_keys(conn, runs)
-    if previous.empty:
-        return out, empty
-    merged = out[KEY].merge(previous.rename(columns={"runs": "_runs", "first_seen": "_first"}),
-                            on=KEY, how="left")
-    persisting = merged["_runs"].notna().to_numpy()
-    out.loc[persisting, "tracking"] = PERSISTING
-    out.loc[persisting, "runs"] = merged.loc[persisting, "_runs"].astype(int).to_numpy() + 1
-    first = pd.to_datetime(merged["_first"].fillna(run_date)).dt.date.to_numpy()
-    out["first_seen"] = first
-    gone = previous.merge(out[KEY].drop_duplicates(), on=KEY, how="left", indicator=True)
-    gone = gone[gone["_merge"] == "left_only"]
-    resolved = gone[[*KEY, "first_seen"]].astype({"first_seen": str})
-    return out, resolved.sort_values(KEY).reset_index(drop=True)
+    out["tracking"] = np.where(persisting, PERSISTING, NEW)
+    out["runs"], out["first_seen"] = runs, first_seen.astype(object)  # datetime.date
+    gone = pa.concat_tables(resolved) if resolved else \
+        compact_keys.RESOLVED_SCHEMA.empty_table()
+    return out, gone.sort_by([(c, "ascending") for c in KEY]).to_pandas()
 
 
 def record(store: Store, run_date: str, keys: pd.DataFrame, telcos: list[str],
