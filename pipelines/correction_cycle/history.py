@@ -254,22 +254,6 @@ def insert_rows(conn: Connection, table: Table, rows: Iterable[dict]) -> None:
         conn.execute(insert(table), batch)
 
 
-def flag_keys(rows: pa.Table, flag_lists: pa.Array | pa.ChunkedArray) -> pd.DataFrame:
-    """One ``(telco, msisdn, flag, row)`` per flag of each row (``row`` = index in ``rows``)."""
-    flags = flag_lists.combine_chunks() if isinstance(flag_lists, pa.ChunkedArray) \
-        else flag_lists
-    if len(flags) == 0:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in KEY}).assign(row=0).iloc[:0]
-    parents = pc.list_parent_indices(flags)
-    number = pc.coalesce(rows["msisdn"], rows["msisdn_raw"], pa.scalar("", pa.string()))
-    return pd.DataFrame({
-        "telco": pc.take(rows["telco"], parents).to_numpy(zero_copy_only=False),
-        "msisdn": pc.take(number, parents).to_numpy(zero_copy_only=False),
-        "flag": pc.list_flatten(flags).to_numpy(zero_copy_only=False),
-        "row": parents.to_numpy(zero_copy_only=False),
-    })
-
-
 def _earlier(conn: Connection, run_date: str, telco: str) -> pd.DataFrame:
     """``telco``'s runs before ``run_date``, with ``rank`` 0 = the latest."""
     runs = pd.read_sql(
