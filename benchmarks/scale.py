@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         steps = grouped(ran["stages"])
         matching = sum(s["seconds"] for s in steps
                        if s["stage"] in ("partition", "plan_shards", "match_shard",
-                                         "collect_searched", "search_registry_shard",
+                                         "collect_searched", "route_search_batch",
+                                         "search_partition",
                                          "choose_candidates", "spanning_flags(wait)"))
         figures["runs"].append({"subscriptions": n, "citizens": citizens,
                                 "registry_prepare": prepared, "run": ran, "steps": steps,

@@ -6,10 +6,12 @@
 For each shard count: a fresh output folder, the registry prepared in that many shards,
 the run's stages up to ``match_shard`` in one process, then ``search_candidates`` alone
 in a fresh process whose peak resident set (``ru_maxrss``) and wall time are measured:
-the searched rows are collected once, each registry shard is searched on its own
-(``pipelines.reconcile.search.search_registry_shard``), and the parts are folded
-(``choose_candidates``). With one shard that is the whole registry at once (as the
-search read it before); with N shards, one N-th of it plus the searched rows.
+the searched rows are collected once, routed batch by batch, each birth-year partition
+of the registry's search layout is searched on its own
+(``pipelines.reconcile.search.search_partition``), and the parts are folded
+(``choose_candidates``). (Until issue 11's year-routed search the search went registry
+shard by registry shard, so the shard count set its memory; the partitions now do,
+about ``pipelines.registry.build.BUCKET_ROWS`` citizens each, whatever the shards.)
 """
 
 from __future__ import annotations

@@ -87,8 +87,10 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | `plan_shards` | fixes the telcos, lists the shards, records dropped decisions | once |
 | `match_shard` | links one shard's subscriptions to the same shard of the registry | per shard |
 | `collect_searched` | gathers the rows whose document leads nowhere, cut into batches | once |
-| `search_registry_shard` | one batch's candidates in one registry shard | per shard × batch |
-| `choose_candidates` | the best candidate over all registry shards, per shard | once |
+| `plan_search` | lists the partitions (by birth year) of the registry's search layout | once |
+| `route_search_batch` | one batch: near numbers looked up, rows routed by birth year | per batch |
+| `search_partition` | the candidates of the rows routed to one partition | per partition |
+| `choose_candidates` | the best candidate over all partitions, per shard | once |
 | `spanning_flags` | rules across shards (duplicate number, bulk activation) | once |
 | `flag_shard` | flags one shard, applies decisions, writes its results | per shard |
 | `review_queue` | writes the review queue from every shard's queued rows | once |
@@ -255,23 +257,41 @@ def match_shard(shard: int) -> dict:
     return _run(f"match_shard[{shard:03d}]", match_shard_stage, shard)
 
 
-# The candidate search, the longest step after matching, is mapped like the shards: one
-# task per registry shard and batch of searched rows, so each task's memory is one
-# shard plus one batch and the tasks spread over the workers.
+# The candidate search, the longest step after matching, is mapped twice: one task per
+# batch of searched rows looks up the numbers one slip away and routes the rows by birth
+# year, then one task per partition (by birth year) of the registry's search layout
+# scores the rows routed to it, so each task's memory is one batch or one partition,
+# and the registry is read once per run.
 @task
 def collect_searched() -> list[dict]:
     from pipelines.stages import collect_searched as collect_searched_stage
 
-    return _run_listing("collect_searched", "search_tasks", collect_searched_stage)
+    return _run_listing("collect_searched", "search_batches", collect_searched_stage)
 
 
-@task(map_index_template="{{ search_task }}")
-def search_registry_shard(search_task: dict) -> dict:
-    from pipelines.stages import search_registry_shard as search_registry_shard_stage
+@task
+def plan_search() -> list[dict]:
+    from pipelines.stages import plan_search as plan_search_stage
 
-    label = f"{int(search_task['registry_shard']):03d}-{int(search_task.get('batch', 0)):04d}"
-    get_current_context()["search_task"] = label  # type: ignore[typeddict-unknown-key]
-    return _run(f"search_registry_shard[{label}]", search_registry_shard_stage, search_task)
+    return _run_listing("plan_search", "search_partitions", plan_search_stage)
+
+
+@task(map_index_template="{{ search_batch }}")
+def route_search_batch(search_batch: dict) -> dict:
+    from pipelines.stages import route_search_batch as route_search_batch_stage
+
+    label = f"{int(search_batch['batch']):04d}"
+    get_current_context()["search_batch"] = label  # type: ignore[typeddict-unknown-key]
+    return _run(f"route_search_batch[{label}]", route_search_batch_stage, search_batch)
+
+
+@task(map_index_template="{{ search_partition }}")
+def search_partition(search_task: dict) -> dict:
+    from pipelines.stages import search_partition as search_partition_stage
+
+    label = f"{int(search_task['partition']):03d}"
+    get_current_context()["search_partition"] = label  # type: ignore[typeddict-unknown-key]
+    return _run(f"search_partition[{label}]", search_partition_stage, search_task)
 
 
 @task
@@ -416,8 +436,11 @@ def subscriber_reconciliation() -> None:
     flagged = flag_shard.expand(shard=shards)
     searched = collect_searched()
     matched >> searched
+    partitions = plan_search()
+    shards >> partitions
     chosen = choose_candidates()
-    search_registry_shard.expand(search_task=searched) >> chosen
+    routed = route_search_batch.expand(search_batch=searched)
+    routed >> search_partition.expand(search_task=partitions) >> chosen
     matched >> spanning_flags() >> flagged
     chosen >> flagged
     gated, queued = gate_results(), review_queue()

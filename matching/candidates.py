@@ -690,6 +690,23 @@ def plan_candidates(
                          block_citizens=b_cit.astype(np.int64))
 
 
+def plan_routed(parts: BlockingParts, index: RegistryIndex, *, max_block: int,
+                registry_block_sizes: np.ndarray | None, id_rows: np.ndarray,
+                id_citizens: np.ndarray, other_rows: np.ndarray,
+                other_citizens: np.ndarray) -> CandidatePlan:
+    """The candidates of searched rows within one part of the registry whose number
+    look-ups were made elsewhere, over the whole registry (``id_*``: pairs found through
+    a number one slip away or repaired, ONE_EDIT; ``other_*``: the number's previous
+    holder, NONE): those pairs and the rows' blocks in the part's ``index``. The same
+    pairs :func:`plan_candidates` finds when the part is the whole registry."""
+    blocks = _plan_blocks(parts, index, max_block, registry_block_sizes) \
+        if len(parts) and len(index.block_keys) else None
+    return CandidatePlan(n_rows=len(parts), id_rows=np.asarray(id_rows, np.int64),
+                         id_citizens=np.asarray(id_citizens, np.int64), blocks=blocks,
+                         block_rows=np.asarray(other_rows, np.int64),
+                         block_citizens=np.asarray(other_citizens, np.int64))
+
+
 @dataclass(frozen=True)
 class BestCandidates:
     """Per searched row: the best candidate (-1 none), its weight, the runner-up gap."""

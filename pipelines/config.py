@@ -217,8 +217,8 @@ class MatchingSettings(_Strict):
     candidate_search: bool = True
     candidate_max_block: int = Field(200, ge=1)
     # The candidate search cuts the rows it searches into batches of at most this many
-    # rows: one search task is one registry shard x one batch, so its memory is set by
-    # the shard and the batch, never by the run (docs/matching.md, "At scale").
+    # rows: a routing task holds one batch, a search task one birth-year partition of
+    # the registry and one batch at a time, never the run (docs/matching.md §2).
     search_batch_rows: int = Field(100_000, ge=1)
     suggest_min_probability: float = Field(0.999, gt=0, lt=1)
     suggest_min_margin_bits: float = Field(6.0, ge=0)

@@ -35,7 +35,9 @@ EXPECTED_TASKS = {
     "plan_shards",
     "match_shard",
     "collect_searched",
-    "search_registry_shard",
+    "plan_search",
+    "route_search_batch",
+    "search_partition",
     "choose_candidates",
     "spanning_flags",
     "flag_shard",
@@ -123,10 +125,14 @@ def test_dependencies(dag):
     # the cross-shard steps wait for every shard; each shard is then flagged on its own.
     assert upstream["plan_shards"] == {"gate_export"}
     assert upstream["match_shard"] == {"plan_shards"}
-    # The search: gathered once, one mapped task per registry shard and batch, folded once.
+    # The search: gathered once, one mapped task per batch (numbers, routes), then one
+    # per partition of the registry's search layout once every batch is routed, folded
+    # once.
     assert upstream["collect_searched"] == {"match_shard"}
-    assert upstream["search_registry_shard"] == {"collect_searched"}
-    assert upstream["choose_candidates"] == {"search_registry_shard"}
+    assert upstream["plan_search"] == {"plan_shards"}
+    assert upstream["route_search_batch"] == {"collect_searched"}
+    assert upstream["search_partition"] == {"plan_search", "route_search_batch"}
+    assert upstream["choose_candidates"] == {"search_partition"}
     assert upstream["spanning_flags"] == {"match_shard"}
     assert upstream["flag_shard"] == {"plan_shards", "choose_candidates", "spanning_flags"}
     assert upstream["gate_results"] == {"flag_shard"}
@@ -179,12 +185,15 @@ def test_matching_and_flagging_are_mapped_per_shard(dag):
         assert isinstance(task, MappedOperator), task_id
         expand_input = task._get_specified_expand_input().value
         assert expand_input["telco"].operator.task_id == "plan"
-    search = dag.get_task("search_registry_shard")
-    assert isinstance(search, MappedOperator)
-    expand_input = search._get_specified_expand_input().value
-    assert set(expand_input) == {"search_task"}
-    assert expand_input["search_task"].operator.task_id == "collect_searched"
-    for task_id in ("plan_shards", "collect_searched", "choose_candidates", "spanning_flags",
+    for task_id, key, listing in (("route_search_batch", "search_batch", "collect_searched"),
+                                  ("search_partition", "search_task", "plan_search")):
+        search = dag.get_task(task_id)
+        assert isinstance(search, MappedOperator)
+        expand_input = search._get_specified_expand_input().value
+        assert set(expand_input) == {key}
+        assert expand_input[key].operator.task_id == listing
+    for task_id in ("plan_shards", "collect_searched", "plan_search", "choose_candidates",
+                    "spanning_flags",
                     "review_queue", "gate_results", "report"):
         assert not isinstance(dag.get_task(task_id), MappedOperator), task_id
 
@@ -289,7 +298,9 @@ def test_dag_calls_existing_stage_functions():
         "plan_shards",
         "match_shard",
         "collect_searched",
-        "search_registry_shard",
+        "plan_search",
+        "route_search_batch",
+        "search_partition",
         "choose_candidates",
         "spanning_flags",
         "flag_shard",

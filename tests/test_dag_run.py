@@ -28,7 +28,8 @@ REFRESH_ID = "citizen_registry_refresh"
 AIRFLOW_ENV = REPO / "scripts" / "airflow_env.sh"
 TELCOS_DIR = REPO / "config" / "telcos"
 TELCOS = {"mobifone", "viettel", "vinaphone"}
-STAGE_TASKS = ("plan", "gate_registry", "plan_shards", "collect_searched", "choose_candidates",
+STAGE_TASKS = ("plan", "gate_registry", "plan_shards", "collect_searched", "plan_search",
+               "choose_candidates",
                "spanning_flags", "review_queue", "gate_results", "report", "approve", "publish",
                "lookup_index", "check")
 TELCO_TASKS = ("ingest", "normalise", "partition", "gate_export")
@@ -103,9 +104,10 @@ def task_states(home: Path, run_date: str, dag_id: str = DAG_ID) -> dict[tuple[s
             name = ""
         elif task_id in ("match_shard", "flag_shard"):
             name = f"{map_index:03d}"
-        elif task_id == "search_registry_shard":  # expanded: collect_searched ran
-            search = xcom(home, run_date, "collect_searched")[map_index]
-            name = f"{search['registry_shard']:03d}-{search['batch']:04d}"
+        elif task_id == "route_search_batch":  # expanded: collect_searched ran
+            name = f"{xcom(home, run_date, 'collect_searched')[map_index]['batch']:04d}"
+        elif task_id == "search_partition":  # expanded: plan_search ran
+            name = f"{xcom(home, run_date, 'plan_search')[map_index]['partition']:03d}"
         else:
             name = telcos[map_index]
         assert rendered in (None, name or None), (task_id, map_index, rendered)
@@ -218,8 +220,10 @@ def test_daily_run_processes_every_telco(airflow_home: Path, refreshed: Path,
     expected = {(t, "") for t in STAGE_TASKS}
     expected |= {(t, telco) for t in (*TELCO_TASKS, *DELIVERY_TASKS) for telco in TELCOS}
     expected |= {(t, f"{k:03d}") for t in ("match_shard", "flag_shard") for k in range(SHARDS)}
-    # The samples' searched rows fit one batch: one search task per registry shard.
-    expected |= {("search_registry_shard", f"{k:03d}-0000") for k in range(SHARDS)}
+    # The samples' searched rows fit one batch; their registry makes one search partition
+    # per shard.
+    expected |= {("route_search_batch", "0000")}
+    expected |= {("search_partition", f"{k:03d}") for k in range(SHARDS)}
     assert set(states) == expected, \
         "the per-telco tasks run once per telco, the per-shard ones once per shard"
     assert {k: s for k, s in states.items() if s != "success"} == {}

@@ -42,10 +42,13 @@ def test_layout_and_manifest(snapshot: registry_snapshot.Snapshot) -> None:
     folder = snapshot.path
     assert folder.name == f"snapshot={sha256_of(SOURCE)[:16]}-004"
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    # The samples' few thousand citizens: one birth-year partition of the search per shard.
     assert names == ["gate.json", "legacy_index.parquet", "manifest.json",
-                     *(f"shard={k:03d}/{name}.parquet" for k in range(4)
-                       for name in ("part", "search-blocks", "search-names",
-                                    "search-numbers"))]
+                     "search/numbers.parquet",
+                     *(f"search/part={p:03d}/{name}.parquet" for p in range(4)
+                       for name in ("blocks", "citizens", "names")),
+                     *(f"shard={k:03d}/part.parquet" for k in range(4))]
+    assert manifest_search(snapshot) == {"partitions": 4, "present": [0, 1, 2, 3]}
     manifest = snapshot.manifest
     assert manifest["format"] == registry_snapshot.PREPARED_FORMAT
     assert manifest["hash"] == sharding.HASH_NAME
@@ -64,30 +67,53 @@ def test_layout_and_manifest(snapshot: registry_snapshot.Snapshot) -> None:
     assert latest["snapshot"] == snapshot.id and latest["path"] == folder.name
 
 
-def test_the_search_index_is_the_one_the_shard_gives(
-        snapshot: registry_snapshot.Snapshot) -> None:
-    """The candidate search's index, prepared with the snapshot, is exactly what the search
-    would make from the shard (so a snapshot without it searches the same)."""
-    from pipelines.registry.search_index import INDEX_SOURCE_COLUMNS, index_of_shard
+def manifest_search(snapshot: registry_snapshot.Snapshot) -> dict:
+    return snapshot.manifest["search"]
 
-    for k in range(snapshot.shards):
-        stored = snapshot.search_index(k)
-        assert stored is not None
-        made = index_of_shard(pq.read_table(snapshot.shard_path(k),
-                                            columns=list(INDEX_SOURCE_COLUMNS)))
-        assert len(stored.block_keys) > 0
+
+def test_the_search_layout_holds_every_citizen_by_birth_year(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate search's layout: every citizen once, in the partition of its birth
+    year (year % partitions; no date of birth: partition 0), in registry order with the
+    shards' columns; each partition's index is the one its citizens give; the numbers
+    file leads each CCCD and CMND to its (first) citizen."""
+    from pipelines.registry import build
+    from pipelines.registry.search_index import index_of
+
+    monkeypatch.setattr(build, "BUCKET_ROWS", 700)
+    snapshot, _ = registry_snapshot.prepare(SOURCE, tmp_path, 2, as_of=AS_OF)
+    partitions = snapshot.search_partitions
+    whole = pa.concat_tables(pq.read_table(snapshot.shard_path(k)) for k in range(2)) \
+        .sort_by("registry_row")
+    assert partitions == -(-whole.num_rows // 700) > 1
+    parts = {p: pq.read_table(snapshot.search_citizens(p)) for p in snapshot.search_present}
+    assert sum(t.num_rows for t in parts.values()) == whole.num_rows
+    for p, table in parts.items():
+        assert table.column_names == list(registry_snapshot.SEARCH_COLUMNS)
+        rows = np.asarray(table["registry_row"])
+        assert (np.diff(rows) > 0).all()
+        years = pc.fill_null(pc.year(table["date_of_birth"]), 0).to_numpy()
+        assert (years % partitions == p).all()
+        mine = whole.take(pa.array(rows)).select(list(registry_snapshot.SEARCH_COLUMNS))
+        assert mine.to_pandas().equals(table.to_pandas())  # NaN frequencies equal too
+        stored, made = snapshot.search_index(p), index_of(table)
         assert np.array_equal(stored.block_keys, made.block_keys)
         assert np.array_equal(stored.block_citizens, made.block_citizens)
-        for width in (12, 9):
-            for a, b in zip(stored.numbers[width], made.numbers[width], strict=True):
-                assert np.array_equal(a, b)
         for part in ("given", "surname", "canonical"):
             assert stored.dictionaries[part].equals(made.dictionaries[part].cast(pa.string()))
-        assert stored.sexes.equals(made.sexes.cast(pa.string()))
-    older = registry_snapshot.Snapshot(snapshot.path, {
-        **snapshot.manifest, "files": [f for f in snapshot.manifest["files"]
-                                       if "/search-" not in f["path"]]})
-    assert older.search_index(0) is None
+    numbers = pq.read_table(snapshot.search_numbers)
+    cccd = numbers.filter(pc.equal(numbers["width"], 12))
+    assert cccd.num_rows == whole.num_rows
+    for entry in cccd.slice(0, 50).to_pylist():
+        citizen = parts[entry["partition"]].slice(entry["position"], 1).to_pylist()[0]
+        assert int(citizen["citizen_id"]) == entry["value"]
+    legacy = numbers.filter(pc.equal(numbers["width"], 9))
+    assert 0 < legacy.num_rows <= whole["legacy_id"].length() - whole["legacy_id"].null_count
+    for entry in legacy.slice(0, 50).to_pylist():
+        citizen = parts[entry["partition"]].slice(entry["position"], 1).to_pylist()[0]
+        first = whole.filter(pc.equal(whole["legacy_id"], citizen["legacy_id"]))
+        assert int(citizen["legacy_id"]) == entry["value"]
+        assert citizen["registry_row"] == first["registry_row"][0].as_py()
 
 
 def test_every_citizen_is_in_the_shard_of_its_id_with_registry_wide_columns(
@@ -224,7 +250,8 @@ def test_batches_and_buckets_do_not_change_the_files(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The streamed preparation (pipelines/registry/build.py) in tiny batches and many
     birth-year buckets writes the same bytes as in one batch and one bucket (the whole
-    registry at once), and leaves no spill file behind."""
+    registry at once), and leaves no spill file behind. (The candidate search's layout
+    is partitioned by those buckets: checked above.)"""
     from pipelines.registry import build
 
     def files(folder: Path, batch: int, bucket: int) -> dict[str, str]:
@@ -232,10 +259,11 @@ def test_batches_and_buckets_do_not_change_the_files(tmp_path: Path,
         monkeypatch.setattr(build, "BUCKET_ROWS", bucket)
         staging = registry_snapshot.stage(SOURCE, folder, 3, sha256_of(SOURCE))
         assert [p.name for p in (folder / ".staging").iterdir()] == [staging.name]
-        return {str(p.relative_to(staging)): sha256_of(p) for p in staging.rglob("*.parquet")}
+        return {str(p.relative_to(staging)): sha256_of(p) for p in staging.rglob("*.parquet")
+                if not str(p.relative_to(staging)).startswith("search/")}
 
     whole = files(tmp_path / "whole", 1 << 30, 1 << 30)
-    assert len(whole) == 4 + 3 * 3  # 3 shards (part and 3 search index files), legacy
+    assert len(whole) == 4  # 3 shards, legacy
     assert files(tmp_path / "streamed", 97, 61) == whole
 
 

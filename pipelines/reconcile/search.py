@@ -1,4 +1,5 @@
-"""Candidate search for the rows whose document leads nobody, one registry shard at a time.
+"""Candidate search for the rows whose document leads nobody, one birth-year partition
+of the registry at a time.
 
 A row is searched when its document links no citizen (NO_ID, INVALID_ID,
 ID_NOT_FOUND; passports excepted): a few per cent of a run. The search never holds
@@ -8,26 +9,33 @@ the whole registry:
    what only the whole run knows: the kind of number (:class:`SearchKind`), whether
    other subscriptions carry the same number (:class:`OthersLevel`) and the number's
    verified holder in the previous published run.
-2. :func:`search_shard` finds and scores each searched row's candidates within ONE
-   registry shard (number variants, the previous holder, blocking keys) and keeps per
-   row what the final choice needs: the best candidate with its explanation, the
-   best ``top_candidates`` weights, and how many there were.
-3. :func:`choose` combines the shards' outputs into the final per-row columns
+2. :func:`batch_routes` finds, over the whole registry's numbers, the citizens each
+   row's number one slip away, repaired number or previous holder leads to, and routes
+   each row to the partitions of the registry's search layout those citizens and the
+   row's birth years are in (``pipelines.registry.search_index``: every blocking key
+   carries a birth date or year).
+3. :func:`search_routed` finds and scores the routed rows' candidates within ONE
+   partition (those pairs plus the rows' blocks) and keeps per row what the final
+   choice needs: the best candidate with its explanation, the best ``top_candidates``
+   weights, and how many there were. (:func:`search_shard` does 2 and 3 at once for a
+   registry table searched whole.)
+4. :func:`choose` combines the partitions' outputs into the final per-row columns
    (``candidate_citizen_id``, ``candidate_probability``, ``candidate_margin_bits``,
    ``candidate_count``, ``suggested_citizen_id``, the explanation's levels and
    weights).
 
 Everything registry-wide (block sizes for ``candidate_max_block``, name frequencies,
 the registry's size and birth-date statistics) is counted when the snapshot is
-prepared, ties are broken by the citizen's row in the source registry, and sums run
-in a fixed order, so the result is the same whatever the number of shards or batches.
-Memory: the searched rows are cut into batches of ``matching.search_batch_rows`` rows and
-one search task is one registry shard x one batch (candidate pairs compared
-``SEARCH_CHUNK_PAIRS`` at a time), so a task's memory is set by the shard and the batch,
-never by the run; :func:`choose` folds the parts one batch at a time.
+prepared, each citizen is in one partition, ties are broken by the citizen's row in the
+source registry, and sums run in a fixed order, so the result is the same whatever the
+number of shards, partitions or batches. Memory: the searched rows are cut into batches
+of ``matching.search_batch_rows`` rows; a routing task holds one batch, a search task one
+partition and one batch at a time (candidate pairs compared ``SEARCH_CHUNK_PAIRS`` at a
+time), never the run; :func:`choose` folds the parts one batch at a time.
 
-The thin I/O steps at the end (:func:`search_registry_shard`, :func:`choose_candidates`)
-run them in a run's working folder (``pipelines.reconcile.shard_steps``).
+The thin I/O steps at the end (:func:`route_search_batch`, :func:`search_partition`,
+:func:`choose_candidates`) run them in a run's working folder
+(``pipelines.reconcile.shard_steps``).
 """
 
 from __future__ import annotations
@@ -46,8 +54,9 @@ from matching.candidates import (
     BLOCK_FAMILIES,
     CandidatePairs,
     RegistryIndex,
-    SearchedSide,
+    blocking_parts,
     plan_candidates,
+    plan_routed,
     registry_block_sizes,
     registry_index,
     registry_parts,
@@ -86,9 +95,9 @@ from pipelines.intake.normalise import NORMALISED_SCHEMA
 from pipelines.reconcile.model_file import load_model
 from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
 from pipelines.reconcile.sharding import row_positions
-from pipelines.registry.snapshot import SEARCH_COLUMNS, shard_file
+from pipelines.registry.search_index import find_numbers, partition_of_year
 from pipelines.results.dataset import RunResults
-from pipelines.storage.files import read_json, write_json, write_parquet
+from pipelines.storage.files import AtomicParquetWriter, read_json, write_json, write_parquet
 from pipelines.storage.paths import RunPaths
 
 log = logging.getLogger("simrecon.search")
@@ -241,7 +250,7 @@ def searched_rows(rows: pa.Table, previous_holder: pa.Array | None = None,
             .append_column("previous_holder", as_string_array(previous_holder)))
 
 
-# --- one registry shard -------------------------------------------------------------------
+# --- one part of the registry ---------------------------------------------------------------
 def registry_search_table(registry: pa.Table) -> pa.Table:
     """The registry columns the search reads. A prepared shard has them all (counted
     over the whole registry); a plain registry table given whole gets them here."""
@@ -368,19 +377,11 @@ def _side_inputs(searched: pa.Table, settings: MatchingSettings) -> dict:
                 near_miss=as_bool_mask(pc.is_valid(number)) & settings.near_miss_search)
 
 
-def prepare_searched(searched: pa.Table, settings: MatchingSettings) -> SearchedSide:
-    """What the search derives from the searched rows alone (number variants, blocking
-    parts): once for every registry shard searched in one process."""
-    return searched_side(**_side_inputs(searched, settings))
-
-
 def pair_levels(searched: pa.Table, shard: pa.Table, settings: MatchingSettings,
-                side: SearchedSide | None = None, index: RegistryIndex | None = None
-                ) -> Iterator[PairLevels]:
+                index: RegistryIndex | None = None) -> Iterator[PairLevels]:
     """Every candidate pair of the searched rows within ``shard``
     (:func:`registry_search_table`), with their levels, a chunk of rows at a time
-    (``side``: :func:`prepare_searched` of the same rows, if already made; ``index``: the
-    shard's :class:`RegistryIndex`, made here if not given)."""
+    (``index``: the shard's :class:`RegistryIndex`, made here if not given)."""
     if not searched.num_rows or not shard.num_rows:
         return
     if index is None:
@@ -393,7 +394,7 @@ def pair_levels(searched: pa.Table, shard: pa.Table, settings: MatchingSettings,
         **_side_inputs(searched, settings), registry_blocking=index,
         registry_citizen_id=shard["citizen_id"], registry_legacy_id=shard["legacy_id"],
         max_block=settings.candidate_max_block, registry_block_sizes=sizes,
-        previous_holder=searched["previous_holder"], side=side)
+        previous_holder=searched["previous_holder"])
     for start, stop in _chunks(plan.pair_counts(), SEARCH_CHUNK_PAIRS):
         pairs = plan.pairs(start, stop)
         pairs = CandidatePairs(pairs.row + start, pairs.citizen, pairs.id_level)
@@ -409,64 +410,74 @@ def _lists(values: np.ndarray, row_of: np.ndarray, n_rows: int, dtype: pa.DataTy
     return pa.ListArray.from_arrays(offsets, pa.array(values, dtype))
 
 
+def _scored(found: PairLevels, searched: pa.Table, shard: pa.Table, model: MatchModel,
+            settings: MatchingSettings, statistics: RegistryStatistics,
+            shard_registry_row: np.ndarray, in_registry_order: bool) -> pa.Table:
+    """One chunk of pairs scored and cut to what :func:`choose` needs: one
+    :data:`PART_SCHEMA` row per searched row with a candidate among them."""
+    pairs = found.pairs
+    scores = model.score_search(
+        citizens=statistics.citizens, kind=found.kind, doc_level=found.doc,
+        name_level=found.names.level, dob_level=found.dob, gender_level=found.gender,
+        history_level=found.history, others_level=found.others, name_tf=found.name_tf,
+        birth_dates=statistics.birth_dates, typo_tf=found.typo_tf, dob_tf=found.dob_tf,
+        year_tf=found.year_tf, name_year_tf=found.name_year_tf)
+    registry_row = shard_registry_row[pairs.citizen]
+    # Best first within each row; equal weights: the earlier citizen in the source.
+    order, rank = _ranked(pairs.row, scores.match_weight, registry_row, in_registry_order)
+    rows = pairs.row[order]
+    first = rank == 0
+    starts = np.flatnonzero(first)
+    kept = order[rank < model.search.top_candidates]
+    best = order[first]
+    best_rows = rows[first]
+    counts = np.diff(np.r_[starts, len(rows)])
+    local = np.searchsorted(best_rows, pairs.row[kept])
+    score = compare_names(_take(searched["full_name"], best_rows),
+                          _take(shard["full_name"], pairs.citizen[best]),
+                          name_settings(settings)).score
+    columns = {
+        "row": pa.array(best_rows, pa.int64()),
+        "count": pa.array(counts, pa.int64()),
+        "top_weight": _lists(scores.match_weight[kept], local, len(best_rows), pa.float64()),
+        "top_registry_row": _lists(registry_row[kept], local, len(best_rows), pa.int64()),
+        "citizen_id": _take(shard["citizen_id"], pairs.citizen[best]),
+        "registry_row": pa.array(registry_row[best], pa.int64()),
+        "id_level": pairs.id_level[best], "doc_level": found.doc[best],
+        "name_level": found.names.level[best], "dob_level": found.dob[best],
+        "gender_level": found.gender[best], "history_level": found.history[best],
+        "others_level": found.others[best],
+        "name_score": pa.array(score, pa.float64()),
+        "name_frequency": pa.array(found.name_tf[best], pa.float64()),
+        **{c: getattr(scores, c)[best] for c in WEIGHT_COLUMNS},
+    }
+    return pa.table({f.name: pa.array(columns[f.name], f.type)
+                     if isinstance(columns[f.name], np.ndarray) else columns[f.name]
+                     for f in PART_SCHEMA}, schema=PART_SCHEMA)
+
+
+def _registry_rows(shard: pa.Table) -> tuple[np.ndarray, bool]:
+    """Each citizen's row in the source registry, and whether the shard keeps the source
+    order (each row's pairs, sorted by citizen, are then in registry order)."""
+    registry_row = _np(shard["registry_row"], 0, np.int64)
+    return registry_row, bool((registry_row[1:] > registry_row[:-1]).all())
+
+
 def search_shard(searched: pa.Table, shard: pa.Table, model: MatchModel,
                  settings: MatchingSettings, statistics: RegistryStatistics,
-                 side: SearchedSide | None = None, index: RegistryIndex | None = None
-                 ) -> pa.Table:
-    """Each searched row's candidates within one registry shard, scored (see module
-    docstring); one row (:data:`PART_SCHEMA`) per searched row with a candidate here.
+                 index: RegistryIndex | None = None) -> pa.Table:
+    """Each searched row's candidates within a registry table searched whole (numbers
+    looked up in it too), scored (see module docstring); one row (:data:`PART_SCHEMA`)
+    per searched row with a candidate in it.
 
-    ``shard``: :func:`registry_search_table` of the shard; ``statistics``: the whole
-    registry's (its size is the search prior's N); ``side``: :func:`prepare_searched`
-    of ``searched``, when several shards are searched in one process; ``index``: the
-    shard's :class:`RegistryIndex` as prepared with the snapshot (made here if None)."""
+    ``shard``: :func:`registry_search_table` of the table; ``statistics``: the whole
+    registry's (its size is the search prior's N); ``index``: the table's
+    :class:`RegistryIndex` (made here if None)."""
     shard = registry_search_table(shard)
-    top_k = model.search.top_candidates
-    shard_registry_row = _np(shard["registry_row"], 0, np.int64)
-    # A shard in source order: each row's pairs (sorted by citizen) are in registry order.
-    in_registry_order = bool((shard_registry_row[1:] > shard_registry_row[:-1]).all())
-    parts = []
-    for found in pair_levels(searched, shard, settings, side, index):
-        pairs = found.pairs
-        scores = model.score_search(
-            citizens=statistics.citizens, kind=found.kind, doc_level=found.doc,
-            name_level=found.names.level, dob_level=found.dob, gender_level=found.gender,
-            history_level=found.history, others_level=found.others, name_tf=found.name_tf,
-            birth_dates=statistics.birth_dates, typo_tf=found.typo_tf, dob_tf=found.dob_tf,
-            year_tf=found.year_tf, name_year_tf=found.name_year_tf)
-        registry_row = shard_registry_row[pairs.citizen]
-        # Best first within each row; equal weights: the earlier citizen in the source.
-        order, rank = _ranked(pairs.row, scores.match_weight, registry_row, in_registry_order)
-        rows = pairs.row[order]
-        first = rank == 0
-        starts = np.flatnonzero(first)
-        kept = order[rank < top_k]
-        best = order[first]
-        best_rows = rows[first]
-        counts = np.diff(np.r_[starts, len(rows)])
-        local = np.searchsorted(best_rows, pairs.row[kept])
-        score = compare_names(_take(searched["full_name"], best_rows),
-                              _take(shard["full_name"], pairs.citizen[best]),
-                              name_settings(settings)).score
-        columns = {
-            "row": pa.array(best_rows, pa.int64()),
-            "count": pa.array(counts, pa.int64()),
-            "top_weight": _lists(scores.match_weight[kept], local, len(best_rows),
-                                 pa.float64()),
-            "top_registry_row": _lists(registry_row[kept], local, len(best_rows), pa.int64()),
-            "citizen_id": _take(shard["citizen_id"], pairs.citizen[best]),
-            "registry_row": pa.array(registry_row[best], pa.int64()),
-            "id_level": pairs.id_level[best], "doc_level": found.doc[best],
-            "name_level": found.names.level[best], "dob_level": found.dob[best],
-            "gender_level": found.gender[best], "history_level": found.history[best],
-            "others_level": found.others[best],
-            "name_score": pa.array(score, pa.float64()),
-            "name_frequency": pa.array(found.name_tf[best], pa.float64()),
-            **{c: getattr(scores, c)[best] for c in WEIGHT_COLUMNS},
-        }
-        parts.append(pa.table({f.name: pa.array(columns[f.name], f.type)
-                               if isinstance(columns[f.name], np.ndarray) else columns[f.name]
-                               for f in PART_SCHEMA}, schema=PART_SCHEMA))
+    registry_row, in_order = _registry_rows(shard)
+    parts = [_scored(found, searched, shard, model, settings, statistics, registry_row,
+                     in_order)
+             for found in pair_levels(searched, shard, settings, index)]
     return pa.concat_tables(parts) if parts else PART_SCHEMA.empty_table()
 
 
@@ -729,7 +740,7 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
     previous run's holders of the searched numbers. A first pass over the shards counts
     those and keeps each shard's searched rows in a working file, a second writes the
     batches from those files."""
-    plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
+    plan = shard_plan(paths)
     tallies, numbers, shard_rows = [], [], []
     for k in range(plan["shards"]):
         part = _searched_of_shard(paths, k, SEARCHED_COLUMNS)
@@ -777,15 +788,19 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
     log.info("search: %d rows whose document leads nobody (%d batch(es)), %d with a "
              "verified holder of their number in the previous run", total, batches,
              with_holder)
-    return search_tasks(snapshot.shards, batches)
+    return search_tasks(batches)
 
 
-def search_tasks(registry_shards: int, batches: int) -> list[dict]:
-    """One task per registry shard and batch, JSON-serialisable (mapped tasks), batch
-    after batch: a process that runs several in turn reuses what it derived from the
-    batch (:func:`prepare_searched`)."""
-    return [{"registry_shard": k, "batch": b} for b in range(batches)
-            for k in range(registry_shards)]
+def search_tasks(batches: int) -> list[dict]:
+    """One routing task per batch of searched rows (:func:`route_search_batch`),
+    JSON-serialisable (mapped tasks)."""
+    return [{"batch": b} for b in range(batches)]
+
+
+def partition_tasks(snapshot_partitions: Sequence[int]) -> list[dict]:
+    """One search task per partition of the registry's search layout that holds citizens
+    (:func:`search_partition`), JSON-serialisable (mapped tasks)."""
+    return [{"partition": int(p)} for p in snapshot_partitions]
 
 
 def search_plan(config: RunConfig, paths: RunPaths) -> dict:
@@ -795,49 +810,173 @@ def search_plan(config: RunConfig, paths: RunPaths) -> dict:
     return read_json(paths.search_plan)  # type: ignore[return-value]
 
 
-# The searched side of the batch last searched in this process: a process searching one
-# batch in several registry shards in turn computes it once.
-_SIDE: dict[tuple, SearchedSide] = {}
+# What a batch's routes say of a row in one partition: a citizen found through a number
+# (ONE_EDIT), the number's previous holder (NONE), or only that the row's birth years
+# lead there (ROUTE: no citizen yet; the partition's blocks decide).
+ROUTE, HOLDER, ONE_EDIT = -1, 0, 1
+ROUTES_SCHEMA = pa.schema([("partition", pa.int32()), ("row", pa.int32()),
+                           ("position", pa.int32()), ("level", pa.int8())])
+# Rows per row group of a batch's routes: a partition's task reads only its groups.
+ROUTES_ROW_GROUP = 1 << 16
 
 
-def _prepared(path: Path, searched: pa.Table, settings: MatchingSettings) -> SearchedSide:
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size, settings.near_miss_search)
-    if key not in _SIDE:
-        _SIDE.clear()
-        _SIDE[key] = prepare_searched(searched, settings)
-    return _SIDE[key]
+def _twelve_digits(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, int64 values) of the values that are exactly 12 ASCII digits: what can equal
+    a registry CCCD."""
+    values = as_string_array(values)
+    rows = np.flatnonzero(as_bool_mask(pc.match_substring_regex(values, r"^[0-9]{12}$")))
+    return rows, np.asarray(pc.cast(values.take(pa.array(rows, pa.int64())), pa.int64()),
+                            np.int64)
 
 
-def search_registry_shard(config: RunConfig, paths: RunPaths, registry_shard: int,
-                          batch: int = 0) -> dict:
-    """One batch of searched rows' candidates within one registry shard, written to
-    ``paths.search_part(registry_shard, batch)`` (one mapped task each). Memory: the
-    registry shard and the batch."""
+def batch_routes(searched: pa.Table, settings: MatchingSettings, numbers: Path,
+                 partitions: int) -> pa.Table:
+    """Where a batch's rows are searched (:data:`ROUTES_SCHEMA`, sorted by partition,
+    row, position): every citizen found through the row's number one slip away, its
+    repaired number or its previous holder (looked up in the registry's ``numbers``,
+    ``registry.search_index``), and the partitions of the birth years its blocking keys
+    carry (its date of birth's year, and the year its CCCD number encodes)."""
+    side = searched_side(**_side_inputs(searched, settings), integer_keys=False)
+    # Every number to look up, in one pass over the registry's numbers: the variants,
+    # the repaired numbers that differ from the number as sent, the previous holders.
+    variant_rows = side.variant_rows
+    rows_12, values_12 = _twelve_digits(side.repaired)
+    repaired = side.repaired_changed[rows_12]
+    rows_12, values_12 = rows_12[repaired], values_12[repaired]
+    holder_rows, holder_values = _twelve_digits(searched["previous_holder"])
+    owner_rows = np.concatenate([variant_rows, rows_12, holder_rows])
+    owner_level = np.concatenate([np.full(len(variant_rows) + len(rows_12), ONE_EDIT, np.int8),
+                                  np.full(len(holder_rows), HOLDER, np.int8)])
+    extra = np.concatenate([values_12, holder_values])
+    order = np.argsort(extra, kind="stable")
+    found = find_numbers(numbers, [
+        (12, *side.variant_sorted[12]), (9, *side.variant_sorted[9]),
+        (12, len(variant_rows) + order, extra[order])])
+    # Blocking keys: the year of the date of birth (any precision) and the CCCD's year.
+    year, has_year = _years(pc.year(pc.cast(searched["date_of_birth"], pa.date32())))
+    cccd_year, has_cccd_year = _years(_cccd_year_sex(searched["id_number"])[0])
+    n = searched.num_rows
+    every = np.arange(n, dtype=np.int32)
+    routes = pa.table({
+        "partition": np.concatenate([found.partition,
+                                     partition_of_year(year, has_year, partitions),
+                                     partition_of_year(cccd_year, has_cccd_year, partitions)]),
+        "row": np.concatenate([owner_rows[found.at].astype(np.int32), every, every]),
+        "position": np.concatenate([found.position, np.full(2 * n, -1, np.int32)]),
+        "level": np.concatenate([owner_level[found.at], np.full(2 * n, ROUTE, np.int8)]),
+    }, schema=ROUTES_SCHEMA)
+    routes = routes.filter(pc.greater_equal(routes["partition"], 0))
+    return routes.group_by(ROUTES_SCHEMA.names, use_threads=False).aggregate([]) \
+        .sort_by([(c, "ascending") for c in ROUTES_SCHEMA.names]).cast(ROUTES_SCHEMA)
+
+
+def _years(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    known = as_bool_mask(pc.is_valid(values))
+    return np.asarray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False), np.int64), known
+
+
+def route_search_batch(config: RunConfig, paths: RunPaths, batch: int) -> dict:
+    """One batch's routes (:func:`batch_routes`) to ``paths.search_routes(batch)`` (one
+    mapped task each). Memory: the batch, its number variants and one row group of the
+    registry's numbers."""
     snapshot = snapshot_of_run(paths)
-    if not 0 <= registry_shard < snapshot.shards:
-        raise ValueError(f"registry shard {registry_shard} is not one of the snapshot's "
-                         f"{snapshot.shards}")
     batches = search_plan(config, paths)["batches"]
     if not 0 <= batch < batches:
         raise ValueError(f"batch {batch} is not one of the run's {batches} search batches")
-    path = paths.searched_batch(batch)
-    searched = pq.read_table(path)
+    searched = pq.read_table(paths.searched_batch(batch))
     if config.matching.candidate_search and searched.num_rows:
-        shard = pq.read_table(snapshot.verify(shard_file(registry_shard)),
-                              columns=list(SEARCH_COLUMNS))
-        part = search_shard(searched, shard, load_model(config.matching), config.matching,
-                            snapshot.statistics, _prepared(path, searched, config.matching),
-                            snapshot.search_index(registry_shard))
-        citizens = shard.num_rows
+        routes = batch_routes(searched, config.matching, snapshot.search_numbers,
+                              snapshot.search_partitions)
     else:
-        part, citizens = PART_SCHEMA.empty_table(), 0
-    write_parquet(part, paths.search_part(registry_shard, batch))
-    log.info("search: registry shard %d (%d citizens), batch %d: %d of %d searched rows "
-             "have candidates", registry_shard, citizens, batch, part.num_rows,
-             searched.num_rows)
-    return {"registry_shard": registry_shard, "batch": batch, "searched": searched.num_rows,
-            "rows_with_candidates": part.num_rows, "citizens": citizens}
+        routes = ROUTES_SCHEMA.empty_table()
+    write_parquet(routes, paths.search_routes(batch), row_group_rows=ROUTES_ROW_GROUP)
+    by_number = int(pc.sum(pc.greater_equal(routes["level"], ONE_EDIT)).as_py() or 0)
+    log.info("search: batch %d: %d searched rows, %d citizens found through their "
+             "numbers, routed to %d partition(s)", batch, searched.num_rows, by_number,
+             len(pc.unique(routes["partition"])))
+    return {"batch": batch, "searched": searched.num_rows, "by_number": by_number}
+
+
+def _routed_levels(searched: pa.Table, routes: pa.Table, citizens: pa.Table,
+                   index: RegistryIndex, settings: MatchingSettings
+                   ) -> Iterator[PairLevels]:
+    """The pairs of a batch's rows routed to one partition (``searched``: those rows;
+    ``routes``: their entries, ``row`` renumbered to them), with their levels, a chunk
+    of rows at a time."""
+    number = searched["id_number"]
+    year, sex = _cccd_year_sex(number)
+    parts = blocking_parts(searched["full_name"], searched["date_of_birth"],
+                           searched["dob_precision"], year, sex)
+    row = _np(routes["row"], 0, np.int64)
+    position = _np(routes["position"], 0, np.int64)
+    level = _np(routes["level"], ROUTE, np.int64)
+    by_number, held = level == ONE_EDIT, level == HOLDER
+    sizes = np.stack([_np(citizens[c], 0, np.int32) for c in BLOCK_COLUMNS], axis=1)
+    plan = plan_routed(parts, index, max_block=settings.candidate_max_block,
+                       registry_block_sizes=sizes, id_rows=row[by_number],
+                       id_citizens=position[by_number], other_rows=row[held],
+                       other_citizens=position[held])
+    for start, stop in _chunks(plan.pair_counts(), SEARCH_CHUNK_PAIRS):
+        pairs = plan.pairs(start, stop)
+        pairs = CandidatePairs(pairs.row + start, pairs.citizen, pairs.id_level)
+        if pairs.row.size:
+            yield _levels(searched, citizens, pairs, settings)
+
+
+def search_routed(searched: pa.Table, routes: pa.Table, citizens: pa.Table,
+                  index: RegistryIndex, model: MatchModel, settings: MatchingSettings,
+                  statistics: RegistryStatistics) -> Iterator[pa.Table]:
+    """The candidates of searched rows within one partition of the registry's search
+    layout (``citizens``: :func:`registry_search_table` of it, in registry order;
+    ``index``: its index; ``routes``: the rows' entries for it from
+    :func:`batch_routes`, ``row`` numbering ``searched``), scored: :data:`PART_SCHEMA`
+    tables, a chunk of rows at a time, in row order."""
+    registry_row, in_order = _registry_rows(citizens)
+    for found in _routed_levels(searched, routes, citizens, index, settings):
+        yield _scored(found, searched, citizens, model, settings, statistics, registry_row,
+                      in_order)
+
+
+def search_partition(config: RunConfig, paths: RunPaths, partition: int) -> dict:
+    """Every batch's rows routed to one partition of the registry's search layout,
+    scored against its citizens, to ``paths.search_part(partition)`` (one mapped task
+    each; ``row`` counts from the first batch's first row). Memory: the partition and
+    one batch."""
+    snapshot = snapshot_of_run(paths)
+    if partition not in snapshot.search_present:
+        raise ValueError(f"partition {partition} is not one of the snapshot's search "
+                         f"partitions {snapshot.search_present}")
+    plan = search_plan(config, paths)
+    model = load_model(config.matching)
+    searched_rows_total = with_candidates = 0
+    with AtomicParquetWriter(paths.search_part(partition), PART_SCHEMA,
+                             row_group_rows=ROUTES_ROW_GROUP) as writer:
+        if config.matching.candidate_search and plan["rows"]:
+            citizens = registry_search_table(
+                pq.read_table(snapshot.search_citizens(partition)))
+            index = snapshot.search_index(partition)
+            for b in range(plan["batches"]):
+                routes = pq.read_table(paths.search_routes(b),
+                                       filters=pc.field("partition") == partition)
+                if not routes.num_rows:
+                    continue
+                rows, local = np.unique(_np(routes["row"], 0, np.int64), return_inverse=True)
+                searched = pq.read_table(paths.searched_batch(b)).take(
+                    pa.array(rows, pa.int64()))
+                routes = routes.set_column(1, "row", pa.array(local.astype(np.int32)))
+                searched_rows_total += len(rows)
+                offset = b * plan["batch_rows"]
+                for part in search_routed(searched, routes, citizens, index, model,
+                                          config.matching, snapshot.statistics):
+                    at = _np(part["row"], 0, np.int64)
+                    part = part.set_column(0, "row", pa.array(offset + rows[at], pa.int64()))
+                    with_candidates += part.num_rows
+                    writer.write(part)
+        writer.close(PART_SCHEMA)
+    log.info("search: partition %d: %d routed rows, %d with candidates", partition,
+             searched_rows_total, with_candidates)
+    return {"partition": partition, "routed": searched_rows_total,
+            "rows_with_candidates": with_candidates}
 
 
 CANDIDATE_KEYS = ("telco", "source_row")
@@ -872,33 +1011,44 @@ def write_candidates(config: RunConfig, paths: RunPaths, k: int, searched: pa.Ta
     return with_candidate
 
 
-def _found(config: RunConfig, paths: RunPaths, batches: int, registry_shards: int
+def _found(config: RunConfig, paths: RunPaths, search: dict, partitions: Sequence[int]
            ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """Per batch, in order: its searched rows and their final columns (:func:`choose`
-    over the batch's part of every registry shard, read one at a time)."""
+    over the batch's rows of every partition's part, read one at a time: row groups of
+    other batches are skipped)."""
     model = load_model(config.matching)
-    for b in range(batches):
+    size = search["batch_rows"]
+    for b in range(search["batches"]):
         searched = pq.read_table(paths.searched_batch(b))
-        parts = (pq.read_table(paths.search_part(k, b)) for k in range(registry_shards))
-        yield searched, choose(searched, parts, model, config.matching)
+        lo = b * size
+        wanted = (pc.field("row") >= lo) & (pc.field("row") < lo + size)
+
+        def parts(lo: int = lo, wanted: pc.Expression = wanted) -> Iterator[pa.Table]:
+            for p in partitions:
+                part = pq.read_table(paths.search_part(p), filters=wanted)
+                yield part.set_column(0, "row", pc.subtract(part["row"], lo))
+
+        yield searched, choose(searched, parts(), model, config.matching)
 
 
 def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
-    """Fold every registry shard's part into the searched rows' final columns, a batch at
+    """Fold every partition's part into the searched rows' final columns, a batch at
     a time, and write the search's columns of those rows back per subscription shard, in
     (telco, source_row) order (``paths.candidates``, :func:`write_candidates`).
     Memory: one batch's parts folded, and one subscription shard's searched rows."""
     plan, snapshot = shard_plan(paths), snapshot_of_run(paths)
     search = search_plan(config, paths)
-    missing = [(k, b) for b in range(search["batches"]) for k in range(snapshot.shards)
-               if not paths.search_part(k, b).exists()]
+    partitions = snapshot.search_present
+    missing = [f"batch {b}" for b in range(search["batches"])
+               if not paths.search_routes(b).exists()] \
+        + [f"partition {p}" for p in partitions if not paths.search_part(p).exists()]
     if missing:
-        raise RuntimeError(f"run {paths.run_date}: no candidate search of (registry shard, "
-                           f"batch) {missing} (search_registry_shard did not run)")
+        raise RuntimeError(f"run {paths.run_date}: the candidate search did not run for "
+                           f"{', '.join(missing)} (route_search_batch, search_partition)")
     if len(search["shard_rows"]) != plan["shards"]:
         raise RuntimeError(f"run {paths.run_date}: the searched rows were collected for "
                            "another shard plan (rerun the whole date)")
-    found = _found(config, paths, search["batches"], snapshot.shards)
+    found = _found(config, paths, search, partitions)
     pending: list[tuple[pa.Table, pa.Table]] = []
     counts = {"searched": search["rows"], "with_candidate": 0, "candidates": 0,
               "suggestions": 0}

@@ -144,15 +144,18 @@ UNLINKED = pc.field("matched_citizen_id").is_null() & (
 
 def search_candidates(config: RunConfig, paths: RunPaths) -> dict:
     """The candidate search in this process: the rows whose document leads to no citizen
-    (passports excepted), from every shard, searched one registry shard and one batch of
-    rows at a time (``search.search_registry_shard``), then the best candidates chosen
-    over all of them and written back per subscription shard
-    (``search.choose_candidates``). Peak memory: one registry shard plus one batch."""
+    (passports excepted), from every shard: each batch routed (``search.route_search_batch``),
+    each partition of the registry's search layout searched
+    (``search.search_partition``), then the best candidates chosen over all of them and
+    written back per subscription shard (``search.choose_candidates``). Peak memory: one
+    partition plus one batch."""
     plan = shard_plan(paths)
     if not plan["shards"]:
         return {"searched": 0, "with_candidate": 0}
     for task in search.collect_searched(config, paths):
-        search.search_registry_shard(config, paths, task["registry_shard"], task["batch"])
+        search.route_search_batch(config, paths, task["batch"])
+    for task in search.partition_tasks(snapshot_of_run(paths).search_present):
+        search.search_partition(config, paths, task["partition"])
     return search.choose_candidates(config, paths)
 
 

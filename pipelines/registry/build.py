@@ -11,6 +11,8 @@ The registry is read a batch at a time (``BATCH_ROWS``) and never held whole:
 3. each year bucket holds every citizen born in its years, so every count keyed by
    birth date or year (the candidate-search blocks, name within birth year) is exact
    there; its rows get the registry-wide columns and go to spill files by shard;
+   the same rows, in registry order, are the candidate search's partition of those
+   birth years (``pipelines.registry.search_index``);
 4. each shard is put back in registry order and written.
 
 Peak memory is about one bucket or shard plus one batch, whatever the registry's
@@ -48,6 +50,7 @@ from matching.names import canonical_name_key, sequence_name_key
 from pipelines.errors import RegistryError
 from pipelines.reconcile.sharding import shard_of
 from pipelines.registry import source as registry_source
+from pipelines.registry.search_index import SearchLayout
 from pipelines.schema import REGISTRY_FIELDS
 from pipelines.storage import objectstore
 from pipelines.storage.files import AtomicParquetWriter, write_parquet
@@ -196,6 +199,9 @@ class Built:
     statistics: RegistryStatistics | None = None
     shard_rows: list[int] = field(default_factory=list)
     legacy_rows: int = 0
+    search_partitions: int = 0
+    search_files: dict[str, int] = field(default_factory=dict)  # path -> rows
+    search_present: list[int] = field(default_factory=list)  # partitions with citizens
 
 
 def _read(source: Path | objectstore.RemoteFile, shards: int, year_buckets: int,
@@ -357,13 +363,16 @@ def _registry_wide(part: pa.Table, whole: _Whole, block_columns: tuple[str, ...]
 
 def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
           shard_schema: pa.Schema, legacy_schema: pa.Schema, legacy_file: str,
-          shard_file: Callable[[int], str]) -> Built:
-    """Write the snapshot's shard files and legacy index into ``staging`` (steps 1-4 of
-    the module docstring); spill files go to ``staging``'s sibling ``.spill`` folder
-    and are removed whatever happens."""
+          shard_file: Callable[[int], str], search_columns: tuple[str, ...]) -> Built:
+    """Write the snapshot's shard files, legacy index and the candidate search's layout
+    (``search_columns`` of each year bucket: ``registry.search_index``) into ``staging``
+    (steps 1-4 of the module docstring); spill files go to ``staging``'s sibling
+    ``.spill`` folder and are removed whatever happens."""
     registry_source.check_columns(source)
     rows_total = objectstore.parquet_rows(source)
-    year_buckets = max(1, math.ceil(rows_total / BUCKET_ROWS))
+    # At least one bucket per shard: the buckets are also the candidate search's
+    # partitions, one search task each, so a small registry still spreads over workers.
+    year_buckets = max(1, shards, math.ceil(rows_total / BUCKET_ROWS))
     spill = staging.with_name(staging.name + ".spill")
     block_columns = tuple(n for n in shard_schema.names if n.startswith("block_"))
     spills: list[_Spill] = []
@@ -377,11 +386,18 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
         built.shared_legacy_ids = shared.num_rows
         whole = _whole(built, tallies, shared)
         del tallies
+        layout = SearchLayout(staging, year_buckets,
+                              pa.schema([shard_schema.field(c) for c in search_columns]))
         for bucket in by_year.buckets():
             part = by_year.read(bucket)
-            by_shard.write(_registry_wide(part, whole, block_columns),
-                           np.asarray(part["shard"], np.int32))
-            del part
+            wide = _registry_wide(part, whole, block_columns)
+            by_shard.write(wide, np.asarray(part["shard"], np.int32))
+            layout.add(bucket, wide)  # the bucket's citizens, in registry order
+            del part, wide
+        built.search_partitions = year_buckets
+        built.search_files = layout.finish()
+        built.search_present = layout.present
+        del layout
         del whole  # the distinct names' tallies are not held while shards are sorted
         pa.default_memory_pool().release_unused()
         for k in range(shards):

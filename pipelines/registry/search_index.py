@@ -1,17 +1,38 @@
-"""The candidate search's index of each registry shard, written with the snapshot.
+"""The candidate search's layout of the registry, written with the snapshot: citizens by
+birth year.
 
-Every search task (one registry shard x one batch of searched rows) needs the shard's
-half of the candidate plan: its integer blocking keys, sorted, and its CCCD and CMND
-numbers as sorted integers (``matching.candidates.RegistryIndex``). Made per task, that
-was most of a task's time at 10M (about 4 s a task, 48 tasks), and the same every time:
-it depends on the shard alone. So it is made once per shard when the snapshot is
-prepared and read by each task (three small Parquet files beside the shard's, listed in
-the manifest with their sha256 like every other file). A snapshot prepared before these
-files existed still works: the search then makes the index itself (slower, same result).
+Every blocking key of the candidate search carries a birth date or a birth year
+(``matching.candidates``: day + name part, year + name, birth year + given name + sex),
+so a searched row can only meet, through its keys, the citizens born in the years it
+names: the year of its date of birth and the birth year its CCCD number encodes. The
+registry is therefore laid out a second time, by birth year: partition ``p`` holds every
+citizen born in a year ``y`` with ``y % partitions == p`` (the year buckets
+``pipelines.registry.build`` already makes: at most ``BUCKET_ROWS`` citizens each on
+average, and at least one per shard;
+citizens without a date of birth in partition 0, where only their numbers lead). A
+search task is one partition and the rows routed to it, so the registry is read once
+per run, not once per batch of searched rows, and the work grows with the run, not
+with its square.
+
+Numbers are the exception: a number one typing slip from a row's can belong to anyone.
+They are looked up in one file, every CCCD (12 digits) and old CMND (9 digits) of the
+registry sorted by value with the partition and position of its first citizen in
+registry order (``numbers.parquet``, read a row group at a time), and the pairs found go
+to the partitions of the citizens found.
+
+Files (relative to the snapshot folder)::
+
+    search/part=PPP/citizens.parquet   SEARCH_COLUMNS of the partition's citizens, in
+                                       registry order
+    search/part=PPP/blocks.parquet     their blocking keys, sorted (RegistryIndex)
+    search/part=PPP/names.parquet      the dictionaries the keys' name codes index
+    search/numbers.parquet             width, value, partition, position (sorted)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,44 +40,41 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from matching.candidates import RegistryIndex, registry_index, registry_parts
+from matching.candidates import RegistryIndex, known_numbers, registry_index, registry_parts
 from pipelines.storage.files import write_parquet
 
-# What the index is made of (a subset of the shard's columns).
-INDEX_SOURCE_COLUMNS = ("citizen_id", "legacy_id", "full_name", "date_of_birth",
-                        "dob_precision", "gender")
 _PARTS = ("given", "surname", "canonical")
+NUMBERS_FILE = "search/numbers.parquet"
+# Rows per row group of the numbers file: what a look-up holds at once.
+NUMBERS_ROW_GROUP = 1 << 20
+NUMBERS_SCHEMA = pa.schema([("width", pa.int8()), ("value", pa.int64()),
+                            ("partition", pa.int32()), ("position", pa.int32())])
 
 
-def index_files(shard: int) -> dict[str, str]:
-    """The index's files of one shard, relative to the snapshot folder."""
-    folder = f"shard={shard:03d}"
-    return {"blocks": f"{folder}/search-blocks.parquet",
-            "numbers": f"{folder}/search-numbers.parquet",
-            "names": f"{folder}/search-names.parquet"}
+def partition_files(partition: int) -> dict[str, str]:
+    """The files of one partition, relative to the snapshot folder."""
+    folder = f"search/part={partition:03d}"
+    return {"citizens": f"{folder}/citizens.parquet", "blocks": f"{folder}/blocks.parquet",
+            "names": f"{folder}/names.parquet"}
 
 
-def index_of_shard(shard: pa.Table) -> RegistryIndex:
-    """The index of a shard (a table with :data:`INDEX_SOURCE_COLUMNS`)."""
-    parts = registry_parts(shard["full_name"], shard["date_of_birth"],
-                           shard["dob_precision"], shard["gender"])
-    return registry_index(parts, shard["citizen_id"].combine_chunks(),
-                          shard["legacy_id"].combine_chunks())
+def partition_of_year(years: np.ndarray, known: np.ndarray, partitions: int) -> np.ndarray:
+    """The partition of each birth year (-1 where unknown)."""
+    return np.where(known, np.mod(years, max(partitions, 1)), -1).astype(np.int32)
 
 
-def write_index(index: RegistryIndex, root: Path, shard: int) -> dict[str, int]:
-    """Write ``index`` as shard ``shard``'s files under ``root``; rows per file."""
-    files = index_files(shard)
+def index_of(citizens: pa.Table) -> RegistryIndex:
+    """The candidate search's index of some citizens (columns of SEARCH_COLUMNS)."""
+    parts = registry_parts(citizens["full_name"], citizens["date_of_birth"],
+                           citizens["dob_precision"], citizens["gender"])
+    return registry_index(parts, citizens["citizen_id"].combine_chunks(),
+                          citizens["legacy_id"].combine_chunks())
+
+
+def _write_index(index: RegistryIndex, root: Path, partition: int) -> dict[str, int]:
+    files = partition_files(partition)
     blocks = pa.table({"key": pa.array(index.block_keys, pa.int64()),
                        "citizen": pa.array(index.block_citizens, pa.int32())})
-    widths, values, citizens = [], [], []
-    for width, (known, rows) in sorted(index.numbers.items()):
-        widths.append(np.full(len(known), width, np.int8))
-        values.append(known)
-        citizens.append(rows)
-    numbers = pa.table({"width": pa.array(np.concatenate(widths), pa.int8()),
-                        "value": pa.array(np.concatenate(values), pa.int64()),
-                        "citizen": pa.array(np.concatenate(citizens), pa.int32())})
     dictionaries = [(part, index.dictionaries[part]) for part in _PARTS]
     dictionaries.append(("sex", index.sexes))
     names = pa.table({
@@ -64,30 +82,121 @@ def write_index(index: RegistryIndex, root: Path, shard: int) -> dict[str, int]:
                          pa.string()),
         "value": pa.concat_arrays([values.cast(pa.string()) for _, values in dictionaries])})
     written = {}
-    for name, table in (("blocks", blocks), ("numbers", numbers), ("names", names)):
+    for name, table in (("blocks", blocks), ("names", names)):
         write_parquet(table, root / files[name])
         written[files[name]] = table.num_rows
     return written
 
 
-def read_index(paths: dict[str, Path]) -> RegistryIndex:
-    """The index from its files (``paths``: :func:`index_files`' names to their paths,
-    checked by the caller)."""
-    blocks = pq.read_table(paths["blocks"])
-    numbers = pq.read_table(paths["numbers"])
-    names = pq.read_table(paths["names"])
+def read_index(blocks_path: Path, names_path: Path) -> RegistryIndex:
+    """A partition's index from its files (without numbers: those are looked up in the
+    numbers file)."""
+    blocks = pq.read_table(blocks_path)
+    names = pq.read_table(names_path)
     part = names["part"].combine_chunks()
     value = names["value"].combine_chunks()
 
     def dictionary(name: str) -> pa.Array:
         return value.filter(pc.equal(part, name))
 
-    width = numbers["width"].to_numpy()
-    known = {w: (np.asarray(numbers["value"].to_numpy()[width == w], np.int64),
-                 np.asarray(numbers["citizen"].to_numpy()[width == w], np.int64))
-             for w in (12, 9)}
+    none = (np.empty(0, np.int64), np.empty(0, np.int64))
     return RegistryIndex(
         dictionaries={p: dictionary(p) for p in _PARTS}, sexes=dictionary("sex"),
         block_keys=np.asarray(blocks["key"].to_numpy(), np.int64),
         block_citizens=np.asarray(blocks["citizen"].to_numpy(), np.int64),
-        numbers=known)
+        numbers={12: none, 9: none})
+
+
+@dataclass
+class SearchLayout:
+    """Writes the layout while the snapshot is built: :meth:`add` each year bucket's
+    citizens (in registry order), then :meth:`finish`. Holds the registry's numbers
+    (a value and two int32 per CCCD and CMND) until the end, to sort them."""
+
+    root: Path
+    partitions: int
+    schema: pa.Schema  # the citizens' columns (snapshot.SEARCH_COLUMNS, typed)
+    written: dict[str, int] = field(default_factory=dict)
+    present: list[int] = field(default_factory=list)  # partitions with citizens
+    _numbers: list[pa.Table] = field(default_factory=list)
+
+    def add(self, partition: int, citizens: pa.Table) -> None:
+        citizens = citizens.select(self.schema.names).cast(self.schema).combine_chunks()
+        files = partition_files(partition)
+        write_parquet(citizens, self.root / files["citizens"])
+        self.written[files["citizens"]] = citizens.num_rows
+        self.written.update(_write_index(index_of(citizens), self.root, partition))
+        for width, column in ((12, "citizen_id"), (9, "legacy_id")):
+            values, rows = known_numbers(citizens[column], width)
+            self._numbers.append(pa.table({
+                "width": pa.array(np.full(len(values), width, np.int8)),
+                "value": pa.array(values, pa.int64()),
+                "partition": pa.array(np.full(len(values), partition, np.int32)),
+                "position": pa.array(rows.astype(np.int32)),
+                "registry_row": pc.take(citizens["registry_row"], pa.array(rows, pa.int64())),
+            }))
+        self.present.append(partition)
+
+    def finish(self) -> dict[str, int]:
+        """Write the numbers file; returns every file written with its rows."""
+        every = pa.concat_tables(self._numbers) if self._numbers else \
+            NUMBERS_SCHEMA.append(pa.field("registry_row", pa.int64())).empty_table()
+        self._numbers = []
+        # One entry per number: its first citizen in registry order (as the search of
+        # the whole registry finds it).
+        every = every.sort_by([("width", "ascending"), ("value", "ascending"),
+                               ("registry_row", "ascending")])
+        width = np.asarray(every["width"], np.int64)
+        value = np.asarray(every["value"], np.int64)
+        first = np.r_[True, (width[1:] != width[:-1]) | (value[1:] != value[:-1])] \
+            if len(value) else np.zeros(0, bool)
+        table = every.filter(pa.array(first)).select(NUMBERS_SCHEMA.names).cast(NUMBERS_SCHEMA)
+        write_parquet(table, self.root / NUMBERS_FILE, row_group_rows=NUMBERS_ROW_GROUP)
+        self.written[NUMBERS_FILE] = table.num_rows
+        return dict(self.written)
+
+
+@dataclass(frozen=True)
+class NumbersFound:
+    """Pairs found through numbers: the searched value's position (as given), and the
+    partition and position of the citizen holding it."""
+
+    at: np.ndarray
+    partition: np.ndarray
+    position: np.ndarray
+
+
+def _row_groups(path: Path) -> Iterator[pa.Table]:
+    file = pq.ParquetFile(path)
+    for group in range(file.num_row_groups):
+        yield file.read_row_group(group)
+
+
+def find_numbers(path: Path, wanted: list[tuple[int, np.ndarray, np.ndarray]]
+                 ) -> NumbersFound:
+    """Every wanted value found in the numbers file, a row group at a time (memory: one
+    row group and the values wanted). ``wanted``: (width, where, values) triples, the
+    values sorted and ``where`` each stands among the caller's (the shape of
+    ``SearchedSide.variant_sorted``'s items); ``at`` of what is found is that ``where``."""
+    ats, parts, positions = [], [], []
+    for group in _row_groups(path):
+        widths = np.asarray(group["width"], np.int64)
+        for width, where, ordered in wanted:
+            sel = np.flatnonzero(widths == width)
+            if not sel.size or not len(ordered):
+                continue
+            values = np.asarray(group["value"], np.int64)[sel]
+            lo = np.searchsorted(ordered, values, side="left")
+            count = np.searchsorted(ordered, values, side="right") - lo
+            total = int(count.sum())
+            if not total:
+                continue
+            hit = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(total)
+            ats.append(where[hit])
+            entry = np.repeat(sel, count)
+            parts.append(np.asarray(group["partition"], np.int32)[entry])
+            positions.append(np.asarray(group["position"], np.int32)[entry])
+    if not ats:
+        none = np.empty(0, np.int64)
+        return NumbersFound(none, none.astype(np.int32), none.astype(np.int32))
+    return NumbersFound(np.concatenate(ats), np.concatenate(parts), np.concatenate(positions))

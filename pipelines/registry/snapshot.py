@@ -12,8 +12,9 @@ validated by the ``registry_prepared`` Great Expectations suite, and published
 as one folder (docs/data-contracts.md, "Prepared registry snapshot")::
 
     <dir>/snapshot=<id>/shard=000/part.parquet … shard=<N-1>/part.parquet
-                        shard=NNN/search-{blocks,numbers,names}.parquet  the candidate
-                                   search's index of the shard (registry/search_index.py)
+                        search/part=PPP/{citizens,blocks,names}.parquet, search/numbers.parquet
+                                   the candidate search's layout: citizens by birth year
+                                   (registry/search_index.py)
                         legacy_index.parquet   legacy_id -> first citizen, its shard, how many
                         gate.json              the registry_prepared suite's result
                         manifest.json          written last: counts, shard count, hash, sha256s
@@ -44,13 +45,7 @@ from matching.model import (
 from pipelines.errors import RegistryError
 from pipelines.reconcile.sharding import HASH_NAME
 from pipelines.registry.build import build
-from pipelines.registry.search_index import (
-    INDEX_SOURCE_COLUMNS,
-    index_files,
-    index_of_shard,
-    read_index,
-    write_index,
-)
+from pipelines.registry.search_index import NUMBERS_FILE, partition_files, read_index
 from pipelines.storage import objectstore
 from pipelines.storage.files import (
     digest_sidecar,
@@ -66,7 +61,7 @@ log = logging.getLogger("simrecon.registry")
 
 # Bump when what a prepared snapshot holds or how it is normalised changes: a run
 # refuses a snapshot of another format (prepare it again).
-PREPARED_FORMAT = 2
+PREPARED_FORMAT = 3
 MANIFEST = "manifest.json"
 GATE = "gate.json"
 LATEST = "latest.json"
@@ -158,14 +153,30 @@ class Snapshot:
     def legacy_index_path(self) -> Path:
         return self.path / LEGACY_INDEX
 
-    def search_index(self, shard: int) -> RegistryIndex | None:
-        """The candidate search's index of ``shard`` (checked like :meth:`verify`), or
-        None for a snapshot prepared without it (the search then makes it)."""
-        files = index_files(shard)
-        listed = {f["path"] for f in self.manifest["files"]}
-        if not set(files.values()) <= listed:
-            return None
-        return read_index({name: self.verify(path) for name, path in files.items()})
+    @property
+    def search_partitions(self) -> int:
+        """How many birth-year partitions the candidate search's layout has (a year ``y``
+        is in partition ``y % search_partitions``: ``registry.search_index``)."""
+        return int(self.manifest["search"]["partitions"])
+
+    @property
+    def search_present(self) -> list[int]:
+        """The partitions that hold citizens (one search task each)."""
+        return [int(p) for p in self.manifest["search"]["present"]]
+
+    def search_citizens(self, partition: int) -> Path:
+        """The citizens of a search partition (checked like :meth:`verify`)."""
+        return self.verify(partition_files(partition)["citizens"])
+
+    def search_index(self, partition: int) -> RegistryIndex:
+        """The candidate search's index of a partition (checked like :meth:`verify`)."""
+        files = partition_files(partition)
+        return read_index(self.verify(files["blocks"]), self.verify(files["names"]))
+
+    @property
+    def search_numbers(self) -> Path:
+        """The registry's numbers with where their citizens are (checked)."""
+        return self.verify(NUMBERS_FILE)
 
     def gate_result(self) -> dict:
         return read_json(self.path / GATE)  # type: ignore[return-value]
@@ -233,15 +244,13 @@ def stage(source: Path | objectstore.RemoteFile, registry_dir: Path, shards: int
     try:
         built = build(source, staging, shards, shard_schema=SHARD_SCHEMA,
                       legacy_schema=LEGACY_SCHEMA, legacy_file=LEGACY_INDEX,
-                      shard_file=shard_file)
+                      shard_file=shard_file, search_columns=SEARCH_COLUMNS)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = [_file_entry(staging, shard_file(k), rows) for k, rows in enumerate(built.shard_rows)]
-    for k in range(shards):  # the candidate search's index of each shard (search_index.py)
-        part = pq.read_table(staging / shard_file(k), columns=list(INDEX_SOURCE_COLUMNS))
-        written = write_index(index_of_shard(part), staging, k)
-        files.extend(_file_entry(staging, name, rows) for name, rows in written.items())
+    files.extend(_file_entry(staging, name, rows)
+                 for name, rows in sorted(built.search_files.items()))
     files.append(_file_entry(staging, LEGACY_INDEX, built.legacy_rows))
     statistics = built.statistics or RegistryStatistics(citizens=0, birth_dates=None)
     draft = {
@@ -256,6 +265,7 @@ def stage(source: Path | objectstore.RemoteFile, registry_dir: Path, shards: int
         "statistics": statistics.to_dict(),
         "shards": shards,
         "hash": HASH_NAME,
+        "search": {"partitions": built.search_partitions, "present": built.search_present},
         "files": files,
     }
     write_json(draft, staging / "draft.json")

@@ -17,6 +17,7 @@ from pipelines.correction_cycle import review
 from pipelines.errors import GateFailedError
 from pipelines.quality import facts, gates
 from pipelines.reconcile import flag, search, shard_steps
+from pipelines.reconcile.run_state import snapshot_of_run
 from pipelines.reporting import aggregates
 from pipelines.results.dataset import merge_sorted
 from pipelines.stages.common import (
@@ -65,26 +66,44 @@ def search_candidates(config_path: str, run_date: str) -> dict:
 @in_work_area("run")
 def collect_searched(config_path: str, run_date: str) -> list[dict]:
     """Gather the rows whose document led to no citizen (every shard), cut them into
-    batches and return the search tasks, one mapped ``search_registry_shard`` task each
-    (``{"registry_shard": k, "batch": b}``)."""
+    batches and return the routing tasks, one mapped ``route_search_batch`` task each
+    (``{"batch": b}``)."""
     config, paths = planned_context(config_path, run_date)
     return search.collect_searched(config, paths)
 
 
-@in_work_area("run")  # a narrower scope (its registry shard and batch) would fetch less
-def search_registry_shard(config_path: str, run_date: str, task: dict | int | str) -> dict:
-    """One batch of the gathered rows' candidates within one registry shard (``task``: an
-    item of ``collect_searched``; a bare registry shard number means batch 0)."""
+@in_work_area("run")
+def plan_search(config_path: str, run_date: str) -> list[dict]:
+    """The search tasks, one mapped ``search_partition`` task per partition of the
+    registry's search layout that holds citizens (``{"partition": p}``)."""
+    _, paths = planned_context(config_path, run_date)
+    return search.partition_tasks(snapshot_of_run(paths).search_present)
+
+
+def _item(task: dict | int | str, key: str) -> int:
+    return int(task[key]) if isinstance(task, dict) else int(task)
+
+
+@in_work_area("run")  # a narrower scope (its batch) would fetch less
+def route_search_batch(config_path: str, run_date: str, task: dict | int | str) -> dict:
+    """Where one batch of the gathered rows is searched: the citizens their numbers
+    lead to and the partitions of their birth years (``task``: an item of
+    ``collect_searched``, or a batch number)."""
     config, paths = planned_context(config_path, run_date)
-    if isinstance(task, dict):
-        return search.search_registry_shard(config, paths, int(task["registry_shard"]),
-                                            int(task.get("batch", 0)))
-    return search.search_registry_shard(config, paths, int(task))
+    return search.route_search_batch(config, paths, _item(task, "batch"))
+
+
+@in_work_area("run")
+def search_partition(config_path: str, run_date: str, task: dict | int | str) -> dict:
+    """The candidates of every batch's rows routed to one partition of the registry's
+    search layout (``task``: an item of ``plan_search``, or a partition number)."""
+    config, paths = planned_context(config_path, run_date)
+    return search.search_partition(config, paths, _item(task, "partition"))
 
 
 @in_work_area("run")
 def choose_candidates(config_path: str, run_date: str) -> dict:
-    """The best candidates over every registry shard, written back per subscription
+    """The best candidates over every search partition, written back per subscription
     shard."""
     config, paths = planned_context(config_path, run_date)
     return search.choose_candidates(config, paths)

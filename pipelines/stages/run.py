@@ -35,8 +35,10 @@ from pipelines.stages.reconcile import (
     flag_shard,
     gate_results,
     match_shard,
+    plan_search,
     plan_shards,
-    search_registry_shard,
+    route_search_batch,
+    search_partition,
     spanning_flags,
     write_review_queue,
 )
@@ -174,12 +176,13 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         registry.result()
         shards = timed("plan_shards", plan_shards, config_path, run_date)
         mapped("match_shard", match_shard, shards)
-        # The search, one task per registry shard and batch of searched rows, shares the
-        # workers with the rules that span shards (independent of it): the search is the
-        # longest step after matching.
-        search_tasks = timed("collect_searched", collect_searched, config_path, run_date)
+        # The search (one routing task per batch of searched rows, then one task per
+        # partition of the registry's search layout) shares the workers with the rules
+        # that span shards (independent of it): it is the longest step after matching.
+        search_batches = timed("collect_searched", collect_searched, config_path, run_date)
         spanning = pool.submit(spanning_flags, config_path, run_date)
-        mapped("search_registry_shard", search_registry_shard, search_tasks)
+        mapped("route_search_batch", route_search_batch, search_batches)
+        mapped("search_partition", search_partition, plan_search(config_path, run_date))
         timed("choose_candidates", choose_candidates, config_path, run_date)
         timed("spanning_flags(wait)", spanning.result)  # only what was left after the search
         mapped("flag", flag_shard, shards)

@@ -106,15 +106,20 @@ class RunPaths:
         sorted by (telco, source_row)."""
         return self.work / "matched" / f"{shard:03d}.parquet"
 
-    def search_part(self, registry_shard: int, batch: int) -> Path:
-        """The candidate search's findings for one batch of searched rows in one registry
-        shard."""
-        return self.work / "search" / f"{registry_shard:03d}-{batch:04d}.parquet"
+    def search_part(self, partition: int) -> Path:
+        """The candidate search's findings in one partition of the registry's search
+        layout (every batch's rows routed there)."""
+        return self.work / "search" / f"part-{partition:03d}.parquet"
+
+    def search_routes(self, batch: int) -> Path:
+        """Where one batch's searched rows are searched: the partitions of their birth
+        years and the citizens their numbers lead to (``search.batch_routes``)."""
+        return self.work / "search" / f"routes-{batch:04d}.parquet"
 
     def searched_batch(self, batch: int) -> Path:
         """One batch of the rows of the run whose document leads nowhere, as the candidate
         search reads them (``matching.search_batch_rows`` rows at most; written once, read
-        by that batch's search in every registry shard)."""
+        by the search of every partition its rows are routed to)."""
         return self.work / "search" / f"searched-{batch:04d}.parquet"
 
     def unlinked_rows(self, shard: int) -> Path:

@@ -159,6 +159,17 @@ def _wanted(key: str, scope: Scope, item: str | None) -> bool:
     return True
 
 
+def _snapshot_file_wanted(relative: str, scope: Scope, item: str | None) -> bool:
+    """Whether a task of ``scope`` needs this file of the run's registry snapshot: a
+    shard's task only its own shard; the candidate search's layout (``search/``) only
+    the run-wide steps (the search's)."""
+    if relative.startswith("search/"):
+        return scope == "run"
+    folder = relative.split("/")[0]
+    return scope != "shard" or not folder.startswith("shard=") \
+        or folder == f"shard={int(item or -1):03d}"
+
+
 def _fetch(area: WorkArea, scope: Scope, run_date: str | None, item: str | None) -> None:
     keys: list[str] = []
     if scope == "fresh":  # the plan: the date's working state starts empty
@@ -184,8 +195,7 @@ def _fetch(area: WorkArea, scope: Scope, run_date: str | None, item: str | None)
             if not snapshot.is_absolute():
                 folder = snapshot.as_posix()
                 keys += [k for k in area.listing(f"{folder}/")
-                         if scope != "shard" or not k.split("/")[-2].startswith("shard=")
-                         or k.split("/")[-2] == f"shard={int(item or -1):03d}"]
+                         if _snapshot_file_wanted(k[len(folder) + 1:], scope, item)]
     if scope == "published" and run_date:  # after publication: the run, the look-up stores
         keys = area.listing(f"{run_date}/") + area.listing("lookup/") \
             + area.listing(f".private/{run_date}/")  # the engineer-only quarantine
