@@ -16,9 +16,9 @@ with its square.
 
 Numbers are the exception: a number one typing slip from a row's can belong to anyone.
 They are looked up in one file, every CCCD (12 digits) and old CMND (9 digits) of the
-registry sorted by value with the partition and position of its first citizen in
-registry order (``numbers.parquet``, read a row group at a time), and the pairs found go
-to the partitions of the citizens found.
+registry with the partition and position of its (first, in registry order) citizen
+(``numbers.parquet``, written a partition at a time and read a row group at a time),
+and the pairs found go to the partitions of the citizens found.
 
 Files (relative to the snapshot folder)::
 
@@ -26,7 +26,7 @@ Files (relative to the snapshot folder)::
                                        registry order
     search/part=PPP/blocks.parquet     their blocking keys, sorted (RegistryIndex)
     search/part=PPP/names.parquet      the dictionaries the keys' name codes index
-    search/numbers.parquet             width, value, partition, position (sorted)
+    search/numbers.parquet             width, value, partition, position, registry_row
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from matching.candidates import RegistryIndex, known_numbers, registry_index, registry_parts
-from pipelines.storage.files import write_parquet
+from pipelines.storage.files import AtomicParquetWriter, write_parquet
 
 _PARTS = ("given", "surname", "canonical")
 NUMBERS_FILE = "search/numbers.parquet"
@@ -49,6 +49,8 @@ NUMBERS_FILE = "search/numbers.parquet"
 NUMBERS_ROW_GROUP = 1 << 20
 NUMBERS_SCHEMA = pa.schema([("width", pa.int8()), ("value", pa.int64()),
                             ("partition", pa.int32()), ("position", pa.int32())])
+# As written: with the holder's row in the registry (one holder per number).
+_HELD_SCHEMA = NUMBERS_SCHEMA.append(pa.field("registry_row", pa.int64()))
 
 
 def partition_files(partition: int) -> dict[str, str]:
@@ -110,49 +112,58 @@ def read_index(blocks_path: Path, names_path: Path) -> RegistryIndex:
 @dataclass
 class SearchLayout:
     """Writes the layout while the snapshot is built: :meth:`add` each year bucket's
-    citizens (in registry order), then :meth:`finish`. Holds the registry's numbers
-    (a value and two int32 per CCCD and CMND) until the end, to sort them."""
+    citizens (in registry order, with ``legacy_citizens``), then :meth:`finish`. Memory:
+    one bucket, plus the few CMND numbers held by several citizens (kept to leave only
+    their first holder)."""
 
     root: Path
     partitions: int
     schema: pa.Schema  # the citizens' columns (snapshot.SEARCH_COLUMNS, typed)
     written: dict[str, int] = field(default_factory=dict)
     present: list[int] = field(default_factory=list)  # partitions with citizens
-    _numbers: list[pa.Table] = field(default_factory=list)
+    _numbers: AtomicParquetWriter | None = None
+    _shared: list[pa.Table] = field(default_factory=list)
 
     def add(self, partition: int, citizens: pa.Table) -> None:
+        sharing = np.asarray(pc.fill_null(citizens["legacy_citizens"], 0), np.int64)
         citizens = citizens.select(self.schema.names).cast(self.schema).combine_chunks()
         files = partition_files(partition)
         write_parquet(citizens, self.root / files["citizens"])
         self.written[files["citizens"]] = citizens.num_rows
         self.written.update(_write_index(index_of(citizens), self.root, partition))
+        if self._numbers is None:
+            self._numbers = AtomicParquetWriter(self.root / NUMBERS_FILE, _HELD_SCHEMA,
+                                                row_group_rows=NUMBERS_ROW_GROUP)
         for width, column in ((12, "citizen_id"), (9, "legacy_id")):
             values, rows = known_numbers(citizens[column], width)
-            self._numbers.append(pa.table({
+            table = pa.table({
                 "width": pa.array(np.full(len(values), width, np.int8)),
                 "value": pa.array(values, pa.int64()),
                 "partition": pa.array(np.full(len(values), partition, np.int32)),
                 "position": pa.array(rows.astype(np.int32)),
                 "registry_row": pc.take(citizens["registry_row"], pa.array(rows, pa.int64())),
-            }))
+            }, schema=_HELD_SCHEMA)
+            # A CMND several citizens hold (rare) waits for its first holder in registry
+            # order, which may be in a later bucket; every other number is written now.
+            shared = sharing[rows] > 1 if width == 9 else np.zeros(len(rows), bool)
+            self._numbers.write(table.filter(pa.array(~shared)))
+            if shared.any():
+                self._shared.append(table.filter(pa.array(shared)))
         self.present.append(partition)
 
     def finish(self) -> dict[str, int]:
-        """Write the numbers file; returns every file written with its rows."""
-        every = pa.concat_tables(self._numbers) if self._numbers else \
-            NUMBERS_SCHEMA.append(pa.field("registry_row", pa.int64())).empty_table()
-        self._numbers = []
-        # One entry per number: its first citizen in registry order (as the search of
-        # the whole registry finds it).
-        every = every.sort_by([("width", "ascending"), ("value", "ascending"),
-                               ("registry_row", "ascending")])
-        width = np.asarray(every["width"], np.int64)
-        value = np.asarray(every["value"], np.int64)
-        first = np.r_[True, (width[1:] != width[:-1]) | (value[1:] != value[:-1])] \
-            if len(value) else np.zeros(0, bool)
-        table = every.filter(pa.array(first)).select(NUMBERS_SCHEMA.names).cast(NUMBERS_SCHEMA)
-        write_parquet(table, self.root / NUMBERS_FILE, row_group_rows=NUMBERS_ROW_GROUP)
-        self.written[NUMBERS_FILE] = table.num_rows
+        """Write the shared numbers' first holders and close the numbers file; returns
+        every file written with its rows."""
+        writer = self._numbers or AtomicParquetWriter(self.root / NUMBERS_FILE, _HELD_SCHEMA)
+        if self._shared:
+            shared = pa.concat_tables(self._shared).sort_by(
+                [("value", "ascending"), ("registry_row", "ascending")])
+            value = np.asarray(shared["value"], np.int64)
+            first = np.r_[True, value[1:] != value[:-1]] if len(value) else np.zeros(0, bool)
+            writer.write(shared.filter(pa.array(first)))
+        writer.close(_HELD_SCHEMA)
+        self.written[NUMBERS_FILE] = writer.rows
+        self._numbers, self._shared = None, []
         return dict(self.written)
 
 
@@ -169,7 +180,7 @@ class NumbersFound:
 def _row_groups(path: Path) -> Iterator[pa.Table]:
     file = pq.ParquetFile(path)
     for group in range(file.num_row_groups):
-        yield file.read_row_group(group)
+        yield file.read_row_group(group, columns=NUMBERS_SCHEMA.names)
 
 
 def find_numbers(path: Path, wanted: list[tuple[int, np.ndarray, np.ndarray]]
