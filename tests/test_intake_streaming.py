@@ -20,6 +20,7 @@ from pipelines.config import IntakeSettings
 from pipelines.errors import TelcoInputError
 from pipelines.intake.ingest import ingest, ingest_to_files
 from pipelines.intake.normalise import normalise, normalise_file
+from pipelines.intake.suspect import chunk_is_suspect
 from pipelines.stages import ingest_telco, normalise_telco
 from pipelines.stages.run import plan_run
 
@@ -162,3 +163,11 @@ def test_stopping_early_stops_the_prefetch_thread(tmp_path: Path) -> None:
     assert 0 < rows.num_rows < 400
     batches.close()
     assert not [t for t in threading.enumerate() if t.name == "intake-prefetch"]
+
+
+def test_chunk_test_for_suspect_bytes_tells_line_ends_from_controls() -> None:
+    clean = "Nguyễn Văn Đức,\t0901234567\r\nTrần Thị Thủy,0907654321\n".encode() * 50
+    assert not chunk_is_suspect(clean) and not chunk_is_suspect(pa.py_buffer(clean))
+    for control in (b"\x00", b"\x01", b"\x1f", b"\x0b", b"\x0c"):
+        assert chunk_is_suspect(clean + b"Le Van" + control + b"An\n")
+    assert chunk_is_suspect(clean + "Tráº§n\n".encode())  # mojibake

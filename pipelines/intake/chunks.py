@@ -254,16 +254,20 @@ class ExportChunks:
             kept = records.head(len(records) - 1)
             chunk = pa.py_buffer(buf).slice(0, cut)
             if utf8:
-                self._check_utf8(chunk, buf[:cut], offset, line)
+                self._check_utf8(chunk, buf, offset, line, cut)
             yield Chunk(chunk, kept.shifted(0, line - 1), record, False)
             record += len(kept)
-            line += buf.count(b"\n", 0, cut)
+            line += int(records.first_lines[-1]) - 1  # the line breaks before the cut
             offset += cut
             carry = buf[cut:] + carry
 
-    def _check_utf8(self, chunk: pa.Buffer, data: bytes, offset: int, line: int) -> None:
+    def _check_utf8(self, chunk: pa.Buffer, data: bytes, offset: int, line: int,
+                    end: int | None = None) -> None:
+        """Refuse a chunk that is not UTF-8, naming the line and byte; ``data[:end]`` is
+        the chunk's bytes (sliced only when it is refused)."""
         if _validate_utf8(chunk):
             return
+        data = data[:end]
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -60,6 +60,9 @@ INGESTED_SCHEMA = pa.schema(
     [("telco", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64())]
     + [(name, pa.string()) for name in SUBSCRIPTION_FIELDS]
     + [(RAW_RECORD, pa.string())])
+# Columns of the ingested file whose values are nearly all distinct: written without a
+# dictionary (it would overflow and be thrown away for every row group).
+NEARLY_UNIQUE = ("source_row", "msisdn", "id_number", RAW_RECORD)
 _PARQUET_ROWS_PER_BYTE = 1 / 200  # rows per batch of a Parquet export, per chunk byte
 
 
@@ -593,9 +596,11 @@ def ingest_to_files(mapping: TelcoMapping, rows_path: Path, quarantine_path: Pat
     quarantine to ``quarantine_path``, chunk by chunk; both appear complete or not at
     all (``AtomicParquetWriter``)."""
     reader = ExportReader(mapping, settings)
-    # The ingested rows are working state, read back once by normalise: LZ4 writes them
-    # several times faster than zstd (the raw text of every record makes them large).
-    with AtomicParquetWriter(rows_path, compression="lz4") as rows_out, \
+    # The ingested rows are working state, read back whole once by normalise: LZ4 writes
+    # them several times faster than zstd (the raw text of every record makes them
+    # large), and no reader filters them by statistics.
+    with AtomicParquetWriter(rows_path, compression="lz4", plain=NEARLY_UNIQUE,
+                             statistics=False) as rows_out, \
             AtomicParquetWriter(quarantine_path) as quarantine_out:
         for rows, quarantine in reader.batches():
             if rows.num_rows:

@@ -75,6 +75,10 @@ NORMALISED_SCHEMA = pa.schema(
     ]
 )
 
+# Columns of a normalised file (and of a telco's shards) whose values are nearly all
+# distinct: written without a dictionary, which would overflow and be thrown away.
+NEARLY_UNIQUE = ("source_row", "msisdn", "msisdn_raw", "id_number")
+
 
 @dataclass(frozen=True)
 class NormaliseResult:
@@ -287,7 +291,7 @@ def normalise_file(ingested: Path, mapping: TelcoMapping, *, run_date: date,
             batches[-1].append(group)
         else:
             batches.append([group])
-    with AtomicParquetWriter(rows_path) as rows_out, \
+    with AtomicParquetWriter(rows_path, plain=NEARLY_UNIQUE) as rows_out, \
             AtomicParquetWriter(quarantine_path) as quarantine_out:
         for groups in batches:
             rows = source.read_row_groups(groups, columns=columns)

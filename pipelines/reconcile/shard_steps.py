@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from matching import flags as rules
 from matching.columns import as_bool_mask
 from pipelines.config import MatchingSettings, RunConfig
-from pipelines.intake.normalise import NORMALISED_SCHEMA
+from pipelines.intake.normalise import NEARLY_UNIQUE, NORMALISED_SCHEMA
 from pipelines.reconcile import match, search
 from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
 from pipelines.reconcile.sharding import (
@@ -32,6 +32,7 @@ from pipelines.reconcile.sharding import (
     concat,
     route_subscriptions,
     row_positions,
+    shard_parts,
     split_by_shard,
     stable_hash,
 )
@@ -51,10 +52,12 @@ log = logging.getLogger("simrecon.shards")
 def partition_telco(paths: RunPaths, telco: str, batch_rows: int = 1 << 18,
                     group_rows: int = 1 << 20) -> dict:
     """Cut one telco's normalised subscriptions into the run's shards, streaming: read
-    ``batch_rows`` at a time, each shard's rows written as one row group per
-    ``group_rows`` rows read (the parts of a few batches are held until then); the
-    legacy index held as 12 bytes per number (``LegacyShards``). Memory is bounded by
-    ``group_rows``, whatever the telco's size. The marker is written last."""
+    and routed ``batch_rows`` at a time, each shard's rows written as one row group per
+    ``group_rows`` rows read (the batches are held until then, and each shard's part is
+    taken from them and written before the next: every row is copied once on its way to
+    the writers); the legacy index held as 12 bytes per number (``LegacyShards``).
+    Memory is bounded by ``group_rows``, whatever the telco's size. The marker is
+    written last."""
 
     snapshot = snapshot_of_run(paths)
     shards = snapshot.shards
@@ -64,29 +67,33 @@ def partition_telco(paths: RunPaths, telco: str, batch_rows: int = 1 << 18,
     legacy = LegacyShards(parquet_batches(pq.ParquetFile(snapshot.verify(LEGACY_INDEX)),
                                           batch_rows, columns=["legacy_id", "shard"]))
     source = pq.ParquetFile(paths.normalised(telco))
-    writers = [AtomicParquetWriter(paths.subscription_shard(telco, k)) for k in range(shards)]
+    # Working files read whole (match_shard, gate_export): no statistics.
+    writers = [AtomicParquetWriter(paths.subscription_shard(telco, k), plain=NEARLY_UNIQUE,
+                                   statistics=False) for k in range(shards)]
     rows = np.zeros(shards, dtype=np.int64)
-    pending: list[list[pa.Table]] = [[] for _ in range(shards)]
+    held: list[tuple[pa.Table, np.ndarray]] = []
 
     def flush() -> None:
-        for k, parts in enumerate(pending):
-            if parts:
-                writers[k].write(pa.concat_tables(parts))
-                parts.clear()
+        if not held:
+            return
+        table = pa.concat_tables([t for t, _ in held])
+        shard = np.concatenate([s for _, s in held])
+        held.clear()
+        for k, part in enumerate(shard_parts(table, shard, shards)):
+            if part.num_rows:
+                writers[k].write(part)
+                rows[k] += part.num_rows
+            del part
 
     try:
-        held = 0
+        count = 0
         for table in parquet_batches(source, batch_rows):
-            shard = route_subscriptions(table["id_type"], table["id_number"],
-                                        table["source_row"], legacy, shards)
-            for k, part in enumerate(split_by_shard(table, shard, shards)):
-                if part.num_rows:
-                    pending[k].append(part)
-                    rows[k] += part.num_rows
-            held += table.num_rows
-            if held >= group_rows:
+            held.append((table, route_subscriptions(table["id_type"], table["id_number"],
+                                                    table["source_row"], legacy, shards)))
+            count += table.num_rows
+            if count >= group_rows:
                 flush()
-                held = 0
+                count = 0
         flush()
         for writer in writers:
             writer.close(empty=source.schema_arrow)
