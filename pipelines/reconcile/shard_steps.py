@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from matching import flags as rules
-from matching.columns import as_bool_mask
+from matching.columns import as_bool_mask, distinct_codes
 from pipelines.config import MatchingSettings, RunConfig
 from pipelines.intake.normalise import NORMALISED_SCHEMA
 from pipelines.reconcile import match, search
@@ -118,6 +118,16 @@ def _no_search(settings: MatchingSettings) -> MatchingSettings:
 # telco, a range of rows, one number) skips most of a shard.
 ROW_GROUP_ROWS = 65_536
 
+# Columns of a matched shard whose values are nearly all distinct: written without a
+# dictionary (it overflows and is thrown away). Measured on a 1M-row shard: the same
+# write CPU, a 15% smaller file and reading it back (search, spanning rules, flag)
+# 1.9 -> 1.1 s CPU.
+MATCHED_PLAIN_COLUMNS = (
+    "source_row", "msisdn", "msisdn_raw", "id_number", "full_name", "date_of_birth",
+    "point_of_sale", "matched_citizen_id", "holder_citizen_id", "name_weight",
+    "match_weight", "match_probability", "holder_date_of_birth",
+)
+
 
 def match_shard(config: RunConfig, paths: RunPaths, shard: int) -> dict:
     """Link one shard's subscriptions (every telco) to the same shard of the registry
@@ -131,7 +141,8 @@ def match_shard(config: RunConfig, paths: RunPaths, shard: int) -> dict:
     subscriptions = concat(parts, parts[0].schema if parts else NORMALISED_SCHEMA)
     matched = match.match(subscriptions, registry, _no_search(config.matching),
                           statistics=snapshot.statistics)
-    write_parquet(matched, paths.matched_shard(shard), ROW_GROUP_ROWS)
+    write_parquet(matched, paths.matched_shard(shard), ROW_GROUP_ROWS,
+                  plain=MATCHED_PLAIN_COLUMNS)
     linked = matched.num_rows - matched["matched_citizen_id"].null_count
     return {"shard": shard, "subscriptions": matched.num_rows, "linked": linked,
             "citizens": registry.num_rows}
@@ -170,6 +181,22 @@ def spanning_buckets(total_rows: int, rows_per_bucket: int = 4_000_000) -> int:
     return max(1, -(-total_rows // rows_per_bucket))
 
 
+def bucket_of(keys: pa.ChunkedArray | pa.Array, buckets: int, *,
+              once_per_distinct: bool = False) -> np.ndarray:
+    """Each row's bucket, ``stable_hash(key) % buckets`` (int32; a null key is bucket 0);
+    none hashed for a single bucket. ``once_per_distinct``: each distinct key hashed once,
+    for keys that recur and are hashed from their bytes (a point of sale: ~4 rows each;
+    hashing every row's bytes was a quarter of the step's CPU). Numbers are hashed from
+    their value, cheaper than finding the distinct ones."""
+    if buckets == 1:
+        return np.zeros(len(keys), dtype=np.int32)
+    if not once_per_distinct:
+        return (stable_hash(keys) % np.uint64(buckets)).astype(np.int32)
+    distinct, codes = distinct_codes(keys)
+    bucket = (stable_hash(distinct) % np.uint64(buckets)).astype(np.int32)
+    return np.append(bucket, np.int32(0))[codes]  # code -1 (null): the appended 0
+
+
 def spanning_flags(config: RunConfig, paths: RunPaths) -> dict:
     """DUPLICATE_MSISDN and BULK_ACTIVATION of every subscription of the run, a bucket
     of keys at a time (see above); per shard, a file of the two masks in the matched
@@ -191,7 +218,10 @@ def spanning_flags(config: RunConfig, paths: RunPaths) -> dict:
             if part.num_rows:
                 key = (rule, b)
                 if key not in writers:
-                    writers[key] = AtomicParquetWriter(staging / rule / f"{b:04d}.parquet")
+                    # read back once, then deleted: lz4, cheaper than zstd both ways
+                    writers[key] = AtomicParquetWriter(
+                        staging / rule / f"{b:04d}.parquet", compression="lz4",
+                        plain=("position", "msisdn", "id_number"))
                 writers[key].write(part)
 
     try:
@@ -203,16 +233,14 @@ def spanning_flags(config: RunConfig, paths: RunPaths) -> dict:
                 rows["line_status"], value_set=pa.array(settings.duplicate_ignores_statuses,
                                                          pa.string())))
             numbers = rows.filter(pa.array(counted))
-            put("duplicate", (stable_hash(numbers["msisdn"]) % np.uint64(buckets))
-                .astype(np.int32),
+            put("duplicate", bucket_of(numbers["msisdn"], buckets),
                 pa.table({"shard": shard.filter(pa.array(counted)),
                           "position": position.filter(pa.array(counted)),
                           "msisdn": numbers["msisdn"]}))
             sold = as_bool_mask(pc.and_(pc.is_valid(rows["point_of_sale"]),
                                         pc.is_valid(rows["activation_date"])))
             sales = rows.filter(pa.array(sold))
-            put("bulk", (stable_hash(sales["point_of_sale"]) % np.uint64(buckets))
-                .astype(np.int32),
+            put("bulk", bucket_of(sales["point_of_sale"], buckets, once_per_distinct=True),
                 pa.table({"shard": shard.filter(pa.array(sold)),
                           "position": position.filter(pa.array(sold)),
                           **{c: sales[c] for c in _BULK_KEYS}}))
