@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from matching import flags as rules
-from matching.columns import as_bool_mask, distinct_codes
+from matching.columns import as_bool_mask
 from pipelines.config import MatchingSettings, RunConfig
 from pipelines.intake.normalise import NORMALISED_SCHEMA
 from pipelines.reconcile import match, search
@@ -181,20 +181,14 @@ def spanning_buckets(total_rows: int, rows_per_bucket: int = 4_000_000) -> int:
     return max(1, -(-total_rows // rows_per_bucket))
 
 
-def bucket_of(keys: pa.ChunkedArray | pa.Array, buckets: int, *,
-              once_per_distinct: bool = False) -> np.ndarray:
-    """Each row's bucket, ``stable_hash(key) % buckets`` (int32; a null key is bucket 0);
-    none hashed for a single bucket. ``once_per_distinct``: each distinct key hashed once,
-    for keys that recur and are hashed from their bytes (a point of sale: ~4 rows each;
-    hashing every row's bytes was a quarter of the step's CPU). Numbers are hashed from
-    their value, cheaper than finding the distinct ones."""
+def bucket_of(keys: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
+    """Each row's bucket, ``stable_hash(key) % buckets`` (int32); none hashed when there
+    is a single bucket (hashing a point of sale from its bytes is a quarter of the step's
+    CPU). Hashing once per distinct key does not pay: in a shard most points of sale
+    occur once (their rows are spread over the shards by holder)."""
     if buckets == 1:
         return np.zeros(len(keys), dtype=np.int32)
-    if not once_per_distinct:
-        return (stable_hash(keys) % np.uint64(buckets)).astype(np.int32)
-    distinct, codes = distinct_codes(keys)
-    bucket = (stable_hash(distinct) % np.uint64(buckets)).astype(np.int32)
-    return np.append(bucket, np.int32(0))[codes]  # code -1 (null): the appended 0
+    return (stable_hash(keys) % np.uint64(buckets)).astype(np.int32)
 
 
 def spanning_flags(config: RunConfig, paths: RunPaths) -> dict:
@@ -240,7 +234,7 @@ def spanning_flags(config: RunConfig, paths: RunPaths) -> dict:
             sold = as_bool_mask(pc.and_(pc.is_valid(rows["point_of_sale"]),
                                         pc.is_valid(rows["activation_date"])))
             sales = rows.filter(pa.array(sold))
-            put("bulk", bucket_of(sales["point_of_sale"], buckets, once_per_distinct=True),
+            put("bulk", bucket_of(sales["point_of_sale"], buckets),
                 pa.table({"shard": shard.filter(pa.array(sold)),
                           "position": position.filter(pa.array(sold)),
                           **{c: sales[c] for c in _BULK_KEYS}}))
