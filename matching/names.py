@@ -128,11 +128,22 @@ class _Words:
 
     def sort(self) -> _Words:
         """Words of each name in alphabetical order: an order-free key."""
+        return self.sort_keeping(None)[0]
+
+    def sort_keeping(self, keep: np.ndarray | None) -> tuple[_Words, _Words]:
+        """:meth:`sort`, and the same sorted words where ``keep`` (a mask over the words)
+        holds: equal to ``self.filter(keep).sort()`` (a filter keeps each name's order,
+        equal words are interchangeable), one sort for both."""
         if len(self.text) == 0:
-            return self
+            return self, self
         order = pc.sort_indices(pa.table({"row": self.row, "text": self.text}),
                                 sort_keys=[("row", "ascending"), ("text", "ascending")])
-        return self._with(pc.take(self.text, order), self.row)  # rows stay non-decreasing
+        ordered = self._with(pc.take(self.text, order), self.row)  # rows stay non-decreasing
+        if keep is None:
+            return ordered, ordered
+        kept = np.asarray(keep, dtype=bool)[np.asarray(order.to_numpy(), dtype=np.int64)]
+        return ordered, ordered._with(pc.filter(ordered.text, pa.array(kept)),
+                                      ordered.row[kept])
 
     def drop_optional_middles(self) -> _Words:
         """Drop Văn/Thị unless it is the name's last word.
@@ -147,7 +158,9 @@ class _Words:
         its other blocking keys. No order-free rule keeps both "Trần Văn Thi" ~
         "Trần Thi" and "Trần Thị Vân" ~ "Trần Vân" at DROPPED_MIDDLE.
         """
-        keep = ~self._droppable()
+        return self._kept(~self._droppable())
+
+    def _kept(self, keep: np.ndarray) -> _Words:
         return self._with(pc.filter(self.text, pa.array(keep)), self.row[keep])
 
     def dropped_middles(self) -> np.ndarray:
@@ -269,20 +282,21 @@ class _Keys:
     def compute(cls, values: pa.Array) -> _Keys:
         folded = _name_key(values)
         words = _Words.split(folded)
-        dropped = words.drop_optional_middles()
-        canonical = dropped.map_surname_variants()
+        keep = ~words._droppable()  # Văn/Thị dropped (mapping surnames leaves them be)
         kept = words.map_surname_variants()
-        reordered = words.sort().join()
+        # Two sorts for the four sorted keys: dropping words after sorting is the same.
+        reordered, dropped = words.sort_keeping(keep)
+        kept_sorted, canonical_sorted = kept.sort_keeping(keep)
         return cls(
             exact=pc.utf8_lower(_clean_whitespace(_nfc(values))),
             folded=folded,
-            reordered=reordered,
-            dropped=dropped.sort().join(),
-            sequence=canonical.join(),
-            canonical=canonical.sort().join(),
+            reordered=reordered.join(),
+            dropped=dropped.join(),
+            sequence=kept._kept(keep).join(),
+            canonical=canonical_sorted.join(),
             middles=words.dropped_middles(),
             kept_sequence=kept.join(),
-            kept_canonical=kept.sort().join(),
+            kept_canonical=kept_sorted.join(),
         )
 
 
@@ -451,12 +465,23 @@ def _compare_codes(names: pa.Array, li: np.ndarray, ri: np.ndarray,
         rv = ri[measure] + n_names * conflict[measure]
         pairs, back = np.unique(lv * (2 * n_names) + rv, return_inverse=True)
         lv, rv = pairs // (2 * n_names), pairs % (2 * n_names)
-        # Each key's text once per name, gathered per distinct pair (no string taken and
-        # converted per pair).
-        canonical_array = pa.concat_arrays([keys.canonical, keys.kept_canonical])
+        # Each key's text once per name some measured pair refers to (in a linked shard
+        # most names face their own and are never measured), gathered per distinct pair:
+        # no string taken and converted per pair.
+        used = np.zeros(2 * n_names, dtype=bool)
+        used[lv] = True
+        used[rv] = True
+        renumber = np.cumsum(used) - 1
+        lv, rv = renumber[lv], renumber[rv]
+        used_rows = np.flatnonzero(used)
+        used_at = pa.array(used_rows)
+        canonical_array = pc.take(pa.concat_arrays([keys.canonical, keys.kept_canonical]),
+                                  used_at)
         canonical_keys = _texts(canonical_array)
-        sequence_keys = _texts(pa.concat_arrays([keys.sequence, keys.kept_sequence]))
-        folded_keys = _texts(keys.folded)
+        sequence_keys = _texts(pc.take(pa.concat_arrays([keys.sequence, keys.kept_sequence]),
+                                       used_at))
+        folded_array = pc.take(keys.folded, pa.array(used_rows % n_names))
+        folded_keys = _texts(folded_array)
         l_canon, r_canon = canonical_keys[lv], canonical_keys[rv]
         cutoff = settings.max_typo_edits
         # Levenshtein only where it can be within the cutoff: never below the difference
@@ -464,14 +489,13 @@ def _compare_codes(names: pa.Array, li: np.ndarray, ri: np.ndarray,
         # length); elsewhere it is what rapidfuzz returns above a cutoff, cutoff + 1.
         pair_distance = np.full(len(pairs), cutoff + 1, dtype=np.int64)
         lengths = _lengths(canonical_array)
-        fold_lengths = _lengths(keys.folded)
-        for strings, key_lengths, (left_at, right_at) in (
-                (canonical_keys, lengths, (lv, rv)), (sequence_keys, lengths, (lv, rv)),
-                (folded_keys, fold_lengths, (lv % n_names, rv % n_names))):
-            near = np.flatnonzero(np.abs(key_lengths[left_at] - key_lengths[right_at]) <= cutoff)
+        fold_lengths = _lengths(folded_array)
+        for strings, key_lengths in ((canonical_keys, lengths), (sequence_keys, lengths),
+                                     (folded_keys, fold_lengths)):
+            near = np.flatnonzero(np.abs(key_lengths[lv] - key_lengths[rv]) <= cutoff)
             if near.size:
                 pair_distance[near] = np.minimum(pair_distance[near], _pairwise(
-                    strings[left_at[near]], strings[right_at[near]],
+                    strings[lv[near]], strings[rv[near]],
                     Levenshtein.distance, score_cutoff=cutoff))
         if with_score:
             l_seq, r_seq = sequence_keys[lv], sequence_keys[rv]

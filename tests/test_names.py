@@ -311,3 +311,33 @@ def test_pairs_by_index_compare_as_the_pairs_written_out() -> None:
     assert (by_index.level == written_out.level).all()
     np.testing.assert_array_equal(by_index.score, written_out.score)
     assert len(set(written_out.level.tolist())) >= 6
+
+
+def test_sorting_once_gives_the_sorted_words_with_and_without_the_optional_middles() -> None:
+    """``_Words.sort_keeping``: the sorted words, and the sorted words of the kept ones,
+    equal to dropping first and sorting after (one sort instead of two)."""
+    from matching.names import _Words
+
+    keys = pa.array(["nguyen van an", "tran thi van", None, "an van nguyen", "le thi thi hoa",
+                     "vo huynh an", "b a b a", "thi"])
+    words = _Words.split(keys)
+    keep = ~words._droppable()
+    assert not keep.all()
+    everything, kept = words.sort_keeping(keep)
+    assert everything.join().equals(words.sort().join())
+    assert kept.join().equals(words.drop_optional_middles().sort().join())
+    assert kept.join().to_pylist()[:3] == ["an nguyen", "tran van", None]
+
+
+def test_names_keyed_in_one_call_or_many_get_the_same_levels() -> None:
+    """Only the names a measured pair refers to are turned into Python strings: a large
+    comparison and its pairs one by one agree (levels and scores)."""
+    left = ["Nguyễn Văn An", "Trần Thị Vân", "Lê Hoa", "Phạm Minh Tuấn", "Võ An", None,
+            "Nguyễn Van Ann", "Hoàng Thị Lan"]
+    right = ["Nguyễn Văn An", "Tran Thi Van", "Lê Hòa", "Phạm Minh Tuân", "Huỳnh An", "X",
+             "Nguyễn Văn An", "Hoàng Lan Thị"]
+    together = compare_names(pa.array(left), pa.array(right))
+    for i, (a, b) in enumerate(zip(left, right, strict=True)):
+        alone = compare_names(pa.array([a], pa.string()), pa.array([b], pa.string()))
+        assert alone.level[0] == together.level[i], (a, b)
+        assert np.array_equal(alone.score, together.score[i:i + 1], equal_nan=True), (a, b)

@@ -395,3 +395,56 @@ def test_results_are_written_with_high_cardinality_columns_plain(tmp_path: Path)
     assert "msisdn" in flag.PLAIN_COLUMNS
     assert "RLE_DICTIONARY" not in encodings["msisdn"]
     assert "RLE_DICTIONARY" in encodings["status"]
+
+
+def test_bucket_of_is_the_stable_hash_modulo_the_buckets() -> None:
+    """A row's bucket is ``stable_hash % buckets`` (a null key: bucket 0), in every chunk;
+    with one bucket, 0 without hashing."""
+    from pipelines.reconcile.shard_steps import bucket_of
+
+    keys = pa.chunked_array([pa.array(["pos-1", "b", None, "pos-1", "0912345678"]),
+                             pa.array(["b", "Điểm bán 7", None, "0912345678"])])
+    for buckets in (1, 3, 7):
+        expected = (sharding.stable_hash(keys) % np.uint64(buckets)).astype(np.int32)
+        got = bucket_of(keys, buckets)
+        assert got.dtype == np.int32
+        assert got.tolist() == expected.tolist()
+    assert len(set(bucket_of(keys, 7).tolist())) > 1
+
+
+def test_spanning_flags_are_the_same_in_any_number_of_buckets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spanning rules' masks of a run cut into 1 or 5 buckets of keys are equal (a
+    number, a point of sale lies whole in one bucket); the matched shards carry their
+    per-subscription columns without a dictionary."""
+    from pipelines.reconcile import shard_steps
+    from pipelines.stages.common import context
+    from pipelines.stages.intake import gate_export, partition_telco
+    from pipelines.stages.reconcile import match_shard, plan_shards
+    from pipelines.stages.registry import gate_registry
+    from pipelines.stages.run import _read_telco, plan_run
+
+    config = str(same_review_key(write_config(tmp_path, prepared_registry={"shards": 3})))
+    telcos = plan_run(config, RUN_DATE)
+    gate_registry(config, RUN_DATE)
+    for telco in telcos:
+        _read_telco(config, RUN_DATE, telco)
+        partition_telco(config, RUN_DATE, telco)
+        gate_export(config, RUN_DATE, telco)
+    for shard in plan_shards(config, RUN_DATE):
+        match_shard(config, RUN_DATE, shard)
+    settings, paths = context(config, RUN_DATE)
+    chunk = pq.ParquetFile(paths.matched_shard(0)).metadata.row_group(0)
+    encodings = {chunk.column(i).path_in_schema: chunk.column(i).encodings
+                 for i in range(chunk.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["msisdn"]
+    assert "RLE_DICTIONARY" in encodings["line_status"]
+    masks = {}
+    for buckets in (1, 5):
+        monkeypatch.setattr(shard_steps, "spanning_buckets",
+                            lambda total, rows_per_bucket=0, b=buckets: b)
+        counts = shard_steps.spanning_flags(settings, paths)
+        assert counts["buckets"] == buckets
+        assert counts["duplicate_msisdn"] and counts["bulk_activation"]
+        masks[buckets] = [pq.read_table(paths.spanning_flags(k)) for k in range(3)]
+    assert all(a.equals(b) for a, b in zip(masks[1], masks[5], strict=True))

@@ -140,9 +140,9 @@ def flag(matched: pa.Table, settings: FlagSettings,
     masks["ID_NOT_FOUND"] = has_number & valid & ~passport & ~linked
     masks["LEGACY_ID"] = as_bool_mask(pc.equal(id_type, "CMND")) & has_number
     judged = linked & ~ambiguous
-    band = np.asarray(pc.fill_null(matched["match_band"], "").to_numpy(zero_copy_only=False))
-    rejected = judged & (band == "MISMATCH")
-    in_review_band = judged & (band == "REVIEW")
+    # Compared in Arrow: no million Python strings.
+    rejected = judged & as_bool_mask(pc.equal(matched["match_band"], "MISMATCH"))
+    in_review_band = judged & as_bool_mask(pc.equal(matched["match_band"], "REVIEW"))
     name_weight = np.asarray(pc.fill_null(matched["name_weight"], 0.0), dtype=np.float64)
     masks["NAME_MISMATCH"] = judged & (
         (name_level <= NameLevel.DIFFERENT) | (rejected & (name_weight < 0)))

@@ -143,13 +143,13 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
     )
     links = _registry_wide_ambiguity(links, registry)
     linked = links.registry_index >= 0
-    take = pa.array(np.where(linked, links.registry_index, 0))
-    nulls = pa.array(~linked)
+    # A null index takes a null: the unlinked rows' holder fields, in one pass.
+    take = pa.array(np.where(linked, links.registry_index, 0), pa.int64(), mask=~linked)
 
     def registry_column(name: str) -> pa.Array:
-        column = pc.take(registry[name].combine_chunks(), take) if registry.num_rows else \
-            pa.nulls(n, registry.schema.field(name).type)
-        return pc.if_else(nulls, pa.scalar(None, column.type), column)
+        if not registry.num_rows:
+            return pa.nulls(n, registry.schema.field(name).type)
+        return pc.take(registry[name].combine_chunks(), take)
 
     holder_name = registry_column("full_name")
     holder_dob = registry_column("date_of_birth")
@@ -193,8 +193,8 @@ def match(subscriptions: pa.Table, registry: pa.Table, settings: MatchingSetting
         has = index >= 0
         if not has.any():
             return pa.nulls(n, pa.string())
-        ids_ = pc.take(registry["citizen_id"].combine_chunks(), pa.array(np.where(has, index, 0)))
-        return pc.if_else(pa.array(has), ids_, pa.scalar(None, pa.string()))
+        return pc.take(registry["citizen_id"].combine_chunks(),
+                       pa.array(np.where(has, index, 0), pa.int64(), mask=~has))
 
     def float_column(values: np.ndarray, mask: np.ndarray) -> pa.Array:
         return pa.array(np.where(mask, values, 0.0), pa.float64(), mask=~mask)

@@ -125,6 +125,16 @@ def _no_search(settings: MatchingSettings) -> MatchingSettings:
 # telco, a range of rows, one number) skips most of a shard.
 ROW_GROUP_ROWS = 65_536
 
+# Columns of a matched shard whose values are nearly all distinct: written without a
+# dictionary (it overflows and is thrown away). Measured on a 1M-row shard: the same
+# write CPU, a 15% smaller file and reading it back (search, spanning rules, flag)
+# 1.9 -> 1.1 s CPU.
+MATCHED_PLAIN_COLUMNS = (
+    "source_row", "msisdn", "msisdn_raw", "id_number", "full_name", "date_of_birth",
+    "point_of_sale", "matched_citizen_id", "holder_citizen_id", "name_weight",
+    "match_weight", "match_probability", "holder_date_of_birth",
+)
+
 
 def match_shard(config: RunConfig, paths: RunPaths, shard: int) -> dict:
     """Link one shard's subscriptions (every telco) to the same shard of the registry
@@ -138,7 +148,8 @@ def match_shard(config: RunConfig, paths: RunPaths, shard: int) -> dict:
     subscriptions = concat(parts, parts[0].schema if parts else NORMALISED_SCHEMA)
     matched = match.match(subscriptions, registry, _no_search(config.matching),
                           statistics=snapshot.statistics)
-    write_parquet(matched, paths.matched_shard(shard), ROW_GROUP_ROWS)
+    write_parquet(matched, paths.matched_shard(shard), ROW_GROUP_ROWS,
+                  plain=MATCHED_PLAIN_COLUMNS)
     linked = matched.num_rows - matched["matched_citizen_id"].null_count
     return {"shard": shard, "subscriptions": matched.num_rows, "linked": linked,
             "citizens": registry.num_rows}
@@ -180,6 +191,16 @@ def spanning_buckets(total_rows: int, rows_per_bucket: int = 4_000_000) -> int:
     return max(1, -(-total_rows // rows_per_bucket))
 
 
+def bucket_of(keys: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
+    """Each row's bucket, ``stable_hash(key) % buckets`` (int32); none hashed when there
+    is a single bucket (hashing a point of sale from its bytes is a quarter of the step's
+    CPU). Hashing once per distinct key does not pay: in a shard most points of sale
+    occur once (their rows are spread over the shards by holder)."""
+    if buckets == 1:
+        return np.zeros(len(keys), dtype=np.int32)
+    return (stable_hash(keys) % np.uint64(buckets)).astype(np.int32)
+
+
 def spanning_flags(config: RunConfig, paths: RunPaths) -> dict:
     """DUPLICATE_MSISDN and BULK_ACTIVATION of every subscription of the run, a bucket
     of keys at a time (see above); per shard, a file of the two masks in the matched
@@ -201,7 +222,10 @@ def spanning_flags(config: RunConfig, paths: RunPaths) -> dict:
             if part.num_rows:
                 key = (rule, b)
                 if key not in writers:
-                    writers[key] = AtomicParquetWriter(staging / rule / f"{b:04d}.parquet")
+                    # read back once, then deleted: lz4, cheaper than zstd both ways
+                    writers[key] = AtomicParquetWriter(
+                        staging / rule / f"{b:04d}.parquet", compression="lz4",
+                        plain=("position", "msisdn", "id_number"))
                 writers[key].write(part)
 
     try:
@@ -213,16 +237,14 @@ def spanning_flags(config: RunConfig, paths: RunPaths) -> dict:
                 rows["line_status"], value_set=pa.array(settings.duplicate_ignores_statuses,
                                                          pa.string())))
             numbers = rows.filter(pa.array(counted))
-            put("duplicate", (stable_hash(numbers["msisdn"]) % np.uint64(buckets))
-                .astype(np.int32),
+            put("duplicate", bucket_of(numbers["msisdn"], buckets),
                 pa.table({"shard": shard.filter(pa.array(counted)),
                           "position": position.filter(pa.array(counted)),
                           "msisdn": numbers["msisdn"]}))
             sold = as_bool_mask(pc.and_(pc.is_valid(rows["point_of_sale"]),
                                         pc.is_valid(rows["activation_date"])))
             sales = rows.filter(pa.array(sold))
-            put("bulk", (stable_hash(sales["point_of_sale"]) % np.uint64(buckets))
-                .astype(np.int32),
+            put("bulk", bucket_of(sales["point_of_sale"], buckets),
                 pa.table({"shard": shard.filter(pa.array(sold)),
                           "position": position.filter(pa.array(sold)),
                           **{c: sales[c] for c in _BULK_KEYS}}))

@@ -189,20 +189,23 @@ def of_results(results: pa.Table, *, top: int = 20,
 
 def _telco_counts(results: pa.Table, bits: np.ndarray) -> dict[str, dict]:
     out: dict[str, dict] = {}
-    telco = np.asarray(results["telco"].to_numpy(zero_copy_only=False), dtype=object)
-    status = results["status"]
-    status_code = np.asarray(pc.fill_null(pc.index_in(status, value_set=pa.array(STATUSES)), -1)
-                             .to_numpy(zero_copy_only=False) if results.num_rows
-                             else np.zeros(0), dtype=np.int64)
-    for name in sorted(set(telco.tolist())):
-        mine = telco == name
-        chosen = pa.array(mine)
-        statuses = value_counts(pc.filter(status, chosen))
+    if not results.num_rows:
+        return out
+    # Telcos and statuses as integer codes (not a million Python strings compared per telco).
+    telco = pc.dictionary_encode(results["telco"]).combine_chunks()
+    names = telco.dictionary.to_pylist()
+    telco_code = np.asarray(pc.fill_null(telco.indices, -1).to_numpy(zero_copy_only=False),
+                            dtype=np.int64)
+    status_code = np.asarray(pc.fill_null(pc.index_in(results["status"],
+                                                      value_set=pa.array(STATUSES)), -1)
+                             .to_numpy(zero_copy_only=False), dtype=np.int64)
+    for code, name in sorted(enumerate(names), key=lambda item: item[1]):
+        mine = telco_code == code
         mine_bits = bits[mine]
         mine_status = status_code[mine]
         out[name] = {
             "subscriptions": int(mine.sum()),
-            "by_status": {s: statuses.get(s, 0) for s in STATUSES},
+            "by_status": dict(zip(STATUSES, _per_status(mine_status), strict=True)),
             "by_flag": {f: int(((mine_bits & b) != 0).sum()) for f, b in FLAG_BITS.items()},
             "flagged": int((mine_bits != 0).sum()),
             "listed": int(((mine_bits & TELCO_ACTIONABLE_BITS) != 0).sum()),
@@ -283,12 +286,10 @@ def top_holder_candidates(results: pa.Table, bits: np.ndarray, top: int) -> pa.T
     documents = pc.if_else(pc.is_in(results["id_type"], value_set=pa.array(["CCCD", "CMND"])),
                            results["id_number"], pa.scalar(None, pa.string()))
     holder = pc.coalesce(results["holder_citizen_id"], documents)
-    kind = pc.if_else(pc.is_valid(results["holder_citizen_id"]), pa.scalar("citizen (CCCD)"),
-                      pc.binary_join_element_wise(pa.scalar("as sent: "),
-                                                  pc.fill_null(results["id_type"], ""), ""))
     excess = (bits & FLAG_BITS["EXCESS_SUBSCRIPTIONS"]) != 0
     base = pa.table({
-        "holder": holder, "kind": kind, "telco": results["telco"],
+        "holder": holder, "row": pa.array(np.arange(results.num_rows, dtype=np.int64)),
+        "telco": results["telco"],
         "active": pc.cast(pc.fill_null(pc.equal(results["line_status"], "ACTIVE"), False),
                           pa.int64()),
         "excess": pa.array(excess.astype(np.int64))})
@@ -296,6 +297,12 @@ def top_holder_candidates(results: pa.Table, bits: np.ndarray, top: int) -> pa.T
     if base.num_rows == 0 or top <= 0:
         return HOLDER_SCHEMA.empty_table()
     base = base.filter(_maybe_top(base, top))
+    # The kind of holder only for the rows of the few holders that can be at the top.
+    kept = results.select(["holder_citizen_id", "id_type"]).take(base["row"])
+    kind = pc.if_else(pc.is_valid(kept["holder_citizen_id"]), pa.scalar("citizen (CCCD)"),
+                      pc.binary_join_element_wise(pa.scalar("as sent: "),
+                                                  pc.fill_null(kept["id_type"], ""), ""))
+    base = base.drop_columns(["row"]).append_column("kind", kind)
     grouped = base.group_by("holder").aggregate([
         ([], "count_all"), ("active", "sum"), ("telco", "count_distinct"), ("excess", "sum"),
         ("kind", "min")])
