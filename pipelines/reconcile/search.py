@@ -732,8 +732,8 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
     after shard and in (telco, source_row) order within each, as :func:`searched_rows`
     gives them; cut into batches of ``matching.search_batch_rows`` rows, each written
     once to ``paths.searched_batch(b)``, with ``paths.search_plan`` (atomically:
-    concurrent writers write the same rows). Returns the search tasks, one per registry
-    shard and batch (:func:`search_tasks`).
+    concurrent writers write the same rows). Returns the routing tasks, one per batch
+    (:func:`search_tasks`).
 
     Memory: one shard's searched rows and one batch, plus what spans the run, compact:
     the rows per (document, name) of the searched rows that carry a number, and the
