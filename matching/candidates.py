@@ -80,31 +80,40 @@ def _index_in(keys: pa.Array, universe: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(index, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+def numbers_of_width(values: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, int64 values) of the values that are exactly ``width`` ASCII digits: the
+    ones that can equal a ``width``-digit registry number."""
+    values = as_string_array(values)
+    rows = np.flatnonzero(as_bool_mask(
+        pc.match_substring_regex(values, f"^[0-9]{{{width}}}$")))
+    if not rows.size:
+        return rows.astype(np.int64), np.empty(0, np.int64)
+    return rows, np.asarray(pc.cast(values.take(pa.array(rows, pa.int64())), pa.int64()),
+                            dtype=np.int64)
+
+
 def known_numbers(universe: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``width``-digit numbers of ``universe`` as sorted distinct int64 values, and
     the index of each one's first occurrence in ``universe``: what the variants are
-    looked up in (:func:`_numbers_found`), made once per registry shard."""
-    universe = as_string_array(universe)
-    numbers = np.flatnonzero(as_bool_mask(
-        pc.match_substring_regex(universe, f"^[0-9]{{{width}}}$")))
+    looked up in (:func:`numbers_found`), made once per registry part."""
+    numbers, known = numbers_of_width(universe, width)
     if not numbers.size:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    known = np.asarray(pc.cast(universe.take(pa.array(numbers, pa.int64())), pa.int64()),
-                       dtype=np.int64)
     order = np.argsort(known, kind="stable")  # equal numbers: the first occurrence first
     known = known[order]
     first = np.r_[True, known[1:] != known[:-1]]
     return known[first], numbers[order[first]]
 
 
-def _numbers_found(positions: np.ndarray, ordered: np.ndarray,
+def numbers_found(positions: np.ndarray, ordered: np.ndarray,
                    known: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(variant, universe index) of every variant (``ordered``: the values of numbers of
     one width, sorted; ``positions``: where each stands among the variants) found among
-    ``known`` (:func:`known_numbers` of the universe), at the first occurrence of its
-    number there: what :func:`_index_in` of the digit strings finds, since a string
-    equals a ``width``-digit number exactly where it is ``width`` ASCII digits of the
-    same value."""
+    ``known`` (values and their index in the universe, one per number, in any order:
+    e.g. :func:`known_numbers`, the first occurrence), at that index: what
+    :func:`_index_in` of the digit strings finds, since a string equals a
+    ``width``-digit number exactly where it is ``width`` ASCII digits of the same
+    value."""
     none = np.empty(0, np.int64)
     values, citizens = known
     if not len(values) or not len(ordered):
@@ -254,6 +263,16 @@ def _int64(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
                       dtype=np.int64), known
 
 
+def blocking_years(date_of_birth: pa.Array, birth_year: pa.Array
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(year, has_year, birth_year, has_birth_year): the years a row's blocking keys
+    carry (the day keys' year is ``year`` too). Every key holds one of them, so a row
+    meets through its keys only the citizens born in these years."""
+    year, has_year = _int64(pc.year(pc.cast(date_of_birth, pa.date32())))
+    by, has_by = _int64(pc.cast(birth_year, pa.int64()))
+    return year, has_year, by, has_by
+
+
 def blocking_parts(full_name: pa.Array, date_of_birth: pa.Array, dob_precision: pa.Array,
                    birth_year: pa.Array, sex: pa.Array) -> BlockingParts:
     """The parts of :func:`blocking_keys` of each row, for :func:`plan_candidates`."""
@@ -263,8 +282,7 @@ def blocking_parts(full_name: pa.Array, date_of_birth: pa.Array, dob_precision: 
     dates = pc.cast(date_of_birth, pa.date32())
     day, has_day = _int64(pc.cast(dates, pa.int32()))
     has_day &= as_bool_mask(pc.equal(pc.fill_null(dob_precision, "day"), "day"))
-    year, has_year = _int64(pc.year(dates))
-    by, has_by = _int64(pc.cast(birth_year, pa.int64()))
+    year, has_year, by, has_by = blocking_years(dates, birth_year)
     return BlockingParts(names=blocking_name_keys(distinct), name_code=name_code,
                          day=day, has_day=has_day, year=year, has_year=has_year,
                          birth_year=by, has_birth_year=has_by,
@@ -538,8 +556,8 @@ def slip_variants(numbers: pa.Array) -> pa.Table:
 @dataclass(frozen=True)
 class SearchedSide:
     """What :func:`plan_candidates` derives from the searched rows alone (their number
-    variants, repaired numbers, blocking parts): computed once, reused for every
-    registry shard."""
+    variants, repaired numbers, blocking parts); the candidate search's routing looks the
+    same variants up over the whole registry's numbers."""
 
     variant_rows: np.ndarray  # int64 searched row of each variant
     # Per width (12: a CCCD, 9: a CMND; numbers one slip away): the positions of the
@@ -620,7 +638,6 @@ def plan_candidates(
     registry_legacy_id: pa.Array | None = None,
     id_issue: pa.Array | None = None,
     previous_holder: pa.Array | None = None,
-    side: SearchedSide | None = None,
 ) -> CandidatePlan:
     """Candidates of rows whose document leads nowhere: number variants, the number's
     previous holder and blocking keys.
@@ -635,8 +652,7 @@ def plan_candidates(
     or its :func:`blocking_keys` table (``citizen``, ``key``); ``registry_block_sizes``: the
     whole registry's :func:`registry_block_sizes` when ``registry_blocking`` is one shard
     of it. ``previous_holder``: per row, the citizen_id of the number's verified holder
-    in the previous run (null: none). ``side``: :func:`searched_side` of the same rows,
-    computed once for several registry shards. For many rows against a large registry,
+    in the previous run (null: none). For many rows against a large registry,
     draw them a chunk of rows at a time (:meth:`CandidatePlan.pairs`);
     :meth:`CandidatePlan.all_pairs` draws every row's at once.
     """
@@ -644,11 +660,10 @@ def plan_candidates(
         registry_blocking = registry_index(registry_blocking, registry_citizen_id,
                                            registry_legacy_id)
     integer_keys = isinstance(registry_blocking, RegistryIndex)
-    if side is None:
-        side = searched_side(full_name=full_name, date_of_birth=date_of_birth,
-                             dob_precision=dob_precision, id_number=id_number,
-                             id_birth_year=id_birth_year, id_sex=id_sex, near_miss=near_miss,
-                             id_issue=id_issue, integer_keys=integer_keys)
+    side = searched_side(full_name=full_name, date_of_birth=date_of_birth,
+                         dob_precision=dob_precision, id_number=id_number,
+                         id_birth_year=id_birth_year, id_sex=id_sex, near_miss=near_miss,
+                         id_issue=id_issue, integer_keys=integer_keys)
     registry_citizen_id = as_string_array(registry_citizen_id)
     rows_parts, cit_parts = [], []
     if len(side.variant_rows):
@@ -659,7 +674,7 @@ def plan_candidates(
                 continue
             else:
                 known = known_numbers(universe, size)
-            variant, citizen = _numbers_found(*side.variant_sorted[size], known)
+            variant, citizen = numbers_found(*side.variant_sorted[size], known)
             rows_parts.append(side.variant_rows[variant])
             cit_parts.append(citizen)
     by_repair = _index_in(side.repaired, registry_citizen_id)

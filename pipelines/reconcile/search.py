@@ -55,6 +55,8 @@ from matching.candidates import (
     CandidatePairs,
     RegistryIndex,
     blocking_parts,
+    blocking_years,
+    numbers_of_width,
     plan_candidates,
     plan_routed,
     registry_block_sizes,
@@ -816,17 +818,9 @@ def search_plan(config: RunConfig, paths: RunPaths) -> dict:
 ROUTE, HOLDER, ONE_EDIT = -1, 0, 1
 ROUTES_SCHEMA = pa.schema([("partition", pa.int32()), ("row", pa.int32()),
                            ("position", pa.int32()), ("level", pa.int8())])
-# Rows per row group of a batch's routes: a partition's task reads only its groups.
-ROUTES_ROW_GROUP = 1 << 16
-
-
-def _twelve_digits(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, int64 values) of the values that are exactly 12 ASCII digits: what can equal
-    a registry CCCD."""
-    values = as_string_array(values)
-    rows = np.flatnonzero(as_bool_mask(pc.match_substring_regex(values, r"^[0-9]{12}$")))
-    return rows, np.asarray(pc.cast(values.take(pa.array(rows, pa.int64())), pa.int64()),
-                            np.int64)
+# Rows per row group of a batch's routes and of a partition's part: a reader's filter
+# (one partition's routes, one batch's rows of a part) skips the other groups.
+SEARCH_ROW_GROUP = 1 << 16
 
 
 def batch_routes(searched: pa.Table, settings: MatchingSettings, numbers: Path,
@@ -836,14 +830,15 @@ def batch_routes(searched: pa.Table, settings: MatchingSettings, numbers: Path,
     repaired number or its previous holder (looked up in the registry's ``numbers``,
     ``registry.search_index``), and the partitions of the birth years its blocking keys
     carry (its date of birth's year, and the year its CCCD number encodes)."""
-    side = searched_side(**_side_inputs(searched, settings), integer_keys=False)
+    inputs = _side_inputs(searched, settings)
+    side = searched_side(**inputs, integer_keys=False)
     # Every number to look up, in one pass over the registry's numbers: the variants,
     # the repaired numbers that differ from the number as sent, the previous holders.
     variant_rows = side.variant_rows
-    rows_12, values_12 = _twelve_digits(side.repaired)
+    rows_12, values_12 = numbers_of_width(side.repaired, 12)
     repaired = side.repaired_changed[rows_12]
     rows_12, values_12 = rows_12[repaired], values_12[repaired]
-    holder_rows, holder_values = _twelve_digits(searched["previous_holder"])
+    holder_rows, holder_values = numbers_of_width(searched["previous_holder"], 12)
     owner_rows = np.concatenate([variant_rows, rows_12, holder_rows])
     owner_level = np.concatenate([np.full(len(variant_rows) + len(rows_12), ONE_EDIT, np.int8),
                                   np.full(len(holder_rows), HOLDER, np.int8)])
@@ -852,9 +847,9 @@ def batch_routes(searched: pa.Table, settings: MatchingSettings, numbers: Path,
     found = find_numbers(numbers, [
         (12, *side.variant_sorted[12]), (9, *side.variant_sorted[9]),
         (12, len(variant_rows) + order, extra[order])])
-    # Blocking keys: the year of the date of birth (any precision) and the CCCD's year.
-    year, has_year = _years(pc.year(pc.cast(searched["date_of_birth"], pa.date32())))
-    cccd_year, has_cccd_year = _years(_cccd_year_sex(searched["id_number"])[0])
+    # The years the rows' blocking keys carry: their date of birth's, their CCCD's.
+    year, has_year, cccd_year, has_cccd_year = blocking_years(inputs["date_of_birth"],
+                                                              inputs["id_birth_year"])
     n = searched.num_rows
     every = np.arange(n, dtype=np.int32)
     routes = pa.table({
@@ -868,11 +863,6 @@ def batch_routes(searched: pa.Table, settings: MatchingSettings, numbers: Path,
     routes = routes.filter(pc.greater_equal(routes["partition"], 0))
     return routes.group_by(ROUTES_SCHEMA.names, use_threads=False).aggregate([]) \
         .sort_by([(c, "ascending") for c in ROUTES_SCHEMA.names]).cast(ROUTES_SCHEMA)
-
-
-def _years(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    known = as_bool_mask(pc.is_valid(values))
-    return np.asarray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False), np.int64), known
 
 
 def route_search_batch(config: RunConfig, paths: RunPaths, batch: int) -> dict:
@@ -889,7 +879,7 @@ def route_search_batch(config: RunConfig, paths: RunPaths, batch: int) -> dict:
                               snapshot.search_partitions)
     else:
         routes = ROUTES_SCHEMA.empty_table()
-    write_parquet(routes, paths.search_routes(batch), row_group_rows=ROUTES_ROW_GROUP)
+    write_parquet(routes, paths.search_routes(batch), row_group_rows=SEARCH_ROW_GROUP)
     by_number = int(pc.sum(pc.greater_equal(routes["level"], ONE_EDIT)).as_py() or 0)
     log.info("search: batch %d: %d searched rows, %d citizens found through their "
              "numbers, routed to %d partition(s)", batch, searched.num_rows, by_number,
@@ -903,10 +893,9 @@ def _routed_levels(searched: pa.Table, routes: pa.Table, citizens: pa.Table,
     """The pairs of a batch's rows routed to one partition (``searched``: those rows;
     ``routes``: their entries, ``row`` renumbered to them), with their levels, a chunk
     of rows at a time."""
-    number = searched["id_number"]
-    year, sex = _cccd_year_sex(number)
-    parts = blocking_parts(searched["full_name"], searched["date_of_birth"],
-                           searched["dob_precision"], year, sex)
+    inputs = _side_inputs(searched, settings)
+    parts = blocking_parts(inputs["full_name"], inputs["date_of_birth"],
+                           inputs["dob_precision"], inputs["id_birth_year"], inputs["id_sex"])
     row = _np(routes["row"], 0, np.int64)
     position = _np(routes["position"], 0, np.int64)
     level = _np(routes["level"], ROUTE, np.int64)
@@ -950,7 +939,7 @@ def search_partition(config: RunConfig, paths: RunPaths, partition: int) -> dict
     model = load_model(config.matching)
     searched_rows_total = with_candidates = 0
     with AtomicParquetWriter(paths.search_part(partition), PART_SCHEMA,
-                             row_group_rows=ROUTES_ROW_GROUP) as writer:
+                             row_group_rows=SEARCH_ROW_GROUP) as writer:
         if config.matching.candidate_search and plan["rows"]:
             citizens = registry_search_table(
                 pq.read_table(snapshot.search_citizens(partition)))

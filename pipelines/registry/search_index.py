@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from matching.candidates import RegistryIndex, known_numbers, registry_index, registry_parts
+from matching.candidates import RegistryIndex, numbers_found, registry_index, registry_parts
 from pipelines.storage.files import AtomicParquetWriter, write_parquet
 
 _PARTS = ("given", "surname", "canonical")
@@ -130,12 +130,12 @@ class SearchLayout:
         files = partition_files(partition)
         write_parquet(citizens, self.root / files["citizens"])
         self.written[files["citizens"]] = citizens.num_rows
-        self.written.update(_write_index(index_of(citizens), self.root, partition))
+        index = index_of(citizens)
+        self.written.update(_write_index(index, self.root, partition))
         if self._numbers is None:
             self._numbers = AtomicParquetWriter(self.root / NUMBERS_FILE, _HELD_SCHEMA,
                                                 row_group_rows=NUMBERS_ROW_GROUP)
-        for width, column in ((12, "citizen_id"), (9, "legacy_id")):
-            values, rows = known_numbers(citizens[column], width)
+        for width, (values, rows) in index.numbers.items():  # 12: CCCD, 9: CMND
             table = pa.table({
                 "width": pa.array(np.full(len(values), width, np.int8)),
                 "value": pa.array(values, pa.int64()),
@@ -192,19 +192,13 @@ def find_numbers(path: Path, wanted: list[tuple[int, np.ndarray, np.ndarray]]
     ats, parts, positions = [], [], []
     for group in _row_groups(path):
         widths = np.asarray(group["width"], np.int64)
+        values = np.asarray(group["value"], np.int64)
         for width, where, ordered in wanted:
             sel = np.flatnonzero(widths == width)
-            if not sel.size or not len(ordered):
+            at, entry = numbers_found(where, ordered, (values[sel], sel))
+            if not len(at):
                 continue
-            values = np.asarray(group["value"], np.int64)[sel]
-            lo = np.searchsorted(ordered, values, side="left")
-            count = np.searchsorted(ordered, values, side="right") - lo
-            total = int(count.sum())
-            if not total:
-                continue
-            hit = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(total)
-            ats.append(where[hit])
-            entry = np.repeat(sel, count)
+            ats.append(at)
             parts.append(np.asarray(group["partition"], np.int32)[entry])
             positions.append(np.asarray(group["position"], np.int32)[entry])
     if not ats:
