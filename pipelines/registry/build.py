@@ -50,7 +50,7 @@ from matching.names import canonical_name_key, sequence_name_key
 from pipelines.errors import RegistryError
 from pipelines.reconcile.sharding import shard_of
 from pipelines.registry import source as registry_source
-from pipelines.registry.search_index import SearchLayout
+from pipelines.registry.search_index import SearchLayout, partition_of_citizen
 from pipelines.schema import REGISTRY_FIELDS
 from pipelines.storage import objectstore
 from pipelines.storage.files import AtomicParquetWriter, write_parquet
@@ -236,8 +236,8 @@ def _read(source: Path | objectstore.RemoteFile, shards: int, year_buckets: int,
                  .append_column("shard", pa.array(shard, pa.int32()))
                  .append_column("sequence_key", sequence)
                  .append_column("canonical_key", canonical))
-        years = np.asarray(pc.fill_null(year, 0).to_numpy(zero_copy_only=False), np.int64)
-        rows.write(table, (years % year_buckets).astype(np.int32))
+        # The year buckets are the candidate search's partitions (search_index.py).
+        rows.write(table, partition_of_citizen(year, year_buckets))
         has = pc.is_valid(table["legacy_id"])
         held = table.filter(has)
         built.with_legacy_id += held.num_rows
@@ -386,7 +386,7 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
         built.shared_legacy_ids = shared.num_rows
         whole = _whole(built, tallies, shared)
         del tallies
-        layout = SearchLayout(staging, year_buckets,
+        layout = SearchLayout(staging,
                               pa.schema([shard_schema.field(c) for c in search_columns]))
         for bucket in by_year.buckets():
             part = by_year.read(bucket)

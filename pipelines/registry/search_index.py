@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from matching.candidates import RegistryIndex, numbers_found, registry_index, registry_parts
+from matching.columns import as_bool_mask
 from pipelines.storage.files import AtomicParquetWriter, write_parquet
 
 _PARTS = ("given", "surname", "canonical")
@@ -63,6 +64,15 @@ def partition_files(partition: int) -> dict[str, str]:
 def partition_of_year(years: np.ndarray, known: np.ndarray, partitions: int) -> np.ndarray:
     """The partition of each birth year (-1 where unknown)."""
     return np.where(known, np.mod(years, max(partitions, 1)), -1).astype(np.int32)
+
+
+def partition_of_citizen(birth_year: pa.Array | pa.ChunkedArray, partitions: int
+                         ) -> np.ndarray:
+    """Each citizen's partition: its birth year's (:func:`partition_of_year`, what the
+    search routes by); without a date of birth, partition 0 (only numbers lead there)."""
+    known = as_bool_mask(pc.is_valid(birth_year))
+    years = np.asarray(pc.fill_null(birth_year, 0).to_numpy(zero_copy_only=False), np.int64)
+    return np.maximum(partition_of_year(years, known, partitions), 0)
 
 
 def index_of(citizens: pa.Table) -> RegistryIndex:
@@ -117,7 +127,6 @@ class SearchLayout:
     their first holder)."""
 
     root: Path
-    partitions: int
     schema: pa.Schema  # the citizens' columns (snapshot.SEARCH_COLUMNS, typed)
     written: dict[str, int] = field(default_factory=dict)
     present: list[int] = field(default_factory=list)  # partitions with citizens
