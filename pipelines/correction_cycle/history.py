@@ -111,6 +111,9 @@ SECRETS = Table(
     Column("created_at", String, nullable=False))
 _DECISION_FIELDS = [c.name for c in DECISIONS.columns if c.name != "id"]
 INSERT_BATCH = 50_000
+# Page cache (KiB) of a SQLite connection that loads a run's flags: 2.5M flags at 10M
+# subscriptions load in about half the time of SQLite's default 2 MB cache.
+BULK_CACHE_KIB = 262_144
 
 
 class StoreError(ValueError):
@@ -371,6 +374,11 @@ def record_batches(store: Store, run_date: str, telcos: list[str],
     table's primary-key index is appended to instead of updated at random places."""
     done = 0
     with engine(store).begin() as conn:
+        if conn.dialect.name == "sqlite":
+            # SQLite's default page cache (2 MB) is far smaller than the flags' primary-key
+            # index at national scale: each insert then re-reads its pages from the file.
+            # This connection only (NullPool: it closes with the transaction).
+            conn.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
         for telco in telcos:
             conn.execute(delete(FLAGS).where(FLAGS.c.run_date == run_date,
                                              FLAGS.c.telco == telco))
