@@ -9,13 +9,14 @@ throughput.
 
 Worlds are cached under benchmarks/out/ (gitignored) by size, registry size and seed;
 each measurement uses a fresh output folder. Stage times come from the run's own
-``stage X done in Ys`` log lines (a mapped stage, run in worker processes, is one
-line: its wall time). Memory is sampled every 20 ms from /proc for the ``simrecon``
-process and every process it starts (the worker processes of ``--workers``): the
-peak RSS of a stage is the largest resident set of any one of them between the end
-of the previous stage and the end of that stage; the run's peak is the largest
-kernel high-water mark (VmHWM) of any one process. The target of issue 11 is per
-process ("no process above 3 GB"), so figures are per process, never summed.
+``stage X done in Ys (..., Z CPU s)`` log lines (a mapped stage, run in worker processes,
+is one line: its wall time, and the CPU seconds of all its tasks). Memory is sampled
+every 20 ms from /proc for the ``simrecon`` process and every process it starts (the
+worker processes of ``--workers``): the peak RSS of a stage is the largest resident set
+of any one of them between the end of the previous stage and the end of that stage; the
+run's peak is the largest kernel high-water mark (VmHWM) of any one process. The target of
+issue 11 is per process ("no process above 3 GB"), so figures are per process, never
+summed.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 RUN_DATE = "2026-11-28"
-STAGE_LINE = re.compile(r"stage (?P<stage>\S+) done in (?P<seconds>[0-9.]+)s")
+STAGE_LINE = re.compile(r"stage (?P<stage>\S+) done in (?P<seconds>[0-9.]+)s"
+                        r"(?:.*?(?P<cpu>[0-9.]+) CPU s)?")
 
 
 def world(n: int, citizens: int, seed: int) -> Path:
@@ -148,10 +150,12 @@ def measure(args: list[str]) -> dict:
         if found:
             current = max(window["max"], _rss_kib(proc.pid, "VmRSS:"))
             stages.append({"stage": found["stage"], "seconds": float(found["seconds"]),
+                           "cpu_s": float(found["cpu"] or 0.0),
                            "peak_rss_gib": round(current / 2**20, 3)})
             # Progress as it happens: a 30M run takes the better part of an hour.
             print(f"    {found['stage']:30s} {float(found['seconds']):9.2f} s "
-                  f"{current / 2**20:6.2f} GiB", file=sys.stderr, flush=True)
+                  f"{float(found['cpu'] or 0.0):8.1f} CPU s {current / 2**20:6.2f} GiB",
+                  file=sys.stderr, flush=True)
             window["max"] = 0
     stdout = proc.stdout.read() if proc.stdout else ""
     code = proc.wait()
@@ -172,9 +176,10 @@ def grouped(stages: list[dict]) -> list[dict]:
     out: dict[str, dict] = {}
     for s in stages:
         name = s["stage"].split("[")[0]
-        entry = out.setdefault(name, {"stage": name, "seconds": 0.0, "peak_rss_gib": 0.0,
-                                      "count": 0})
+        entry = out.setdefault(name, {"stage": name, "seconds": 0.0, "cpu_s": 0.0,
+                                      "peak_rss_gib": 0.0, "count": 0})
         entry["seconds"] += s["seconds"]
+        entry["cpu_s"] += s.get("cpu_s", 0.0)
         entry["peak_rss_gib"] = max(entry["peak_rss_gib"], s["peak_rss_gib"])
         entry["count"] += 1
     return list(out.values())
@@ -232,12 +237,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{n / ran['wall_s']:,.0f} subscriptions/s")
         print(f"  holder linking (partition + match_shard + search_candidates, spanning): "
               f"{matching:.1f}s")
-        print(f"  {'step':20s} {'n':>3s} {'seconds':>9s} {'peak RSS GiB':>13s}")
+        print(f"  {'step':20s} {'n':>3s} {'seconds':>9s} {'CPU s':>8s} {'peak RSS GiB':>13s}")
         for s in steps:
-            print(f"  {s['stage']:20s} {s['count']:3d} {s['seconds']:9.2f} "
+            print(f"  {s['stage']:20s} {s['count']:3d} {s['seconds']:9.2f} {s['cpu_s']:8.1f} "
                   f"{s['peak_rss_gib']:13.2f}")
         print(f"  {'total (logged)':20s} {'':3s} "
-              f"{sum(s['seconds'] for s in steps):9.2f} {ran['peak_rss_gib']:13.2f}",
+              f"{sum(s['seconds'] for s in steps):9.2f} "
+              f"{sum(s['cpu_s'] for s in steps):8.1f} {ran['peak_rss_gib']:13.2f}",
               flush=True)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")

@@ -267,6 +267,11 @@ def test_a_run_in_worker_processes_equals_a_run_in_one(tmp_path: Path) -> None:
         outcome = run_all(str(config), RUN_DATE, workers=workers)
         assert outcome["failed_telcos"] == []
         runs[workers] = Path(outcome["run_dir"])
+        # Every stage's CPU seconds are counted, in the workers too (the step that
+        # matches every shard cannot have taken none).
+        cpu = outcome["cpu_seconds"]
+        assert set(outcome["timings"]) - {"gate_registry (beside ingest)"} <= set(cpu)
+        assert cpu["match_shard"] > 0.05 and cpu["search_partition"] > 0
     assert differing_outputs(runs[1], runs[2]) == []
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,25 +63,62 @@ def plan_run(config_path: str, run_date: str) -> list[str]:
     return telcos
 
 
+class _MeasuredPool:
+    """The run's pool, adding up each stage's CPU seconds (user + system, every thread of
+    the process that ran the task): with the wall seconds they show how busy the workers
+    were, which a run on more workers or machines can gain (docs/deployment.md)."""
+
+    def __init__(self, pool: Executor) -> None:
+        self.pool = pool
+        self.cpu: dict[str, float] = {}
+
+    def submit(self, stage: str, fn: Callable[..., Any], *args: Any) -> Future:
+        """``fn(*args)`` in the pool; its CPU seconds are added to ``stage``'s."""
+        outer: Future = Future()
+
+        def done(inner: Future) -> None:
+            try:
+                result, seconds = inner.result()
+            except BaseException as exc:  # handed on to whoever waits for the task
+                outer.set_exception(exc)
+                return
+            self.cpu[stage] = self.cpu.get(stage, 0.0) + seconds
+            outer.set_result(result)
+
+        self.pool.submit(_with_cpu_seconds, fn, *args).add_done_callback(done)
+        return outer
+
+
+def _with_cpu_seconds(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """``fn(*args)`` and the CPU seconds of this process while it ran."""
+    start = time.process_time()
+    result = fn(*args)
+    return result, time.process_time() - start
+
+
 def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
     """Every stage in order (the CLI's ``simrecon run``); mapped stages in up to
-    ``workers`` processes. Returns where the outputs are and each stage's seconds."""
+    ``workers`` processes. Returns where the outputs are and each stage's seconds (wall
+    and CPU: ``timings``, ``cpu_seconds``)."""
     timings: dict[str, float] = {}
 
-    def timed(name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        start = time.perf_counter()
+    def timed(name: str, fn: Callable[..., Any], *args: Any, task: str | None = None) -> Any:
+        """A stage in this process (or, with ``task``, the wait for that pool task)."""
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             return fn(*args)
         finally:
             timings[name] = round(time.perf_counter() - start, 3)
-            log.info("stage %s done in %.2fs", name, timings[name])
+            pool.cpu[name] = time.process_time() - cpu_start + pool.cpu.get(task or name, 0.0)
+            log.info("stage %s done in %.2fs (%.1f CPU s)", name, timings[name], pool.cpu[name])
 
     def mapped(name: str, fn: Callable[..., Any], items: Iterable[Any],
                *, telcos: bool = False) -> list[Any]:
         """``fn(config_path, run_date, item)`` for every item, side by side; a telco's
         bad input (``TelcoInputError``) is logged and leaves that telco out."""
         start = time.perf_counter()
-        futures = [(item, pool.submit(fn, config_path, run_date, item)) for item in items]
+        futures = [(item, pool.submit(name, fn, config_path, run_date, item))
+                   for item in items]
         out = []
         for item, future in futures:
             try:
@@ -91,7 +128,8 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
                     raise
                 log.error("telco %s skipped: %s", item, exc)
         timings[name] = round(time.perf_counter() - start, 3)
-        log.info("stage %s done in %.2fs (%d task(s))", name, timings[name], len(futures))
+        log.info("stage %s done in %.2fs (%d task(s), %.1f CPU s)", name, timings[name],
+                 len(futures), pool.cpu.get(name, 0.0))
         return out
 
     def chained(steps: Sequence[tuple[str, Callable[..., Any]]], items: list[str], *,
@@ -118,8 +156,9 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
                 ends[logged] = max(ends[logged], before)
                 seconds = round(ends[logged] - before, 3)
                 timings[steps[logged][0]] = seconds
-                log.info("stage %s done in %.2fs (%d task(s), telcos side by side)",
-                         steps[logged][0], seconds, len(results[logged]))
+                log.info("stage %s done in %.2fs (%d task(s), telcos side by side, "
+                         "%.1f CPU s)", steps[logged][0], seconds, len(results[logged]),
+                         pool.cpu.get(steps[logged][0], 0.0))
                 logged += 1
 
         def submit(item: str, k: int) -> None:
@@ -130,7 +169,8 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
                     held.append(item)
                     return
                 after.result()  # its failure stops the run before this step
-            pending[pool.submit(steps[k][1], config_path, run_date, item)] = (item, k)
+            pending[pool.submit(steps[k][0], steps[k][1], config_path, run_date,
+                                item)] = (item, k)
 
         for item in items:
             submit(item, 0)
@@ -163,12 +203,13 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         log_ended()
         return [[r[i] for i in items if i in r] for r in results]
 
-    with _pool(workers) as pool:
+    with _pool(workers) as executor:
+        pool = _MeasuredPool(executor)
         telcos = timed("plan", plan_run, config_path, run_date)
         # Each telco goes through its chain on its own; the registry gate runs beside the
         # telcos' reading (cutting into shards needs its snapshot).
         started = time.perf_counter()
-        registry = pool.submit(gate_registry, config_path, run_date)
+        registry = pool.submit("gate_registry", gate_registry, config_path, run_date)
         registry.add_done_callback(lambda _: timings.__setitem__(
             "gate_registry (beside ingest)", round(time.perf_counter() - started, 3)))
         chained([("ingest+normalise", _read_telco), ("partition", partition_telco),
@@ -180,28 +221,31 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         # partition of the registry's search layout) shares the workers with the rules
         # that span shards (independent of it): it is the longest step after matching.
         search_batches = timed("collect_searched", collect_searched, config_path, run_date)
-        spanning = pool.submit(spanning_flags, config_path, run_date)
+        spanning = pool.submit("spanning_flags", spanning_flags, config_path, run_date)
         mapped("route_search_batch", route_search_batch, search_batches)
         mapped("search_partition", search_partition, plan_search(config_path, run_date))
         timed("choose_candidates", choose_candidates, config_path, run_date)
-        timed("spanning_flags(wait)", spanning.result)  # only what was left after the search
+        # only what was left after the search
+        timed("spanning_flags(wait)", spanning.result, task="spanning_flags")
         mapped("flag", flag_shard, shards)
         # The review queue is written beside the results gate and the correction lists
         # (nothing reads it in the run); the lists wait for the results gate, as in the DAG.
-        queue = pool.submit(_step, config_path, run_date, "write_review_queue")
-        gated = pool.submit(_step, config_path, run_date, "gate_results")
+        queue = pool.submit("write_review_queue", _step, config_path, run_date,
+                            "write_review_queue")
+        gated = pool.submit("gate_results", _step, config_path, run_date, "gate_results")
         timed("gate_results", gated.result)
         # Every planned telco, as in the DAG: a telco that did not make it is skipped
         # inside (the stage knows; here, with shared_work, the files are not on this disk).
         # Each telco's list is checked as soon as it is written.
         chained([("corrections", write_corrections), ("gate_corrections", gate_corrections)],
                 telcos, telcos=False)
-        timed("review_queue(wait)", queue.result)
+        timed("review_queue(wait)", queue.result, task="write_review_queue")
         timed("report", build_report, config_path, run_date)
         timed("approve", approve_publication, config_path, run_date)
         published = timed("publish", publish_run, config_path, run_date)
         timed("lookup_index", refresh_lookup_index, config_path, run_date)
-    return {**published, "timings": timings}
+    cpu = {name: round(seconds, 3) for name, seconds in pool.cpu.items()}
+    return {**published, "timings": timings, "cpu_seconds": cpu}
 
 
 def _read_telco(config_path: str, run_date: str, telco: str) -> dict:
