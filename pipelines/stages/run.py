@@ -220,8 +220,10 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         # The search (one routing task per batch of searched rows, then one task per
         # partition of the registry's search layout) shares the workers with the rules
         # that span shards (independent of it): it is the longest step after matching.
-        search_batches = timed("collect_searched", collect_searched, config_path, run_date)
+        # Those rules start first, beside the collection of the searched rows (in this
+        # process), so no worker waits for it.
         spanning = pool.submit("spanning_flags", spanning_flags, config_path, run_date)
+        search_batches = timed("collect_searched", collect_searched, config_path, run_date)
         mapped("route_search_batch", route_search_batch, search_batches)
         mapped("search_partition", search_partition, plan_search(config_path, run_date))
         timed("choose_candidates", choose_candidates, config_path, run_date)
