@@ -489,20 +489,21 @@ def _ranked(row: np.ndarray, weight: np.ndarray, registry_row: np.ndarray,
     """The order of entries best first within each row (equal weights: the earlier
     citizen in the source registry), and each entry's rank within its row then.
 
-    What ``np.lexsort((registry_row, -weight, row))`` gives, in two stable integer sorts
-    (lexsort on a float key took most of ``choose_candidates``): by citizen, then by
-    (row, rank of the weight). ``in_registry_order``: the entries of each row already
-    come in ascending ``registry_row`` (a shard's pairs, sorted by row and citizen, when
-    the shard keeps the source order): the first sort is then skipped."""
+    What ``np.lexsort((registry_row, -weight, row))`` gives, in stable sorts from the
+    least to the most significant key: by citizen, by weight, by row (lexsort, or a
+    rank of the weights through ``np.unique``, sorted the floats with an unstable sort
+    that took most of the ranking; a stable sort of weights that repeat a great deal is
+    several times faster). ``in_registry_order``: the entries of each row already come
+    in ascending ``registry_row`` (a shard's pairs, sorted by row and citizen, when the
+    shard keeps the source order): the first sort is then skipped."""
     if not len(row):
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    _, weight_rank = np.unique(-weight, return_inverse=True)
-    key = (row.astype(np.int64) << 32) | weight_rank.reshape(-1).astype(np.int64)
     if in_registry_order:
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(-weight, kind="stable")
     else:
-        by_citizen = np.argsort(registry_row, kind="stable")
-        order = by_citizen[np.argsort(key[by_citizen], kind="stable")]
+        order = np.argsort(registry_row, kind="stable")
+        order = order[np.argsort(-weight[order], kind="stable")]
+    order = order[np.argsort(row[order], kind="stable")]
     rows = row[order]
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
