@@ -413,25 +413,28 @@ class _TokenSetBound:
     def _classes(keys: pa.Array, lengths: np.ndarray, unbounded: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Characters per class of each key (from its UTF-8 bytes: a-z and the space are
-        one byte, never part of another character), and ``unbounded`` with the keys
-        that hold more than 255 of a class."""
+        one byte, never part of another character; every other byte is counted in the
+        last class, then that class set to the key's other characters), and
+        ``unbounded`` with the keys longer than 255 characters (a class could overflow)."""
         n = len(keys)
         keys = keys.cast(pa.string())
         _, offsets_buffer, data_buffer = keys.buffers()
         offsets = np.frombuffer(offsets_buffer, np.int32)[keys.offset:keys.offset + n + 1]
         data = np.frombuffer(data_buffer, np.uint8)[offsets[0]:offsets[-1]] \
             if data_buffer is not None else np.empty(0, np.uint8)
-        byte_class = np.full(256, -1, np.int64)
+        other = _BOUND_CLASSES - 1
+        byte_class = np.full(256, other, np.int64)
         byte_class[ord("a"):ord("z") + 1] = np.arange(26)
         byte_class[ord(" ")] = 26
-        cls_of = byte_class[data]
-        owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-        simple = cls_of >= 0
-        counts = np.bincount(owner[simple] * _BOUND_CLASSES + cls_of[simple],
+        byte_lengths = np.diff(offsets).astype(np.int64)
+        owner = np.repeat(np.arange(0, n * _BOUND_CLASSES, _BOUND_CLASSES, dtype=np.int64),
+                          byte_lengths)
+        counts = np.bincount(owner + byte_class[data],
                              minlength=n * _BOUND_CLASSES).reshape(n, _BOUND_CLASSES)
-        counts[:, _BOUND_CLASSES - 1] = np.asarray(lengths, np.int64) \
-            - counts[:, :_BOUND_CLASSES - 1].sum(axis=1)
-        return np.minimum(counts, 255).astype(np.uint8), unbounded | (counts > 255).any(axis=1)
+        lengths = np.asarray(lengths, np.int64)
+        # other characters = characters - (bytes - other bytes)
+        counts[:, other] = lengths - (byte_lengths - counts[:, other])
+        return counts.astype(np.uint8), unbounded | (lengths > 255)
 
     def may_reach(self, left: np.ndarray, right: np.ndarray, threshold: float,
                   step: int = 1 << 18) -> np.ndarray:
