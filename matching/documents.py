@@ -110,6 +110,13 @@ def _character_counts(values: pa.Array) -> np.ndarray:
     return counts
 
 
+def character_counts(values: ArrayLike) -> np.ndarray:
+    """The character counts :func:`compare_documents` filters pairs with (``(11, n)``),
+    for a column of candidates' numbers made once and handed to several comparisons
+    (``target_counts``)."""
+    return _character_counts(as_string_array(values))
+
+
 def _edit_level(written: pa.Array, written_at: np.ndarray, target: pa.Array,
                 target_at: np.ndarray, counts: dict[int, np.ndarray] | None = None
                 ) -> np.ndarray:
@@ -178,6 +185,7 @@ def compare_documents(
     *,
     rows: np.ndarray | None = None,
     citizens: np.ndarray | None = None,
+    target_counts: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Per (row, candidate) pair: the :class:`DocLevel` of the number the row carries.
 
@@ -188,6 +196,9 @@ def compare_documents(
     (the row's side is then prepared once per row, not once per candidate);
     ``citizens``: the pairs' candidates, when ``citizen_id``/``legacy_id`` are given once
     per candidate. Either way each value is prepared once and the pairs gather integers.
+    ``target_counts``: :func:`character_counts` of ``citizen_id`` and ``legacy_id``, when
+    the caller already has them (a search task counts its citizens once, not once per
+    batch of searched rows).
     """
     number = as_string_array(id_number)
     issue = as_string_array(id_issue)
@@ -211,6 +222,10 @@ def compare_documents(
 
     level = np.zeros(n, dtype=np.int8)
     counts: dict[int, np.ndarray] = {}  # each array's character counts, made once
+    if target_counts is not None:
+        if not all(c.shape == (11, len(cid)) for c in target_counts):
+            raise ValueError("target_counts must count citizen_id and legacy_id")
+        counts[id(cid)], counts[id(legacy)] = target_counts
     for form in (written, as_sent):
         for target in (cid, legacy):
             level = np.maximum(level, _edit_level(form, rows, target, citizens, counts))

@@ -353,6 +353,133 @@ def _pairwise(left: np.ndarray, right: np.ndarray, scorer: object, **kwargs: obj
     return process.cpdist(left.tolist(), right.tolist(), scorer=scorer, workers=-1, **kwargs)
 
 
+# Words per name the token-set bound compares (a name with more is always scored).
+_BOUND_WORDS = 8
+# Character classes the token-set bound counts: a-z, the space, anything else.
+_BOUND_CLASSES = 28
+
+
+@dataclass(frozen=True)
+class _TokenSetBound:
+    """What bounds rapidfuzz ``token_set_ratio`` of two name keys from above, per key:
+    its words as integer codes (padded, ``-1``), their lengths, its length and how many
+    of each character class it holds.
+
+    With A, B the keys' word sets, I their common words, s the length of I joined by
+    spaces and X, Y the keys' lengths (A and B joined), the ratio is the largest of
+    2·LCS/(X+Y) (rapidfuzz compares "I A-I" with "I B-I", which hold A's and B's
+    characters) and, when I is not empty, 2s/(s+X) and 2s/(s+Y) (100 when one set holds
+    the other). The LCS is at most the characters the keys have in common, counted per
+    class, so the bound is exact: a pair under it is under the threshold. A key with a
+    repeated word (its word set is shorter than the key), more than ``_BOUND_WORDS``
+    words or more than 255 characters of a class is never bounded (always scored)."""
+
+    words: np.ndarray  # (keys, widest key's words) int32 codes, -1 past the last word
+    word_lengths: np.ndarray  # (keys, widest key's words) int32, 0 past the last word
+    length: np.ndarray  # int64 characters of the key
+    classes: np.ndarray  # (keys, _BOUND_CLASSES) uint8 characters per class
+    unbounded: np.ndarray  # bool: always scored
+
+    @classmethod
+    def of(cls, keys: pa.Array, lengths: np.ndarray) -> _TokenSetBound:
+        """The bound's parts of non-null name keys (``lengths``: their lengths)."""
+        n = len(keys)
+        lists = pc.split_pattern(keys, " ")
+        owner = np.asarray(pc.list_parent_indices(lists), np.int64)
+        encoded = pc.dictionary_encode(pc.list_flatten(lists))
+        code = np.asarray(encoded.indices, np.int64)
+        code_length = np.asarray(pc.utf8_length(encoded.dictionary), np.int64)
+        count = np.bincount(owner, minlength=n)
+        first = np.concatenate([[0], np.cumsum(count)[:-1]])
+        slot = np.arange(len(owner)) - first[owner]
+        fits = slot < _BOUND_WORDS
+        words = np.full((n, _BOUND_WORDS), -1, np.int32)
+        words[owner[fits], slot[fits]] = code[fits]
+        word_lengths = np.zeros((n, _BOUND_WORDS), np.int32)
+        word_lengths[owner[fits], slot[fits]] = code_length[code[fits]]
+        unbounded = (count > _BOUND_WORDS) | (count == 0)
+        width = int(min(count.max(initial=1), _BOUND_WORDS))
+        words, word_lengths = words[:, :width], word_lengths[:, :width]
+        # A repeated word: two equal codes in one key (compared slot by slot).
+        for i in range(1, width):
+            for j in range(i):
+                unbounded |= (words[:, i] >= 0) & (words[:, i] == words[:, j])
+        classes, unbounded = cls._classes(keys, lengths, unbounded)
+        return cls(words=words, word_lengths=word_lengths,
+                   length=np.asarray(lengths, np.int64), classes=classes,
+                   unbounded=unbounded)
+
+    @staticmethod
+    def _classes(keys: pa.Array, lengths: np.ndarray, unbounded: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Characters per class of each key (from its UTF-8 bytes: a-z and the space are
+        one byte, never part of another character; every other byte is counted in the
+        last class, then that class set to the key's other characters), and
+        ``unbounded`` with the keys longer than 255 characters (a class could overflow)."""
+        n = len(keys)
+        keys = keys.cast(pa.string())
+        _, offsets_buffer, data_buffer = keys.buffers()
+        offsets = np.frombuffer(offsets_buffer, np.int32)[keys.offset:keys.offset + n + 1]
+        data = np.frombuffer(data_buffer, np.uint8)[offsets[0]:offsets[-1]] \
+            if data_buffer is not None else np.empty(0, np.uint8)
+        other = _BOUND_CLASSES - 1
+        byte_class = np.full(256, other, np.int64)
+        byte_class[ord("a"):ord("z") + 1] = np.arange(26)
+        byte_class[ord(" ")] = 26
+        byte_lengths = np.diff(offsets).astype(np.int64)
+        owner = np.repeat(np.arange(0, n * _BOUND_CLASSES, _BOUND_CLASSES, dtype=np.int64),
+                          byte_lengths)
+        counts = np.bincount(owner + byte_class[data],
+                             minlength=n * _BOUND_CLASSES).reshape(n, _BOUND_CLASSES)
+        lengths = np.asarray(lengths, np.int64)
+        # other characters = characters - (bytes - other bytes)
+        counts[:, other] = lengths - (byte_lengths - counts[:, other])
+        return counts.astype(np.uint8), unbounded | (lengths > 255)
+
+    def may_reach(self, left: np.ndarray, right: np.ndarray, threshold: float,
+                  step: int = 1 << 18) -> np.ndarray:
+        """Per pair of keys (``left[i]``, ``right[i]``): whether its token-set ratio may be
+        ``threshold`` or more (False: it is less). ``step`` pairs at a time (memory)."""
+        out = np.ones(len(left), dtype=bool)
+        for start in range(0, len(left), step):
+            lo, hi = start, min(start + step, len(left))
+            out[lo:hi] = self._may_reach(left[lo:hi], right[lo:hi], threshold)
+        return out
+
+    def _may_reach(self, left: np.ndarray, right: np.ndarray, threshold: float
+                   ) -> np.ndarray:
+        # (Slack for rounding: the bound only decides which pairs rapidfuzz scores.)
+        floor = threshold - 1e-6
+        x, y = self.length[left], self.length[right]
+        shortest = np.minimum(x, y)
+        # 2s/(s+min(X, Y)), from the words in common.
+        width = self.words.shape[1]
+        lw, rw = self.words[left], self.words[right]
+        common = np.zeros(len(left), np.int64)  # words in common
+        common_length = np.zeros(len(left), np.int64)  # their characters
+        for j in range(width):
+            word = lw[:, j]
+            shared = word == rw[:, 0]
+            for k in range(1, width):
+                shared |= word == rw[:, k]
+            shared &= word >= 0
+            common += shared
+            common_length += np.where(shared, self.word_lengths[left, j], 0)
+        sect = common_length + np.maximum(common - 1, 0)  # I joined by spaces
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reach = ~(np.where(common > 0, 200.0 * sect / (sect + shortest), 0.0) < floor)
+            # 2·LCS/(X+Y): the LCS is at most the shorter key, then at most the
+            # characters in common (counted only where the lengths leave it open).
+            open_ = ~reach & ~(200.0 * shortest / (x + y) < floor)
+        at = np.flatnonzero(open_)
+        if at.size:
+            in_common = np.minimum(self.classes[left[at]], self.classes[right[at]]) \
+                .sum(axis=1, dtype=np.int64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                reach[at] = ~(200.0 * in_common / (x[at] + y[at]) < floor)
+        return reach | self.unbounded[left] | self.unbounded[right]
+
+
 def compare_names(left: StringColumn, right: StringColumn,
                   settings: NameComparisonSettings | None = None, *,
                   with_score: bool = True) -> NameComparison:
@@ -463,7 +590,10 @@ def _compare_codes(names: pa.Array, li: np.ndarray, ri: np.ndarray,
         # Rows of [keys; keys with Văn/Thị kept]: the kept form where the pair conflicts.
         lv = li[measure] + n_names * conflict[measure]
         rv = ri[measure] + n_names * conflict[measure]
-        pairs, back = np.unique(lv * (2 * n_names) + rv, return_inverse=True)
+        # Distinct pairs by hashing, not sorting (their order does not matter).
+        encoded = pc.dictionary_encode(pa.array(lv * (2 * n_names) + rv, pa.int64()))
+        pairs = np.asarray(encoded.dictionary.to_numpy(), np.int64)
+        back = np.asarray(encoded.indices.to_numpy(), np.int64)
         lv, rv = pairs // (2 * n_names), pairs % (2 * n_names)
         # Each key's text once per name some measured pair refers to (in a linked shard
         # most names face their own and are never measured), gathered per distinct pair:
@@ -505,8 +635,15 @@ def _compare_codes(names: pa.Array, li: np.ndarray, ri: np.ndarray,
             pair_score = np.full(len(pairs), np.nan)
         # PARTIAL only decides where no stronger level holds: a pair within the typo
         # cutoff is ONE_TYPO whatever its token-set score, so it is not scored.
+        # Most of the others are far below the threshold, which the words and letters
+        # they share already show (exact: _TokenSetBound); only the rest are scored.
         pair_token_set = np.full(len(pairs), 100.0)
         apart = np.flatnonzero(pair_distance > cutoff)
+        if apart.size:
+            bound = _TokenSetBound.of(canonical_array, lengths)
+            reach = bound.may_reach(lv[apart], rv[apart], settings.partial_threshold)
+            pair_token_set[apart[~reach]] = 0.0
+            apart = apart[reach]
         if apart.size:
             pair_token_set[apart] = _pairwise(l_canon[apart], r_canon[apart],
                                               fuzz.token_set_ratio, dtype=np.float64)

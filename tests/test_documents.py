@@ -110,3 +110,23 @@ def test_pairs_by_index_compare_as_the_pairs_written_out() -> None:
                                     [legacies[c] for c in citizens])
     assert (by_index == written_out).all()
     assert len(set(by_index.tolist())) >= 6
+
+
+def test_counts_made_once_give_the_same_levels() -> None:
+    """``target_counts`` (a search task's citizens counted once, taken per batch) give the
+    levels counted per call; counts of another column are refused."""
+    from matching.documents import character_counts
+
+    numbers = ["079084000991", "O79O84000991", "123456780", "07908400099", None, "A1"]
+    issues = [None, None, None, "LEADING_ZERO_RESTORED", None, None]
+    cids = pa.array([CID, "079084000919", None, "079184000991"])
+    legacies = pa.array([None, "123456780", "12345678", None])
+    rows, citizens = np.repeat(np.arange(6), 4), np.tile(np.arange(4), 6)
+    counted = (character_counts(cids), character_counts(legacies))
+    given = compare_documents(numbers, issues, cids, legacies, rows=rows, citizens=citizens,
+                              target_counts=counted)
+    assert given.tolist() == compare_documents(numbers, issues, cids, legacies, rows=rows,
+                                               citizens=citizens).tolist()
+    with pytest.raises(ValueError, match="target_counts"):
+        compare_documents(numbers, issues, cids, legacies, rows=rows, citizens=citizens,
+                          target_counts=(counted[0][:, :2], counted[1]))

@@ -341,3 +341,38 @@ def test_names_keyed_in_one_call_or_many_get_the_same_levels() -> None:
         alone = compare_names(pa.array([a], pa.string()), pa.array([b], pa.string()))
         assert alone.level[0] == together.level[i], (a, b)
         assert np.array_equal(alone.score, together.score[i:i + 1], equal_nan=True), (a, b)
+
+
+# Keys as the token-set bound meets them: repeated words, subsets, other scripts, long.
+bound_words = st.sampled_from(["an", "anh", "nguyen", "nguyan", "thi", "van", "hoa", "hoang",
+                               "hoan", "le", "ngoc", "ngọc", "đ", "明", "a", "aaaaaaaaaa"])
+bound_keys = st.lists(bound_words, min_size=1, max_size=10).map(" ".join)
+
+
+@given(st.lists(st.tuples(bound_keys, bound_keys), min_size=1, max_size=40),
+       st.sampled_from([0.0, 50.0, 80.0, 90.0, 95.0, 100.0]))
+@PROPERTY
+def test_the_token_set_bound_never_drops_a_pair_that_reaches_the_threshold(
+        pairs: list[tuple[str, str]], threshold: float) -> None:
+    """``_TokenSetBound``: a pair it rules out scores under the threshold in rapidfuzz."""
+    from rapidfuzz import fuzz
+
+    from matching.names import _lengths, _TokenSetBound
+
+    keys = pa.array([k for pair in pairs for k in pair])
+    left, right = np.arange(0, len(keys), 2), np.arange(1, len(keys), 2)
+    reach = _TokenSetBound.of(keys, _lengths(keys)).may_reach(left, right, threshold, step=7)
+    scores = np.array([fuzz.token_set_ratio(a, b) for a, b in pairs])
+    assert reach[scores >= threshold].all()
+
+
+def test_the_token_set_bound_rules_out_names_far_apart() -> None:
+    from matching.names import _lengths, _TokenSetBound
+
+    keys = pa.array(["an nguyen van", "binh tran", "an nguyen", "an le nguyen", "an an nguyen",
+                     "hoa pham thi", "hoa pham thu"])
+    bound = _TokenSetBound.of(keys, _lengths(keys))
+    reach = bound.may_reach(np.array([0, 0, 0, 4, 5]), np.array([1, 2, 3, 3, 6]), 90.0)
+    # unrelated; a subset (100); few words and letters in common; a repeated word (never
+    # bounded); one word apart but close in letters (2·LCS/(X+Y) may reach 90%)
+    assert reach.tolist() == [False, True, False, True, True]

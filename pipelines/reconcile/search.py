@@ -70,7 +70,7 @@ from matching.compare import (
     compare_dates_of_birth_at,
     compare_genders_at,
 )
-from matching.documents import DocLevel, compare_documents
+from matching.documents import DocLevel, character_counts, compare_documents
 from matching.model import (
     HistoryLevel,
     MatchModel,
@@ -318,11 +318,27 @@ def _candidates_of(citizen: np.ndarray, n_citizens: int) -> tuple[np.ndarray, np
     return distinct, position[citizen]
 
 
+@dataclass(frozen=True)
+class CitizenSide:
+    """What the comparisons need of a registry table's citizens that depends on them
+    alone, made once per search task (not once per batch of searched rows): the
+    character counts of their numbers (:func:`matching.documents.character_counts`)."""
+
+    citizen_id_counts: np.ndarray  # (11, citizens)
+    legacy_id_counts: np.ndarray
+
+    @classmethod
+    def of(cls, citizens: pa.Table) -> CitizenSide:
+        return cls(character_counts(citizens["citizen_id"]),
+                   character_counts(citizens["legacy_id"]))
+
+
 def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
-            settings: MatchingSettings) -> PairLevels:
+            settings: MatchingSettings, side: CitizenSide | None = None) -> PairLevels:
     """Every field's level of each pair. Each side's values are read once per searched
     row and once per candidate citizen, and the pairs gather integers: taking a pair's
-    strings from both sides and reading them again cost more than comparing them."""
+    strings from both sides and reading them again cost more than comparing them
+    (``side``: the shard's :class:`CitizenSide`, when made already)."""
     row, cit = pairs.row, pairs.citizen
     distinct, at = _candidates_of(cit, shard.num_rows)
     cand = shard.select(["full_name", "date_of_birth", "dob_precision", "gender",
@@ -336,7 +352,10 @@ def _levels(searched: pa.Table, shard: pa.Table, pairs: CandidatePairs,
     doc = compare_documents(searched["id_number"].combine_chunks(),
                             searched["id_issue"].combine_chunks(),
                             cand["citizen_id"].combine_chunks(),
-                            cand["legacy_id"].combine_chunks(), rows=row, citizens=at)
+                            cand["legacy_id"].combine_chunks(), rows=row, citizens=at,
+                            target_counts=None if side is None else
+                            (side.citizen_id_counts[:, distinct],
+                             side.legacy_id_counts[:, distinct]))
     # The number's previous holder: only the pairs of rows that have one are compared.
     history = np.full(len(row), int(HistoryLevel.MISSING), dtype=np.int8)
     held = np.flatnonzero(as_bool_mask(pc.is_valid(searched["previous_holder"]))[row])
@@ -489,20 +508,21 @@ def _ranked(row: np.ndarray, weight: np.ndarray, registry_row: np.ndarray,
     """The order of entries best first within each row (equal weights: the earlier
     citizen in the source registry), and each entry's rank within its row then.
 
-    What ``np.lexsort((registry_row, -weight, row))`` gives, in two stable integer sorts
-    (lexsort on a float key took most of ``choose_candidates``): by citizen, then by
-    (row, rank of the weight). ``in_registry_order``: the entries of each row already
-    come in ascending ``registry_row`` (a shard's pairs, sorted by row and citizen, when
-    the shard keeps the source order): the first sort is then skipped."""
+    What ``np.lexsort((registry_row, -weight, row))`` gives, in stable sorts from the
+    least to the most significant key: by citizen, by weight, by row (lexsort, or a
+    rank of the weights through ``np.unique``, sorted the floats with an unstable sort
+    that took most of the ranking; a stable sort of weights that repeat a great deal is
+    several times faster). ``in_registry_order``: the entries of each row already come
+    in ascending ``registry_row`` (a shard's pairs, sorted by row and citizen, when the
+    shard keeps the source order): the first sort is then skipped."""
     if not len(row):
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    _, weight_rank = np.unique(-weight, return_inverse=True)
-    key = (row.astype(np.int64) << 32) | weight_rank.reshape(-1).astype(np.int64)
     if in_registry_order:
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(-weight, kind="stable")
     else:
-        by_citizen = np.argsort(registry_row, kind="stable")
-        order = by_citizen[np.argsort(key[by_citizen], kind="stable")]
+        order = np.argsort(registry_row, kind="stable")
+        order = order[np.argsort(-weight[order], kind="stable")]
+    order = order[np.argsort(row[order], kind="stable")]
     rows = row[order]
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
@@ -888,11 +908,11 @@ def route_search_batch(config: RunConfig, paths: RunPaths, batch: int) -> dict:
 
 
 def _routed_levels(searched: pa.Table, routes: pa.Table, citizens: pa.Table,
-                   index: RegistryIndex, settings: MatchingSettings
-                   ) -> Iterator[PairLevels]:
+                   index: RegistryIndex, settings: MatchingSettings,
+                   side: CitizenSide | None = None) -> Iterator[PairLevels]:
     """The pairs of a batch's rows routed to one partition (``searched``: those rows;
     ``routes``: their entries, ``row`` renumbered to them), with their levels, a chunk
-    of rows at a time."""
+    of rows at a time (``side``: the partition's :class:`CitizenSide`)."""
     inputs = _side_inputs(searched, settings)
     parts = blocking_parts(inputs["full_name"], inputs["date_of_birth"],
                            inputs["dob_precision"], inputs["id_birth_year"], inputs["id_sex"])
@@ -909,19 +929,23 @@ def _routed_levels(searched: pa.Table, routes: pa.Table, citizens: pa.Table,
         pairs = plan.pairs(start, stop)
         pairs = CandidatePairs(pairs.row + start, pairs.citizen, pairs.id_level)
         if pairs.row.size:
-            yield _levels(searched, citizens, pairs, settings)
+            yield _levels(searched, citizens, pairs, settings, side)
 
 
 def search_routed(searched: pa.Table, routes: pa.Table, citizens: pa.Table,
                   index: RegistryIndex, model: MatchModel, settings: MatchingSettings,
-                  statistics: RegistryStatistics) -> Iterator[pa.Table]:
+                  statistics: RegistryStatistics, side: CitizenSide | None = None
+                  ) -> Iterator[pa.Table]:
     """The candidates of searched rows within one partition of the registry's search
     layout (``citizens``: :func:`registry_search_table` of it, in registry order;
     ``index``: its index; ``routes``: the rows' entries for it from
     :func:`batch_routes`, ``row`` numbering ``searched``), scored: :data:`PART_SCHEMA`
-    tables, a chunk of rows at a time, in row order."""
+    tables, a chunk of rows at a time, in row order. ``side``: the partition's
+    :class:`CitizenSide` (made here if None; a task searching several batches makes it
+    once)."""
     registry_row, in_order = _registry_rows(citizens)
-    for found in _routed_levels(searched, routes, citizens, index, settings):
+    side = side or CitizenSide.of(citizens)
+    for found in _routed_levels(searched, routes, citizens, index, settings, side):
         yield _scored(found, searched, citizens, model, settings, statistics, registry_row,
                       in_order)
 
@@ -944,6 +968,7 @@ def search_partition(config: RunConfig, paths: RunPaths, partition: int) -> dict
             citizens = registry_search_table(
                 pq.read_table(snapshot.search_citizens(partition)))
             index = snapshot.search_index(partition)
+            side = CitizenSide.of(citizens)
             for b in range(plan["batches"]):
                 routes = pq.read_table(paths.search_routes(b),
                                        filters=pc.field("partition") == partition)
@@ -956,7 +981,7 @@ def search_partition(config: RunConfig, paths: RunPaths, partition: int) -> dict
                 searched_rows_total += len(rows)
                 offset = b * plan["batch_rows"]
                 for part in search_routed(searched, routes, citizens, index, model,
-                                          config.matching, snapshot.statistics):
+                                          config.matching, snapshot.statistics, side):
                     at = _np(part["row"], 0, np.int64)
                     part = part.set_column(0, "row", pa.array(offset + rows[at], pa.int64()))
                     with_candidates += part.num_rows
