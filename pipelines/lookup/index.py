@@ -265,21 +265,27 @@ def _previous(reader: IndexReader) -> dict[str, str] | None:
 
 
 def build_index(results: RunResults, run_date: str, store: Store, *,
-                results_digest: str = "", **settings: int | Path | None) -> dict:
+                records_per_bucket: int = 16, partition_rows: int = 1_000_000,
+                keep_unseen_days: int = 365, work_dir: Path | None = None,
+                batch_rows: int = 131_072, results_digest: str = "") -> dict:
     """Build the index of ``results`` (run ``run_date``) merged with the current one, and
     swap it in (any pending build is dropped). Returns counts (no citizen data).
-    ``settings``: records_per_bucket, partition_rows, keep_unseen_days, work_dir,
-    batch_rows."""
-    return _locked_build(results, run_date, store, None, results_digest, **settings)
+    ``results_digest``: recorded in its meta (``results``), as a pending build's is."""
+    return _locked_build(results, run_date, store, None, results_digest, records_per_bucket,
+                         partition_rows, keep_unseen_days, work_dir, batch_rows)
 
 
 def stage_index(results: RunResults, run_date: str, store: Store, *,
-                results_digest: str = "", **settings: int | Path | None) -> dict:
+                records_per_bucket: int = 16, partition_rows: int = 1_000_000,
+                keep_unseen_days: int = 365, work_dir: Path | None = None,
+                batch_rows: int = 131_072, results_digest: str = "") -> dict:
     """Build the index of ``results`` (run ``run_date``, not published yet) merged with
     the current one, exactly as ``build_index`` would, but leave it pending: ``swap_staged``
     swaps it in once the run is published and if the index it was merged with is still
     the current one. Any earlier pending build is dropped. Returns counts."""
-    return _locked_build(results, run_date, store, run_date, results_digest, **settings)
+    return _locked_build(results, run_date, store, run_date, results_digest,
+                         records_per_bucket, partition_rows, keep_unseen_days, work_dir,
+                         batch_rows)
 
 
 def swap_staged(run_date: str, store: Store, results_digest: str, *,
@@ -337,9 +343,8 @@ def _generation(reader: IndexReader) -> str:
 
 
 def _locked_build(results: RunResults, run_date: str, store: Store, pending: str | None,
-                  results_digest: str, *, records_per_bucket: int = 16,
-                  partition_rows: int = 1_000_000, keep_unseen_days: int = 365,
-                  work_dir: Path | None = None, batch_rows: int = 131_072) -> dict:
+                  results_digest: str, records_per_bucket: int, partition_rows: int,
+                  keep_unseen_days: int, work_dir: Path | None, batch_rows: int) -> dict:
     """The build, under ``build_lock``: swapped in, or left pending for run ``pending``."""
     started = time.perf_counter()
     work_root = _work_root(store, work_dir)
