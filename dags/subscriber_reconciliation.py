@@ -95,12 +95,13 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | `flag_shard` | flags one shard, applies decisions, writes its results | per shard |
 | `review_queue` | writes the review queue from every shard's queued rows | once |
 | `gate_results` | validates the results, shard by shard; fails = nothing is published | once |
+| `lookup_stage` | builds the run's look-up index from the results, pending until published | once |
 | `corrections` | writes one telco's delivery (list, workbook, resend), streamed | per telco |
 | `gate_corrections` | validates one telco's list; a failing list is withdrawn | per telco |
 | `report` | writes `summary.json` and `report.html` from the shards' aggregates | once |
 | `approve` | compliance approves publishing (human-in-the-loop; auto for the demo) | once |
 | `publish` | publishes the engineer-only folder, then the run with its manifest; delivers | once |
-| `lookup_index` | indexes the run for the look-up service, settles verification requests | once |
+| `lookup_index` | swaps the pending index in (or builds it), settles verification requests | once |
 | `check` | fails the run if any telco could not be processed | once |
 
 `ingest`, `normalise`, `partition` and `gate_export` are mapped over the telcos in
@@ -395,6 +396,15 @@ def publish() -> dict:
     return _run("publish", publish_run)
 
 
+# Beside the lists and the report: the run's look-up index, built from the gated results
+# and left pending (never live before publish; never fails the run, see the stage).
+@task
+def lookup_stage() -> dict:
+    from pipelines.stages import stage_lookup_index
+
+    return _run("lookup_stage", stage_lookup_index)
+
+
 @task
 def lookup_index() -> dict:
     from pipelines.stages import refresh_lookup_index
@@ -448,7 +458,10 @@ def subscriber_reconciliation() -> None:
     lists = corrections.expand(telco=telcos)
     queued >> lists
     checked = gate_corrections.expand(telco=telcos)
-    gated >> lists >> checked >> report() >> approve() >> publish() >> lookup_index() >> check()
+    published, staged = publish(), lookup_stage()
+    gated >> lists >> checked >> report() >> approve() >> published
+    gated >> staged  # beside the lists and the report; swapped in after publish
+    [published, staged] >> lookup_index() >> check()
 
 
 subscriber_reconciliation()

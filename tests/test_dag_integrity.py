@@ -48,6 +48,7 @@ EXPECTED_TASKS = {
     "report",
     "approve",
     "publish",
+    "lookup_stage",
     "lookup_index",
     "check",
 }
@@ -144,8 +145,10 @@ def test_dependencies(dag):
     # Compliance approves (human-in-the-loop) between the report and publishing.
     assert upstream["approve"] == {"report"}
     assert upstream["publish"] == {"approve"}
-    # The look-up index is refreshed from the published run (issue 13), before the check.
-    assert upstream["lookup_index"] == {"publish"}
+    # The look-up index (issue 13) is built from the gated results beside the lists and the
+    # report, left pending, and swapped in once the run is published, before the check.
+    assert upstream["lookup_stage"] == {"gate_results"}
+    assert upstream["lookup_index"] == {"publish", "lookup_stage"}
     assert upstream["check"] == {"lookup_index"}
     assert [t.task_id for t in dag.leaves] == ["check"]
 
@@ -310,6 +313,7 @@ def test_dag_calls_existing_stage_functions():
         "gate_corrections",
         "build_report",
         "publish_run",
+        "stage_lookup_index",
         "refresh_lookup_index",
         "check_run",
         "prepare_registry",

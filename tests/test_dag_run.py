@@ -31,7 +31,7 @@ TELCOS = {"mobifone", "viettel", "vinaphone"}
 STAGE_TASKS = ("plan", "gate_registry", "plan_shards", "collect_searched", "plan_search",
                "choose_candidates",
                "spanning_flags", "review_queue", "gate_results", "report", "approve", "publish",
-               "lookup_index", "check")
+               "lookup_stage", "lookup_index", "check")
 TELCO_TASKS = ("ingest", "normalise", "partition", "gate_export")
 DELIVERY_TASKS = ("corrections", "gate_corrections")  # mapped over every planned telco
 SHARDS = 3  # of the snapshot the refresh DAG prepares for the daily run
@@ -228,6 +228,8 @@ def test_daily_run_processes_every_telco(airflow_home: Path, refreshed: Path,
         "the per-telco tasks run once per telco, the per-shard ones once per shard"
     assert {k: s for k, s in states.items() if s != "success"} == {}
     assert xcom(airflow_home, run_date, "gate_registry")["prepared"] is False
+    # The look-up index built beside the lists and the report was swapped in after publish.
+    assert xcom(airflow_home, run_date, "lookup_index")["staged"] is True
     assert not (tmp_path / "runs-private" / "registry").exists(), "the run prepared nothing itself"
 
     cli = tmp_path / "cli"

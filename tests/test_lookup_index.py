@@ -9,7 +9,9 @@ never see a half-built index. The audit log's chain survives concurrent writers 
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import sqlite3
 import string
 import threading
@@ -28,8 +30,14 @@ import yaml
 from benchmarks.lookup_results import RESULTS_SCHEMA, write_results
 from pipelines.cli import main
 from pipelines.lookup import audit, keys, service_store
-from pipelines.lookup.index import build_index, find_document, find_number
-from pipelines.lookup.store import IndexReader
+from pipelines.lookup.index import (
+    build_index,
+    find_document,
+    find_number,
+    stage_index,
+    swap_staged,
+)
+from pipelines.lookup.store import IndexReader, pending_file
 from pipelines.results.dataset import RunResults, part_path
 from pipelines.stages import run_all
 
@@ -177,6 +185,155 @@ def test_readers_never_see_a_half_built_index(tmp_path: Path) -> None:
         thread.join()
     assert problems == []
     assert len(seen) >= 2  # the readers went on through the swaps
+
+
+# --- the pending build: built before publish, swapped in after --------------------------
+
+_TIMED = {"generation", "built_at", "pass1_ms", "pass2_ms", "pass3_ms"}
+
+
+def _dump(store: Path) -> tuple[dict, list, list]:
+    """An SQLite index's meta (what does not depend on when it was built) and tables."""
+    with sqlite3.connect(store) as db:
+        meta = {k: v for k, v in db.execute("SELECT name, value FROM lookup_meta")
+                if k not in _TIMED}
+        return meta, *(db.execute(f"SELECT bucket, records FROM {t} ORDER BY bucket")
+                       .fetchall() for t in ("lookup_numbers", "lookup_documents"))
+
+
+def test_a_pending_build_swapped_in_is_the_full_build(tmp_path: Path) -> None:
+    write_results(tmp_path / "a", 3000, shards=2, seed=1)
+    day1 = RunResults(tmp_path / "a").read()
+    day2 = _results_dir(tmp_path, "r2", day1.slice(100))
+    staged, built = tmp_path / "s" / "index.sqlite", tmp_path / "b" / "index.sqlite"
+    settings = {"keep_unseen_days": 10, "partition_rows": 1000, "records_per_bucket": 4}
+    build_index(_results_dir(tmp_path, "r1", day1), "2026-01-01", staged, **settings)
+    built.parent.mkdir(mode=0o700)
+    shutil.copyfile(staged, built)  # the same generation under both
+    before = _dump(staged)
+
+    counts = stage_index(day2, "2026-01-05", staged, results_digest="d2", **settings)
+    pending = pending_file(staged, "2026-01-05")
+    assert pending.name == "index.2026-01-05.pending.sqlite"
+    assert pending.stat().st_mode & 0o777 == 0o600
+    assert _dump(staged) == before, "a pending build is not live"
+    swapped = swap_staged("2026-01-05", staged, "d2")
+    assert swapped is not None and swapped["staged"] is True
+    assert swapped["subscriptions"] == counts["subscriptions"] == 3000
+    assert not pending.exists()
+
+    assert swap_staged("2026-01-05", built, "d2") is None  # nothing pending: build in full
+    build_index(day2, "2026-01-05", built, results_digest="d2", **settings)
+    assert _dump(staged) == _dump(built)
+    assert staged.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_stale_pending_build_is_dropped_not_swapped(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    write_results(tmp_path / "a", 2000, shards=1, seed=4)
+    results = RunResults(tmp_path / "a")
+    store, other = tmp_path / "index.sqlite", tmp_path / "other" / "index.sqlite"
+    build_index(results, "2026-01-01", store)
+    stage_index(results, "2026-01-02", store, results_digest="d")
+    pending = pending_file(store, "2026-01-02")
+    kept = pending.read_bytes()
+    # Another run date, other results: not swapped, and dropped.
+    assert swap_staged("2026-01-03", store, "d") is None
+    assert pending.exists(), "another run's pending build is left for its own swap"
+    assert swap_staged("2026-01-02", store, "other results") is None
+    assert not pending.exists()
+    # The index changed after the pending build was merged with it: not swapped.
+    pending.write_bytes(kept)
+    build_index(results, "2026-01-01", other)
+    os.replace(other, store)  # a build that did not see the pending one
+    generation = IndexReader(store).meta(refresh=True)["generation"]
+    with caplog.at_level("INFO", logger="simrecon.lookup"):
+        assert swap_staged("2026-01-02", store, "d") is None
+    assert "the index changed since it was built" in caplog.text
+    assert not pending.exists()
+    assert IndexReader(store).meta(refresh=True)["generation"] == generation
+    # A full build drops a pending build (its run was never published).
+    stage_index(results, "2026-01-02", store, results_digest="d")
+    build_index(results, "2026-01-02", store)
+    assert not pending.exists()
+    assert swap_staged("2026-01-02", store, "d") is None
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """What publish does to the results: a manifest, the folder renamed into place."""
+    from pipelines.delivery.correction_lists import describe_outputs
+    from pipelines.storage.files import write_json
+
+    write_json({"files": describe_outputs(staging)}, staging / "manifest.json")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, final)
+
+
+def test_the_stages_swap_the_staged_index_or_build_it(tmp_path: Path) -> None:
+    from pipelines.stages import refresh_lookup_index, stage_lookup_index
+    from pipelines.storage.paths import RunPaths
+
+    config = write_config(tmp_path, lookup={"partition_rows": 1000})
+    runs = tmp_path / "runs"
+    store = runs / "lookup" / "index.sqlite"
+    day1, day2 = RunPaths(runs, "2026-01-01"), RunPaths(runs, "2026-01-02")
+    write_results(day1.staging, 2500, shards=2, seed=5)
+    write_results(day2.staging, 2500, shards=2, seed=6)
+    # No pending build (the run was published without it): built in full.
+    _publish(day1.staging, day1.final)
+    first = refresh_lookup_index(str(config), "2026-01-01")
+    assert first["staged"] is False and first["subscriptions"] == 2500
+    # Staged before publish (the results gate passed), swapped in after.
+    assert stage_lookup_index(str(config), "2026-01-02")["staged"] is True
+    assert pending_file(store, "2026-01-02").exists()
+    assert IndexReader(store).meta(refresh=True)["run_date"] == "2026-01-01"
+    _publish(day2.staging, day2.final)
+    second = refresh_lookup_index(str(config), "2026-01-02")
+    assert second["staged"] is True and not pending_file(store, "2026-01-02").exists()
+    assert IndexReader(store).meta(refresh=True)["run_date"] == "2026-01-02"
+    # The same as indexing the published runs one after the other.
+    other = tmp_path / "full" / "index.sqlite"
+    build_index(RunResults(day1.final), "2026-01-01", other, partition_rows=1000)
+    build_index(RunResults(day2.final), "2026-01-02", other, partition_rows=1000,
+                results_digest=IndexReader(store).meta(refresh=True)["results"])
+    ours, theirs = _dump(store), _dump(other)
+    ours[0].pop("merged_with"), theirs[0].pop("merged_with")
+    assert ours == theirs
+    # A run staged but never published (rejected): the pending build never goes live,
+    # and the next build drops it.
+    day3 = RunPaths(runs, "2026-01-03")
+    write_results(day3.staging, 100, shards=1, seed=7)
+    assert stage_lookup_index(str(config), "2026-01-03")["staged"] is True
+    assert IndexReader(store).meta(refresh=True)["run_date"] == "2026-01-02"
+    assert refresh_lookup_index(str(config), "2026-01-02")["staged"] is False
+    assert not pending_file(store, "2026-01-03").exists()
+    # A stage that cannot build does not fail the run: the swap step builds in full.
+    assert stage_lookup_index(str(config), "2026-01-04") == {"run_date": "2026-01-04",
+                                                             "staged": False}
+
+
+def test_a_pending_build_on_postgres(postgres_server: str, tmp_path: Path) -> None:
+    url = new_database(postgres_server, f"p_{uuid.uuid4().hex[:10]}")
+    write_results(tmp_path / "a", 3000, shards=2, seed=8)
+    results = RunResults(tmp_path / "a")
+    settings = {"partition_rows": 1000, "records_per_bucket": 4, "work_dir": tmp_path}
+    build_index(results, "2026-11-28", url, **settings)
+    stage_index(results, "2026-11-29", url, results_digest="d", **settings)
+    assert IndexReader(url).meta(refresh=True)["run_date"] == "2026-11-28"
+    assert swap_staged("2026-11-30", url, "d", work_dir=tmp_path) is None  # another run
+    stage_index(results, "2026-11-29", url, results_digest="d", **settings)
+    assert swap_staged("2026-11-29", url, "d", work_dir=tmp_path)["staged"] is True
+    _check_against_results(url, results.read())
+    assert IndexReader(url).meta(refresh=True)["run_date"] == "2026-11-29"
+    stage_index(results, "2026-11-30", url, results_digest="d", **settings)
+    build_index(results, "2026-11-30", url, **settings)  # drops the pending build
+    assert swap_staged("2026-11-30", url, "d", work_dir=tmp_path) is None
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        tables = set(conn.execute(sa.text(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE 'lookup%'")).scalars())
+    engine.dispose()
+    assert tables == {"lookup_numbers", "lookup_documents", "lookup_meta"}
 
 
 def test_vectorised_and_single_key_hashes_agree() -> None:

@@ -63,7 +63,8 @@ def _last_modified(bucket: str) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_run_through_s3_publishes_what_a_local_run_does(s3, tmp_path: Path) -> None:
+def test_run_through_s3_publishes_what_a_local_run_does(
+        s3, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "local").mkdir()
     local = Path(run_all(str(same_review_key(write_config(tmp_path / "local"))),
                          RUN_DATE)["run_dir"])
@@ -74,8 +75,12 @@ def test_run_through_s3_publishes_what_a_local_run_does(s3, tmp_path: Path) -> N
         output_dir=f"s3://{BUCKET}/runs/", work_dir=str(tmp_path / "s3" / "work"),
         correction_cycle={"delivery": {"default": {"kind": "object",
                                                    "path": f"s3://{BUCKET}/outbox"}}})
-    outcome = run_all(str(same_review_key(config)), RUN_DATE)
+    with caplog.at_level("INFO", logger="simrecon.lookup"):
+        outcome = run_all(str(same_review_key(config)), RUN_DATE)
     assert outcome["failed_telcos"] == []
+    # The look-up index built from the staged results (in the bucket) was swapped in.
+    assert "pending build swapped in" in caplog.text
+    assert [p for p in s3.find(f"{BUCKET}/runs/lookup") if "pending" in p] == []
     prefix = f"{BUCKET}/runs/{RUN_DATE}"
     published = {p[len(prefix) + 1:] for p in s3.find(prefix)}
     listed = {e["path"] for e in json.loads((local / "manifest.json").read_text())["files"]}

@@ -52,7 +52,10 @@ from pipelines.lookup.store import (
     IndexWriter,
     Store,
     build_lock,
+    drop_pending,
+    pending_meta,
     sqlite_file,
+    swap_pending,
 )
 from pipelines.results.dataset import RunResults
 
@@ -264,16 +267,94 @@ def _previous(reader: IndexReader) -> dict[str, str] | None:
 def build_index(results: RunResults, run_date: str, store: Store, *,
                 records_per_bucket: int = 16, partition_rows: int = 1_000_000,
                 keep_unseen_days: int = 365, work_dir: Path | None = None,
-                batch_rows: int = 131_072) -> dict:
+                batch_rows: int = 131_072, results_digest: str = "") -> dict:
     """Build the index of ``results`` (run ``run_date``) merged with the current one, and
-    swap it in. Returns counts (no citizen data)."""
+    swap it in (any pending build is dropped). Returns counts (no citizen data).
+    ``results_digest``: recorded in its meta (``results``), as a pending build's is."""
+    return _locked_build(results, run_date, store, None, results_digest, records_per_bucket,
+                         partition_rows, keep_unseen_days, work_dir, batch_rows)
+
+
+def stage_index(results: RunResults, run_date: str, store: Store, *,
+                records_per_bucket: int = 16, partition_rows: int = 1_000_000,
+                keep_unseen_days: int = 365, work_dir: Path | None = None,
+                batch_rows: int = 131_072, results_digest: str = "") -> dict:
+    """Build the index of ``results`` (run ``run_date``, not published yet) merged with
+    the current one, exactly as ``build_index`` would, but leave it pending: ``swap_staged``
+    swaps it in once the run is published and if the index it was merged with is still
+    the current one. Any earlier pending build is dropped. Returns counts."""
+    return _locked_build(results, run_date, store, run_date, results_digest,
+                         records_per_bucket, partition_rows, keep_unseen_days, work_dir,
+                         batch_rows)
+
+
+def swap_staged(run_date: str, store: Store, results_digest: str, *,
+                work_dir: Path | None = None) -> dict | None:
+    """Swap in the build staged for run ``run_date`` if it is still what a build now would
+    give: staged for this run, from results whose digest is ``results_digest`` (the
+    published files'), merged with the index generation that is current now. Returns its
+    counts, or None (why logged) after dropping a stale one: then build in full."""
     started = time.perf_counter()
-    work_root = Path(work_dir or (sqlite_file(store) or Path(tempfile.gettempdir()) / "x")
-                     .parent)
-    with build_lock(store, work_root):
+    with build_lock(store, _work_root(store, work_dir)):
+        pending = pending_meta(store, run_date)
+        if pending is None:
+            log.info("lookup index %s: no pending build, building from the published run",
+                     run_date)
+            return None
         reader = IndexReader(store)
+        try:
+            current = _generation(reader)
+        finally:
+            reader.close()
+        why = ("it is for another run" if pending.get("run_date") != run_date
+               else "it was built with another format" if pending.get("format") != FORMAT
+               else "the index changed since it was built"
+               if pending.get("merged_with") != current
+               else "its results are not the published ones"
+               if pending.get("results") != results_digest else "")
+        if why:
+            drop_pending(store)
+            log.warning("lookup index %s: pending build dropped (%s), building from the "
+                        "published run", run_date, why)
+            return None
+        swap_pending(store, run_date)
+    counts = {k: int(pending[k]) for k in _COUNTS}
+    counts.update(seconds=round(time.perf_counter() - started, 2), run_date=run_date,
+                  bits=int(pending["bits"]), staged=True)
+    log.info("lookup index %s: pending build swapped in, %d subscriptions (%d carried from "
+             "earlier runs), %d document entries, %.2fs", run_date, counts["subscriptions"],
+             counts["carried"], counts["document_entries"], counts["seconds"])
+    return counts
+
+
+_COUNTS = ("subscriptions", "this_run", "carried", "without_number", "document_entries")
+
+
+def _work_root(store: Store, work_dir: Path | None) -> Path:
+    return Path(work_dir or (sqlite_file(store) or Path(tempfile.gettempdir()) / "x").parent)
+
+
+def _generation(reader: IndexReader) -> str:
+    """The generation of the current index (any format), "" when there is none."""
+    try:
+        return reader.meta(refresh=True).get("generation", "")
+    except IndexUnavailableError:
+        return ""
+
+
+def _locked_build(results: RunResults, run_date: str, store: Store, pending: str | None,
+                  results_digest: str, records_per_bucket: int, partition_rows: int,
+                  keep_unseen_days: int, work_dir: Path | None, batch_rows: int) -> dict:
+    """The build, under ``build_lock``: swapped in, or left pending for run ``pending``."""
+    started = time.perf_counter()
+    work_root = _work_root(store, work_dir)
+    with build_lock(store, work_root):
+        drop_pending(store)  # a build not swapped in (its run not published) or stale
+        reader = IndexReader(store)
+        merged_with = _generation(reader)
         previous = _previous(reader)
         if previous is not None and previous.get("run_date", "") > run_date:
+            reader.close()
             raise ValueError(f"the look-up index already holds run {previous['run_date']}, "
                              f"later than {run_date}: refusing to go back")
         # Mostly the same subscriptions as the previous index, plus the few that left.
@@ -286,10 +367,15 @@ def build_index(results: RunResults, run_date: str, store: Store, *,
         try:
             counts = _build(results, run_date, reader, previous, writer, folder, pbits, bits,
                             cutoff, batch_rows)
-            writer.publish({"format": FORMAT, "generation": uuid.uuid4().hex,
-                            "run_date": run_date, "bits": str(bits),
-                            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                            **{k: str(v) for k, v in counts.items()}})
+            meta = {"format": FORMAT, "generation": uuid.uuid4().hex,
+                    "run_date": run_date, "bits": str(bits), "merged_with": merged_with,
+                    "results": results_digest,
+                    "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    **{k: str(v) for k, v in counts.items()}}
+            if pending is None:
+                writer.publish(meta)
+            else:
+                writer.stage(meta, pending)
         except BaseException:
             writer.abort()
             raise
@@ -298,9 +384,10 @@ def build_index(results: RunResults, run_date: str, store: Store, *,
             shutil.rmtree(folder, ignore_errors=True)
     counts.update(seconds=round(time.perf_counter() - started, 2), run_date=run_date,
                   bits=bits, partitions=1 << pbits)
-    log.info("lookup index %s: %d subscriptions (%d carried from earlier runs), %d document "
-             "entries, %.1fs", run_date, counts["subscriptions"], counts["carried"],
-             counts["document_entries"], counts["seconds"])
+    log.info("lookup index %s%s: %d subscriptions (%d carried from earlier runs), %d "
+             "document entries, %.1fs", run_date, " (pending)" if pending else "",
+             counts["subscriptions"], counts["carried"], counts["document_entries"],
+             counts["seconds"])
     return counts
 
 

@@ -8,7 +8,10 @@ folder), a file path, ``sqlite:///…`` or ``postgresql://user@host/db`` (passwo
 The **index** is built whole into new tables and swapped in atomically, so a reader
 sees the previous index or the new one, never a part: on SQLite a new file renamed over
 the old (a reader that opened the old file finishes on it; every look-up opens the
-current file), on PostgreSQL ``…__next`` tables renamed in one transaction. Bulk
+current file), on PostgreSQL ``…__next`` tables renamed in one transaction. A build may
+also be left *pending* (``IndexWriter.stage``: a ``<name>.<run date>.pending.sqlite`` file
+beside the index, or the committed ``…__next`` tables) and swapped in later
+(``swap_pending``), once its run is published. Bulk
 loading uses what each database is fast at: ``executemany`` inside one transaction on
 sqlite3, ``COPY`` on PostgreSQL. Tables: ``lookup_numbers`` and ``lookup_documents``
 (``bucket`` → packed records, pipelines/lookup/records.py) and ``lookup_meta``.
@@ -154,26 +157,39 @@ class IndexWriter:
                 copy.write_row(row)
 
     def publish(self, meta: dict[str, str]) -> None:
+        """Swap the new tables in."""
         self.insert_meta(meta)
         if self.file is not None:
-            self._db.execute("COMMIT")
-            self._db.close()
-            os.chmod(self._tmp, 0o600)
-            fd = os.open(self._tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(self._tmp, self.file)
-            secure_file(self.file)
+            self._commit_file(self.file)
             return
         with self._db.transaction():
-            for table in INDEX_TABLES:
-                self._db.execute(f"DROP TABLE IF EXISTS {table}")
-                self._db.execute(f"ALTER TABLE {table}{_NEXT} RENAME TO {table}")
-                self._db.execute(f"ALTER INDEX {table}{_NEXT}_pkey RENAME TO {table}_pkey")
+            _rename_next(self._db)
         self._db.commit()
         self._raw.close()
+
+    def stage(self, meta: dict[str, str], run_date: str) -> None:
+        """Keep the new tables as the pending build of run ``run_date``, for ``swap_pending``
+        once the run is published (SQLite: ``pending_file``; PostgreSQL: the ``…__next``
+        tables, committed: their meta, inserted last, marks them complete)."""
+        self.insert_meta(meta)
+        if self.file is not None:
+            self._commit_file(pending_file(self.file, run_date))
+            return
+        self._db.commit()
+        self._raw.close()
+
+    def _commit_file(self, target: Path) -> None:
+        """SQLite: commit, flush to disk, rename the file to ``target`` (owner-only)."""
+        self._db.execute("COMMIT")
+        self._db.close()
+        os.chmod(self._tmp, 0o600)
+        fd = os.open(self._tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self._tmp, target)
+        secure_file(target)
 
     def insert_meta(self, meta: dict[str, str]) -> None:
         name = f"{META}{self._suffix}"
@@ -196,6 +212,81 @@ class IndexWriter:
                 self._db.execute(f"DROP TABLE IF EXISTS {table}{_NEXT}")
             self._db.commit()
         self._raw.close()
+
+
+def _rename_next(db) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL, inside a transaction: the ``…__next`` tables become the index."""
+    for table in INDEX_TABLES:
+        db.execute(f"DROP TABLE IF EXISTS {table}")
+        db.execute(f"ALTER TABLE {table}{_NEXT} RENAME TO {table}")
+        db.execute(f"ALTER INDEX {table}{_NEXT}_pkey RENAME TO {table}_pkey")
+
+
+# --- the index: a pending build (built before its run is published, swapped in after) ----
+
+
+def pending_file(index_file: Path, run_date: str) -> Path:
+    """SQLite: where the build staged for run ``run_date`` waits, beside the index file."""
+    return index_file.with_name(f"{index_file.stem}.{run_date}.pending{index_file.suffix}")
+
+
+def _pending_files(index_file: Path) -> list[Path]:
+    return sorted(index_file.parent.glob(f"{index_file.stem}.*.pending{index_file.suffix}"))
+
+
+def pending_meta(store: Store, run_date: str) -> dict[str, str] | None:
+    """The meta of the pending build of run ``run_date`` (SQLite), or of the one pending
+    build (PostgreSQL: check its ``run_date``); None when there is none (or it is
+    unreadable: a build that never finished)."""
+    file = sqlite_file(store)
+    if file is not None:
+        path = pending_file(file, run_date)
+        if not path.is_file():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                return dict(db.execute(f"SELECT name, value FROM {META}").fetchall())
+        except sqlite3.Error:
+            return None
+    with engine(store).connect() as conn:
+        exists = conn.exec_driver_sql("SELECT to_regclass(%s)", (f"{META}{_NEXT}",)).scalar()
+        if exists is None:
+            return None
+        rows = conn.exec_driver_sql(f"SELECT name, value FROM {META}{_NEXT}").fetchall()
+    return {name: value for name, value in rows}
+
+
+def swap_pending(store: Store, run_date: str) -> None:
+    """Make the pending build of run ``run_date`` the index, atomically (the caller holds
+    ``build_lock`` and checked ``pending_meta``)."""
+    file = sqlite_file(store)
+    if file is not None:
+        os.replace(pending_file(file, run_date), file)
+        secure_file(file)
+        return
+    raw = engine(store).raw_connection()
+    try:
+        db = raw.driver_connection
+        with db.transaction():
+            _rename_next(db)
+        db.commit()
+    finally:
+        raw.close()
+
+
+def drop_pending(store: Store) -> int:
+    """Remove every pending build (the caller holds ``build_lock``). Returns how many."""
+    file = sqlite_file(store)
+    if file is not None:
+        found = _pending_files(file)
+        for path in found:
+            path.unlink(missing_ok=True)
+        return len(found)
+    with engine(store).begin() as conn:
+        found = conn.exec_driver_sql("SELECT to_regclass(%s)", (f"{META}{_NEXT}",)).scalar()
+        for table in INDEX_TABLES:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}{_NEXT}")
+    return int(found is not None)
 
 
 @contextlib.contextmanager

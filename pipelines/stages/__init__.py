@@ -49,6 +49,7 @@ _MODULE_OF = {
     "search_candidates": "reconcile",
     "search_partition": "reconcile",
     "spanning_flags": "reconcile",
+    "stage_lookup_index": "lookup",
     "store_of": "common",
     "write_corrections": "outputs",
     "write_review_queue": "reconcile",

@@ -21,7 +21,7 @@ from pipelines.deploy.workers import pool as _pool
 from pipelines.errors import TelcoInputError
 from pipelines.stages.common import context, log, store_of
 from pipelines.stages.intake import gate_export, ingest_telco, normalise_telco, partition_telco
-from pipelines.stages.lookup import refresh_lookup_index
+from pipelines.stages.lookup import refresh_lookup_index, stage_lookup_index
 from pipelines.stages.outputs import (
     approve_publication,
     build_report,
@@ -236,6 +236,9 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
                             "write_review_queue")
         gated = pool.submit("gate_results", _step, config_path, run_date, "gate_results")
         timed("gate_results", gated.result)
+        # The look-up index is built from the gated results beside the lists, the report
+        # and publication, and left pending; swapped in after publish (refresh below).
+        staged = pool.submit("lookup_stage", stage_lookup_index, config_path, run_date)
         # Every planned telco, as in the DAG: a telco that did not make it is skipped
         # inside (the stage knows; here, with shared_work, the files are not on this disk).
         # Each telco's list is checked as soon as it is written.
@@ -245,6 +248,7 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         timed("report", build_report, config_path, run_date)
         timed("approve", approve_publication, config_path, run_date)
         published = timed("publish", publish_run, config_path, run_date)
+        timed("lookup_stage(wait)", staged.result, task="lookup_stage")
         timed("lookup_index", refresh_lookup_index, config_path, run_date)
     cpu = {name: round(seconds, 3) for name, seconds in pool.cpu.items()}
     return {**published, "timings": timings, "cpu_seconds": cpu}

@@ -47,7 +47,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 Scope = Literal["plan", "run", "telco", "shard", "registry", "run_registry", "fresh", "publish",
-                "published"]
+                "published", "staged_results"]
 
 # Top-level folders of output_dir that work areas write; dated folders are published runs.
 OWNED = (".staging/", ".work/", ".registry/", "lookup/", ".private/")
@@ -196,6 +196,9 @@ def _fetch(area: WorkArea, scope: Scope, run_date: str | None, item: str | None)
                 folder = snapshot.as_posix()
                 keys += [k for k in area.listing(f"{folder}/")
                          if _snapshot_file_wanted(k[len(folder) + 1:], scope, item)]
+    if scope == "staged_results" and run_date:  # the look-up index's pending build
+        area.download(area.listing(f".staging/{run_date}/results/") + area.listing("lookup/"))
+        return
     if scope == "published" and run_date:  # after publication: the run, the look-up stores
         keys = area.listing(f"{run_date}/") + area.listing("lookup/") \
             + area.listing(f".private/{run_date}/")  # the engineer-only quarantine
