@@ -236,14 +236,15 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
                             "write_review_queue")
         gated = pool.submit("gate_results", _step, config_path, run_date, "gate_results")
         timed("gate_results", gated.result)
-        # The look-up index is built from the gated results beside the lists, the report
-        # and publication, and left pending; swapped in after publish (refresh below).
-        staged = pool.submit("lookup_stage", stage_lookup_index, config_path, run_date)
         # Every planned telco, as in the DAG: a telco that did not make it is skipped
         # inside (the stage knows; here, with shared_work, the files are not on this disk).
         # Each telco's list is checked as soon as it is written.
         chained([("corrections", write_corrections), ("gate_corrections", gate_corrections)],
                 telcos, telcos=False)
+        # The look-up index is built from the gated results beside the report and
+        # publication (this process; the workers are free by now: beside the lists it
+        # only slowed them down), left pending, and swapped in after publish (below).
+        staged = pool.submit("lookup_stage", stage_lookup_index, config_path, run_date)
         timed("review_queue(wait)", queue.result, task="write_review_queue")
         timed("report", build_report, config_path, run_date)
         timed("approve", approve_publication, config_path, run_date)
