@@ -42,6 +42,7 @@ from pipelines.results.dataset import LEGACY_FILE, RunResults, part_path
 from pipelines.storage.files import (
     DIGEST_SUFFIX,
     AtomicCsvWriter,
+    AtomicParquetWriter,
     file_digest,
     write_csv,
     write_json,
@@ -66,6 +67,10 @@ RESOLVED_COLUMNS = ("telco", "msisdn", "reason_code", "reason_vi", "reason_en", 
                     "flag_status")
 RESEND_COLUMNS = ("telco", "source_file", "source_row", "stage", "reason", "detail",
                   "raw_record")
+# The list's columns its gate checks (pipelines/quality/facts.py, ``correction_facts``),
+# kept as written beside it (``checked_columns``).
+CHECKED_COLUMNS = ("telco", "source_row", "reason_codes", "status", "msisdn")
+CHECKED_SCHEMA = pa.schema([(name, pa.string()) for name in CHECKED_COLUMNS])
 # What a telco's rows need of the results to be listed.
 _RESULT_COLUMNS = ["telco", "source_file", "source_row", "msisdn", "msisdn_raw", "id_type",
                    "id_number", "activation_date", "status", "flags"]
@@ -147,6 +152,16 @@ def correction_rows(rows: pa.Table, classes: pa.Table, run_date: date,
     }, schema=CORRECTION_SCHEMA)
 
 
+def checked_columns(table: pa.Table) -> pa.Table:
+    """The columns of a slice of the list that its gate checks, as the CSV holds them
+    read back as text: every value as text, an empty one as null."""
+    columns = {}
+    for name in CHECKED_COLUMNS:
+        text = pc.cast(table[name], pa.string())
+        columns[name] = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    return pa.table(columns, schema=CHECKED_SCHEMA)
+
+
 def resolved_table(resolved: pa.Table) -> pa.Table:
     """The flags of the telco's last list that no longer apply (``resolved``:
     ``compact_keys.RESOLVED_SCHEMA``)."""
@@ -173,13 +188,16 @@ def resolved_table(resolved: pa.Table) -> pa.Table:
 def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
                    results: RunResults, flagged: pa.Table, quarantine: list[Path],
                    store: history.Store | None, policy: deadlines.DeadlinePolicy,
-                   keys_out: Path | None = None, batch_rows: int = 16_384,
+                   keys_out: Path | None = None, checked_out: Path | None = None,
+                   batch_rows: int = 16_384,
                    extra_files: list[Path] | None = None) -> dict:
     """Write ``telco``'s list (CSV and workbook, streamed from ``results`` in source
     order), its resolved and resend lists and its delivery manifest (last); return the
     manifest's counts. ``flagged``: the telco's ``aggregates.flagged_keys`` from every
     shard; ``quarantine``: the telco's quarantine files; ``keys_out``: where the
-    classified keys go, for the flag history when the run is published; ``extra_files``:
+    classified keys go, for the flag history when the run is published; ``checked_out``:
+    where the columns its gate checks go (``checked_columns``), so the gate does not parse
+    the list back (written last, once the list is in place); ``extra_files``:
     more files of this delivery, already written under ``corrections_dir`` (its
     verification requests: pipelines/lookup/delivery.py), listed in the manifest."""
     today = date.fromisoformat(run_date)
@@ -192,6 +210,8 @@ def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
     csv_path = corrections_dir / f"{telco}.csv"
     csv = AtomicCsvWriter(csv_path, CORRECTION_SCHEMA)
     workbook = XlsxWriter(corrections_dir / f"{telco}.xlsx")
+    checked = AtomicParquetWriter(checked_out, CHECKED_SCHEMA, compression="lz4",
+                                  statistics=False) if checked_out is not None else None
     new = persisting = 0
     by_action: dict[str, int] = {}
     try:
@@ -207,6 +227,8 @@ def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
                 table = correction_rows(rows, mine, today, policy)
                 csv.write(table)
                 sheet.append(table)
+                if checked is not None:
+                    checked.write(checked_columns(table))
                 status = table["flag_status"]
                 persisting += int(pc.sum(pc.equal(status, history.PERSISTING)).as_py() or 0)
                 counted = pc.value_counts(table["action"])
@@ -231,9 +253,13 @@ def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
         sheet.append(reasons)
         sheet.close()
         files = [csv.close(), workbook.close()]
+        if checked is not None:
+            checked.close()
     except BaseException:
         csv.abort()
         workbook.abort()
+        if checked is not None:
+            checked.abort()
         raise
     files += [write_csv(resolved_rows, corrections_dir / "resolved" / f"{telco}.csv"),
               write_csv(resend, corrections_dir / "resend" / f"{telco}.csv"),
