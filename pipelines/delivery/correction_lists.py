@@ -71,9 +71,10 @@ RESEND_COLUMNS = ("telco", "source_file", "source_row", "stage", "reason", "deta
 # kept as written beside it (``checked_columns``).
 CHECKED_COLUMNS = ("telco", "source_row", "reason_codes", "status", "msisdn")
 CHECKED_SCHEMA = pa.schema([(name, pa.string()) for name in CHECKED_COLUMNS])
-# What a telco's rows need of the results to be listed.
+# What a telco's rows need of the results to be listed (their flags come with the keys,
+# as bits: the list of flag names is the costliest column to decode).
 _RESULT_COLUMNS = ["telco", "source_file", "source_row", "msisdn", "msisdn_raw", "id_type",
-                   "id_number", "activation_date", "status", "flags"]
+                   "id_number", "activation_date", "status"]
 
 
 def _describe(flag_lists: pa.ListArray, language: str) -> pa.Array:
@@ -95,7 +96,8 @@ def classified_rows(flagged: pa.Table, run_date: str, store: history.Store | Non
     """The telco's keys classified (``write_keys``'s table: each key once, in key order),
     the keys of its last list now resolved (``compact_keys.RESOLVED_SCHEMA``), and per
     listed row (sorted by ``source_row``): its source row, its shard (if ``flagged``
-    says), persisting or not, its longest streak and its earliest first-seen date.
+    says), its flags a telco acts on (``bits``), persisting or not, its longest streak and
+    its earliest first-seen date.
 
     Compact throughout (``pipelines/correction_cycle/compact_keys.py``): integer keys and
     Arrow strings, never a Python object per key."""
@@ -116,6 +118,7 @@ def classified_rows(flagged: pa.Table, run_date: str, store: history.Store | Non
     columns = {"source_row": listed["source_row"]}
     if "shard" in listed.column_names:
         columns["shard"] = listed["shard"]
+    columns["bits"] = pa.array(bits, pa.int64())
     per_row = pa.table({**columns, "persisting": persisting, "runs": runs,
                         "first_seen": pa.array(first_seen, pa.date32())})
     return unique, resolved, per_row
@@ -125,8 +128,11 @@ def correction_rows(rows: pa.Table, classes: pa.Table, run_date: date,
                     policy: deadlines.DeadlinePolicy) -> pa.Table:
     """The list's rows for result ``rows`` (one telco, listed rows only, in source order)
     and their classification ``classes`` (same rows, same order), in the contract's
-    columns."""
-    bits = flag_bits(flags_array(rows)) & TELCO_ACTIONABLE_BITS
+    columns. The flags are the classification's ``bits`` (``classified_rows``), else the
+    rows' own ``flags``."""
+    bits = np.asarray(classes["bits"].to_numpy(), dtype=np.int64) \
+        if "bits" in classes.column_names \
+        else flag_bits(flags_array(rows)) & TELCO_ACTIONABLE_BITS
     telco_flags = bits_to_flags(bits)
     persisting = np.asarray(classes["persisting"].to_numpy(), dtype=bool)
     action, deadline = deadlines.actions(classes["first_seen"], telco_flags, run_date, policy)
