@@ -4,8 +4,7 @@ verification requests it answers (pipelines/lookup/, docs/lookup.md)."""
 from __future__ import annotations
 
 from pipelines.lookup import index, requests, service_store
-from pipelines.lookup.service import index_store_of, service_store_of
-from pipelines.lookup.store import IndexReader
+from pipelines.lookup.store import IndexReader, index_store_of, service_store_of
 from pipelines.results.dataset import ResultsNotFoundError, RunResults
 from pipelines.stages.common import context, log
 from pipelines.storage.workarea import in_work_area
