@@ -133,7 +133,11 @@ def correction_rows(rows: pa.Table, classes: pa.Table, run_date: date,
     bits = np.asarray(classes["bits"].to_numpy(), dtype=np.int64) \
         if "bits" in classes.column_names \
         else flag_bits(flags_array(rows)) & TELCO_ACTIONABLE_BITS
-    telco_flags = bits_to_flags(bits)
+    # The texts of each distinct set of flags (a handful), then taken per row.
+    distinct, inverse = np.unique(bits, return_inverse=True)
+    per_row = pa.array(inverse.reshape(-1).astype(np.int32), pa.int32())
+    distinct_flags = bits_to_flags(distinct)
+    telco_flags = pc.take(distinct_flags, per_row)
     persisting = np.asarray(classes["persisting"].to_numpy(), dtype=bool)
     action, deadline = deadlines.actions(classes["first_seen"], telco_flags, run_date, policy)
     texts = deadlines.ACTION_TEXT
@@ -145,9 +149,9 @@ def correction_rows(rows: pa.Table, classes: pa.Table, run_date: date,
         "msisdn_as_sent": rows["msisdn_raw"], "id_type": rows["id_type"],
         "id_number_as_sent": rows["id_number"], "activation_date": rows["activation_date"],
         "status": rows["status"],
-        "reason_codes": pc.binary_join(telco_flags, "|"),
-        "reason_vi": _describe(telco_flags, "vi"),
-        "reason_en": _describe(telco_flags, "en"),
+        "reason_codes": pc.take(pc.binary_join(distinct_flags, "|"), per_row),
+        "reason_vi": pc.take(_describe(distinct_flags, "vi"), per_row),
+        "reason_en": pc.take(_describe(distinct_flags, "en"), per_row),
         "flag_status": pa.array(np.where(persisting, history.PERSISTING, history.NEW),
                                 pa.string()),
         "flagged_runs": classes["runs"], "first_seen": classes["first_seen"],
