@@ -120,3 +120,42 @@ def test_libreoffice_opens_the_workbook_and_reads_text_as_text(tmp_path: Path) -
     assert first == ["text,count,day", "=1+1,1,2026-01-02", "a & <b>,,", ",3,",
                      "Nguyễn Văn An,-4,1999-12-31"]
     assert (tmp_path / "t-second.csv").read_text(encoding="utf-8").splitlines() == ["x", "7"]
+
+
+def test_repeated_texts_are_shared_and_the_bytes_do_not_depend_on_the_cuts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xlsx, "BATCH_ROWS", 7)
+    n = 300
+    table = pa.table({
+        "reason": [["Lý do A & <b>", "  B  ", None][i % 3] for i in range(n)],
+        "msisdn": [f"09{i:08d}" for i in range(n)],
+        "late": ["x"] * 250 + [f"new {i}" for i in range(50)],  # shared, then new texts
+        "day": pa.array([dt.date(2026, 11, 28 + i % 2) for i in range(n)]),
+    })
+    paths = []
+    for cut in (n, 5, 64):
+        workbook = xlsx.XlsxWriter(tmp_path / f"{cut}.xlsx")
+        sheet = workbook.sheet("s", table.schema)
+        for start in range(0, n, cut):
+            sheet.append(table.slice(start, cut))
+        sheet.close()
+        paths.append(workbook.close())
+    assert len({p.read_bytes() for p in paths}) == 1
+    names = zipfile.ZipFile(paths[0]).namelist()
+    assert "xl/sharedStrings.xml" in names
+    rows = read_back(paths[0])["s"]
+    assert rows[0] == tuple(table.column_names)
+    assert [r[0] for r in rows[1:]] == table["reason"].to_pylist()
+    assert [r[1] for r in rows[1:]] == table["msisdn"].to_pylist()
+    assert [r[2] for r in rows[1:]] == table["late"].to_pylist()
+    assert [r[3] for r in rows[1:]] == [d.isoformat() for d in table["day"].to_pylist()]
+
+
+def test_texts_past_the_shared_limit_are_written_inline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xlsx, "SHARED_MAX", 2)
+    values = [["a", "b", "c", None][i % 4] for i in range(40)]
+    path = write_xlsx({"s": pa.table({"v": values})}, tmp_path / "cap.xlsx")
+    assert [r[0] for r in read_back(path)["s"][1:]] == values
+    sheet_xml = zipfile.ZipFile(path).read("xl/worksheets/sheet1.xml").decode()
+    assert 't="s"' in sheet_xml and 't="inlineStr"><is><t xml:space="preserve">c<' in sheet_xml

@@ -74,6 +74,7 @@ def actions(first_seen: pa.Array | pa.ChunkedArray, flag_lists: pa.Array | pa.Ch
     step = np.where(age >= policy.two_way_block_after_days, 2,
                     np.where(age >= policy.one_way_block_after_days, 1, 0))
     step = np.where(any_blockable, step, 0)
-    action = np.array([NOTIFY, BLOCK_ONE_WAY, BLOCK_TWO_WAY], dtype=object)[step]
+    action = pc.take(pa.array([NOTIFY, BLOCK_ONE_WAY, BLOCK_TWO_WAY], pa.string()),
+                     pa.array(step, pa.int8()))  # not a Python string per row
     deadline = np.where(step == 0, one_way, np.where(step == 1, two_way, today))
-    return pa.array(action, pa.string()), pa.array(deadline, pa.date32())
+    return action, pa.array(deadline, pa.date32())

@@ -42,6 +42,7 @@ from pipelines.results.dataset import LEGACY_FILE, RunResults, part_path
 from pipelines.storage.files import (
     DIGEST_SUFFIX,
     AtomicCsvWriter,
+    AtomicParquetWriter,
     file_digest,
     write_csv,
     write_json,
@@ -66,9 +67,14 @@ RESOLVED_COLUMNS = ("telco", "msisdn", "reason_code", "reason_vi", "reason_en", 
                     "flag_status")
 RESEND_COLUMNS = ("telco", "source_file", "source_row", "stage", "reason", "detail",
                   "raw_record")
-# What a telco's rows need of the results to be listed.
+# The list's columns its gate checks (pipelines/quality/facts.py, ``correction_facts``),
+# kept as written beside it (``checked_columns``).
+CHECKED_COLUMNS = ("telco", "source_row", "reason_codes", "status", "msisdn")
+CHECKED_SCHEMA = pa.schema([(name, pa.string()) for name in CHECKED_COLUMNS])
+# What a telco's rows need of the results to be listed (their flags come with the keys,
+# as bits: the list of flag names is the costliest column to decode).
 _RESULT_COLUMNS = ["telco", "source_file", "source_row", "msisdn", "msisdn_raw", "id_type",
-                   "id_number", "activation_date", "status", "flags"]
+                   "id_number", "activation_date", "status"]
 
 
 def _describe(flag_lists: pa.ListArray, language: str) -> pa.Array:
@@ -90,7 +96,8 @@ def classified_rows(flagged: pa.Table, run_date: str, store: history.Store | Non
     """The telco's keys classified (``write_keys``'s table: each key once, in key order),
     the keys of its last list now resolved (``compact_keys.RESOLVED_SCHEMA``), and per
     listed row (sorted by ``source_row``): its source row, its shard (if ``flagged``
-    says), persisting or not, its longest streak and its earliest first-seen date.
+    says), its flags a telco acts on (``bits``), persisting or not, its longest streak and
+    its earliest first-seen date.
 
     Compact throughout (``pipelines/correction_cycle/compact_keys.py``): integer keys and
     Arrow strings, never a Python object per key."""
@@ -111,6 +118,7 @@ def classified_rows(flagged: pa.Table, run_date: str, store: history.Store | Non
     columns = {"source_row": listed["source_row"]}
     if "shard" in listed.column_names:
         columns["shard"] = listed["shard"]
+    columns["bits"] = pa.array(bits, pa.int64())
     per_row = pa.table({**columns, "persisting": persisting, "runs": runs,
                         "first_seen": pa.array(first_seen, pa.date32())})
     return unique, resolved, per_row
@@ -120,9 +128,16 @@ def correction_rows(rows: pa.Table, classes: pa.Table, run_date: date,
                     policy: deadlines.DeadlinePolicy) -> pa.Table:
     """The list's rows for result ``rows`` (one telco, listed rows only, in source order)
     and their classification ``classes`` (same rows, same order), in the contract's
-    columns."""
-    bits = flag_bits(flags_array(rows)) & TELCO_ACTIONABLE_BITS
-    telco_flags = bits_to_flags(bits)
+    columns. The flags are the classification's ``bits`` (``classified_rows``), else the
+    rows' own ``flags``."""
+    bits = np.asarray(classes["bits"].to_numpy(), dtype=np.int64) \
+        if "bits" in classes.column_names \
+        else flag_bits(flags_array(rows)) & TELCO_ACTIONABLE_BITS
+    # The texts of each distinct set of flags (a handful), then taken per row.
+    distinct, inverse = np.unique(bits, return_inverse=True)
+    per_row = pa.array(inverse.reshape(-1).astype(np.int32), pa.int32())
+    distinct_flags = bits_to_flags(distinct)
+    telco_flags = pc.take(distinct_flags, per_row)
     persisting = np.asarray(classes["persisting"].to_numpy(), dtype=bool)
     action, deadline = deadlines.actions(classes["first_seen"], telco_flags, run_date, policy)
     texts = deadlines.ACTION_TEXT
@@ -134,9 +149,9 @@ def correction_rows(rows: pa.Table, classes: pa.Table, run_date: date,
         "msisdn_as_sent": rows["msisdn_raw"], "id_type": rows["id_type"],
         "id_number_as_sent": rows["id_number"], "activation_date": rows["activation_date"],
         "status": rows["status"],
-        "reason_codes": pc.binary_join(telco_flags, "|"),
-        "reason_vi": _describe(telco_flags, "vi"),
-        "reason_en": _describe(telco_flags, "en"),
+        "reason_codes": pc.take(pc.binary_join(distinct_flags, "|"), per_row),
+        "reason_vi": pc.take(_describe(distinct_flags, "vi"), per_row),
+        "reason_en": pc.take(_describe(distinct_flags, "en"), per_row),
         "flag_status": pa.array(np.where(persisting, history.PERSISTING, history.NEW),
                                 pa.string()),
         "flagged_runs": classes["runs"], "first_seen": classes["first_seen"],
@@ -145,6 +160,16 @@ def correction_rows(rows: pa.Table, classes: pa.Table, run_date: date,
         "action_en": pc.take(pa.array([texts[c]["en"] for c in codes]), picked),
         "deadline": deadline,
     }, schema=CORRECTION_SCHEMA)
+
+
+def checked_columns(table: pa.Table) -> pa.Table:
+    """The columns of a slice of the list that its gate checks, as the CSV holds them
+    read back as text: every value as text, an empty one as null."""
+    columns = {}
+    for name in CHECKED_COLUMNS:
+        text = pc.cast(table[name], pa.string())
+        columns[name] = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    return pa.table(columns, schema=CHECKED_SCHEMA)
 
 
 def resolved_table(resolved: pa.Table) -> pa.Table:
@@ -173,13 +198,16 @@ def resolved_table(resolved: pa.Table) -> pa.Table:
 def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
                    results: RunResults, flagged: pa.Table, quarantine: list[Path],
                    store: history.Store | None, policy: deadlines.DeadlinePolicy,
-                   keys_out: Path | None = None, batch_rows: int = 16_384,
+                   keys_out: Path | None = None, checked_out: Path | None = None,
+                   batch_rows: int = 16_384,
                    extra_files: list[Path] | None = None) -> dict:
     """Write ``telco``'s list (CSV and workbook, streamed from ``results`` in source
     order), its resolved and resend lists and its delivery manifest (last); return the
     manifest's counts. ``flagged``: the telco's ``aggregates.flagged_keys`` from every
     shard; ``quarantine``: the telco's quarantine files; ``keys_out``: where the
-    classified keys go, for the flag history when the run is published; ``extra_files``:
+    classified keys go, for the flag history when the run is published; ``checked_out``:
+    where the columns its gate checks go (``checked_columns``), so the gate does not parse
+    the list back (written last, once the list is in place); ``extra_files``:
     more files of this delivery, already written under ``corrections_dir`` (its
     verification requests: pipelines/lookup/delivery.py), listed in the manifest."""
     today = date.fromisoformat(run_date)
@@ -192,6 +220,8 @@ def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
     csv_path = corrections_dir / f"{telco}.csv"
     csv = AtomicCsvWriter(csv_path, CORRECTION_SCHEMA)
     workbook = XlsxWriter(corrections_dir / f"{telco}.xlsx")
+    checked = AtomicParquetWriter(checked_out, CHECKED_SCHEMA, compression="lz4",
+                                  statistics=False) if checked_out is not None else None
     new = persisting = 0
     by_action: dict[str, int] = {}
     try:
@@ -207,6 +237,8 @@ def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
                 table = correction_rows(rows, mine, today, policy)
                 csv.write(table)
                 sheet.append(table)
+                if checked is not None:
+                    checked.write(checked_columns(table))
                 status = table["flag_status"]
                 persisting += int(pc.sum(pc.equal(status, history.PERSISTING)).as_py() or 0)
                 counted = pc.value_counts(table["action"])
@@ -231,9 +263,13 @@ def write_delivery(corrections_dir: Path, telco: str, run_date: str, *,
         sheet.append(reasons)
         sheet.close()
         files = [csv.close(), workbook.close()]
+        if checked is not None:
+            checked.close()
     except BaseException:
         csv.abort()
         workbook.abort()
+        if checked is not None:
+            checked.abort()
         raise
     files += [write_csv(resolved_rows, corrections_dir / "resolved" / f"{telco}.csv"),
               write_csv(resend, corrections_dir / "resend" / f"{telco}.csv"),

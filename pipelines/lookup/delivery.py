@@ -13,12 +13,10 @@ from pathlib import Path
 
 from pipelines.config import RunConfig
 from pipelines.lookup import requests, service_store
-from pipelines.lookup.store import sqlite_file
+from pipelines.lookup.store import service_store_of, sqlite_file
 
 
 def _db(config: RunConfig):  # type: ignore[no-untyped-def]
-    from pipelines.lookup.service import service_store_of
-
     store = service_store_of(config)
     file = sqlite_file(store)
     if file is not None and not file.exists():

@@ -30,7 +30,12 @@ from pipelines.lookup import accounts, audit, index, keys, service_store
 from pipelines.lookup import requests as verification
 from pipelines.lookup.accounts import Account, LoginRefused
 from pipelines.lookup.settings import ID_FIELDS, ServeSettings
-from pipelines.lookup.store import IndexReader, IndexUnavailableError, configured
+from pipelines.lookup.store import (
+    IndexReader,
+    IndexUnavailableError,
+    configured,
+    service_store_of,
+)
 from pipelines.reporting import provinces
 
 log = logging.getLogger("simrecon.lookup")
@@ -372,11 +377,3 @@ class LookupService:
                 "checked_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
-def service_store_of(config: RunConfig):  # type: ignore[no-untyped-def]
-    return configured(config.lookup.service_store, config.base_dir, config.output_path,
-                      "service.sqlite")
-
-
-def index_store_of(config: RunConfig):  # type: ignore[no-untyped-def]
-    return configured(config.lookup.index_store, config.base_dir, config.output_path,
-                      "index.sqlite")

@@ -27,12 +27,16 @@ import uuid
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from pipelines.correction_cycle.history import StoreError, store_url
+
+if TYPE_CHECKING:
+    from pipelines.config import RunConfig
 
 Store = str | Path
 NUMBERS, DOCUMENTS, META = "lookup_numbers", "lookup_documents", "lookup_meta"
@@ -422,3 +426,18 @@ class IndexReader:
         if held is not None:
             held[1].close()
             self._local.held = None
+
+
+def service_store_of(config: RunConfig) -> Store:
+    """The look-up service's store (accounts, requests, audit) a configuration names.
+    Here, not in ``service``: the run's stages that only read it (its verification
+    requests, the report's section) need not import the service (its accounts module
+    hashes a dummy password with Argon2 on import, ~0.3 CPU s)."""
+    return configured(config.lookup.service_store, config.base_dir, config.output_path,
+                      "service.sqlite")
+
+
+def index_store_of(config: RunConfig) -> Store:
+    """The look-up index's store a configuration names."""
+    return configured(config.lookup.index_store, config.base_dir, config.output_path,
+                      "index.sqlite")

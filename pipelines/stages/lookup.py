@@ -14,8 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipelines.lookup import index, requests, service_store
-from pipelines.lookup.service import index_store_of, service_store_of
-from pipelines.lookup.store import IndexReader
+from pipelines.lookup.store import IndexReader, index_store_of, service_store_of
 from pipelines.results.dataset import ResultsNotFoundError, RunResults
 from pipelines.stages.common import context, log
 from pipelines.storage.files import Digest, read_json, recorded_digest, sha256_of

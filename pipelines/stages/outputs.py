@@ -5,6 +5,7 @@ report, approval, publication and the final check.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def write_corrections(config_path: str, run_date: str, telco: str | None = None)
         for suffix in _DELIVERY_SUFFIXES:
             (paths.corrections_dir / f"{name}{suffix}").unlink(missing_ok=True)
         (paths.corrections_dir / "requests" / f"{name}.csv").unlink(missing_ok=True)
+        paths.checked_columns(name).unlink(missing_ok=True)
         # The look-up service's verification requests to this telco (requests/<telco>.csv).
         asked = lookup_delivery.telco_request_files(config, name, paths.corrections_dir)
         counts[name] = correction_lists.write_delivery(
@@ -87,24 +89,45 @@ def write_corrections(config_path: str, run_date: str, telco: str | None = None)
             flagged=_flagged_keys(paths, plan["shards"], name),
             quarantine=quarantine_files(paths, name), store=store_of(config),
             policy=config.correction_cycle.deadlines, keys_out=paths.flag_keys(name),
-            extra_files=asked)
+            checked_out=paths.checked_columns(name), extra_files=asked)
         write_json(counts[name], paths.tracking(name))
     return {"telcos": telcos, "listed": sum(c["flagged"] for c in counts.values())}
 
 
-def _read_back(path: Path, columns: list[str]) -> pa_csv.CSVStreamingReader:
-    return pa_csv.open_csv(
-        path, read_options=pa_csv.ReadOptions(block_size=1 << 22),
+def _header(path: Path) -> list[str]:
+    """The list's header as the CSV holds it (only its first block is read)."""
+    return pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=1 << 16)
+                           ).schema.names
+
+
+def _checked_parts(paths: RunPaths, telco: str) -> Iterator[pa.Table]:
+    """The columns of the telco's list its gate checks, slice by slice, as text (empty as
+    null): as written beside the list (``correction_lists.checked_columns``), else read
+    back from the list itself (a list written before they were kept)."""
+    kept = paths.checked_columns(telco)
+    if kept.exists():
+        for batch in pq.ParquetFile(kept).iter_batches(batch_size=1 << 16):
+            yield pa.Table.from_batches([batch])
+        return
+    columns = list(correction_lists.CHECKED_COLUMNS)
+    reader = pa_csv.open_csv(
+        paths.corrections_dir / f"{telco}.csv",
+        read_options=pa_csv.ReadOptions(block_size=1 << 22),
         convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                              include_columns=columns,
                                               strings_can_be_null=True))
+    for batch in reader:
+        yield pa.Table.from_batches([batch])
 
 
 @in_work_area("run")
 def gate_corrections(config_path: str, run_date: str, telco: str | None = None) -> dict:
-    """Validate a telco's correction list read back from disk (every usable telco's
-    without ``telco``), slice by slice: its rows' facts (merged) and its header and row
-    count against the flagged rows the results hold. A list that fails is withdrawn with
-    its delivery and its telco recorded as failed; the other lists go on."""
+    """Validate a telco's correction list (every usable telco's without ``telco``), slice
+    by slice: the facts of its rows (merged), from the columns it checks as they were
+    written (``correction_lists.checked_columns``: the list is not parsed back), and its
+    header (read from the file) and row count against the flagged rows the results hold.
+    A list that fails is withdrawn with its delivery and its telco recorded as failed;
+    the other lists go on."""
     from expectations.corrections import correction_list_shape_suite, correction_list_suite
 
     config, paths = planned_context(config_path, run_date)
@@ -112,26 +135,23 @@ def gate_corrections(config_path: str, run_date: str, telco: str | None = None) 
     if telco and telco not in processed:
         return {"success": True, "skipped": telco, "failed_telcos": []}
     telcos = [telco] if telco else processed
-    merged = aggregates.merge(aggregates.Aggregates.read(paths.aggregates(k))
-                              for k in range(shard_steps.shard_plan(paths)["shards"]))
+    shards = shard_steps.shard_plan(paths)["shards"]
     columns = list(correction_lists.CORRECTION_COLUMNS)
     examples = config.gates.example_rows
     failed = []
     for name in telcos:
         path = paths.corrections_dir / f"{name}.csv"
-        expected = merged.telcos.get(name, {}).get("listed", 0)
+        expected = aggregates.listed_rows((paths.aggregates(k) for k in range(shards)), name)
         header: list[str] = []
         rows = 0
 
         def parts(path: Path = path, name: str = name):  # type: ignore[no-untyped-def]
             nonlocal header, rows
             previous = None
-            reader = _read_back(path, columns)
-            header = reader.schema.names
+            header = _header(path)
             if not set(columns) <= set(header):
                 return
-            for batch in reader:
-                table = pa.Table.from_batches([batch])
+            for table in _checked_parts(paths, name):
                 if table.num_rows == 0:
                     continue
                 found = facts.correction_facts(table, name, previous)
@@ -169,7 +189,7 @@ def _withdraw(paths: RunPaths, telco: str) -> None:
                  folder / "resolved" / f"{telco}.csv", folder / "resend" / f"{telco}.csv",
                  folder / "requests" / f"{telco}.csv",
                  folder / f"{telco}.manifest.json", paths.flag_keys(telco),
-                 paths.tracking(telco)):
+                 paths.tracking(telco), paths.checked_columns(telco)):
         path.unlink(missing_ok=True)
 
 

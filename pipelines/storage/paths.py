@@ -164,6 +164,11 @@ class RunPaths:
         flag history when the run is published."""
         return self.work / "keys" / f"{telco}.parquet"
 
+    def checked_columns(self, telco: str) -> Path:
+        """The columns of a telco's correction list its gate checks, as written (text,
+        empty as null): written beside the list, so the gate does not parse it back."""
+        return self.work / "checked" / f"{telco}.parquet"
+
     def tracking(self, telco: str) -> Path:
         """A telco's correction-list counts (listed, new, persisting, resolved)."""
         return self.work / "tracking" / f"{telco}.json"

@@ -11,8 +11,12 @@ so memory stays bounded.
 What is written (ECMA-376 SpreadsheetML, the subset Excel, LibreOffice, openpyxl
 and pandas read):
 
-* text as inline strings, never as formulas: a cell ``=HYPERLINK(...)`` from a
-  telco's export stays text (no formula injection through a correction list);
+* text as strings, never as formulas: a cell ``=HYPERLINK(...)`` from a telco's export
+  stays text (no formula injection through a correction list); inline, except in the
+  columns that repeat a few values (reasons, actions, statuses: ``_shared_columns``),
+  whose texts are written once in the workbook's shared strings and referred to by
+  number (a correction list's sheet XML was two thirds such repeated text, built and
+  compressed again on every row);
 * numbers as numbers, booleans as booleans, dates and times as ISO text (as the
   CSV contracts write them), nulls and NaN as empty cells;
 * characters XML 1.0 cannot carry (C0 controls other than tab and newline) as
@@ -45,6 +49,11 @@ from pipelines.storage.modes import make_dirs, open_private
 BATCH_ROWS = 20_000  # rows of sheet XML built at once: ~35 MB of XML, whatever the list
 MAX_WIDTH = 60  # characters; longer text wraps off-screen, the filter still finds it
 MAX_SHEET_ROWS = 1_048_576  # Excel's limit, header included
+# Shared strings: a text column is shared when its first rows (the width sample) repeat
+# their values (distinct at most 1 in SHARED_RATIO); at most SHARED_MAX texts a workbook,
+# later new texts are written inline (a column that only looked repetitive stays bounded).
+SHARED_RATIO = 4
+SHARED_MAX = 65_536
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -84,6 +93,7 @@ class XlsxWriter:
         self._archive = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_DEFLATED)
         self._sheets: list[tuple[str, int, int]] = []  # (name, columns, data rows)
         self._open: _SheetStream | None = None
+        self.strings = _SharedStrings()
 
     def sheet(self, name: str, schema: pa.Schema) -> _SheetStream:
         """Start the next sheet (the previous one must be closed)."""
@@ -109,11 +119,16 @@ class XlsxWriter:
         if not self._sheets:
             raise ValueError(f"{self.path}: a workbook needs at least one sheet")
         try:
-            _put(self._archive, "[Content_Types].xml", _content_types(len(self._sheets)))
+            shared = bool(self.strings.texts)
+            if shared:
+                _put(self._archive, "xl/sharedStrings.xml", self.strings.xml())
+            _put(self._archive, "[Content_Types].xml",
+                 _content_types(len(self._sheets), shared))
             _put(self._archive, "_rels/.rels", _package_rels())
             _put(self._archive, "docProps/core.xml", _core_properties())
             _put(self._archive, "xl/workbook.xml", _workbook(self._sheets))
-            _put(self._archive, "xl/_rels/workbook.xml.rels", _workbook_rels(len(self._sheets)))
+            _put(self._archive, "xl/_rels/workbook.xml.rels",
+                 _workbook_rels(len(self._sheets), shared))
             _put(self._archive, "xl/styles.xml", _STYLES)
             self._archive.close()
             digest = Digest(sha256_of(self._tmp), self._tmp.stat().st_size,
@@ -130,6 +145,46 @@ class XlsxWriter:
         self._tmp.unlink(missing_ok=True)
 
 
+class _SharedStrings:
+    """A workbook's shared strings (``xl/sharedStrings.xml``): each text once, numbered
+    in the order the cells first show it row by row, so the same tables give the same
+    bytes however their rows were cut into batches."""
+
+    def __init__(self) -> None:
+        self.number: dict[str, int] = {}
+        self.texts: list[str] = []
+
+    def numbers(self, columns: list[pa.Array]) -> list[pa.Array]:
+        """Per column (text, same rows), each cell's string number: int32, null where the
+        value is null or its text is not shared (past ``SHARED_MAX``)."""
+        encoded = [pc.dictionary_encode(column) for column in columns]
+        new = []  # (first row, column, dictionary position, text) of texts not numbered yet
+        for j, column in enumerate(encoded):
+            codes = np.asarray(pc.fill_null(column.indices, -1).to_numpy(
+                zero_copy_only=False), dtype=np.int64)
+            values, first = np.unique(codes, return_index=True)
+            texts = column.dictionary.to_pylist()
+            new += [(int(row), j, int(code), texts[code])
+                    for code, row in zip(values, first, strict=True)
+                    if code >= 0 and texts[code] not in self.number]
+        for _, _, _, text in sorted(new, key=lambda item: item[:2]):
+            if text not in self.number and len(self.texts) < SHARED_MAX:
+                self.number[text] = len(self.texts)
+                self.texts.append(text)
+        out = []
+        for column in encoded:
+            picked = pa.array([self.number.get(t) for t in column.dictionary.to_pylist()],
+                              pa.int32())
+            out.append(pc.take(picked, column.indices))
+        return out
+
+    def xml(self) -> str:
+        texts = _escape_text(pa.array(self.texts, pa.string())).to_pylist()
+        items = "".join(f'<si><t xml:space="preserve">{t}</t></si>' for t in texts)
+        return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+                f'<sst xmlns="{_MAIN}" uniqueCount="{len(texts)}">{items}</sst>')
+
+
 class _SheetStream:
     """One table's sheet(s): header once per sheet, rows in batches, continued on
     ``<title>_2``... past Excel's row limit."""
@@ -142,6 +197,7 @@ class _SheetStream:
         self._name = ""
         self._rows = 0  # data rows in the current sheet
         self._widths: list[int] | None = None
+        self._shared: list[bool] = []  # per column, decided with the widths
         self._pending: list[pa.Table] = []
         self._held = 0
 
@@ -171,8 +227,12 @@ class _SheetStream:
                 return
             table = pa.concat_tables(self._pending)
             self._pending, self._held = [], 0
-            self._widths = _widths(table.slice(0, WIDTH_SAMPLE))
+            self._sampled(table.slice(0, WIDTH_SAMPLE))
         self._write(table)
+
+    def _sampled(self, sample: pa.Table) -> None:
+        self._widths = _widths(sample)
+        self._shared = _shared_columns(sample)
 
     def _write(self, table: pa.Table) -> None:
         per_sheet = MAX_SHEET_ROWS - 1
@@ -187,15 +247,26 @@ class _SheetStream:
                 piece, batch = batch.slice(0, room), batch.slice(room)
                 assert self._member is not None
                 self._member.write(_rows_xml(piece, start_row=self._rows + 2,
-                                             letters=self.letters))
+                                             letters=self.letters,
+                                             shared=self._numbers(piece)))
                 self._rows += piece.num_rows
+
+    def _numbers(self, piece: pa.RecordBatch) -> list[pa.Array | None]:
+        """Per column, its cells' shared-string numbers (None: a column written inline)."""
+        chosen = [j for j, shared in enumerate(self._shared) if shared]
+        numbers = self.workbook.strings.numbers(
+            [_as_text(_decoded(piece.column(j))) for j in chosen])
+        out: list[pa.Array | None] = [None] * piece.num_columns
+        for j, found in zip(chosen, numbers, strict=True):
+            out[j] = found
+        return out
 
     def close(self) -> None:
         if self._widths is None:
             held = pa.concat_tables(self._pending) if self._pending \
                 else self.schema.empty_table()
             self._pending = []
-            self._widths = _widths(held.slice(0, WIDTH_SAMPLE))
+            self._sampled(held.slice(0, WIDTH_SAMPLE))
             self._write(held)
         if self._member is None and self._part == 0:
             self._start()
@@ -279,12 +350,33 @@ def _widths(table: pa.Table, sample: int = WIDTH_SAMPLE) -> list[int]:
     return widths
 
 
-def _rows_xml(batch: pa.RecordBatch, *, start_row: int, letters: list[str]) -> memoryview:
+def _shared_columns(sample: pa.Table) -> list[bool]:
+    """Which columns' texts go to the shared strings: text or dates (their ISO text) whose
+    sample rows repeat their values (at most one distinct value in ``SHARED_RATIO``
+    rows). Taken from the first rows only, so it does not depend on how rows were cut."""
+    out = []
+    for column in sample.columns:
+        kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind) \
+            or pa.types.is_string_view(kind) or pa.types.is_temporal(kind)
+        distinct = len(pc.unique(_decoded(column.combine_chunks()))) if text else 0
+        out.append(text and len(column) > 0 and distinct * SHARED_RATIO <= len(column))
+    return out
+
+
+def _decoded(column: pa.Array) -> pa.Array:
+    return column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+
+
+def _rows_xml(batch: pa.RecordBatch, *, start_row: int, letters: list[str],
+              shared: list[pa.Array | None] | None = None) -> memoryview:
     numbers = np.arange(start_row, start_row + batch.num_rows, dtype=np.int64)
     rows = pa.array(numbers).cast(pa.string())
     pieces: list[pa.Array | str] = ['<row r="', rows, '">']
-    for column, letter in zip(batch.columns, letters, strict=True):
-        pieces += _cells(column, letter, rows)
+    for column, letter, found in zip(batch.columns, letters,
+                                     shared or [None] * batch.num_columns, strict=True):
+        pieces += _cells(column, letter, rows) if found is None \
+            else _shared_cells(column, letter, rows, found)
     pieces.append("</row>")
     # One join for the whole row: adjacent literal pieces merged first.
     merged: list[pa.Array | str] = []
@@ -330,6 +422,21 @@ def _cells(column: pa.Array, letter: str, rows: pa.Array) -> list[pa.Array | str
     cell = pc.binary_join_element_wise(f'<c r="{letter}', rows, middle, values, end, "")
     return [pc.fill_null(cell, pc.binary_join_element_wise(f'<c r="{letter}', rows, '"/>',
                                                            ""))]
+
+
+def _shared_cells(column: pa.Array, letter: str, rows: pa.Array,
+                  numbers: pa.Array) -> list[pa.Array | str]:
+    """Cells that refer to their shared string (``t="s"``); a null, or a text not
+    shared, is written as ``_cells`` writes it."""
+    start, middle, end = f'<c r="{letter}', '" t="s"><v>', "</v></c>"
+    values = numbers.cast(pa.string())
+    if numbers.null_count == 0:
+        return [start, rows, middle, values, end]
+    inline = _cells(column, letter, rows)
+    inline_cells = inline[0] if len(inline) == 1 else \
+        pc.binary_join_element_wise(*inline, "")
+    return [pc.coalesce(pc.binary_join_element_wise(start, rows, middle, values, end, ""),
+                        inline_cells)]
 
 
 def _as_text(column: pa.Array) -> pa.Array:
@@ -379,7 +486,7 @@ def _escape_text(values: pa.Array) -> pa.Array:
 
 
 # --- Package parts -------------------------------------------------------------------
-def _content_types(sheet_count: int) -> str:
+def _content_types(sheet_count: int, shared: bool = False) -> str:
     sheets = "".join(
         f'<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="application/'
         'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
@@ -393,7 +500,10 @@ def _content_types(sheet_count: int) -> str:
             '<Override PartName="/xl/styles.xml" ContentType="application/vnd.openxmlformats-'
             'officedocument.spreadsheetml.styles+xml"/>'
             '<Override PartName="/docProps/core.xml" ContentType="application/vnd.openxmlformats-'
-            'package.core-properties+xml"/>' + sheets + "</Types>")
+            'package.core-properties+xml"/>' + sheets
+            + ('<Override PartName="/xl/sharedStrings.xml" ContentType="application/'
+               'vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>'
+               if shared else "") + "</Types>")
 
 
 def _package_rels() -> str:
@@ -436,11 +546,14 @@ def _quoted_sheet(name: str) -> str:
     return "'" + name.replace("'", "''") + "'"
 
 
-def _workbook_rels(sheet_count: int) -> str:
+def _workbook_rels(sheet_count: int, shared: bool = False) -> str:
     sheets = "".join(f'<Relationship Id="rId{n}" Type="{_REL}/worksheet" '
                      f'Target="worksheets/sheet{n}.xml"/>' for n in range(1, sheet_count + 1))
     styles = (f'<Relationship Id="rId{sheet_count + 1}" Type="{_REL}/styles" '
               'Target="styles.xml"/>')
+    if shared:
+        styles += (f'<Relationship Id="rId{sheet_count + 2}" Type="{_REL}/sharedStrings" '
+                   'Target="sharedStrings.xml"/>')
     return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
             f'<Relationships xmlns="{_PKG_REL}">{sheets}{styles}</Relationships>')
 
