@@ -22,6 +22,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from matching.columns import matches
 from pipelines.cli import main
 from pipelines.config import GateSettings
 from pipelines.errors import GateFailedError, RegistryError
@@ -420,8 +421,8 @@ def test_a_correction_list_breaking_its_contract_is_not_published(
                           st.from_regex(r"[0-9]{12}", fullmatch=True)), max_size=40))
 @settings(max_examples=60, deadline=None)
 def test_digit_shapes_are_checked_as_the_regular_expression_does(values: list) -> None:
-    """facts.matches answers as RE2 does (null for null), by length and ASCII digits."""
+    """matches answers as RE2 does (null for null), by length and ASCII digits."""
     column = pa.array(values, pa.string())
     for pattern in (facts.MSISDN_PATTERN, *facts.DOCUMENT_PATTERNS.values(), r"^[0-9]{9}$"):
-        assert facts.matches(column, pattern).to_pylist() == \
+        assert matches(column, pattern).to_pylist() == \
             pc.match_substring_regex(column, pattern).to_pylist()

@@ -17,14 +17,13 @@ The rows behind a failure are shown from the data itself (``shown``), masked.
 
 from __future__ import annotations
 
-import re
 from datetime import date
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from matching.columns import as_bool_mask
+from matching.columns import as_bool_mask, matches
 from pipelines.schema import GENDERS, ID_TYPES, LINE_STATUSES, SUBSCRIPTION_TYPES
 
 MSISDN_PATTERN = r"^0[0-9]{9}$"
@@ -67,24 +66,6 @@ def _code(defects: list[tuple[pa.Array | pa.ChunkedArray, int]], present: pa.Arr
     missing = ~np.asarray(pc.fill_null(present, False).to_numpy(zero_copy_only=False),
                           dtype=bool)
     return pa.array(code, pa.int8(), mask=missing)
-
-
-# A shape of ASCII digits (``^0[0-9]{9}$``, ``^[0-9]{12}$``): an optional literal prefix
-# of digits, then a fixed count of digits.
-_DIGIT_SHAPE = re.compile(r"\^([0-9]*)\[0-9\]\{([0-9]+)\}\$")
-
-
-def matches(values: pa.ChunkedArray | pa.Array, pattern: str) -> pa.Array | pa.ChunkedArray:
-    """``pc.match_substring_regex(values, pattern)``; a shape of digits only
-    (``_DIGIT_SHAPE``) checked by byte length and ASCII digits instead, the same answer
-    (null for null) at an eighth of RE2's CPU (0.003 against 0.024 s on 447k numbers)."""
-    digits = _DIGIT_SHAPE.fullmatch(pattern)
-    if digits is None:
-        return pc.match_substring_regex(values, pattern)
-    prefix, width = digits[1], int(digits[2])
-    ok = pc.and_(pc.equal(pc.binary_length(values), len(prefix) + width),
-                 pc.ascii_is_decimal(values))
-    return pc.and_(ok, pc.starts_with(values, prefix)) if prefix else ok
 
 
 def _shape(values: pa.ChunkedArray | pa.Array, pattern: str) -> pa.Array:
