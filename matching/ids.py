@@ -23,7 +23,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching import reference
-from matching.columns import ArrayLike, as_bool_mask, as_string_array, interleave, take_labels
+from matching.columns import (
+    ArrayLike,
+    as_bool_mask,
+    as_string_array,
+    interleave,
+    matches,
+    take_labels,
+)
 
 DOCUMENT_TYPES = ("CCCD", "CMND", "PASSPORT")
 ISSUES = (
@@ -58,7 +65,7 @@ def clean_document_number(values: ArrayLike) -> pa.Array:
 
 def _parse_cccd(number: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray, np.ndarray]:
     """Split 12-digit numbers into (is_12_digits, province code, birth year, is_female)."""
-    ok = as_bool_mask(pc.match_substring_regex(number, r"^[0-9]{12}$"))
+    ok = as_bool_mask(matches(number, r"^[0-9]{12}$"))
     s12 = pc.if_else(pa.array(ok), number, _NULL_STR)
     province = pc.utf8_slice_codeunits(s12, 0, 3)
     g = pc.fill_null(pc.cast(pc.utf8_slice_codeunits(s12, 3, 4), pa.int32()), 0).to_numpy()
@@ -97,9 +104,9 @@ def classify_documents(
     # Fast path for what nearly every row is: a CCCD of 12 digits or a CMND of 9, declared
     # as such and written without any separator. Same result as the general path.
     cccd = as_bool_mask(pc.equal(declared, "CCCD")) & \
-        as_bool_mask(pc.match_substring_regex(raw, r"^[0-9]{12}$"))
+        as_bool_mask(matches(raw, r"^[0-9]{12}$"))
     cmnd = as_bool_mask(pc.equal(declared, "CMND")) & \
-        as_bool_mask(pc.match_substring_regex(raw, r"^[0-9]{9}$"))
+        as_bool_mask(matches(raw, r"^[0-9]{9}$"))
     plain = cccd | cmnd
     if not plain.any():
         return _classify_documents(declared, raw, reference_year=reference_year)

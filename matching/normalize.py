@@ -15,12 +15,20 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from matching.columns import ArrayLike, as_string_array, per_distinct
+from matching.columns import (
+    ArrayLike,
+    as_bool_mask,
+    as_string_array,
+    distinct_codes,
+    per_distinct,
+    take_codes,
+)
 
 __all__ = [
     "StringColumn",
     "as_string_array",
     "clean_text",
+    "clean_text_counting_nfc",
     "clean_whitespace",
     "display_name",
     "fold_diacritics",
@@ -72,6 +80,17 @@ def clean_text(values: StringColumn) -> pa.Array:
     """``clean_whitespace(nfc(values))`` in one pass over the distinct values: how a
     name is stored once normalised."""
     return per_distinct(lambda v: _clean_whitespace(_nfc(v)), as_string_array(values))
+
+
+def clean_text_counting_nfc(values: StringColumn) -> tuple[pa.Array, int]:
+    """``clean_text(values)`` and how many non-null values were not NFC as given, from
+    the same NFC pass over the distinct values (the export gate's raw-name form check
+    would otherwise put every name in NFC a second time)."""
+    distinct, codes = distinct_codes(as_string_array(values))
+    composed = _nfc(distinct)
+    changed = as_bool_mask(pc.not_equal(distinct, composed))
+    not_nfc = int(changed[codes[codes >= 0]].sum()) if changed.any() else 0
+    return take_codes(_clean_whitespace(composed), codes), not_nfc
 
 
 def fold_diacritics(values: StringColumn) -> pa.Array:

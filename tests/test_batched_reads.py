@@ -80,3 +80,15 @@ def test_working_files_without_statistics_and_plain_unique_columns(tmp_path: Pat
     write_parquet(table, tmp_path / "kept.parquet")  # the default keeps both
     kept = pq.ParquetFile(tmp_path / "kept.parquet").metadata.row_group(0).column(0)
     assert kept.is_stats_set and kept.has_dictionary_page
+
+
+def test_uncompressed_columns_beside_compressed_ones(tmp_path: Path) -> None:
+    table = pa.table({"row": pa.array(np.arange(1000)),
+                      "raw": pa.array([f"record {i % 7}" for i in range(1000)])})
+    path = tmp_path / "work.parquet"
+    writer = AtomicParquetWriter(path, compression="lz4", uncompressed=("raw",))
+    writer.write(table)
+    writer.close()
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    assert pq.read_table(path).equals(table)
+    assert (group.column(0).compression, group.column(1).compression) == ("LZ4", "UNCOMPRESSED")

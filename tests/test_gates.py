@@ -15,14 +15,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from matching.columns import matches
 from pipelines.cli import main
 from pipelines.config import GateSettings
 from pipelines.errors import GateFailedError, RegistryError
-from pipelines.quality import gates
+from pipelines.quality import facts, gates
 from pipelines.results.dataset import RunResults
 from pipelines.stages import run_all
 
@@ -410,3 +414,15 @@ def test_a_correction_list_breaking_its_contract_is_not_published(
     assert {p.stem for p in (run_dir / "corrections").glob("*.csv")} == TELCOS - {"mobifone"}
     failed = _failed(_gate(run_dir, "corrections.mobifone"))
     assert any("no registry data" in f["description"] for f in failed)
+
+
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="0123456789x ١２A", max_size=13),
+                          st.from_regex(r"0[0-9]{9}", fullmatch=True),
+                          st.from_regex(r"[0-9]{12}", fullmatch=True)), max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_digit_shapes_are_checked_as_the_regular_expression_does(values: list) -> None:
+    """matches answers as RE2 does (null for null), by length and ASCII digits."""
+    column = pa.array(values, pa.string())
+    for pattern in (facts.MSISDN_PATTERN, *facts.DOCUMENT_PATTERNS.values(), r"^[0-9]{9}$"):
+        assert matches(column, pattern).to_pylist() == \
+            pc.match_substring_regex(column, pattern).to_pylist()

@@ -76,12 +76,14 @@ def test_streamed_files_hold_the_same_rows_in_row_groups(tmp_path: Path) -> None
     assert pq.ParquetFile(tmp_path / "rows.parquet").num_row_groups == report.chunks > 10
     assert report.rows_in_file == rows.num_rows + report.quarantined == 400
 
-    normalised, quarantined = normalise_file(
+    done = normalise_file(
         tmp_path / "rows.parquet", mapping, run_date=RUN_DATE, rows_path=tmp_path / "n.parquet",
         quarantine_path=tmp_path / "nq.parquet", batch_rows=1_000)
     at_once = normalise(in_memory.rows, mapping, run_date=RUN_DATE)
     assert pq.read_table(tmp_path / "n.parquet").equals(at_once.rows)
-    assert (normalised, quarantined) == (at_once.rows.num_rows, at_once.quarantine.num_rows)
+    assert (done.normalised, done.quarantined) == (at_once.rows.num_rows,
+                                                   at_once.quarantine.num_rows)
+    assert (done.names, done.names_not_nfc) == (at_once.names, at_once.names_not_nfc)
 
 
 def test_normalise_batches_read_raw_text_only_for_quarantined_rows(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from matching.normalize import (
     as_string_array,
     clean_text,
+    clean_text_counting_nfc,
     clean_whitespace,
     display_name,
     fold_diacritics,
@@ -209,3 +210,15 @@ def test_long_columns_are_computed_once_per_distinct_value(texts: list[str | Non
     """A long column with repeats goes through the distinct values; same result."""
     for function in (*ALL_FUNCTIONS, clean_text):
         assert function(texts * 20).to_pylist() == function(texts).to_pylist() * 20
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=12),
+                          st.sampled_from(["Nguyễn Văn An", "Nguye\u0302\u0303n", " Lý  Thị "])),
+                max_size=30))
+@settings(max_examples=40, deadline=None)
+def test_clean_text_counting_nfc_counts_the_values_not_in_nfc(texts: list[str | None]) -> None:
+    """Same text as clean_text; the count is that of non-null values that NFC changes."""
+    cleaned, not_nfc = clean_text_counting_nfc(texts)
+    assert cleaned.to_pylist() == clean_text(texts).to_pylist()
+    assert not_nfc == sum(1 for t in texts
+                          if t is not None and unicodedata.normalize("NFC", t) != t)

@@ -242,3 +242,17 @@ def test_fast_path_agrees_with_the_general_path(values):
     tables = (reference.mobile_prefixes(), reference.legacy_prefixes())
     general = phones._canonical_msisdn(pa.array(values, pa.string()), *tables)
     assert phones.canonical_msisdn(values).equals(general)
+
+
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="0123456789+8٠ a", max_size=13),
+                          st.from_regex(r"(\+84|84|0|0084)[0-9]{9}", fullmatch=True)),
+                max_size=40))
+@settings(max_examples=80, deadline=None)
+def test_plain_numbers_found_as_the_regular_expression_finds_them(values: list) -> None:
+    """The fast path's test (lengths and ASCII digits) agrees with ``_PLAIN``."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    column = pa.array(values, pa.string())
+    expected = pc.fill_null(pc.match_substring_regex(column, phones._PLAIN), False)
+    assert phones._plain(column).tolist() == np.asarray(expected).tolist()

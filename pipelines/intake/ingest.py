@@ -598,9 +598,11 @@ def ingest_to_files(mapping: TelcoMapping, rows_path: Path, quarantine_path: Pat
     reader = ExportReader(mapping, settings)
     # The ingested rows are working state, read back whole once by normalise: LZ4 writes
     # them several times faster than zstd (the raw text of every record makes them
-    # large), and no reader filters them by statistics.
+    # large), and no reader filters them by statistics. The raw text itself is read back
+    # only for the few rows normalise quarantines: left uncompressed, it is a third less
+    # of the write's CPU (1M world, 447k rows: 0.30 -> 0.20 s; 43 -> 65 MiB).
     with AtomicParquetWriter(rows_path, compression="lz4", plain=NEARLY_UNIQUE,
-                             statistics=False) as rows_out, \
+                             statistics=False, uncompressed=[RAW_RECORD]) as rows_out, \
             AtomicParquetWriter(quarantine_path) as quarantine_out:
         for rows, quarantine in reader.batches():
             if rows.num_rows:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -84,6 +85,19 @@ NEARLY_UNIQUE = ("source_row", "msisdn", "msisdn_raw", "id_number")
 class NormaliseResult:
     rows: pa.Table
     quarantine: pa.Table
+    # Names as ingested (non-null, every row, quarantined or not) and those not in NFC:
+    # the export gate's raw-name form, counted where the names are put in NFC anyway.
+    names: int = 0
+    names_not_nfc: int = 0
+
+
+class NormalisedFile(NamedTuple):
+    """What ``normalise_file`` did: rows written, rows quarantined, and the names as
+    ingested and those not in NFC (``NormaliseResult``)."""
+    normalised: int
+    quarantined: int
+    names: int
+    names_not_nfc: int
 
 
 def vocabulary_key(values: pa.Array) -> pa.Array:
@@ -213,7 +227,8 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date,
                      as_bool_mask(pc.greater(birth.value, activation.value))))
 
     phone = phones.canonical_msisdn(rows["msisdn"].combine_chunks())
-    names = normalize.clean_text(rows["full_name"].combine_chunks())
+    raw_names = rows["full_name"].combine_chunks()
+    names, names_not_nfc = normalize.clean_text_counting_nfc(raw_names)
 
     normalised = pa.table(
         {
@@ -271,17 +286,19 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date,
         raise AssertionError(f"{mapping.telco}: row conservation broken at normalise")
     log.debug("normalise %s: %d rows normalised, %d quarantined", mapping.telco,
              normalised.num_rows, quarantine.num_rows)
-    return NormaliseResult(rows=normalised, quarantine=quarantine)
+    return NormaliseResult(rows=normalised, quarantine=quarantine,
+                           names=len(raw_names) - raw_names.null_count,
+                           names_not_nfc=names_not_nfc)
 
 
 def normalise_file(ingested: Path, mapping: TelcoMapping, *, run_date: date,
                    rows_path: Path, quarantine_path: Path,
-                   batch_rows: int = 500_000) -> tuple[int, int]:
+                   batch_rows: int = 500_000) -> NormalisedFile:
     """Normalise an ingested file into ``rows_path`` and ``quarantine_path`` (each
     complete or absent), in batches of whole row groups (ingest chunks) of about
-    ``batch_rows``; returns (normalised, quarantined). ``raw_record`` is read only for
+    ``batch_rows``; returns the counts (``NormalisedFile``). ``raw_record`` is read only for
     the rows that are quarantined."""
-    normalised = quarantined = 0
+    normalised = quarantined = names = names_not_nfc = 0
     source = pq.ParquetFile(ingested)
     columns = [c for c in source.schema_arrow.names if c != RAW_RECORD]
     sizes = [source.metadata.row_group(g).num_rows for g in range(source.num_row_groups)]
@@ -307,8 +324,10 @@ def normalise_file(ingested: Path, mapping: TelcoMapping, *, run_date: date,
                 quarantine_out.write(result.quarantine)
             normalised += result.rows.num_rows
             quarantined += result.quarantine.num_rows
+            names += result.names
+            names_not_nfc += result.names_not_nfc
         rows_out.close(NORMALISED_SCHEMA)
         quarantine_out.close(QUARANTINE_SCHEMA)
     log.info("normalise %s: %d rows normalised, %d quarantined", mapping.telco, normalised,
              quarantined)
-    return normalised, quarantined
+    return NormalisedFile(normalised, quarantined, names, names_not_nfc)

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from matching.columns import as_bool_mask, matches
 from pipelines.schema import GENDERS, ID_TYPES, LINE_STATUSES, SUBSCRIPTION_TYPES
 
 MSISDN_PATTERN = r"^0[0-9]{9}$"
@@ -70,8 +71,7 @@ def _code(defects: list[tuple[pa.Array | pa.ChunkedArray, int]], present: pa.Arr
 def _shape(values: pa.ChunkedArray | pa.Array, pattern: str) -> pa.Array:
     """int8: null where missing, 0 where ``values`` matches ``pattern``, 1 where not."""
     n = len(values)
-    return _code([(pc.invert(pc.match_substring_regex(values, pattern)), 1)],
-                 pc.is_valid(values), n)
+    return _code([(pc.invert(matches(values, pattern)), 1)], pc.is_valid(values), n)
 
 
 def _in_vocabulary(values: pa.ChunkedArray | pa.Array, vocabulary: tuple[str, ...]) -> pa.Array:
@@ -88,21 +88,24 @@ def export_facts(rows: pa.Table, *, run_date: date, earliest_activation: date) -
     run_day = pa.scalar(run_date, pa.date32())
     id_type = rows["id_type"]
     number = rows["id_number"]
-    malformed = pa.array(np.zeros(n, dtype=bool))
+    kinds = pa.array(list(DOCUMENT_TYPES), pa.string())
+    document_type = pc.cast(pc.index_in(id_type, value_set=kinds), pa.int8())
+    kind_of = np.asarray(pc.fill_null(document_type, -1).to_numpy(zero_copy_only=False))
+    # Each type's shape checked on that type's numbers only (a null number: not malformed).
+    malformed = np.zeros(n, dtype=bool)
     for kind, pattern in DOCUMENT_PATTERNS.items():
-        of_kind = pc.fill_null(pc.equal(id_type, kind), False)
-        bad = pc.and_(of_kind, pc.invert(pc.fill_null(pc.match_substring_regex(number, pattern),
-                                                      True)))
-        malformed = pc.or_(malformed, bad)
+        of_kind = kind_of == DOCUMENT_TYPES[kind]
+        if of_kind.any():
+            shaped = matches(number.filter(pa.array(of_kind)), pattern)
+            malformed[of_kind] = ~as_bool_mask(pc.fill_null(shaped, True))
     activation = rows["activation_date"]
     birth = rows["date_of_birth"]
-    kinds = pa.array(list(DOCUMENT_TYPES), pa.string())
     return pa.table({
         "source_row": rows["source_row"],
         # the type as sent (DOCUMENT_TYPES code; null: none of them), for the per-type checks
-        "document_type": pc.cast(pc.index_in(id_type, value_set=kinds), pa.int8()),
+        "document_type": document_type,
         "msisdn": _shape(rows["msisdn"], MSISDN_PATTERN),
-        "id_number": _code([(malformed, 1)], pc.is_valid(number), n),
+        "id_number": _code([(pa.array(malformed), 1)], pc.is_valid(number), n),
         "activation_date": _code(
             [(pc.less(activation, pa.scalar(earliest_activation, pa.date32())), 1),
              (pc.greater(activation, run_day), 2)], pc.is_valid(activation), n),

@@ -67,9 +67,12 @@ def partition_telco(paths: RunPaths, telco: str, batch_rows: int = 1 << 18,
     legacy = LegacyShards(parquet_batches(pq.ParquetFile(snapshot.verify(LEGACY_INDEX)),
                                           batch_rows, columns=["legacy_id", "shard"]))
     source = pq.ParquetFile(paths.normalised(telco))
-    # Working files read whole (match_shard, gate_export): no statistics.
+    # Working files read whole, once each by match_shard and gate_export: no statistics,
+    # and LZ4 (1M world, 447k rows: write 0.24 -> 0.18 CPU s, a read 0.165 -> 0.135 s;
+    # 13 -> 22 MiB).
     writers = [AtomicParquetWriter(paths.subscription_shard(telco, k), plain=NEARLY_UNIQUE,
-                                   statistics=False) for k in range(shards)]
+                                   compression="lz4", statistics=False)
+               for k in range(shards)]
     rows = np.zeros(shards, dtype=np.int64)
     held: list[tuple[pa.Table, np.ndarray]] = []
 

@@ -214,25 +214,32 @@ class AtomicParquetWriter(_AtomicStream):
     of a results file's write); the others are dictionary-encoded as usual.
     ``statistics``: False for a working file that is only ever read whole (no reader
     filters it by the row groups' min/max), whose statistics would cost ~20% of the write.
+    ``uncompressed``: columns written without compression (a large column that is
+    hardly ever read back, where compressing is most of the write's work).
     """
 
     def __init__(self, path: Path, schema: pa.Schema | None = None,
                  row_group_rows: int | None = None, compression: str = "zstd",
-                 plain: Iterable[str] = (), statistics: bool = True) -> None:
+                 plain: Iterable[str] = (), statistics: bool = True,
+                 uncompressed: Iterable[str] = ()) -> None:
         super().__init__(path)
         self._schema = schema
         self._row_group_rows = row_group_rows
         self._compression = compression
         self._plain = frozenset(plain)
         self._statistics = statistics
+        self._uncompressed = frozenset(uncompressed)
 
     def _parquet(self, schema: pa.Schema) -> pq.ParquetWriter:
         if self._writer is None:
             dictionary: bool | list[str] = [name for name in schema.names
                                              if name not in self._plain] \
                 if self._plain else True
+            compression: str | dict[str, str] = {
+                name: "none" if name in self._uncompressed else self._compression
+                for name in schema.names} if self._uncompressed else self._compression
             self._writer = pq.ParquetWriter(pa.PythonFile(self._open(), mode="w"), schema,
-                                            compression=self._compression,
+                                            compression=compression,
                                             use_dictionary=dictionary,
                                             write_statistics=self._statistics)
         return self._writer
