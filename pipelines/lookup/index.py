@@ -30,12 +30,8 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -58,6 +54,7 @@ from pipelines.lookup.store import (
     swap_pending,
 )
 from pipelines.results.dataset import RunResults
+from pipelines.threads import ahead
 
 log = logging.getLogger("simrecon.lookup")
 
@@ -66,8 +63,6 @@ _NUMBER_SPILL = pa.schema([("hash", pa.uint64()), ("telco", pa.string()),
                            ("msisdn", pa.string()), ("body", pa.string())])
 _DOCUMENT_SPILL = pa.schema([("hash", pa.uint64()), ("entry", pa.string())])
 _MAX_TELCOS = 1024  # identity = number * _MAX_TELCOS + telco code
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def _bits_for(n: float) -> int:
@@ -120,20 +115,6 @@ class _Spill:
             table = reader.read_all()
         path.unlink()
         return table.combine_chunks()
-
-
-def _ahead(work: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iterator[R]:
-    """``work`` over ``items`` in ``workers`` threads, results in order, at most a few
-    items ahead (memory stays bounded). Arrow and NumPy release the GIL, so a build
-    uses the machine's second core while the first writes to the database."""
-    with ThreadPoolExecutor(workers, thread_name_prefix="lookup-build") as pool:
-        pending: deque[Future[R]] = deque()
-        for item in items:
-            pending.append(pool.submit(work, item))
-            if len(pending) > workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def _stable_order(values: np.ndarray, bits: int) -> np.ndarray:
@@ -421,8 +402,9 @@ def _build(results: RunResults, run_date: str, reader: IndexReader,
             lambda doc, keep: whole.filter(keep))])
         return number_parts, documents.split(entries), len(whole), entries.num_rows
 
-    for number_parts, document_parts, unnumbered, entries in _ahead(
-            pass1, results.batches(records.RESULT_COLUMNS, batch_rows=batch_rows)):
+    for number_parts, document_parts, unnumbered, entries in ahead(
+            pass1, results.batches(records.RESULT_COLUMNS, batch_rows=batch_rows),
+            name="lookup-build"):
         numbers.write(number_parts)
         documents.write(document_parts)
         counts["this_run"] += unnumbered + sum(t.num_rows for _, t in number_parts)
@@ -445,7 +427,7 @@ def _build(results: RunResults, run_date: str, reader: IndexReader,
                                                 fields["msisdn"]))
         return _bucket_rows(hashes, packed, bits), parts, len(carried)
 
-    for rows, document_parts, carried in _ahead(pass2, range(1 << pbits)):
+    for rows, document_parts, carried in ahead(pass2, range(1 << pbits), name="lookup-build"):
         writer.insert(NUMBERS, rows)
         documents.write(document_parts)
         counts["carried"] += carried
@@ -458,7 +440,7 @@ def _build(results: RunResults, run_date: str, reader: IndexReader,
         entries = documents.read(p)
         return _bucket_rows(entries["hash"].to_numpy(), entries["entry"], bits)
 
-    for rows in _ahead(pass3, range(1 << pbits)):
+    for rows in ahead(pass3, range(1 << pbits), name="lookup-build"):
         writer.insert(DOCUMENTS, rows)
     counts["pass3_ms"] = int(1000 * (time.perf_counter() - clock))
     return counts

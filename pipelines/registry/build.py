@@ -15,11 +15,12 @@ The registry is read a batch at a time (``BATCH_ROWS``) and never held whole:
    birth years (``pipelines.registry.search_index``);
 4. each shard is put back in registry order and written.
 
-Peak memory is about one bucket or shard plus one batch, whatever the registry's
-size (``BUCKET_ROWS`` citizens per year bucket), plus what grows with the distinct
-names alone (their tally and typo shares: a few copies of the distinct name keys,
-``matching.model.typo_shares``); measured: 0.90-0.97 GiB at 10M citizens in 8 shards,
-0.98 GiB at 30M in 24 (benchmarks/RESULTS.md). The files are the same, byte for
+Peak memory is about two buckets or two shards plus one batch (the next bucket's
+columns are computed, and two shards sorted and written, in threads: the second core),
+whatever the registry's size (``BUCKET_ROWS`` citizens per year bucket), plus what
+grows with the distinct names alone (their tally and typo shares: a few copies of the
+distinct name keys, ``matching.model.typo_shares``): benchmarks/RESULTS.md has the
+figures (1.0-1.2 GiB at 10M citizens in 8 shards). The files are the same, byte for
 byte, as those of the whole registry prepared at once (tests/test_registry_prepare.py).
 Spill files are Arrow IPC in an owner-only folder, removed when done.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +57,7 @@ from pipelines.schema import REGISTRY_FIELDS
 from pipelines.storage import objectstore
 from pipelines.storage.files import AtomicParquetWriter, write_parquet
 from pipelines.storage.modes import make_dirs
+from pipelines.threads import ahead
 
 # Rows read (and normalised) at once.
 BATCH_ROWS = 1 << 18
@@ -388,19 +391,29 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
         del tallies
         layout = SearchLayout(staging,
                               pa.schema([shard_schema.field(c) for c in search_columns]))
-        for bucket in by_year.buckets():
+
+        def registry_wide(bucket: int, whole: _Whole = whole) -> tuple[pa.Table, np.ndarray]:
             part = by_year.read(bucket)
-            wide = _registry_wide(part, whole, block_columns)
-            by_shard.write(wide, np.asarray(part["shard"], np.int32))
+            return _registry_wide(part, whole, block_columns), np.asarray(part["shard"],
+                                                                          np.int32)
+
+        # The next bucket's columns are computed (in a thread: Arrow and NumPy, the GIL
+        # mostly released) while this one's are written: two buckets in memory at most.
+        buckets = by_year.buckets()
+        for bucket, (wide, shard) in zip(buckets, ahead(registry_wide, buckets, workers=1,
+                                                        name="registry-build"), strict=True):
+            by_shard.write(wide, shard)
             layout.add(bucket, wide)  # the bucket's citizens, in registry order
-            del part, wide
+            del wide, shard
         built.search_partitions = year_buckets
         built.search_files = layout.finish()
         built.search_present = layout.present
         del layout
-        del whole  # the distinct names' tallies are not held while shards are sorted
+        # the distinct names' tallies are not held while shards are sorted
+        del whole, registry_wide
         pa.default_memory_pool().release_unused()
-        for k in range(shards):
+
+        def write_shard(k: int) -> int:
             table = by_shard.read(k)
             if table.num_rows:
                 table = table.take(pa.array(np.argsort(np.asarray(table["registry_row"]),
@@ -409,7 +422,11 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
                     # a citizen_id lies in one shard: unique in each is unique in all
                     raise RegistryError(f"{source}: citizen_id is not unique")
             write_parquet(table.cast(shard_schema), staging / shard_file(k))
-            built.shard_rows.append(table.num_rows)
+            return table.num_rows
+
+        # Two shards at a time (sorting and compressing release the GIL).
+        with ThreadPoolExecutor(max_workers=2) as threads:
+            built.shard_rows = list(threads.map(write_shard, range(shards)))
     finally:
         for opened in spills:
             opened.close()
