@@ -214,8 +214,18 @@ def _read(source: Path | objectstore.RemoteFile, shards: int, year_buckets: int,
     tallies = {"names": _Tally(["sequence", "canonical"]), "days": _Tally(["day"]),
                "years": _Tally(["year"])}
     problems = {"without_citizen_id": 0, "unparsed_birth_dates": 0}
-    for batch in objectstore.iter_parquet_batches(source, list(REGISTRY_FIELDS), BATCH_ROWS):
+
+    def normalised(batch: pa.Table) -> tuple[pa.Table, dict[str, int], pa.Array, pa.Array]:
         table, found = registry_source.normalise(batch)
+        names = table["full_name"]
+        return table, found, sequence_name_key(names), canonical_name_key(names)
+
+    # The next batch is normalised and keyed in a thread (Arrow, the GIL mostly
+    # released) while this one is tallied and spilled.
+    for table, found, sequence, canonical in ahead(
+            normalised, objectstore.iter_parquet_batches(source, list(REGISTRY_FIELDS),
+                                                         BATCH_ROWS),
+            workers=1, name="registry-read"):
         for name, count in found.items():
             problems[name] += count
         if problems["without_citizen_id"] or problems["unparsed_birth_dates"]:
@@ -224,8 +234,7 @@ def _read(source: Path | objectstore.RemoteFile, shards: int, year_buckets: int,
         n = table.num_rows
         rows_of = np.arange(built.citizens, built.citizens + n, dtype=np.int64)
         built.citizens += n
-        names, births = table["full_name"], table["date_of_birth"]
-        sequence, canonical = sequence_name_key(names), canonical_name_key(names)
+        births = table["date_of_birth"]
         tallies["names"].add(pa.table({"sequence": sequence, "canonical": canonical}))
         year = pc.year(births)
         tallies["days"].add(pa.table({"day": _day_dates(births, table["dob_precision"])}))
