@@ -6,6 +6,11 @@ throughput.
 
     .venv/bin/python -m benchmarks.scale --subscriptions 1000000
     .venv/bin/python -m benchmarks.scale --subscriptions 1000000 10000000 --json out.json
+    .venv/bin/python -m benchmarks.scale --subscriptions 1000000 --end-to-end
+
+``--end-to-end`` also times one ``simrecon run`` from an empty output folder that
+prepares the registry itself, beside the telcos' intake (``prepare_in_run``, the
+default configuration): the whole job as a new user runs it.
 
 Worlds are cached under benchmarks/out/ (gitignored) by size, registry size and seed;
 each measurement uses a fresh output folder. Stage times come from the run's own
@@ -64,11 +69,13 @@ def world(n: int, citizens: int, seed: int) -> Path:
     return folder
 
 
-def config_for(folder: Path, shards: int | None) -> Path:
+def config_for(folder: Path, shards: int | None, *, prepare_in_run: bool = False) -> Path:
     """A run configuration for ``folder``; outputs go to ``folder/runs`` and the
     engineer-only files, the prepared registry among them, to ``folder/runs-private``
     (both emptied first, so every measurement starts from nothing and the registry is
-    really prepared)."""
+    really prepared). ``prepare_in_run``: the run prepares the registry itself, beside
+    the telcos' intake (the default configuration's way), instead of a ``registry
+    prepare`` before it."""
     for outputs in ("runs", "runs-private"):
         shutil.rmtree(folder / outputs, ignore_errors=True)
     telcos = folder / "telcos"
@@ -83,7 +90,8 @@ def config_for(folder: Path, shards: int | None) -> Path:
         "telcos_dir": str(telcos),
         "output_dir": str(folder / "runs"),
         # the benchmark prepares the snapshot itself, before the run, and times it apart
-        "prepared_registry": {"prepare_in_run": False},
+        # (unless the end to end is measured in one command)
+        "prepared_registry": {"prepare_in_run": prepare_in_run},
     }
     if shards is not None:
         settings["prepared_registry"]["shards"] = shards
@@ -206,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
                              "at least 8: a shard's size, not the run's, sets the memory)")
     parser.add_argument("--workers", type=int, default=None,
                         help="simrecon run --workers (default: one per CPU)")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="also measure one `simrecon run` that prepares the registry "
+                             "itself beside the intake (prepared_registry.prepare_in_run, "
+                             "the default configuration), from an empty output folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     host = machine()
@@ -215,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.subscriptions:
         citizens = max(2500, round(n * args.citizens_ratio))
         folder = world(n, citizens, args.seed)
-        config = config_for(folder, args.shards or max(8, -(-n // 1_250_000)))
+        shards = args.shards or max(8, -(-n // 1_250_000))
+        config = config_for(folder, shards)
         prepared = measure(["registry", "prepare", "--config", str(config),
                             "--as-of", RUN_DATE])
         ran = measure(["run", "--config", str(config), "--run-date", RUN_DATE,
@@ -229,12 +242,23 @@ def main(argv: list[str] | None = None) -> int:
         figures["runs"].append({"subscriptions": n, "citizens": citizens,
                                 "registry_prepare": prepared, "run": ran, "steps": steps,
                                 "holder_linking_s": round(matching, 2)})
+        if args.end_to_end:
+            whole = measure(["run", "--config", str(config_for(folder, shards,
+                                                               prepare_in_run=True)),
+                             "--run-date", RUN_DATE,
+                             *(["--workers", str(args.workers)] if args.workers else [])])
+            figures["runs"][-1]["end_to_end"] = whole
         print(f"\n{n:,} subscriptions, {citizens:,} citizens (seed {args.seed})")
         print(f"  registry prepare: wall {prepared['wall_s']:.1f}s, "
               f"peak RSS {prepared['peak_rss_gib']:.2f} GiB (once per snapshot)")
         print(f"  simrecon run:     wall {ran['wall_s']:.1f}s, peak RSS of one process "
               f"{ran['peak_rss_gib']:.2f} GiB ({ran['processes']} processes), throughput "
               f"{n / ran['wall_s']:,.0f} subscriptions/s")
+        if args.end_to_end:
+            whole = figures["runs"][-1]["end_to_end"]
+            print(f"  end to end, one `simrecon run` preparing the registry beside the "
+                  f"intake: wall {whole['wall_s']:.1f}s, peak RSS of one process "
+                  f"{whole['peak_rss_gib']:.2f} GiB")
         print(f"  holder linking (partition + match_shard + search_candidates, spanning): "
               f"{matching:.1f}s")
         print(f"  {'step':20s} {'n':>3s} {'seconds':>9s} {'CPU s':>8s} {'peak RSS GiB':>13s}")
