@@ -941,8 +941,7 @@ def search_routed(searched: pa.Table, routes: pa.Table, citizens: pa.Table,
     ``index``: its index; ``routes``: the rows' entries for it from
     :func:`batch_routes`, ``row`` numbering ``searched``), scored: :data:`PART_SCHEMA`
     tables, a chunk of rows at a time, in row order. ``side``: the partition's
-    :class:`CitizenSide` (made here if None; a task searching several batches makes it
-    once)."""
+    :class:`CitizenSide` (made here if None)."""
     registry_row, in_order = _registry_rows(citizens)
     side = side or CitizenSide.of(citizens)
     for found in _routed_levels(searched, routes, citizens, index, settings, side):
@@ -953,8 +952,13 @@ def search_routed(searched: pa.Table, routes: pa.Table, citizens: pa.Table,
 def search_partition(config: RunConfig, paths: RunPaths, partition: int) -> dict:
     """Every batch's rows routed to one partition of the registry's search layout,
     scored against its citizens, to ``paths.search_part(partition)`` (one mapped task
-    each; ``row`` counts from the first batch's first row). Memory: the partition and
-    one batch."""
+    each; ``row`` counts from the first batch's first row).
+
+    The rows routed here from every batch are searched together: the partition's side of
+    the work (its blocks, its citizens' keys) is then done once per task, not once per
+    batch, which made the search grow with the square of the run (batches × partition).
+    Memory: the partition, one batch being read, and the rows routed here (about the
+    searched rows × 1-2 years / partitions: ~100k at 30M subscriptions)."""
     snapshot = snapshot_of_run(paths)
     if partition not in snapshot.search_present:
         raise ValueError(f"partition {partition} is not one of the snapshot's search "
@@ -968,22 +972,26 @@ def search_partition(config: RunConfig, paths: RunPaths, partition: int) -> dict
             citizens = registry_search_table(
                 pq.read_table(snapshot.search_citizens(partition)))
             index = snapshot.search_index(partition)
-            side = CitizenSide.of(citizens)
+            routed, routes_of, rows_of = [], [], []  # per batch, in batch order
             for b in range(plan["batches"]):
                 routes = pq.read_table(paths.search_routes(b),
                                        filters=pc.field("partition") == partition)
                 if not routes.num_rows:
                     continue
                 rows, local = np.unique(_np(routes["row"], 0, np.int64), return_inverse=True)
-                searched = pq.read_table(paths.searched_batch(b)).take(
-                    pa.array(rows, pa.int64()))
-                routes = routes.set_column(1, "row", pa.array(local.astype(np.int32)))
+                routed.append(pq.read_table(paths.searched_batch(b)).take(
+                    pa.array(rows, pa.int64())))
+                routes_of.append(routes.set_column(1, "row", pa.array(
+                    (searched_rows_total + local).astype(np.int32))))
+                rows_of.append(b * plan["batch_rows"] + rows)  # the run's row numbers
                 searched_rows_total += len(rows)
-                offset = b * plan["batch_rows"]
-                for part in search_routed(searched, routes, citizens, index, model,
-                                          config.matching, snapshot.statistics, side):
+            if routed:
+                rows = np.concatenate(rows_of)
+                for part in search_routed(pa.concat_tables(routed), pa.concat_tables(routes_of),
+                                          citizens, index, model, config.matching,
+                                          snapshot.statistics):
                     at = _np(part["row"], 0, np.int64)
-                    part = part.set_column(0, "row", pa.array(offset + rows[at], pa.int64()))
+                    part = part.set_column(0, "row", pa.array(rows[at], pa.int64()))
                     with_candidates += part.num_rows
                     writer.write(part)
         writer.close(PART_SCHEMA)
