@@ -8,8 +8,10 @@ its imports run beside the command's own imports and the plan, instead of after 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +65,21 @@ def _die_with_run(run_pid: int) -> None:
             time.sleep(1.0)
 
     threading.Thread(target=watch, name="simrecon-run-watch", daemon=True).start()
+
+
+def release_memory() -> None:
+    """Hand the memory a finished task freed back to the system: Arrow's allocator and
+    the C heap keep freed memory for reuse, so without this a worker carries the peak of
+    its largest task into every later one (the run's largest processes were workers
+    holding an earlier task's peak beside the current one's)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class InProcess(Executor):

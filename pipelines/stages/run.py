@@ -18,6 +18,7 @@ from typing import Any
 
 from pipelines.correction_cycle import review
 from pipelines.deploy.workers import pool as _pool
+from pipelines.deploy.workers import release_memory
 from pipelines.errors import TelcoInputError
 from pipelines.stages.common import context, log, store_of
 from pipelines.stages.intake import gate_export, ingest_telco, normalise_telco, partition_telco
@@ -90,9 +91,13 @@ class _MeasuredPool:
 
 
 def _with_cpu_seconds(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """``fn(*args)`` and the CPU seconds of this process while it ran."""
+    """``fn(*args)`` and the CPU seconds of this process while it ran; the memory it
+    freed is then handed back (``release_memory``: a worker runs many tasks)."""
     start = time.process_time()
-    result = fn(*args)
+    try:
+        result = fn(*args)
+    finally:
+        release_memory()
     return result, time.process_time() - start
 
 
