@@ -246,7 +246,7 @@ def _previous(reader: IndexReader) -> dict[str, str] | None:
 
 
 def build_index(results: RunResults, run_date: str, store: Store, *,
-                records_per_bucket: int = 16, partition_rows: int = 1_000_000,
+                records_per_bucket: int = 16, partition_rows: int = 500_000,
                 keep_unseen_days: int = 365, work_dir: Path | None = None,
                 batch_rows: int = 131_072, results_digest: str = "") -> dict:
     """Build the index of ``results`` (run ``run_date``) merged with the current one, and
@@ -257,7 +257,7 @@ def build_index(results: RunResults, run_date: str, store: Store, *,
 
 
 def stage_index(results: RunResults, run_date: str, store: Store, *,
-                records_per_bucket: int = 16, partition_rows: int = 1_000_000,
+                records_per_bucket: int = 16, partition_rows: int = 500_000,
                 keep_unseen_days: int = 365, work_dir: Path | None = None,
                 batch_rows: int = 131_072, results_digest: str = "") -> dict:
     """Build the index of ``results`` (run ``run_date``, not published yet) merged with
