@@ -934,16 +934,15 @@ def _routed_levels(searched: pa.Table, routes: pa.Table, citizens: pa.Table,
 
 def search_routed(searched: pa.Table, routes: pa.Table, citizens: pa.Table,
                   index: RegistryIndex, model: MatchModel, settings: MatchingSettings,
-                  statistics: RegistryStatistics, side: CitizenSide | None = None
-                  ) -> Iterator[pa.Table]:
+                  statistics: RegistryStatistics) -> Iterator[pa.Table]:
     """The candidates of searched rows within one partition of the registry's search
     layout (``citizens``: :func:`registry_search_table` of it, in registry order;
     ``index``: its index; ``routes``: the rows' entries for it from
     :func:`batch_routes`, ``row`` numbering ``searched``), scored: :data:`PART_SCHEMA`
-    tables, a chunk of rows at a time, in row order. ``side``: the partition's
-    :class:`CitizenSide` (made here if None)."""
+    tables, a chunk of rows at a time, in row order. The partition's
+    :class:`CitizenSide` is made once here for all the rows."""
     registry_row, in_order = _registry_rows(citizens)
-    side = side or CitizenSide.of(citizens)
+    side = CitizenSide.of(citizens)
     for found in _routed_levels(searched, routes, citizens, index, settings, side):
         yield _scored(found, searched, citizens, model, settings, statistics, registry_row,
                       in_order)
