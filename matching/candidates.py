@@ -392,6 +392,21 @@ def registry_block_sizes(parts: BlockingParts) -> np.ndarray:
     return sizes
 
 
+def index_block_sizes(block_keys: np.ndarray, block_citizens: np.ndarray,
+                      citizens: int) -> np.ndarray:
+    """:func:`registry_block_sizes` read off a :class:`RegistryIndex` of the same
+    ``citizens`` (its ``block_keys``, ``block_citizens``): the keys are sorted with the
+    family in their high bits and a citizen has at most one key per family, so a block's
+    size is its run's length, and the keys are not made a second time."""
+    sizes = np.zeros((citizens, len(_FAMILIES)), dtype=np.int32)
+    if len(block_keys):
+        starts = np.flatnonzero(np.r_[True, block_keys[1:] != block_keys[:-1]])
+        lengths = np.diff(np.r_[starts, len(block_keys)])
+        sizes[block_citizens, (block_keys >> _FAMILY_SHIFT).astype(np.int64)] = \
+            np.repeat(lengths, lengths).astype(np.int32)
+    return sizes
+
+
 @dataclass(frozen=True)
 class RegistryIndex:
     """A registry (shard)'s half of :func:`plan_candidates`, independent of the rows

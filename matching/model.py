@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -607,14 +608,19 @@ def typo_shares(sequence: pa.Array, canonical: pa.Array, count: np.ndarray,
         lengths = np.asarray(pc.utf8_length(values), dtype=np.int64)
         ids = np.arange(len(values), dtype=np.int64)
         itself = pa.table({"variant": values, "key": ids})
-        found = [_typo_candidates(itself, itself, canon)]  # equal keys
-        for pos in range(int(lengths.max())):
+
+        def at_position(pos: int) -> np.ndarray:
             has = lengths > pos
             chosen = values.filter(pa.array(has))
             deleted = pa.table({"variant": pc.binary_join_element_wise(
                 pc.utf8_slice_codeunits(chosen, 0, pos), pc.utf8_slice_codeunits(chosen, pos + 1),
                 ""), "key": ids[has]})
-            found.append(_typo_candidates(deleted, pa.concat_tables([deleted, itself]), canon))
+            return _typo_candidates(deleted, pa.concat_tables([deleted, itself]), canon)
+
+        # Positions in two threads (Arrow's joins and NumPy release the GIL).
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="typo-shares") as threads:
+            found = [_typo_candidates(itself, itself, canon),  # equal keys
+                     *threads.map(at_position, range(int(lengths.max())))]
         pair = np.unique(np.concatenate(found))
         del found
         for start in range(0, len(pair), TYPO_CONFIRM_PAIRS):

@@ -412,3 +412,24 @@ def test_ranking_orders_as_lexsort_does() -> None:
     assert np.array_equal(presorted[1], rank)
     empty_order, empty_rank = _ranked(np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))
     assert len(empty_order) == len(empty_rank) == 0
+
+
+def test_block_sizes_read_off_the_index_equal_those_counted() -> None:
+    """The snapshot takes each citizen's block sizes from the sorted index it writes
+    anyway (``index_block_sizes``): the same as counting the keys afresh, namesakes
+    (a block of two), year-only births (no day keys: size 0) and a missing sex included."""
+    from matching.candidates import index_block_sizes, registry_block_sizes, registry_index
+
+    registry = pa.concat_tables([_registry(), pa.table({
+        "citizen_id": ["040190005555", "040190006666"], "legacy_id": pa.nulls(2, pa.string()),
+        "full_name": ["Phạm Thị Lan", "Đỗ Văn Hùng"],
+        "date_of_birth": pa.array([date(1988, 1, 1), date(1990, 3, 3)], pa.date32()),
+        "dob_precision": ["year", "day"], "gender": pa.array(["F", None], pa.string()),
+        "date_of_death": pa.nulls(2, pa.date32())})])
+    parts = _keys(registry)
+    index = registry_index(parts, registry["citizen_id"].combine_chunks())
+    counted = registry_block_sizes(parts)
+    read = index_block_sizes(index.block_keys, index.block_citizens, registry.num_rows)
+    assert read.dtype == counted.dtype and read.tolist() == counted.tolist()
+    # the namesakes share a day block (2) and, with the year-only one, a year block (3)
+    assert {2, 3} <= set(counted[3].tolist()) and counted[6].min() == 0

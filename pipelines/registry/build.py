@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from matching.candidates import registry_block_sizes, registry_parts
+from matching.candidates import RegistryIndex, index_block_sizes
 from matching.model import (
     NAME_YEAR_PRIOR_CITIZENS,
     BirthDateAgreement,
@@ -52,7 +52,7 @@ from matching.names import canonical_name_key, sequence_name_key
 from pipelines.errors import RegistryError
 from pipelines.reconcile.sharding import shard_of
 from pipelines.registry import source as registry_source
-from pipelines.registry.search_index import SearchLayout, partition_of_citizen
+from pipelines.registry.search_index import SearchLayout, index_of, partition_of_citizen
 from pipelines.schema import REGISTRY_FIELDS
 from pipelines.storage import objectstore
 from pipelines.storage.files import AtomicParquetWriter, write_parquet
@@ -220,12 +220,12 @@ def _read(source: Path | objectstore.RemoteFile, shards: int, year_buckets: int,
         names = table["full_name"]
         return table, found, sequence_name_key(names), canonical_name_key(names)
 
-    # The next batch is normalised and keyed in a thread (Arrow, the GIL mostly
+    # The next two batches are normalised and keyed in threads (Arrow, the GIL mostly
     # released) while this one is tallied and spilled.
     for table, found, sequence, canonical in ahead(
             normalised, objectstore.iter_parquet_batches(source, list(REGISTRY_FIELDS),
                                                          BATCH_ROWS),
-            workers=1, name="registry-read"):
+            workers=2, name="registry-read"):
         for name, count in found.items():
             problems[name] += count
         if problems["without_citizen_id"] or problems["unparsed_birth_dates"]:
@@ -326,9 +326,11 @@ def _whole(built: Built, tallies: dict[str, _Tally], shared_legacy: pa.Table) ->
                   canonical, days, years, agreement, shared_legacy)
 
 
-def _registry_wide(part: pa.Table, whole: _Whole, block_columns: tuple[str, ...]) -> pa.Table:
+def _registry_wide(part: pa.Table, whole: _Whole, block_columns: tuple[str, ...]
+                   ) -> tuple[pa.Table, RegistryIndex]:
     """Step 3, one year bucket: the columns that need the whole registry (see
-    ``snapshot.SHARD_SCHEMA``), exact because every citizen of these birth years is here."""
+    ``snapshot.SHARD_SCHEMA``), exact because every citizen of these birth years is here;
+    and the bucket's candidate-search index."""
     n = max(whole.citizens, 1)
     canonical, sequence = part["canonical_key"], part["sequence_key"]
     tf = _lookup(canonical, whole.canonical, "canonical", nulls=True) / n
@@ -365,12 +367,13 @@ def _registry_wide(part: pa.Table, whole: _Whole, block_columns: tuple[str, ...]
              .append_column("dob_frequency", pa.array(dob_tf, pa.float64()))
              .append_column("year_frequency", pa.array(year_tf, pa.float64()))
              .append_column("legacy_citizens", pa.array(sharing, pa.int32())))
-    sizes = registry_block_sizes(registry_parts(part["full_name"], births, precision,
-                                                part["gender"])) if part.num_rows else \
-        np.zeros((0, len(block_columns)), np.int32)
+    # The bucket's search index (written with the layout) gives its block sizes too: every
+    # key carries a birth year, so the bucket's blocks are the whole registry's.
+    index = index_of(part)
+    sizes = index_block_sizes(index.block_keys, index.block_citizens, part.num_rows)
     for k, column in enumerate(block_columns):
         table = table.append_column(column, pa.array(sizes[:, k], pa.int32()))
-    return table
+    return table, index
 
 
 def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
@@ -401,19 +404,22 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
         layout = SearchLayout(staging,
                               pa.schema([shard_schema.field(c) for c in search_columns]))
 
-        def registry_wide(bucket: int, whole: _Whole = whole) -> tuple[pa.Table, np.ndarray]:
+        def registry_wide(bucket: int, whole: _Whole = whole
+                          ) -> tuple[pa.Table, RegistryIndex, np.ndarray]:
             part = by_year.read(bucket)
-            return _registry_wide(part, whole, block_columns), np.asarray(part["shard"],
-                                                                          np.int32)
+            wide, index = _registry_wide(part, whole, block_columns)
+            return wide, index, np.asarray(part["shard"], np.int32)
 
-        # The next bucket's columns are computed (in a thread: Arrow and NumPy, the GIL
-        # mostly released) while this one's are written: two buckets in memory at most.
+        # The next two buckets' columns and indexes are computed (in threads: Arrow and
+        # NumPy, the GIL mostly released) while this one's are written: three buckets in
+        # memory at most.
         buckets = by_year.buckets()
-        for bucket, (wide, shard) in zip(buckets, ahead(registry_wide, buckets, workers=1,
-                                                        name="registry-build"), strict=True):
+        for bucket, (wide, index, shard) in zip(
+                buckets, ahead(registry_wide, buckets, workers=2, name="registry-build"),
+                strict=True):
             by_shard.write(wide, shard)
-            layout.add(bucket, wide)  # the bucket's citizens, in registry order
-            del wide, shard
+            layout.add(bucket, wide, index)  # the bucket's citizens, in registry order
+            del wide, index, shard
         built.search_partitions = year_buckets
         built.search_files = layout.finish()
         built.search_present = layout.present
