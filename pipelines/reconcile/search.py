@@ -749,6 +749,10 @@ def _searched_of_shard(paths: RunPaths, k: int, columns: Sequence[str]) -> pa.Ta
         .sort_by([("telco", "ascending"), ("source_row", "ascending")])
 
 
+# The smallest batch collect_searched makes to give the routing a second task.
+MIN_SPLIT_BATCH_ROWS = 10_000
+
+
 def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
     """Every row of the run whose document led nobody (all telcos, all shards), shard
     after shard and in (telco, source_row) order within each, as :func:`searched_rows`
@@ -775,8 +779,11 @@ def collect_searched(config: RunConfig, paths: RunPaths) -> list[dict]:
         paths.output_dir, paths.run_date,
         pa.concat_arrays(numbers) if numbers else pa.array([], pa.string()))
     del tallies, numbers
-    size = config.matching.search_batch_rows
     total = sum(shard_rows)
+    # At least two routing tasks when there are rows enough, so a small run's routing
+    # keeps two workers busy (results do not depend on the batches).
+    size = min(config.matching.search_batch_rows,
+               max(MIN_SPLIT_BATCH_ROWS, -(-total // 2)))
     batches = max(1, -(-total // size))
     pending: list[pa.Table] = []
     written = with_holder = 0

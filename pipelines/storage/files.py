@@ -294,10 +294,12 @@ class AtomicCsvWriter(_AtomicStream):
 
 
 def write_parquet(table: pa.Table, path: Path, row_group_rows: int | None = None,
-                  plain: Iterable[str] = ()) -> Path:
+                  plain: Iterable[str] = (), *, compression: str = "zstd",
+                  statistics: bool = True) -> Path:
     """Write Parquet atomically (deterministic bytes: no pandas index, fixed settings);
-    ``plain``: see ``AtomicParquetWriter``."""
-    writer = AtomicParquetWriter(path, table.schema, row_group_rows, plain=plain)
+    ``plain``, ``compression``, ``statistics``: see ``AtomicParquetWriter``."""
+    writer = AtomicParquetWriter(path, table.schema, row_group_rows, plain=plain,
+                                 compression=compression, statistics=statistics)
     try:
         writer.write(table)
     except BaseException:
