@@ -244,3 +244,31 @@ def test_installed_command_runs_from_any_folder(tmp_path: Path) -> None:
     # start-up chatter (hundreds of INFO lines before it was quietened).
     assert "stage publish done" in done.stderr
     assert "great_expectations" not in done.stderr, done.stderr[:2000]
+
+
+def test_a_registry_staged_by_the_run_that_fails_its_gate_stops_it(tmp_path: Path) -> None:
+    """``simrecon run`` stages a snapshot it prepares itself in its own process, then
+    gates it in a worker: a registry breaking the suite stops the run there, the staged
+    snapshot discarded (no staging folder left) and the reason kept, nothing published."""
+    import pyarrow as pa
+
+    from pipelines.errors import RegistryError
+
+    from .conftest import write_config
+
+    registry = pq.read_table(REPO / "data_samples" / "registry" / "citizens.parquet")
+    ids = registry["citizen_id"].to_pylist()
+    ids[6] = "12345"  # not a 12-digit CCCD: loads, but breaks the registry suite
+    broken = tmp_path / "citizens.parquet"
+    pq.write_table(registry.set_column(0, "citizen_id", pa.array(ids, pa.string())), broken)
+    config = write_config(tmp_path, registry=broken)
+
+    with pytest.raises(RegistryError, match="12-digit"):
+        run_all(str(config), RUN_DATE, workers=2)
+
+    folder = tmp_path / "runs-private" / "registry"
+    assert not list(folder.glob("snapshot=*"))
+    assert not any((folder / ".staging").iterdir())
+    gate = json.loads(next((folder / "rejected").glob("*.json")).read_text())
+    assert "citizen_id is a 12-digit CCCD" in json.dumps(gate)
+    assert not (tmp_path / "runs" / RUN_DATE).exists()
