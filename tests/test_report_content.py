@@ -312,6 +312,43 @@ def test_select_flagged_is_round_robin_over_telco_and_flag() -> None:
     assert report.select_flagged(table, 0)[0].num_rows == 0
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_flagged_sample_chosen_shard_by_shard_is_the_whole_runs(seed: int) -> None:
+    """The report keeps, of each shard's flagged keys, only those among the first
+    ``limit`` of a (telco, flag) group (``first_of_groups``: memory set by a shard, not
+    the run); chosen among those, with the run's total, the sample is exactly the one
+    chosen among every flagged row of the run: skewed flags, rows with several flags,
+    telcos spread over shards at random."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = 5_000
+    common = 1 << 2  # one flag on most rows, rare ones on a few, some rows with several
+    flags = np.where(rng.random(n) < 0.8, common, 0) | \
+        (rng.random(n) < 0.02).astype(np.int64) << 5 | \
+        (rng.random(n) < 0.3).astype(np.int64) << 1 | \
+        (rng.random(n) < 0.001).astype(np.int64) << 9
+    keep = flags != 0
+    mixed = pa.table({"telco": rng.choice(["mobifone", "viettel", "vinaphone"], n)[keep],
+                      "source_row": rng.permutation(n)[keep].astype(np.int64),
+                      "flags": pa.array(flags[keep], pa.int32())})
+    # one group only: the sample is its first rows, the bound at its tightest
+    single = pa.table({"telco": ["viettel"] * 400, "source_row": rng.permutation(400),
+                       "flags": pa.array([common] * 400, pa.int32())})
+    for keys, shards, limit in itertools.product((mixed, single), (1, 2, 7),
+                                                 (1, 10, 300, 10_000)):
+        shard = rng.integers(0, shards, keys.num_rows)
+        sharded = keys.append_column("shard", pa.array(shard, pa.int32()))
+        whole, whole_total = report.select_flagged_keys(sharded, limit)
+        parts = [report.first_of_groups(sharded.filter(pa.array(shard == k)), limit)
+                 for k in range(shards)]
+        assert sum(p.num_rows for p in parts) <= shards * 3 * 4 * limit  # x groups
+        chosen, total = report.select_flagged_keys(pa.concat_tables(parts), limit,
+                                                   keys.num_rows)
+        assert total == whole_total == keys.num_rows
+        assert chosen.to_pylist() == whole.to_pylist()
+
+
 def test_trend_leaves_a_gap_where_a_telco_failed() -> None:
     runs = [{"run_date": "2026-11-27", "telcos": {"a": {"subscriptions": 10, "flagged": 4},
                                                    "b": {"failed": "bad file"}},

@@ -20,6 +20,7 @@ from pipelines.reporting.report import (
     Report,
     build_from,
     fetch_flagged,
+    first_of_groups,
     previous_summaries,
     render_html,
     reveal_ids_for,
@@ -74,18 +75,18 @@ def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
     """The report of a published run, recomputed from its results a shard at a time
     (the run's working aggregates are gone once it is published)."""
     settings = settings_of(config)
-    partials, keys = [], []
+    limit = max(settings["flagged_rows"], settings["workbook_flagged_rows"])
+    partials, keys, total = [], [], 0
     for shard, path in enumerate(results.files):
         part = pq.read_table(path)
         partials.append(aggregates.of_results(part, top=settings["top"],
                                               provinces_file=settings["provinces_file"]))
         found = aggregates.flagged_keys(part)
-        keys.append(found.append_column("shard", pa.array([shard] * found.num_rows,
-                                                          pa.int32())))
+        total += found.num_rows
+        keys.append(first_of_groups(found.append_column(
+            "shard", pa.array([shard] * found.num_rows, pa.int32())), limit))
     merged = aggregates.merge(partials, top=settings["top"])
-    flagged, total = fetch_flagged(results, pa.concat_tables(keys),
-                                   max(settings["flagged_rows"],
-                                       settings["workbook_flagged_rows"]))
+    flagged, total = fetch_flagged(results, pa.concat_tables(keys), limit, total)
     reasons: dict[str, int] = {}
     # Quarantined rows are engineer-only (<private_dir>/<date>/quarantine); runs published
     # before that kept them in the run folder.

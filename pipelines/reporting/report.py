@@ -248,25 +248,51 @@ def select_flagged(results: pa.Table, limit: int) -> tuple[pa.Table, int]:
     return flagged.take(picked), total
 
 
-def select_flagged_keys(keys: pa.Table, limit: int) -> tuple[pa.Table, int]:
+def select_flagged_keys(keys: pa.Table, limit: int, total: int | None = None
+                        ) -> tuple[pa.Table, int]:
     """At most ``limit`` of the flagged rows ``keys`` (telco, source_row, flags as bits:
-    ``aggregates.flagged_keys``), and how many there are.
+    ``aggregates.flagged_keys``), and how many there are (``total`` when ``keys`` were
+    first cut down by :func:`first_of_groups`).
 
     The rows are taken round-robin over the (telco, flag) groups in source order:
     the first row of every group, then the second, and so on, so that a rare flag
     or a small telco is shown even when one flag has a million rows. The selection
     is returned in (telco, source_row) order. Vectorised: one sort over the flags.
     """
-    total = keys.num_rows
+    total = keys.num_rows if total is None else total
     ordered = keys.take(pc.sort_indices(keys, [("telco", "ascending"),
                                                ("source_row", "ascending")]))
-    if total == 0 or limit <= 0:
+    if ordered.num_rows == 0 or limit <= 0:
         return ordered.slice(0, 0), total
-    if total <= limit:
+    if ordered.num_rows <= limit:
         return ordered, total
+    row_rank = _group_ranks(ordered)
+    picked = np.lexsort((np.arange(ordered.num_rows), row_rank))[:limit]
+    return ordered.take(pa.array(np.sort(picked))), total
+
+
+def first_of_groups(keys: pa.Table, limit: int) -> pa.Table:
+    """The rows of ``keys`` among the first ``limit`` of some (telco, flag) group in
+    (telco, source_row) order: the only rows :func:`select_flagged_keys` can choose (a
+    row's turn is its earliest place in its groups, and a group of ``limit`` rows fills
+    the selection by turn ``limit``). Taken shard by shard and then together they choose
+    exactly what the whole run's keys would, in memory bounded by a shard, not the run
+    (the whole run's keys were the report's largest allocation: rows × flags)."""
+    if keys.num_rows <= limit:
+        return keys
+    ordered = keys.take(pc.sort_indices(keys, [("telco", "ascending"),
+                                               ("source_row", "ascending")]))
+    return ordered.filter(pa.array(_group_ranks(ordered) < limit))
+
+
+def _group_ranks(ordered: pa.Table) -> np.ndarray:
+    """Each row's earliest place (0-based) among the rows of its (telco, flag) groups;
+    ``ordered`` in (telco, source_row) order."""
+    total = ordered.num_rows
     bits = np.asarray(ordered["flags"].to_numpy(), dtype=np.int64)
     matrix = ((bits[:, None] >> np.arange(len(FLAGS))) & 1).astype(bool)
     parents, flag_code = np.nonzero(matrix)  # row-major: rows in order, flags in order
+    del matrix
     telco_code = np.asarray(pc.dictionary_encode(ordered["telco"]).combine_chunks().indices
                             .to_numpy(zero_copy_only=False), dtype=np.int64)
     group = telco_code[parents] * len(FLAGS) + flag_code
@@ -278,8 +304,7 @@ def select_flagged_keys(keys: pa.Table, limit: int) -> tuple[pa.Table, int]:
     rank[order] = position - np.maximum.accumulate(np.where(starts, position, 0))
     row_rank = np.full(total, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(row_rank, parents, rank)
-    picked = np.lexsort((np.arange(total), row_rank))[:limit]
-    return ordered.take(pa.array(np.sort(picked))), total
+    return row_rank
 
 
 def _in_source_order(table: pa.Table) -> pa.Table:
@@ -715,12 +740,14 @@ def follow_up_locations(summary: dict, review_drop_dir: str = "") -> dict:
             "workbook": "report.xlsx", "review_drop_dir": review_drop_dir}
 
 
-def fetch_flagged(results: RunResults, keys: pa.Table, limit: int) -> tuple[pa.Table, int]:
+def fetch_flagged(results: RunResults, keys: pa.Table, limit: int,
+                  total: int | None = None) -> tuple[pa.Table, int]:
     """The sample of flagged rows the report shows: at most ``limit`` of ``keys`` (the
-    run's ``aggregates.flagged_keys`` with the ``shard`` they are in), chosen by
+    run's ``aggregates.flagged_keys`` with the ``shard`` they are in, or only those
+    :func:`first_of_groups` keeps of them, with the ``total``), chosen by
     :func:`select_flagged_keys`, read from their shards of ``results``; and how many
     rows are flagged in all."""
-    chosen, total = select_flagged_keys(keys, limit)
+    chosen, total = select_flagged_keys(keys, limit, total)
     parts = []
     shard = np.asarray(chosen["shard"].to_numpy(), dtype=np.int64) if chosen.num_rows \
         else np.zeros(0, np.int64)

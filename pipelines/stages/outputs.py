@@ -55,13 +55,16 @@ _DELIVERY_SUFFIXES = (".csv", ".xlsx", ".manifest.json")
 def _flagged_keys(paths: RunPaths, shards: int, telco: str | None = None) -> pa.Table:
     """The flagged keys (compact) of every shard, or of one telco's rows, with the shard
     they are in."""
-    parts = []
-    for k in range(shards):
-        part = pq.read_table(paths.flagged(k), filters=pc.field("telco") == telco) \
-            if telco else pq.read_table(paths.flagged(k))
-        parts.append(part.append_column("shard", pa.array([k] * part.num_rows, pa.int32())))
+    parts = [_flagged_keys_of_shard(paths, k, telco) for k in range(shards)]
     return pa.concat_tables(parts) if parts else \
         aggregates.FLAGGED_SCHEMA.append(pa.field("shard", pa.int32())).empty_table()
+
+
+def _flagged_keys_of_shard(paths: RunPaths, shard: int, telco: str | None = None
+                           ) -> pa.Table:
+    part = pq.read_table(paths.flagged(shard), filters=pc.field("telco") == telco) \
+        if telco else pq.read_table(paths.flagged(shard))
+    return part.append_column("shard", pa.array([shard] * part.num_rows, pa.int32()))
 
 
 @in_work_area("run")
@@ -291,10 +294,16 @@ def build_report(config_path: str, run_date: str) -> dict:
     summary["gates"] = report.gate_results(paths.staging / "gates")
     summary["tracking"] = _tracking(config, paths, run_date)
     write_json(summary, paths.summary)
-    keys = _flagged_keys(paths, shards)
+    # The sample's candidates, a shard at a time: never every flagged row of the run.
+    limit = max(settings["flagged_rows"], settings["workbook_flagged_rows"])
+    candidates, total = [], 0
+    for k in range(shards):
+        part = _flagged_keys_of_shard(paths, k)
+        total += part.num_rows
+        candidates.append(report.first_of_groups(part, limit))
     flagged, total = report.fetch_flagged(
-        RunResults(paths.staging), keys,
-        max(settings["flagged_rows"], settings["workbook_flagged_rows"]))
+        RunResults(paths.staging), pa.concat_tables(candidates) if candidates
+        else _flagged_keys(paths, 0), limit, total)
     reasons: dict[str, int] = {}
     for per_telco in quarantined.values():
         for reason, n in per_telco.items():
