@@ -24,6 +24,20 @@ def write_config(tmp_path: Path, *, telcos_dir: Path | None = None,
     return path
 
 
+def registry_breaking_its_suite(tmp_path: Path) -> Path:
+    """The bundled registry with one citizen_id that is not a 12-digit CCCD: it loads,
+    but breaks the ``registry_prepared`` suite."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    registry = pq.read_table(REPO / "data_samples" / "registry" / "citizens.parquet")
+    ids = registry["citizen_id"].to_pylist()
+    ids[6] = "12345"
+    broken = tmp_path / "citizens.parquet"
+    pq.write_table(registry.set_column(0, "citizen_id", pa.array(ids, pa.string())), broken)
+    return broken
+
+
 TEST_REVIEW_KEY = bytes(range(32))
 
 

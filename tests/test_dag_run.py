@@ -331,16 +331,10 @@ def test_broken_telco_fails_the_run_but_others_are_published(
 
 
 def test_a_registry_failing_its_gate_stops_the_run(airflow_home: Path, tmp_path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from .conftest import registry_breaking_its_suite
 
     run_date = "2026-11-26"
-    registry = pq.read_table(REPO / "data_samples" / "registry" / "citizens.parquet")
-    ids = registry["citizen_id"].to_pylist()
-    ids[6] = "12345"  # not a 12-digit CCCD: loads, but breaks the registry suite
-    broken = tmp_path / "citizens.parquet"
-    pq.write_table(registry.set_column(0, "citizen_id", pa.array(ids, pa.string())), broken)
-    config = write_config(tmp_path, registry=broken)
+    config = write_config(tmp_path, registry=registry_breaking_its_suite(tmp_path))
 
     result = run_dag(airflow_home, config, run_date)
 

@@ -250,18 +250,11 @@ def test_a_registry_staged_by_the_run_that_fails_its_gate_stops_it(tmp_path: Pat
     """``simrecon run`` stages a snapshot it prepares itself in its own process, then
     gates it in a worker: a registry breaking the suite stops the run there, the staged
     snapshot discarded (no staging folder left) and the reason kept, nothing published."""
-    import pyarrow as pa
-
     from pipelines.errors import RegistryError
 
-    from .conftest import write_config
+    from .conftest import registry_breaking_its_suite, write_config
 
-    registry = pq.read_table(REPO / "data_samples" / "registry" / "citizens.parquet")
-    ids = registry["citizen_id"].to_pylist()
-    ids[6] = "12345"  # not a 12-digit CCCD: loads, but breaks the registry suite
-    broken = tmp_path / "citizens.parquet"
-    pq.write_table(registry.set_column(0, "citizen_id", pa.array(ids, pa.string())), broken)
-    config = write_config(tmp_path, registry=broken)
+    config = write_config(tmp_path, registry=registry_breaking_its_suite(tmp_path))
 
     with pytest.raises(RegistryError, match="12-digit"):
         run_all(str(config), RUN_DATE, workers=2)
