@@ -272,6 +272,8 @@ def test_a_run_in_worker_processes_equals_a_run_in_one(tmp_path: Path) -> None:
         cpu = outcome["cpu_seconds"]
         assert set(outcome["timings"]) - {"gate_registry (beside ingest)"} <= set(cpu)
         assert cpu["match_shard"] > 0.05 and cpu["search_partition"] > 0
+        # the snapshot, prepared in the run, was staged in the command's own process
+        assert cpu["stage_run_registry"] > 0.05
     assert differing_outputs(runs[1], runs[2]) == []
 
 
