@@ -265,3 +265,21 @@ def test_a_registry_staged_by_the_run_that_fails_its_gate_stops_it(tmp_path: Pat
     gate = json.loads(next((folder / "rejected").glob("*.json")).read_text())
     assert "citizen_id is a 12-digit CCCD" in json.dumps(gate)
     assert not (tmp_path / "runs" / RUN_DATE).exists()
+
+
+def test_a_run_hashes_the_raw_registry_once_when_its_snapshot_exists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot ``simrecon run`` found while staging is the one its registry gate
+    uses: the raw registry file is hashed once per run, not once per step."""
+    from pipelines.registry import snapshot as registry_snapshot
+
+    from .conftest import write_config
+
+    config = write_config(tmp_path)
+    run_all(str(config), RUN_DATE)  # prepares the snapshot
+    hashed = []
+    digest = registry_snapshot.source_digest
+    monkeypatch.setattr(registry_snapshot, "source_digest",
+                        lambda source: hashed.append(source) or digest(source))
+    outcome = run_all(str(config), RUN_DATE)
+    assert outcome["failed_telcos"] == [] and len(hashed) == 1

@@ -133,16 +133,14 @@ class SearchLayout:
     _numbers: AtomicParquetWriter | None = None
     _shared: list[pa.Table] = field(default_factory=list)
 
-    def add(self, partition: int, citizens: pa.Table, index: RegistryIndex | None = None
-            ) -> None:
-        """``index``: :func:`index_of` these citizens, when the caller has made it."""
+    def add(self, partition: int, citizens: pa.Table, index: RegistryIndex) -> None:
+        """``index``: :func:`index_of` these citizens (the build makes it with their
+        block sizes)."""
         sharing = np.asarray(pc.fill_null(citizens["legacy_citizens"], 0), np.int64)
         citizens = citizens.select(self.schema.names).cast(self.schema).combine_chunks()
         files = partition_files(partition)
         write_parquet(citizens, self.root / files["citizens"])
         self.written[files["citizens"]] = citizens.num_rows
-        if index is None:
-            index = index_of(citizens)
         self.written.update(_write_index(index, self.root, partition))
         if self._numbers is None:
             self._numbers = AtomicParquetWriter(self.root / NUMBERS_FILE, _HELD_SCHEMA,

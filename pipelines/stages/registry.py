@@ -25,35 +25,32 @@ log = logging.getLogger("simrecon.stages")
 GATE_MODULE = "expectations"
 
 
-def stage_run_registry(config_path: str, run_date: str) -> str:
-    """With ``prepared_registry.prepare_in_run``, when the run's snapshot does not exist
-    yet and the work is on this machine (no ``shared_work``): stage it (read, normalise,
-    cut; no gate, so no Great Expectations here) and return its staging folder, relative
-    to ``prepared_registry.dir``, for :func:`gate_registry` to gate and publish; "" when
-    there is nothing to stage. ``simrecon run`` calls it in its own process at once,
-    beside the telcos' intake in the workers, instead of waiting for a worker."""
+def stage_run_registry(config_path: str, run_date: str) -> dict:
+    """With ``prepared_registry.prepare_in_run`` and the work on this machine (no
+    ``shared_work``): the refresh's first step (:func:`prepare_registry`: the snapshot
+    found, or staged without its gate, so no Great Expectations here), for
+    :func:`gate_registry` to take from there (``staging``, ``snapshot``); {} otherwise.
+    ``simrecon run`` calls it in its own process at once, beside the telcos' intake in
+    the workers, instead of waiting for a worker."""
     config = load_config(config_path)
     parse_run_date(run_date)
-    settings, folder = config.prepared_registry, config.prepared_registry_path
-    if not settings.prepare_in_run or config.shared_work:
-        return ""
-    digest = registry_snapshot.source_digest(config.registry_path)
-    if registry_snapshot.find(folder, registry_snapshot.snapshot_id(
-            digest, settings.shards)) is not None:
-        return ""
-    staging = registry_snapshot.stage(config.registry_path, folder, settings.shards, digest)
-    return str(staging.relative_to(folder))
+    if not config.prepared_registry.prepare_in_run or config.shared_work:
+        return {}
+    return prepare_registry(config_path, run_date)
 
 
 @in_work_area("run_registry")
-def gate_registry(config_path: str, run_date: str, staging: str = "") -> dict:
+def gate_registry(config_path: str, run_date: str, staging: str = "",
+                  snapshot_id: str = "") -> dict:
     """Choose the run's prepared registry snapshot and check it cheaply; a failure stops
     the whole run (``RegistryError``).
 
     With ``prepared_registry.prepare_in_run`` the snapshot of ``registry`` cut into
     ``prepared_registry.shards`` is used, prepared here first (validated by the
     ``registry_prepared`` suite as of the run date) when it does not exist yet, or, given
-    ``staging`` (:func:`stage_run_registry`), gated and published from there;
+    ``staging`` (:func:`stage_run_registry`), gated and published from there, or, given
+    the ``snapshot_id`` it found, that snapshot while it is there (the raw file is not
+    hashed again);
     otherwise the latest snapshot the registry refresh published. The check reads no
     row: manifest, files, counts, the snapshot's gate, no birth after the run date.
     """
@@ -69,11 +66,15 @@ def gate_registry(config_path: str, run_date: str, staging: str = "") -> dict:
     prepared = False
     if settings.prepare_in_run:
         try:
+            found = registry_snapshot.find(folder, snapshot_id) \
+                if snapshot_id and not staging else None
             if staging:
                 registry_snapshot.gate(folder / staging, day, config.gates.example_rows)
                 snapshot = registry_snapshot.publish(folder / staging, folder,
                                                      keep=settings.keep)
                 prepared = True
+            elif found is not None:
+                snapshot = found
             else:
                 snapshot, prepared = registry_snapshot.prepare(
                     config.registry_path, folder, settings.shards, as_of=day,

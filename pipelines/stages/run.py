@@ -222,13 +222,14 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
             # This process's CPU meanwhile: the staging's threads (the stages' thread only
             # waits for the workers then).
             cpu_start = time.process_time()
-            staging = stage_run_registry(config_path, run_date)
-            if staging:
+            prepared = stage_run_registry(config_path, run_date)
+            if prepared.get("staging"):
                 pool.cpu["stage_run_registry"] = time.process_time() - cpu_start
                 log.info("registry staged in %.2fs (this process, beside the intake)",
                          time.perf_counter() - started)
             return pool.submit("gate_registry", gate_registry, config_path, run_date,
-                               staging).result()
+                               prepared.get("staging", ""),
+                               prepared.get("snapshot", "")).result()
 
         registry = stage_thread.submit(registry_gate)
         registry.add_done_callback(lambda _: timings.__setitem__(
