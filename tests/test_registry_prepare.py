@@ -20,6 +20,7 @@ from pipelines.cli import main
 from pipelines.errors import RegistryError
 from pipelines.reconcile import sharding
 from pipelines.registry import snapshot as registry_snapshot
+from pipelines.registry.search_index import find_numbers, number_bucket
 from pipelines.registry.source import load_registry
 from pipelines.storage.files import sha256_of
 
@@ -114,6 +115,43 @@ def test_the_search_layout_holds_every_citizen_by_birth_year(
         first = whole.filter(pc.equal(whole["legacy_id"], citizen["legacy_id"]))
         assert int(citizen["legacy_id"]) == entry["value"]
         assert citizen["registry_row"] == first["registry_row"][0].as_py()
+    # Each row group: the numbers of one bucket, sorted by (width, value), each once.
+    file = pq.ParquetFile(snapshot.search_numbers)
+    assert file.num_row_groups > 1
+    for g in range(file.num_row_groups):
+        group = file.read_row_group(g)
+        value = np.asarray(group["value"], np.int64)
+        assert len(set(number_bucket(value).tolist())) == 1
+        key = list(zip(group["width"].to_pylist(), value.tolist(), strict=True))
+        assert key == sorted(set(key))
+
+
+def test_find_numbers_finds_exactly_the_registry_numbers_wanted(
+        snapshot: registry_snapshot.Snapshot) -> None:
+    """Every wanted value (duplicates too) that is a registry number of its width, with
+    where its holder is; nothing else (the other width's numbers, invented ones)."""
+    numbers = pq.read_table(snapshot.search_numbers)
+    held = {(w, v): (p, q) for w, v, p, q in zip(*(numbers[c].to_pylist() for c in (
+        "width", "value", "partition", "position")), strict=True)}
+    rng = np.random.default_rng(5)
+    cccd = np.asarray(numbers.filter(pc.equal(numbers["width"], 12))["value"], np.int64)
+    cmnd = np.asarray(numbers.filter(pc.equal(numbers["width"], 9))["value"], np.int64)
+    wanted_12 = np.concatenate([rng.choice(cccd, 300), cccd[:5], cmnd[:20],
+                                rng.integers(0, 10**12, 300)])
+    wanted_9 = np.concatenate([rng.choice(cmnd, 50), cccd[:20] % 10**9,
+                               rng.integers(0, 10**9, 100)])
+    wanted = []
+    for width, values, offset in ((12, wanted_12, 0), (9, wanted_9, 10_000)):
+        order = np.argsort(values, kind="stable")
+        wanted.append((width, offset + order, values[order]))
+    found = find_numbers(snapshot.search_numbers, wanted)
+    got = sorted(zip(found.at.tolist(), found.partition.tolist(), found.position.tolist(),
+                     strict=True))
+    expected = sorted((offset + i, *held[(width, int(v))])
+                      for width, values, offset in ((12, wanted_12, 0), (9, wanted_9, 10_000))
+                      for i, v in enumerate(values) if (width, int(v)) in held)
+    assert len(expected) >= 355  # the registry numbers drawn
+    assert got == expected
 
 
 def test_every_citizen_is_in_the_shard_of_its_id_with_registry_wide_columns(

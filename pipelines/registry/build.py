@@ -52,11 +52,16 @@ from matching.names import canonical_name_key, sequence_name_key
 from pipelines.errors import RegistryError
 from pipelines.reconcile.sharding import shard_of
 from pipelines.registry import source as registry_source
-from pipelines.registry.search_index import SearchLayout, index_of, partition_of_citizen
+from pipelines.registry.search_index import (
+    HELD_NUMBERS_SCHEMA,
+    SearchLayout,
+    index_of,
+    partition_of_citizen,
+)
 from pipelines.schema import REGISTRY_FIELDS
 from pipelines.storage import objectstore
 from pipelines.storage.files import AtomicParquetWriter, write_parquet
-from pipelines.storage.modes import make_dirs
+from pipelines.storage.spill import BucketSpill
 from pipelines.threads import ahead
 
 # Rows read (and normalised) at once.
@@ -65,52 +70,6 @@ BATCH_ROWS = 1 << 18
 BUCKET_ROWS = 1_000_000
 # Rows per row group of the legacy index: pyarrow's default, as when written at once.
 LEGACY_ROW_GROUP = 1 << 20
-
-
-class _Spill:
-    """Append-only Arrow IPC files, one per bucket, each read back (and removed) once."""
-
-    def __init__(self, folder: Path, schema: pa.Schema) -> None:
-        self.folder, self.schema = folder, schema
-        make_dirs(folder)
-        self._writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-
-    def write(self, table: pa.Table, bucket: np.ndarray) -> None:
-        """Append each row of ``table`` to its bucket's file (one stable sort)."""
-        if not table.num_rows:
-            return
-        order = np.argsort(bucket, kind="stable")
-        ordered = table.select(self.schema.names).take(pa.array(order))
-        sorted_buckets = bucket[order]
-        starts = np.flatnonzero(np.r_[True, sorted_buckets[1:] != sorted_buckets[:-1]])
-        for start, stop in zip(starts, np.r_[starts[1:], len(order)], strict=True):
-            key = int(sorted_buckets[start])
-            writer = self._writers.get(key)
-            if writer is None:
-                writer = self._writers[key] = pa.ipc.new_file(
-                    str(self.folder / f"{key}.arrow"), self.schema)
-            writer.write_table(ordered.slice(int(start), int(stop - start)).cast(self.schema))
-
-    def buckets(self) -> list[int]:
-        return sorted(self._writers)
-
-    def read(self, bucket: int) -> pa.Table:
-        """The bucket's rows in the order written (empty when it got none); the file is
-        removed."""
-        writer = self._writers.pop(bucket, None)
-        if writer is None:
-            return self.schema.empty_table()
-        writer.close()
-        path = self.folder / f"{bucket}.arrow"
-        with pa.OSFile(str(path)) as handle:
-            table = pa.ipc.open_file(handle).read_all()
-        path.unlink()
-        return table
-
-    def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
 
 
 class _Tally:
@@ -208,7 +167,7 @@ class Built:
 
 
 def _read(source: Path | objectstore.RemoteFile, shards: int, year_buckets: int,
-          rows: _Spill, legacy: _Spill) -> tuple[Built, dict[str, _Tally]]:
+          rows: BucketSpill, legacy: BucketSpill) -> tuple[Built, dict[str, _Tally]]:
     """Step 1: normalise batch by batch, tally, spill by birth year and legacy number."""
     built = Built()
     tallies = {"names": _Tally(["sequence", "canonical"]), "days": _Tally(["day"]),
@@ -258,7 +217,7 @@ def _read(source: Path | objectstore.RemoteFile, shards: int, year_buckets: int,
     return built, tallies
 
 
-def _legacy_index(legacy: _Spill, path: Path, schema: pa.Schema) -> tuple[pa.Table, int]:
+def _legacy_index(legacy: BucketSpill, path: Path, schema: pa.Schema) -> tuple[pa.Table, int]:
     """Step 2: the legacy index, bucket by bucket in ``legacy_id`` order (one row per
     number: its first citizen in registry order, that citizen's shard, how many hold
     it); returns the numbers held by more than one citizen and the index's rows."""
@@ -390,19 +349,22 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
     year_buckets = max(1, shards, math.ceil(rows_total / BUCKET_ROWS))
     spill = staging.with_name(staging.name + ".spill")
     block_columns = tuple(n for n in shard_schema.names if n.startswith("block_"))
-    spills: list[_Spill] = []
+    spills: list[BucketSpill] = []
     try:
-        by_year = _Spill(spill / "years", ROWS)
-        legacy = _Spill(spill / "legacy", LEGACY_ROWS)
-        by_shard = _Spill(spill / "shards", shard_schema)
+        by_year = BucketSpill(spill / "years", ROWS)
+        legacy = BucketSpill(spill / "legacy", LEGACY_ROWS)
+        by_shard = BucketSpill(spill / "shards", shard_schema)
         spills += [by_year, legacy, by_shard]
         built, tallies = _read(source, shards, year_buckets, by_year, legacy)
         shared, built.legacy_rows = _legacy_index(legacy, staging / legacy_file, legacy_schema)
         built.shared_legacy_ids = shared.num_rows
         whole = _whole(built, tallies, shared)
         del tallies
+        numbers = BucketSpill(spill / "numbers", HELD_NUMBERS_SCHEMA)
+        spills.append(numbers)
         layout = SearchLayout(staging,
-                              pa.schema([shard_schema.field(c) for c in search_columns]))
+                              pa.schema([shard_schema.field(c) for c in search_columns]),
+                              numbers)
 
         def registry_wide(bucket: int, whole: _Whole = whole
                           ) -> tuple[pa.Table, RegistryIndex, np.ndarray]:

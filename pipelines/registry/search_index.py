@@ -17,8 +17,12 @@ with its square.
 Numbers are the exception: a number one typing slip from a row's can belong to anyone.
 They are looked up in one file, every CCCD (12 digits) and old CMND (9 digits) of the
 registry with the partition and position of its (first, in registry order) citizen
-(``numbers.parquet``, written a partition at a time and read a row group at a time),
-and the pairs found go to the partitions of the citizens found.
+(``numbers.parquet``), and the pairs found go to the partitions of the citizens found.
+The file is written by bucket of value (:func:`number_bucket`), each bucket sorted, so
+a routing task reads it a row group at a time and looks up in each only its own
+variants of that bucket: the look-up's work grows with the variants, the registry's
+side is one sequential read (it looked every registry number up among a batch's ~10M
+variants, which made the routing grow with batches × registry).
 
 Files (relative to the snapshot folder)::
 
@@ -31,7 +35,6 @@ Files (relative to the snapshot folder)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,18 +43,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from matching.candidates import RegistryIndex, numbers_found, registry_index, registry_parts
+from matching.candidates import RegistryIndex, registry_index, registry_parts
 from matching.columns import as_bool_mask
 from pipelines.storage.files import AtomicParquetWriter, write_parquet
+from pipelines.storage.spill import BucketSpill
 
 _PARTS = ("given", "surname", "canonical")
 NUMBERS_FILE = "search/numbers.parquet"
 # Rows per row group of the numbers file: what a look-up holds at once.
 NUMBERS_ROW_GROUP = 1 << 20
+# The numbers file is written by bucket of value (number_bucket): 2^6 buckets, ~0.6M
+# numbers each at 30M citizens, 2M at 127M (a registry bucket is held while written).
+_BUCKET_BITS = 6
+NUMBER_BUCKETS = 1 << _BUCKET_BITS
+_GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: Knuth's multiplicative hash
 NUMBERS_SCHEMA = pa.schema([("width", pa.int8()), ("value", pa.int64()),
                             ("partition", pa.int32()), ("position", pa.int32())])
 # As written: with the holder's row in the registry (one holder per number).
-_HELD_SCHEMA = NUMBERS_SCHEMA.append(pa.field("registry_row", pa.int64()))
+HELD_NUMBERS_SCHEMA = NUMBERS_SCHEMA.append(pa.field("registry_row", pa.int64()))
 
 
 def partition_files(partition: int) -> dict[str, str]:
@@ -73,6 +82,15 @@ def partition_of_citizen(birth_year: pa.Array | pa.ChunkedArray, partitions: int
     known = as_bool_mask(pc.is_valid(birth_year))
     years = np.asarray(pc.fill_null(birth_year, 0).to_numpy(zero_copy_only=False), np.int64)
     return np.maximum(partition_of_year(years, known, partitions), 0)
+
+
+def number_bucket(values: np.ndarray) -> np.ndarray:
+    """The bucket (0 .. NUMBER_BUCKETS - 1) of each number's int64 value: the top bits of
+    a multiplicative hash, so every bucket gets about as many numbers (the values
+    themselves crowd by province code and birth year)."""
+    hashed = np.asarray(values, np.int64).view(np.uint64) * np.uint64(_GOLDEN)
+    # uint8: NumPy's stable argsort of 8-bit keys is a radix sort (linear)
+    return (hashed >> np.uint64(64 - _BUCKET_BITS)).astype(np.uint8)
 
 
 def index_of(citizens: pa.Table) -> RegistryIndex:
@@ -122,29 +140,24 @@ def read_index(blocks_path: Path, names_path: Path) -> RegistryIndex:
 @dataclass
 class SearchLayout:
     """Writes the layout while the snapshot is built: :meth:`add` each year bucket's
-    citizens (in registry order, with ``legacy_citizens``), then :meth:`finish`. Memory:
-    one bucket, plus the few CMND numbers held by several citizens (kept to leave only
-    their first holder)."""
+    citizens (in registry order), then :meth:`finish`. Memory:
+    one year bucket, then one bucket of numbers (``numbers``: where they wait, by
+    :func:`number_bucket`, until every partition is added)."""
 
     root: Path
     schema: pa.Schema  # the citizens' columns (snapshot.SEARCH_COLUMNS, typed)
+    numbers: BucketSpill  # of HELD_NUMBERS_SCHEMA
     written: dict[str, int] = field(default_factory=dict)
     present: list[int] = field(default_factory=list)  # partitions with citizens
-    _numbers: AtomicParquetWriter | None = None
-    _shared: list[pa.Table] = field(default_factory=list)
 
     def add(self, partition: int, citizens: pa.Table, index: RegistryIndex) -> None:
         """``index``: :func:`index_of` these citizens (the build makes it with their
         block sizes)."""
-        sharing = np.asarray(pc.fill_null(citizens["legacy_citizens"], 0), np.int64)
         citizens = citizens.select(self.schema.names).cast(self.schema).combine_chunks()
         files = partition_files(partition)
         write_parquet(citizens, self.root / files["citizens"])
         self.written[files["citizens"]] = citizens.num_rows
         self.written.update(_write_index(index, self.root, partition))
-        if self._numbers is None:
-            self._numbers = AtomicParquetWriter(self.root / NUMBERS_FILE, _HELD_SCHEMA,
-                                                row_group_rows=NUMBERS_ROW_GROUP)
         for width, (values, rows) in index.numbers.items():  # 12: CCCD, 9: CMND
             table = pa.table({
                 "width": pa.array(np.full(len(values), width, np.int8)),
@@ -152,28 +165,33 @@ class SearchLayout:
                 "partition": pa.array(np.full(len(values), partition, np.int32)),
                 "position": pa.array(rows.astype(np.int32)),
                 "registry_row": pc.take(citizens["registry_row"], pa.array(rows, pa.int64())),
-            }, schema=_HELD_SCHEMA)
-            # A CMND several citizens hold (rare) waits for its first holder in registry
-            # order, which may be in a later bucket; every other number is written now.
-            shared = sharing[rows] > 1 if width == 9 else np.zeros(len(rows), bool)
-            self._numbers.write(table.filter(pa.array(~shared)))
-            if shared.any():
-                self._shared.append(table.filter(pa.array(shared)))
+            }, schema=HELD_NUMBERS_SCHEMA)
+            self.numbers.write(table, number_bucket(np.asarray(values, np.int64)))
         self.present.append(partition)
 
     def finish(self) -> dict[str, int]:
-        """Write the shared numbers' first holders and close the numbers file; returns
-        every file written with its rows."""
-        writer = self._numbers or AtomicParquetWriter(self.root / NUMBERS_FILE, _HELD_SCHEMA)
-        if self._shared:
-            shared = pa.concat_tables(self._shared).sort_by(
-                [("value", "ascending"), ("registry_row", "ascending")])
-            value = np.asarray(shared["value"], np.int64)
-            first = np.r_[True, value[1:] != value[:-1]] if len(value) else np.zeros(0, bool)
-            writer.write(shared.filter(pa.array(first)))
-        writer.close(_HELD_SCHEMA)
+        """Write the numbers file a bucket at a time, each sorted by (width, value) and
+        with one holder per number (a CMND several citizens hold: the first in registry
+        order, who may be in any partition); returns every file written with its rows."""
+        writer = AtomicParquetWriter(self.root / NUMBERS_FILE, HELD_NUMBERS_SCHEMA,
+                                     row_group_rows=NUMBERS_ROW_GROUP, compression="lz4",
+                                     plain=("value", "position", "registry_row"),
+                                     statistics=False)
+        try:
+            for bucket in self.numbers.buckets():
+                held = self.numbers.read(bucket)
+                width = np.asarray(held["width"], np.int64)
+                value = np.asarray(held["value"], np.int64)
+                order = np.lexsort((np.asarray(held["registry_row"], np.int64), value, width))
+                width, value = width[order], value[order]
+                first = np.r_[True, (value[1:] != value[:-1]) | (width[1:] != width[:-1])]
+                # each write is row groups of its own: a group holds one bucket
+                writer.write(held.take(pa.array(order[first])))
+            writer.close(HELD_NUMBERS_SCHEMA)
+        except BaseException:
+            writer.abort()
+            raise
         self.written[NUMBERS_FILE] = writer.rows
-        self._numbers, self._shared = None, []
         return dict(self.written)
 
 
@@ -187,10 +205,14 @@ class NumbersFound:
     position: np.ndarray
 
 
-def _row_groups(path: Path) -> Iterator[pa.Table]:
-    file = pq.ParquetFile(path)
-    for group in range(file.num_row_groups):
-        yield file.read_row_group(group, columns=NUMBERS_SCHEMA.names)
+def _by_bucket(where: np.ndarray, ordered: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``where`` and ``ordered`` (values sorted) regrouped by :func:`number_bucket`, still
+    sorted within each bucket, and each bucket's bounds in them."""
+    bucket = number_bucket(ordered)
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.searchsorted(bucket[order], np.arange(NUMBER_BUCKETS + 1))
+    return where[order], ordered[order], bounds
 
 
 def find_numbers(path: Path, wanted: list[tuple[int, np.ndarray, np.ndarray]]
@@ -198,19 +220,38 @@ def find_numbers(path: Path, wanted: list[tuple[int, np.ndarray, np.ndarray]]
     """Every wanted value found in the numbers file, a row group at a time (memory: one
     row group and the values wanted). ``wanted``: (width, where, values) triples, the
     values sorted and ``where`` each stands among the caller's (the shape of
-    ``SearchedSide.variant_sorted``'s items); ``at`` of what is found is that ``where``."""
+    ``SearchedSide.variant_sorted``'s items); ``at`` of what is found is that ``where``.
+
+    A row group holds numbers of one :func:`number_bucket`, sorted by (width, value): only
+    the wanted values of that bucket are looked up in it, so a look-up costs about the
+    values wanted, and the registry's side is one sequential read of the file."""
+    grouped = [(width, *_by_bucket(where, ordered)) for width, where, ordered in wanted]
     ats, parts, positions = [], [], []
-    for group in _row_groups(path):
+    file = pq.ParquetFile(path)
+    for group_index in range(file.num_row_groups):
+        group = file.read_row_group(group_index, columns=NUMBERS_SCHEMA.names)
+        if not group.num_rows:
+            continue
         widths = np.asarray(group["width"], np.int64)
         values = np.asarray(group["value"], np.int64)
-        for width, where, ordered in wanted:
-            sel = np.flatnonzero(widths == width)
-            at, entry = numbers_found(where, ordered, (values[sel], sel))
-            if not len(at):
+        bucket = int(number_bucket(values[:1])[0])
+        partition = position = None
+        for width, where, ordered, bounds in grouped:
+            start, stop = np.searchsorted(widths, [width, width + 1])
+            known = values[start:stop]
+            sought = ordered[bounds[bucket]:bounds[bucket + 1]]
+            if not len(known) or not len(sought):
                 continue
-            ats.append(at)
-            parts.append(np.asarray(group["partition"], np.int32)[entry])
-            positions.append(np.asarray(group["position"], np.int32)[entry])
+            entry = np.minimum(np.searchsorted(known, sought), len(known) - 1)
+            hit = np.flatnonzero(known[entry] == sought)
+            if not len(hit):
+                continue
+            if partition is None:
+                partition = np.asarray(group["partition"], np.int32)
+                position = np.asarray(group["position"], np.int32)
+            ats.append(where[bounds[bucket]:bounds[bucket + 1]][hit])
+            parts.append(partition[start + entry[hit]])
+            positions.append(position[start + entry[hit]])
     if not ats:
         none = np.empty(0, np.int64)
         return NumbersFound(none, none.astype(np.int32), none.astype(np.int32))

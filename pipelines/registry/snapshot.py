@@ -61,7 +61,7 @@ log = logging.getLogger("simrecon.registry")
 
 # Bump when what a prepared snapshot holds or how it is normalised changes: a run
 # refuses a snapshot of another format (prepare it again).
-PREPARED_FORMAT = 3
+PREPARED_FORMAT = 4
 MANIFEST = "manifest.json"
 GATE = "gate.json"
 LATEST = "latest.json"
