@@ -12,9 +12,11 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from openpyxl import load_workbook
 
@@ -22,7 +24,7 @@ from matching.flags import FLAGS
 from pipelines.cli import main
 from pipelines.config import ConfigError, load_config
 from pipelines.intake.quarantine import empty_quarantine
-from pipelines.reporting import charts, copies, report
+from pipelines.reporting import aggregates, charts, copies, report
 from pipelines.reporting.workbook import write_workbook
 from pipelines.results.dataset import RunResults
 from pipelines.stages import run_all
@@ -136,6 +138,43 @@ def test_top_points_of_sale_and_holders(run: dict) -> None:
     masked = report.mask_id(pa.array(list(counts["holder"]))).to_pylist()
     assert list(holders["holder"]) == masked
     assert all("*****" in h for h in holders["holder"])
+
+
+@pytest.mark.parametrize(("parts", "buckets", "top"), [(5, 3, 4), (3, 1, 1000)])
+def test_points_of_sale_merged_a_bucket_at_a_time_are_the_whole_runs(
+        run: dict, tmp_path: Path, parts: int, buckets: int, top: int) -> None:
+    """Partials of rows cut anyhow (a point of sale's rows, days and documents in every
+    part), written by buckets and merged a bucket at a time: the top points of sale,
+    their days and distinct documents, that the whole results give at once."""
+    results = run["results"]
+    # Points of sale that sell in bulk over days, documents repeated (the samples' few
+    # bulk sellers each sell on one day).
+    rng = np.random.default_rng(11)
+    n = results.num_rows
+    for name, values in (
+            ("point_of_sale", pa.array([f"POS-{i:02d}" for i in rng.integers(0, 12, n)])),
+            ("activation_date", pa.array(rng.integers(20_000, 20_006, n).astype("int32"),
+                                         pa.int32()).cast(pa.date32())),
+            ("id_number", pa.array([f"0790{i:08d}" for i in rng.integers(0, 400, n)])),
+            ("flags", pa.array([["BULK_ACTIVATION"] if b else [] for b in rng.random(n) < .6],
+                               pa.list_(pa.string())))):
+        at = results.schema.get_field_index(name)
+        results = results.set_column(at, results.schema.field(at), values.cast(
+            results.schema.field(at).type))
+    whole = aggregates.top_points_of_sale(aggregates.of_results(results), top)
+    assert whole.num_rows > 0
+    assert pc.max(whole["days"]).as_py() > 1
+    assert pc.max(whole["distinct_documents"]).as_py() > 1
+    part = np.arange(results.num_rows) % parts
+    folders = []
+    for k in range(parts):
+        folders.append(tmp_path / str(k))
+        aggregates.of_results(results.filter(pa.array(part == k))).write(
+            folders[-1], pos_buckets=buckets)
+    groups = pq.ParquetFile(folders[0] / "pos_docs.parquet").num_row_groups
+    assert groups == buckets  # one row group per bucket: a bucket is read alone
+    merged = aggregates.merge_points_of_sale(folders, buckets, top)
+    assert merged.equals(whole)
 
 
 def test_provinces_add_up(run: dict) -> None:

@@ -10,7 +10,10 @@ figure is exact after merging:
   the holder's shard (``pipelines/reconcile/sharding.py``), so the run's top holders
   are among the shards' own top holders;
 * points of sale: rows are counted per shard and the sets a distinct count needs
-  (bulk days, bulk documents) are kept per shard and united.
+  (bulk days, bulk documents) are kept per shard and united; a point of sale's rows lie
+  in every shard, so each shard writes its tables by buckets of (telco, point of sale)
+  (``Aggregates.write``) and :func:`merge_points_of_sale` unites them a bucket at a time,
+  keeping the top points of sale as it goes: never every shard's tables at once.
 
 ``flagged_keys`` gives the compact form of a shard's flagged rows (telco, source_row,
 number, flags as bits) that the correction lists classify and the report's flagged
@@ -21,7 +24,7 @@ private working folder; the report masks what it shows.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +34,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from matching.flags import FLAGS
-from pipelines.reconcile.sharding import concat
+from pipelines.reconcile.sharding import concat, shard_of
 from pipelines.reporting import provinces
 from pipelines.schema import STATUSES
-from pipelines.storage.files import write_json, write_parquet
+from pipelines.storage.files import AtomicParquetWriter, write_json, write_parquet
 
 NO_CCCD = "no CCCD"
 SCORE_BIN_BITS = 2
@@ -69,9 +72,8 @@ POINTS_OF_SALE_SCHEMA = pa.schema([
     ("last_activation", pa.date32())])
 FLAGGED_SCHEMA = pa.schema([("telco", pa.string()), ("source_row", pa.int64()),
                             ("number", pa.string()), ("flags", pa.int32())])
-_TABLES = {"holders": HOLDER_SCHEMA, "pos_rows": POS_ROWS_SCHEMA,
-           "pos_bulk": POS_BULK_SCHEMA, "pos_days": POS_DAYS_SCHEMA,
-           "pos_docs": POS_DOCS_SCHEMA}
+POS_TABLES = {"pos_rows": POS_ROWS_SCHEMA, "pos_bulk": POS_BULK_SCHEMA,
+              "pos_days": POS_DAYS_SCHEMA, "pos_docs": POS_DOCS_SCHEMA}
 
 
 @dataclass
@@ -90,11 +92,17 @@ class Aggregates:
     pos_bulk: pa.Table = field(default_factory=POS_BULK_SCHEMA.empty_table)
     pos_days: pa.Table = field(default_factory=POS_DAYS_SCHEMA.empty_table)
     pos_docs: pa.Table = field(default_factory=POS_DOCS_SCHEMA.empty_table)
+    # Merged aggregates: the top points of sale (merge_points_of_sale), not the tables.
+    points_of_sale: pa.Table | None = None
 
-    def write(self, folder: Path) -> None:
-        """Into ``folder``: ``counts.json`` and one Parquet file per table."""
-        for name in _TABLES:
-            write_parquet(getattr(self, name), folder / f"{name}.parquet")
+    def write(self, folder: Path, pos_buckets: int = 1) -> None:
+        """Into ``folder``: ``counts.json``, ``holders.parquet`` and the points of sale's
+        tables, each in row groups by bucket of (telco, point of sale) out of
+        ``pos_buckets`` (the same for every shard of a run: :func:`merge_points_of_sale`
+        reads one bucket of every shard at a time)."""
+        write_parquet(self.holders, folder / "holders.parquet")
+        for name in POS_TABLES:
+            _write_by_bucket(getattr(self, name), folder / f"{name}.parquet", pos_buckets)
         write_json({"rows": self.rows, "telcos": self.telcos,
                     "score_counts": self.score_counts.tolist(), "unscored": self.unscored,
                     "bands": self.bands, "provinces": self.provinces},
@@ -102,13 +110,14 @@ class Aggregates:
 
     @classmethod
     def read(cls, folder: Path) -> Aggregates:
+        """The counts and top holders of a folder :meth:`write` wrote (the points of
+        sale's tables stay on disk for :func:`merge_points_of_sale`)."""
         counts = json.loads((folder / "counts.json").read_text(encoding="utf-8"))
         return cls(rows=counts["rows"], telcos=counts["telcos"],
                    score_counts=np.asarray(counts["score_counts"], dtype=np.int64),
                    unscored=counts["unscored"], bands=counts["bands"],
                    provinces=counts["provinces"],
-                   **{name: pq.read_table(folder / f"{name}.parquet").cast(schema)
-                      for name, schema in _TABLES.items()})
+                   holders=pq.read_table(folder / "holders.parquet").cast(HOLDER_SCHEMA))
 
 
 def listed_rows(folders: Iterable[Path], telco: str) -> int:
@@ -385,9 +394,10 @@ def _point_of_sale_partials(results: pa.Table, bits: np.ndarray) -> dict[str, pa
 
 
 def merge(parts: Iterable[Aggregates], *, top: int = 20) -> Aggregates:
-    """The sum of partial aggregates (see the module docstring)."""
+    """The sum of partial aggregates (see the module docstring), but for the points of
+    sale, which :func:`merge_points_of_sale` merges from the partials' files."""
     out = Aggregates()
-    holders, pos = [], {name: [] for name in ("pos_rows", "pos_bulk", "pos_days", "pos_docs")}
+    holders = []
     for part in parts:
         out.rows += part.rows
         for telco, counts in part.telcos.items():
@@ -412,24 +422,8 @@ def merge(parts: Iterable[Aggregates], *, top: int = 20) -> Aggregates:
             for flag, n in counts["flags"].items():
                 mine["flags"][flag] = mine["flags"].get(flag, 0) + n
         holders.append(part.holders)
-        for name in pos:
-            pos[name].append(getattr(part, name))
     merged = concat(holders, HOLDER_SCHEMA)
     out.holders = merged.take(pc.sort_indices(merged, _HOLDER_ORDER)[:top])
-    keys = ["telco", "point_of_sale"]
-    rows = concat(pos["pos_rows"], POS_ROWS_SCHEMA)
-    out.pos_rows = rows.group_by(keys).aggregate([("rows", "sum")]).rename_columns(
-        [*keys, "rows"]).cast(POS_ROWS_SCHEMA) if rows.num_rows else rows
-    bulk = concat(pos["pos_bulk"], POS_BULK_SCHEMA)
-    out.pos_bulk = bulk.group_by(keys).aggregate([
-        ("bulk_rows", "sum"), ("first", "min"), ("last", "max")]).rename_columns(
-        [*keys, "bulk_rows", "first", "last"]).cast(POS_BULK_SCHEMA) if bulk.num_rows else bulk
-    days = concat(pos["pos_days"], POS_DAYS_SCHEMA)
-    out.pos_days = days.group_by(["telco", "point_of_sale", "day"]).aggregate([]) \
-        .cast(POS_DAYS_SCHEMA) if days.num_rows else days
-    docs = concat(pos["pos_docs"], POS_DOCS_SCHEMA)
-    out.pos_docs = docs.group_by(["telco", "point_of_sale", "document"]).aggregate([]) \
-        .cast(POS_DOCS_SCHEMA) if docs.num_rows else docs
     return out
 
 
@@ -437,18 +431,39 @@ _POS_ORDER = [("bulk_rows", "descending"), ("telco", "ascending"),
               ("point_of_sale", "ascending")]
 
 
-def top_points_of_sale(aggregates: Aggregates, top: int) -> pa.Table:
-    """Points of sale with the most ``BULK_ACTIVATION`` rows, with their dealer-days."""
-    bulk = aggregates.pos_bulk
+def _united(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """Partial tables of the same points of sale (every partial of each) united: rows
+    added up, days and documents made distinct."""
+    keys = ["telco", "point_of_sale"]
+    rows, bulk = tables["pos_rows"], tables["pos_bulk"]
+    days, docs = tables["pos_days"], tables["pos_docs"]
+    return {
+        "pos_rows": rows.group_by(keys).aggregate([("rows", "sum")]).rename_columns(
+            [*keys, "rows"]).cast(POS_ROWS_SCHEMA) if rows.num_rows else rows,
+        "pos_bulk": bulk.group_by(keys).aggregate([
+            ("bulk_rows", "sum"), ("first", "min"), ("last", "max")]).rename_columns(
+            [*keys, "bulk_rows", "first", "last"]).cast(POS_BULK_SCHEMA)
+        if bulk.num_rows else bulk,
+        "pos_days": days.group_by([*keys, "day"]).aggregate([]).cast(POS_DAYS_SCHEMA)
+        if days.num_rows else days,
+        "pos_docs": docs.group_by([*keys, "document"]).aggregate([]).cast(POS_DOCS_SCHEMA)
+        if docs.num_rows else docs,
+    }
+
+
+def _top_of(tables: dict[str, pa.Table], top: int) -> pa.Table:
+    """The ``top`` points of sale by ``BULK_ACTIVATION`` rows of complete tables (every
+    row of each point of sale they name), with their dealer-days."""
+    bulk = tables["pos_bulk"]
     if bulk.num_rows == 0:
         return POINTS_OF_SALE_SCHEMA.empty_table()
     keys = ["telco", "point_of_sale"]
-    days = aggregates.pos_days.group_by(keys).aggregate([([], "count_all")]) \
+    days = tables["pos_days"].group_by(keys).aggregate([([], "count_all")]) \
         .rename_columns([*keys, "days"])
-    docs = aggregates.pos_docs.group_by(keys).aggregate([([], "count_all")]) \
+    docs = tables["pos_docs"].group_by(keys).aggregate([([], "count_all")]) \
         .rename_columns([*keys, "distinct_documents"])
     table = bulk.join(days, keys).join(docs, keys, join_type="left outer") \
-        .join(aggregates.pos_rows, keys)
+        .join(tables["pos_rows"], keys)
     table = table.take(pc.sort_indices(table, _POS_ORDER)[:top])
     bulk_rows = table["bulk_rows"]
     return pa.table({
@@ -460,3 +475,55 @@ def top_points_of_sale(aggregates: Aggregates, top: int) -> pa.Table:
                                                    table["rows"]), 100.0), 1),
         "first_activation": table["first"], "last_activation": table["last"],
     }, schema=POINTS_OF_SALE_SCHEMA)
+
+
+def top_points_of_sale(aggregates: Aggregates, top: int) -> pa.Table:
+    """Points of sale with the most ``BULK_ACTIVATION`` rows, with their dealer-days: the
+    merged aggregates' (:func:`merge_points_of_sale`), or those of one partial that
+    holds every row of its points of sale (a run's results in memory)."""
+    if aggregates.points_of_sale is not None:
+        return aggregates.points_of_sale.slice(0, top)
+    return _top_of({name: getattr(aggregates, name) for name in POS_TABLES}, top)
+
+
+def _bucket_of(table: pa.Table, buckets: int) -> np.ndarray:
+    """Each row's bucket of (telco, point of sale)."""
+    if buckets <= 1 or not table.num_rows:
+        return np.zeros(table.num_rows, np.int32)
+    key = pc.binary_join_element_wise(table["telco"], pc.fill_null(table["point_of_sale"], ""),
+                                      "\x1f")
+    return shard_of(key, buckets)
+
+
+def _write_by_bucket(table: pa.Table, path: Path, buckets: int) -> None:
+    """``table`` with its ``bucket``, each bucket in row groups of its own (a reader's
+    filter on ``bucket`` skips the others by their statistics)."""
+    bucket = _bucket_of(table, buckets)
+    order = np.argsort(bucket, kind="stable")
+    table = table.take(pa.array(order)).append_column("bucket", pa.array(bucket[order]))
+    bucket = bucket[order]
+    writer = AtomicParquetWriter(path, table.schema)
+    try:
+        for b in np.unique(bucket):
+            start, stop = np.searchsorted(bucket, [b, b + 1])
+            writer.write(table.slice(int(start), int(stop - start)))
+        writer.close(table.schema)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def merge_points_of_sale(folders: Sequence[Path], buckets: int, top: int) -> pa.Table:
+    """The run's ``top`` points of sale from the partials :meth:`Aggregates.write` wrote
+    in ``folders`` with ``buckets``: one bucket of every folder at a time (a point of sale
+    is in one bucket, so its figures are complete there), the bucket's top kept. Memory:
+    about the tables of one bucket, a ``buckets``-th of the run's."""
+    best = []
+    for b in range(max(buckets, 1)):
+        tables = {name: concat([pq.read_table(folder / f"{name}.parquet",
+                                              filters=pc.field("bucket") == b)
+                                for folder in folders], schema)
+                  for name, schema in POS_TABLES.items()}
+        best.append(_top_of(_united(tables), top))
+    merged = concat(best, POINTS_OF_SALE_SCHEMA)
+    return merged.take(pc.sort_indices(merged, _POS_ORDER)[:top])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,6 +30,7 @@ from pipelines.reporting.report import (
 from pipelines.reporting.workbook import write_workbook
 from pipelines.results.dataset import ResultsNotFoundError, RunResults
 from pipelines.storage.files import write_text
+from pipelines.storage.modes import make_dirs
 from pipelines.storage.paths import RunPaths
 from pipelines.storage.workarea import in_work_area
 
@@ -76,21 +78,34 @@ def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
     (the run's working aggregates are gone once it is published)."""
     settings = settings_of(config)
     limit = max(settings["flagged_rows"], settings["workbook_flagged_rows"])
-    partials, keys, total = [], [], 0
-    for shard, path in enumerate(results.files):
-        part = pq.read_table(path)
-        partials.append(aggregates.of_results(part, top=settings["top"],
-                                              provinces_file=settings["provinces_file"]))
-        found = aggregates.flagged_keys(part)
-        total += found.num_rows
-        keys.append(first_of_groups(found.append_column(
-            "shard", pa.array([shard] * found.num_rows, pa.int32())), limit))
-    merged = aggregates.merge(partials, top=settings["top"])
+    engineering = RunPaths(config.output_path, summary["run_date"], config.private_path)
+    keys, total = [], 0
+    shards = len(results.files)
+    # Each part's partial aggregates go to an owner-only folder in the engineers' area,
+    # so its points of sale are merged a bucket at a time (never the run's at once).
+    make_dirs(engineering.private_root)
+    with tempfile.TemporaryDirectory(prefix=".report-render-",
+                                     dir=engineering.private_root) as scratch:
+        folders = []
+        for shard, path in enumerate(results.files):
+            part = pq.read_table(path)
+            folders.append(Path(scratch) / f"{shard:03d}")
+            aggregates.of_results(part, top=settings["top"],
+                                  provinces_file=settings["provinces_file"]
+                                  ).write(folders[-1], pos_buckets=shards)
+            found = aggregates.flagged_keys(part)
+            del part
+            total += found.num_rows
+            keys.append(first_of_groups(found.append_column(
+                "shard", pa.array([shard] * found.num_rows, pa.int32())), limit))
+        merged = aggregates.merge((aggregates.Aggregates.read(f) for f in folders),
+                                  top=settings["top"])
+        merged.points_of_sale = aggregates.merge_points_of_sale(folders, shards,
+                                                                settings["top"])
     flagged, total = fetch_flagged(results, pa.concat_tables(keys), limit, total)
     reasons: dict[str, int] = {}
     # Quarantined rows are engineer-only (<private_dir>/<date>/quarantine); runs published
     # before that kept them in the run folder.
-    engineering = RunPaths(config.output_path, summary["run_date"], config.private_path)
     folder = engineering.engineering / "quarantine"
     if not folder.is_dir():
         folder = results.run_dir / "quarantine"

@@ -285,6 +285,8 @@ def build_report(config_path: str, run_date: str) -> dict:
     settings = report.settings_of(config)
     merged = aggregates.merge((aggregates.Aggregates.read(paths.aggregates(k))
                                for k in range(shards)), top=settings["top"])
+    merged.points_of_sale = aggregates.merge_points_of_sale(
+        [paths.aggregates(k) for k in range(shards)], shards, settings["top"])
     quarantined = report.quarantine_counts(pa.concat_tables(
         [*quarantine_batches(paths, columns=["telco", "reason"]),
          pa.table({"telco": pa.array([], pa.string()), "reason": pa.array([], pa.string())})]))

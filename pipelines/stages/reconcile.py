@@ -148,7 +148,8 @@ def flag_shard(config_path: str, run_date: str, shard: int | str) -> dict:
     aggregates.of_results(
         results, top=settings.top,
         provinces_file=config.resolve(settings.provinces_file) if settings.provinces_file
-        else None).write(paths.aggregates(shard))
+        else None).write(paths.aggregates(shard),
+                         pos_buckets=shard_steps.shard_plan(paths)["shards"])
     write_parquet(aggregates.flagged_keys(results), paths.flagged(shard))
     queued = review.queue(results, matched)
     write_parquet(queued, paths.review_part(shard))
