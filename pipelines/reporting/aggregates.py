@@ -11,9 +11,10 @@ figure is exact after merging:
   are among the shards' own top holders;
 * points of sale: rows are counted per shard and the sets a distinct count needs
   (bulk days, bulk documents) are kept per shard and united; a point of sale's rows lie
-  in every shard, so each shard writes its tables by buckets of (telco, point of sale)
-  (``Aggregates.write``) and :func:`merge_points_of_sale` unites them a bucket at a time,
-  keeping the top points of sale as it goes: never every shard's tables at once.
+  in every shard, so each shard writes its bulk rows' tables by buckets of (telco, point
+  of sale) (``Aggregates.write``) and :func:`merge_points_of_sale` unites them a bucket
+  at a time, keeping the top points of sale as it goes, then adds up the row counts of
+  those alone: never every shard's tables at once.
 
 ``flagged_keys`` gives the compact form of a shard's flagged rows (telco, source_row,
 number, flags as bits) that the correction lists classify and the report's flagged
@@ -96,12 +97,13 @@ class Aggregates:
     points_of_sale: pa.Table | None = None
 
     def write(self, folder: Path, pos_buckets: int = 1) -> None:
-        """Into ``folder``: ``counts.json``, ``holders.parquet`` and the points of sale's
-        tables, each in row groups by bucket of (telco, point of sale) out of
-        ``pos_buckets`` (the same for every shard of a run: :func:`merge_points_of_sale`
-        reads one bucket of every shard at a time)."""
+        """Into ``folder``: ``counts.json``, ``holders.parquet``, the points of sale's row
+        counts, and their bulk rows' tables in row groups by bucket of (telco, point of
+        sale) out of ``pos_buckets`` (the same for every shard of a run:
+        :func:`merge_points_of_sale` reads one bucket of every shard at a time)."""
         write_parquet(self.holders, folder / "holders.parquet")
-        for name in POS_TABLES:
+        write_parquet(self.pos_rows, folder / "pos_rows.parquet")
+        for name in BULK_TABLES:
             _write_by_bucket(getattr(self, name), folder / f"{name}.parquet", pos_buckets)
         write_json({"rows": self.rows, "telcos": self.telcos,
                     "score_counts": self.score_counts.tolist(), "unscored": self.unscored,
@@ -431,46 +433,48 @@ _POS_ORDER = [("bulk_rows", "descending"), ("telco", "ascending"),
               ("point_of_sale", "ascending")]
 
 
-def _united(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
-    """Partial tables of the same points of sale (every partial of each) united: rows
-    added up, days and documents made distinct."""
-    keys = ["telco", "point_of_sale"]
-    rows, bulk = tables["pos_rows"], tables["pos_bulk"]
-    days, docs = tables["pos_days"], tables["pos_docs"]
-    return {
-        "pos_rows": rows.group_by(keys).aggregate([("rows", "sum")]).rename_columns(
-            [*keys, "rows"]).cast(POS_ROWS_SCHEMA) if rows.num_rows else rows,
-        "pos_bulk": bulk.group_by(keys).aggregate([
-            ("bulk_rows", "sum"), ("first", "min"), ("last", "max")]).rename_columns(
-            [*keys, "bulk_rows", "first", "last"]).cast(POS_BULK_SCHEMA)
-        if bulk.num_rows else bulk,
-        "pos_days": days.group_by([*keys, "day"]).aggregate([]).cast(POS_DAYS_SCHEMA)
-        if days.num_rows else days,
-        "pos_docs": docs.group_by([*keys, "document"]).aggregate([]).cast(POS_DOCS_SCHEMA)
-        if docs.num_rows else docs,
-    }
+_KEYS = ["telco", "point_of_sale"]
+# The tables of bulk rows only (small): written by bucket, merged a bucket at a time.
+BULK_TABLES = ("pos_bulk", "pos_days", "pos_docs")
+_RANKED_SCHEMA = pa.schema([POS_BULK_SCHEMA.field(n) for n in POS_BULK_SCHEMA.names] + [
+    ("days", pa.int64()), ("distinct_documents", pa.int64())])
 
 
-def _top_of(tables: dict[str, pa.Table], top: int) -> pa.Table:
-    """The ``top`` points of sale by ``BULK_ACTIVATION`` rows of complete tables (every
-    row of each point of sale they name), with their dealer-days."""
-    bulk = tables["pos_bulk"]
+def _ranked(tables: dict[str, pa.Table], top: int) -> pa.Table:
+    """The ``top`` points of sale by ``BULK_ACTIVATION`` rows of partial bulk tables that
+    hold every bulk row of each point of sale they name (several partials' united),
+    with their bulk days and distinct documents."""
+    bulk, days, docs = tables["pos_bulk"], tables["pos_days"], tables["pos_docs"]
     if bulk.num_rows == 0:
-        return POINTS_OF_SALE_SCHEMA.empty_table()
-    keys = ["telco", "point_of_sale"]
-    days = tables["pos_days"].group_by(keys).aggregate([([], "count_all")]) \
-        .rename_columns([*keys, "days"])
-    docs = tables["pos_docs"].group_by(keys).aggregate([([], "count_all")]) \
-        .rename_columns([*keys, "distinct_documents"])
-    table = bulk.join(days, keys).join(docs, keys, join_type="left outer") \
-        .join(tables["pos_rows"], keys)
+        return _RANKED_SCHEMA.empty_table()
+    bulk = bulk.group_by(_KEYS).aggregate([
+        ("bulk_rows", "sum"), ("first", "min"), ("last", "max")]).rename_columns(
+        [*_KEYS, "bulk_rows", "first", "last"])
+    days = days.group_by([*_KEYS, "day"]).aggregate([]).group_by(_KEYS) \
+        .aggregate([([], "count_all")]).rename_columns([*_KEYS, "days"])
+    docs = docs.group_by([*_KEYS, "document"]).aggregate([]).group_by(_KEYS) \
+        .aggregate([([], "count_all")]).rename_columns([*_KEYS, "distinct_documents"])
+    table = bulk.join(days, _KEYS).join(docs, _KEYS, join_type="left outer")
     table = table.take(pc.sort_indices(table, _POS_ORDER)[:top])
+    return table.set_column(table.schema.get_field_index("distinct_documents"),
+                            "distinct_documents",
+                            pc.fill_null(table["distinct_documents"], 0)) \
+        .select(_RANKED_SCHEMA.names).cast(_RANKED_SCHEMA)
+
+
+def _with_rows(ranked: pa.Table, rows: pa.Table) -> pa.Table:
+    """``ranked`` points of sale with every row they sold (``rows``: partial counts of
+    at least these points of sale, added up here), in :data:`POINTS_OF_SALE_SCHEMA`."""
+    if ranked.num_rows == 0:
+        return POINTS_OF_SALE_SCHEMA.empty_table()
+    rows = rows.group_by(_KEYS).aggregate([("rows", "sum")]).rename_columns([*_KEYS, "rows"])
+    table = ranked.join(rows, _KEYS)
+    table = table.take(pc.sort_indices(table, _POS_ORDER))
     bulk_rows = table["bulk_rows"]
     return pa.table({
         "telco": table["telco"], "point_of_sale": table["point_of_sale"],
         "bulk_rows": bulk_rows, "days": table["days"],
-        "distinct_documents": pc.fill_null(table["distinct_documents"], 0),
-        "all_rows": table["rows"],
+        "distinct_documents": table["distinct_documents"], "all_rows": table["rows"],
         "bulk_pct": pc.round(pc.multiply(pc.divide(pc.cast(bulk_rows, pa.float64()),
                                                    table["rows"]), 100.0), 1),
         "first_activation": table["first"], "last_activation": table["last"],
@@ -483,7 +487,8 @@ def top_points_of_sale(aggregates: Aggregates, top: int) -> pa.Table:
     holds every row of its points of sale (a run's results in memory)."""
     if aggregates.points_of_sale is not None:
         return aggregates.points_of_sale.slice(0, top)
-    return _top_of({name: getattr(aggregates, name) for name in POS_TABLES}, top)
+    ranked = _ranked({name: getattr(aggregates, name) for name in BULK_TABLES}, top)
+    return _with_rows(ranked, aggregates.pos_rows)
 
 
 def _bucket_of(table: pa.Table, buckets: int) -> np.ndarray:
@@ -515,15 +520,23 @@ def _write_by_bucket(table: pa.Table, path: Path, buckets: int) -> None:
 
 def merge_points_of_sale(folders: Sequence[Path], buckets: int, top: int) -> pa.Table:
     """The run's ``top`` points of sale from the partials :meth:`Aggregates.write` wrote
-    in ``folders`` with ``buckets``: one bucket of every folder at a time (a point of sale
-    is in one bucket, so its figures are complete there), the bucket's top kept. Memory:
-    about the tables of one bucket, a ``buckets``-th of the run's."""
+    in ``folders`` with ``buckets``. The ranking needs only the bulk rows' tables: they
+    are united one bucket of every folder at a time (a point of sale is in one bucket,
+    so its bulk figures are complete there) and each bucket's top kept; then each
+    folder's row counts are read for those points of sale alone. Memory: one bucket of
+    the bulk tables, one folder's row counts."""
     best = []
     for b in range(max(buckets, 1)):
         tables = {name: concat([pq.read_table(folder / f"{name}.parquet",
                                               filters=pc.field("bucket") == b)
-                                for folder in folders], schema)
-                  for name, schema in POS_TABLES.items()}
-        best.append(_top_of(_united(tables), top))
-    merged = concat(best, POINTS_OF_SALE_SCHEMA)
-    return merged.take(pc.sort_indices(merged, _POS_ORDER)[:top])
+                                for folder in folders], POS_TABLES[name])
+                  for name in BULK_TABLES}
+        best.append(_ranked(tables, top))
+    ranked = concat(best, _RANKED_SCHEMA)
+    ranked = ranked.take(pc.sort_indices(ranked, _POS_ORDER)[:top])
+    if not ranked.num_rows:
+        return POINTS_OF_SALE_SCHEMA.empty_table()
+    wanted = pc.field("point_of_sale").isin(pc.unique(ranked["point_of_sale"]))
+    rows = concat([pq.read_table(folder / "pos_rows.parquet", filters=wanted)
+                   for folder in folders], POS_ROWS_SCHEMA)
+    return _with_rows(ranked, rows.join(ranked.select(_KEYS), _KEYS))
