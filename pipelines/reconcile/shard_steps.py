@@ -111,11 +111,13 @@ def partition_telco(paths: RunPaths, telco: str, batch_rows: int = 1 << 18,
 
 
 def plan_shards(paths: RunPaths, telcos: list[str]) -> dict:
-    """Fix the telcos the shard tasks match (those cut into shards) and the shard count."""
+    """Fix the telcos the shard tasks match (those cut into shards), the shard count and
+    the rows they hold."""
     snapshot = snapshot_of_run(paths)
-    ready = [t for t in telcos if paths.partitioned(t).exists()
-             and read_json(paths.partitioned(t))["shards"] == snapshot.shards]  # type: ignore[index]
-    plan = {"shards": snapshot.shards, "telcos": ready}
+    cut = {t: read_json(paths.partitioned(t)) for t in telcos if paths.partitioned(t).exists()}
+    ready = [t for t, counts in cut.items() if counts["shards"] == snapshot.shards]  # type: ignore[index]
+    plan = {"shards": snapshot.shards, "telcos": ready,
+            "rows": sum(int(cut[t]["rows"]) for t in ready)}  # type: ignore[index]
     write_json(plan, paths.shard_plan)
     return plan
 

@@ -80,7 +80,8 @@ def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
     limit = max(settings["flagged_rows"], settings["workbook_flagged_rows"])
     engineering = RunPaths(config.output_path, summary["run_date"], config.private_path)
     keys, total = [], 0
-    shards = len(results.files)
+    buckets = aggregates.pos_buckets(sum(pq.ParquetFile(path).metadata.num_rows
+                                         for path in results.files))
     # Each part's partial aggregates go to an owner-only folder in the engineers' area,
     # so its points of sale are merged a bucket at a time (never the run's at once).
     make_dirs(engineering.private_root)
@@ -92,7 +93,7 @@ def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
             folders.append(Path(scratch) / f"{shard:03d}")
             aggregates.of_results(part, top=settings["top"],
                                   provinces_file=settings["provinces_file"]
-                                  ).write(folders[-1], pos_buckets=shards)
+                                  ).write(folders[-1], pos_buckets=buckets)
             found = aggregates.flagged_keys(part)
             del part
             total += found.num_rows
@@ -100,7 +101,7 @@ def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
                 "shard", pa.array([shard] * found.num_rows, pa.int32())), limit))
         merged = aggregates.merge((aggregates.Aggregates.read(f) for f in folders),
                                   top=settings["top"])
-        merged.points_of_sale = aggregates.merge_points_of_sale(folders, shards,
+        merged.points_of_sale = aggregates.merge_points_of_sale(folders, buckets,
                                                                 settings["top"])
     flagged, total = fetch_flagged(results, pa.concat_tables(keys), limit, total)
     reasons: dict[str, int] = {}

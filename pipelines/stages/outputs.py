@@ -281,12 +281,14 @@ def build_report(config_path: str, run_date: str) -> dict:
     (report.xlsx) into staging, from the shards' merged aggregates and a bounded sample
     of flagged rows; ID numbers masked (pipelines/reporting/report.py)."""
     config, paths = planned_context(config_path, run_date)
-    shards = shard_steps.shard_plan(paths)["shards"]
+    plan = shard_steps.shard_plan(paths)
+    shards = plan["shards"]
     settings = report.settings_of(config)
     merged = aggregates.merge((aggregates.Aggregates.read(paths.aggregates(k))
                                for k in range(shards)), top=settings["top"])
     merged.points_of_sale = aggregates.merge_points_of_sale(
-        [paths.aggregates(k) for k in range(shards)], shards, settings["top"])
+        [paths.aggregates(k) for k in range(shards)], aggregates.pos_buckets(plan["rows"]),
+        settings["top"])
     quarantined = report.quarantine_counts(pa.concat_tables(
         [*quarantine_batches(paths, columns=["telco", "reason"]),
          pa.table({"telco": pa.array([], pa.string()), "reason": pa.array([], pa.string())})]))

@@ -149,7 +149,7 @@ def flag_shard(config_path: str, run_date: str, shard: int | str) -> dict:
         results, top=settings.top,
         provinces_file=config.resolve(settings.provinces_file) if settings.provinces_file
         else None).write(paths.aggregates(shard),
-                         pos_buckets=shard_steps.shard_plan(paths)["shards"])
+                         pos_buckets=aggregates.pos_buckets(shard_steps.shard_plan(paths)["rows"]))
     write_parquet(aggregates.flagged_keys(results), paths.flagged(shard))
     queued = review.queue(results, matched)
     write_parquet(queued, paths.review_part(shard))
