@@ -173,11 +173,10 @@ class SearchLayout:
         """Write the numbers file a bucket at a time, each sorted by (width, value) and
         with one holder per number (a CMND several citizens hold: the first in registry
         order, who may be in any partition); returns every file written with its rows."""
-        writer = AtomicParquetWriter(self.root / NUMBERS_FILE, HELD_NUMBERS_SCHEMA,
-                                     row_group_rows=NUMBERS_ROW_GROUP, compression="lz4",
-                                     plain=("value", "position", "registry_row"),
-                                     statistics=False)
-        try:
+        with AtomicParquetWriter(self.root / NUMBERS_FILE, HELD_NUMBERS_SCHEMA,
+                                 row_group_rows=NUMBERS_ROW_GROUP, compression="lz4",
+                                 plain=("value", "position", "registry_row"),
+                                 statistics=False) as writer:
             for bucket in self.numbers.buckets():
                 held = self.numbers.read(bucket)
                 width = np.asarray(held["width"], np.int64)
@@ -188,9 +187,6 @@ class SearchLayout:
                 # each write is row groups of its own: a group holds one bucket
                 writer.write(held.take(pa.array(order[first])))
             writer.close(HELD_NUMBERS_SCHEMA)
-        except BaseException:
-            writer.abort()
-            raise
         self.written[NUMBERS_FILE] = writer.rows
         return dict(self.written)
 

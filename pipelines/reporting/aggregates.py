@@ -536,15 +536,11 @@ def _write_by_bucket(table: pa.Table, path: Path, buckets: int) -> None:
     order = np.argsort(bucket, kind="stable")
     table = table.take(pa.array(order)).append_column("bucket", pa.array(bucket[order]))
     bucket = bucket[order]
-    writer = AtomicParquetWriter(path, table.schema)
-    try:
+    with AtomicParquetWriter(path, table.schema) as writer:
         for b in np.unique(bucket):
             start, stop = np.searchsorted(bucket, [b, b + 1])
             writer.write(table.slice(int(start), int(stop - start)))
         writer.close(table.schema)
-    except BaseException:
-        writer.abort()
-        raise
 
 
 def merge_points_of_sale(folders: Sequence[Path], buckets: int, top: int) -> pa.Table:
