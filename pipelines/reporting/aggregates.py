@@ -543,6 +543,15 @@ def _write_by_bucket(table: pa.Table, path: Path, buckets: int) -> None:
         writer.close(table.schema)
 
 
+def merge_folders(folders: Sequence[Path], pos_buckets: int, top: int) -> Aggregates:
+    """The run's aggregates from the partials :meth:`Aggregates.write` wrote in
+    ``folders`` with ``pos_buckets``: :func:`merge` of their counts and holders, with
+    :func:`merge_points_of_sale`."""
+    merged = merge((Aggregates.read(folder) for folder in folders), top=top)
+    merged.points_of_sale = merge_points_of_sale(folders, pos_buckets, top)
+    return merged
+
+
 def merge_points_of_sale(folders: Sequence[Path], buckets: int, top: int) -> pa.Table:
     """The run's ``top`` points of sale from the partials :meth:`Aggregates.write` wrote
     in ``folders`` with ``buckets``. The ranking needs only the bulk rows' tables: they

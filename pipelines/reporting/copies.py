@@ -18,10 +18,9 @@ import pyarrow.parquet as pq
 from pipelines.config import ConfigError, RunConfig, load_config
 from pipelines.reporting import aggregates
 from pipelines.reporting.report import (
+    FlaggedCandidates,
     Report,
     build_from,
-    fetch_flagged,
-    first_of_groups,
     previous_summaries,
     render_html,
     reveal_ids_for,
@@ -77,9 +76,9 @@ def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
     """The report of a published run, recomputed from its results a shard at a time
     (the run's working aggregates are gone once it is published)."""
     settings = settings_of(config)
-    limit = max(settings["flagged_rows"], settings["workbook_flagged_rows"])
     engineering = RunPaths(config.output_path, summary["run_date"], config.private_path)
-    keys, total = [], 0
+    candidates = FlaggedCandidates(max(settings["flagged_rows"],
+                                       settings["workbook_flagged_rows"]))
     buckets = aggregates.pos_buckets(sum(pq.ParquetFile(path).metadata.num_rows
                                          for path in results.files))
     # Each part's partial aggregates go to an owner-only folder in the engineers' area,
@@ -96,14 +95,10 @@ def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
                                   ).write(folders[-1], pos_buckets=buckets)
             found = aggregates.flagged_keys(part)
             del part
-            total += found.num_rows
-            keys.append(first_of_groups(found.append_column(
-                "shard", pa.array([shard] * found.num_rows, pa.int32())), limit))
-        merged = aggregates.merge((aggregates.Aggregates.read(f) for f in folders),
-                                  top=settings["top"])
-        merged.points_of_sale = aggregates.merge_points_of_sale(folders, buckets,
-                                                                settings["top"])
-    flagged, total = fetch_flagged(results, pa.concat_tables(keys), limit, total)
+            candidates.add(found.append_column(
+                "shard", pa.array([shard] * found.num_rows, pa.int32())))
+        merged = aggregates.merge_folders(folders, buckets, settings["top"])
+    flagged, total = candidates.fetch(results)
     reasons: dict[str, int] = {}
     # Quarantined rows are engineer-only (<private_dir>/<date>/quarantine); runs published
     # before that kept them in the run folder.

@@ -740,6 +740,27 @@ def follow_up_locations(summary: dict, review_drop_dir: str = "") -> dict:
             "workbook": "report.xlsx", "review_drop_dir": review_drop_dir}
 
 
+@dataclass
+class FlaggedCandidates:
+    """The flagged sample's candidates gathered a shard at a time (:meth:`add` each
+    shard's ``aggregates.flagged_keys`` with their ``shard``): of each, only what
+    :func:`first_of_groups` keeps, with the run's count; :meth:`fetch` then reads the
+    sample the whole run's keys would give (:func:`fetch_flagged`)."""
+
+    limit: int
+    parts: list[pa.Table] = field(default_factory=list)
+    total: int = 0
+
+    def add(self, keys: pa.Table) -> None:
+        self.total += keys.num_rows
+        self.parts.append(first_of_groups(keys, self.limit))
+
+    def fetch(self, results: RunResults) -> tuple[pa.Table, int]:
+        keys = pa.concat_tables(self.parts) if self.parts else \
+            aggregates.FLAGGED_SCHEMA.append(pa.field("shard", pa.int32())).empty_table()
+        return fetch_flagged(results, keys, self.limit, self.total)
+
+
 def fetch_flagged(results: RunResults, keys: pa.Table, limit: int,
                   total: int | None = None) -> tuple[pa.Table, int]:
     """The sample of flagged rows the report shows: at most ``limit`` of ``keys`` (the

@@ -284,11 +284,8 @@ def build_report(config_path: str, run_date: str) -> dict:
     plan = shard_steps.shard_plan(paths)
     shards = plan["shards"]
     settings = report.settings_of(config)
-    merged = aggregates.merge((aggregates.Aggregates.read(paths.aggregates(k))
-                               for k in range(shards)), top=settings["top"])
-    merged.points_of_sale = aggregates.merge_points_of_sale(
-        [paths.aggregates(k) for k in range(shards)], aggregates.pos_buckets(plan["rows"]),
-        settings["top"])
+    merged = aggregates.merge_folders([paths.aggregates(k) for k in range(shards)],
+                                      aggregates.pos_buckets(plan["rows"]), settings["top"])
     quarantined = report.quarantine_counts(pa.concat_tables(
         [*quarantine_batches(paths, columns=["telco", "reason"]),
          pa.table({"telco": pa.array([], pa.string()), "reason": pa.array([], pa.string())})]))
@@ -299,15 +296,11 @@ def build_report(config_path: str, run_date: str) -> dict:
     summary["tracking"] = _tracking(config, paths, run_date)
     write_json(summary, paths.summary)
     # The sample's candidates, a shard at a time: never every flagged row of the run.
-    limit = max(settings["flagged_rows"], settings["workbook_flagged_rows"])
-    candidates, total = [], 0
+    candidates = report.FlaggedCandidates(
+        max(settings["flagged_rows"], settings["workbook_flagged_rows"]))
     for k in range(shards):
-        part = _flagged_keys_of_shard(paths, k)
-        total += part.num_rows
-        candidates.append(report.first_of_groups(part, limit))
-    flagged, total = report.fetch_flagged(
-        RunResults(paths.staging), pa.concat_tables(candidates) if candidates
-        else _flagged_keys(paths, 0), limit, total)
+        candidates.add(_flagged_keys_of_shard(paths, k))
+    flagged, total = candidates.fetch(RunResults(paths.staging))
     reasons: dict[str, int] = {}
     for per_telco in quarantined.values():
         for reason, n in per_telco.items():
