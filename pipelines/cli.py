@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -33,6 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         start_fork_server()  # its imports run beside this process's own (next line)
     from pipelines.stages import run_all
 
+    gc.freeze()  # as in the workers (pipelines/deploy/frozen_imports.py): the imports' objects
     outcome = run_all(str(args.config), args.run_date, workers=workers)
     print(f"run folder:       {outcome['run_dir']}")
     print(f"report:           {outcome['report']}")

@@ -92,7 +92,8 @@ class _MeasuredPool:
 
 def _with_cpu_seconds(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     """``fn(*args)`` and the CPU seconds of this process while it ran; the memory it
-    freed is then handed back (``release_memory``: a worker runs many tasks)."""
+    freed is then handed back if the worker holds much (``release_memory``: a worker runs
+    many tasks)."""
     start = time.process_time()
     try:
         result = fn(*args)
