@@ -12,6 +12,7 @@ Every function takes any column :func:`as_string_array` accepts and returns a
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -151,7 +152,37 @@ def _fold_diacritics(values: pa.Array) -> pa.Array:
                                 pc.utf8_normalize(stripped.filter(other), form="NFC"))
 
 
+# Below this many values a name key is computed on the whole values (no word split).
+_WORDS_FROM = 256
+
+
 def _name_key(values: pa.Array) -> pa.Array:
+    """:func:`name_key` of each value, computed once per distinct word.
+
+    Every step of the key works inside a word: folding, lower case, punctuation to
+    spaces, i/y (``\\b``-bounded), and whitespace is punctuation. So the key of a
+    name is its whitespace-separated words' keys, the empty ones left out, joined by
+    single spaces; names share a few thousand words, so the Unicode work (NFD, the
+    ``\\p{..}`` classes) runs over those, not over every name
+    (``tests/test_normalize.py`` holds this to the whole-value computation)."""
+    if len(values) < _WORDS_FROM:
+        return _name_key_of_values(values)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    words = pc.utf8_split_whitespace(values)
+    encoded = pc.dictionary_encode(pc.list_flatten(words))
+    word_keys = pc.take(pc.fill_null(_name_key_of_values(encoded.dictionary), ""),
+                        encoded.indices)
+    kept = pc.not_equal(word_keys, "")
+    rows = pc.list_parent_indices(words).to_numpy().astype(np.int64)[as_bool_mask(kept)]
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=len(values)), out=offsets[1:])
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets),
+                                                     word_keys.filter(kept)), " ")
+    return pc.if_else(pc.or_kleene(pc.is_null(values), pc.equal(joined, "")), _NULL, joined)
+
+
+def _name_key_of_values(values: pa.Array) -> pa.Array:
     folded = pc.utf8_lower(_fold_diacritics(values))
     words = pc.replace_substring_regex(folded, _PUNCTUATION, " ")
     words = pc.replace_substring_regex(words, _CONSONANT_Y, r"\1i")

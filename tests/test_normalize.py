@@ -183,6 +183,27 @@ def test_name_key_is_idempotent(text: str) -> None:
     assert name_key(once).to_pylist() == once.to_pylist()
 
 
+_NAME_PIECES = st.sampled_from([
+    "Nguyễn", "VĂN", "an", "Lý", "Mỹ", "quý", "Thy", "Huy", "Đặng", "\u00d0ỗ", "-", ".", "'",
+    "O'Brien", "Jean-Luc", "Ng\u00adọc", "Tr\u200bần", "Müller", "Жанна", "李", "\u0301",
+    " ", "  ", "\t", "\u00a0", "\u3000", "\n", "ß", "İ", "ǅ", "1990", "y", "Y"])
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=16),
+                          st.lists(_NAME_PIECES, max_size=6).map("".join)),
+                min_size=300, max_size=400))
+@settings(max_examples=60, deadline=None)
+def test_name_key_by_words_is_the_key_of_the_whole_value(values: list[str | None]) -> None:
+    """Long columns get their keys word by word (normalize._name_key); the key is the
+    one computed over each whole value (whitespace, punctuation, marks, other scripts,
+    empty and null values included)."""
+    from matching.normalize import _WORDS_FROM, _name_key, _name_key_of_values
+
+    column = pa.array(values, pa.string())
+    assert len(column) >= _WORDS_FROM
+    assert _name_key(column).to_pylist() == _name_key_of_values(column).to_pylist()
+
+
 # --- display_name -------------------------------------------------------------------------
 def test_display_name() -> None:
     assert display_name(["NGUYỄN  văn AN", nfd("trần thị bích"), " ", None]).to_pylist() == [
