@@ -220,6 +220,16 @@ def sequence_name_key(values: StringColumn) -> pa.Array:
         .join(), as_string_array(values))
 
 
+def sequence_and_canonical_keys(values: StringColumn) -> tuple[pa.Array, pa.Array]:
+    """:func:`sequence_name_key` and :func:`canonical_name_key` at once, from one name key
+    per distinct name (a registry needs both for every citizen)."""
+    distinct, codes = distinct_codes(as_string_array(values))
+    folded = _name_key(distinct)
+    return (take_codes(_Words.split(folded).drop_optional_middles().map_surname_variants()
+                       .join(), codes),
+            take_codes(_canonical_from_key(folded), codes))
+
+
 def surname_key(values: StringColumn) -> pa.Array:
     """First word of the name key with regional spellings unified (Huỳnh -> "hoang").
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from matching.candidates import LinkMethod, link_by_document
 from matching.compare import DobLevel, GenderLevel, compare_dates_of_birth, compare_genders
@@ -271,3 +273,28 @@ def test_a_model_of_the_first_format_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "simrecon-fellegi-sunter/1", "version": "x"}))
     with pytest.raises(ValueError, match="re-estimate"):
         MatchModel.load(path)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.text("abn", min_size=1, max_size=5), st.integers(1, 4)),
+                min_size=2, max_size=30, unique_by=lambda pair: pair[0]))
+def test_typo_shares_count_the_citizens_one_edit_away_under_another_name(
+        keyed: list[tuple[str, int]]) -> None:
+    """typo_shares against every pair compared: the citizens whose key is one edit
+    (substitution, insertion, deletion) from a key, their canonical key different (here
+    a key's canonical key is itself less its last letter, so some neighbours share it),
+    plus half a neighbour, over the registry's size."""
+    from rapidfuzz.distance import Levenshtein
+
+    from matching.model import typo_shares
+
+    keys = [k for k, _ in keyed]
+    counts = np.array([c for _, c in keyed], np.float64)
+    canonical = [k[:-1] or k for k in keys]
+    citizens = int(counts.sum()) + 3
+    expected = np.array([
+        sum(counts[j] for j in range(len(keys))
+            if canonical[j] != canonical[i] and Levenshtein.distance(keys[i], keys[j]) <= 1)
+        for i in range(len(keys))])
+    shares = typo_shares(pa.array(keys), pa.array(canonical), counts, citizens)
+    np.testing.assert_allclose(shares, (expected + 0.5) / citizens)

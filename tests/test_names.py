@@ -376,3 +376,17 @@ def test_the_token_set_bound_rules_out_names_far_apart() -> None:
     # unrelated; a subset (100); few words and letters in common; a repeated word (never
     # bounded); one word apart but close in letters (2·LCS/(X+Y) may reach 90%)
     assert reach.tolist() == [False, True, False, True, True]
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=14),
+                          st.sampled_from(["Nguyễn Văn An", "NGUYỄN VĂN AN", "Huỳnh Thị Lý",
+                                           "Trần  thị Bích-Ngọc", "", " "])),
+                max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_sequence_and_canonical_keys_at_once_are_each_function_s(
+        names: list[str | None]) -> None:
+    from matching.names import sequence_and_canonical_keys, sequence_name_key
+
+    sequence, canonical = sequence_and_canonical_keys(names)
+    assert sequence.to_pylist() == sequence_name_key(names).to_pylist()
+    assert canonical.to_pylist() == canonical_name_key(names).to_pylist()

@@ -48,7 +48,7 @@ from matching.model import (
     per_name,
     typo_shares,
 )
-from matching.names import canonical_name_key, sequence_name_key
+from matching.names import sequence_and_canonical_keys
 from pipelines.errors import RegistryError
 from pipelines.reconcile.sharding import shard_of
 from pipelines.registry import source as registry_source
@@ -176,8 +176,7 @@ def _read(source: Path | objectstore.RemoteFile, shards: int, year_buckets: int,
 
     def normalised(batch: pa.Table) -> tuple[pa.Table, dict[str, int], pa.Array, pa.Array]:
         table, found = registry_source.normalise(batch)
-        names = table["full_name"]
-        return table, found, sequence_name_key(names), canonical_name_key(names)
+        return table, found, *sequence_and_canonical_keys(table["full_name"])
 
     # The next two batches are normalised and keyed in threads (Arrow, the GIL mostly
     # released) while this one is tallied and spilled.
