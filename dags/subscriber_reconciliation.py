@@ -98,6 +98,7 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | `lookup_stage` | builds the run's look-up index from the results, pending until published | once |
 | `corrections` | writes one telco's delivery (list, workbook, resend), streamed | per telco |
 | `gate_corrections` | validates one telco's list; a failing list is withdrawn | per telco |
+| `report_sample` | reads the report's sample of flagged rows, beside the lists | once |
 | `report` | writes `summary.json` and `report.html` from the shards' aggregates | once |
 | `approve` | compliance approves publishing (human-in-the-loop; auto for the demo) | once |
 | `publish` | publishes the engineer-only folder, then the run with its manifest; delivers | once |
@@ -352,6 +353,13 @@ def gate_corrections(telco: str) -> dict:
 
 
 @task
+def report_sample() -> dict:
+    from pipelines.stages import gather_report_sample
+
+    return _run("report_sample", gather_report_sample)
+
+
+@task
 def report() -> dict:
     from pipelines.stages import build_report
 
@@ -459,7 +467,9 @@ def subscriber_reconciliation() -> None:
     queued >> lists
     checked = gate_corrections.expand(telco=telcos)
     published, staged = publish(), lookup_stage()
-    gated >> lists >> checked >> report() >> approve() >> published
+    reported = report()
+    gated >> lists >> checked >> reported >> approve() >> published
+    gated >> report_sample() >> reported  # beside the lists: the report's longest part
     gated >> staged  # beside the lists and the report; swapped in after publish
     [published, staged] >> lookup_index() >> check()
 

@@ -45,6 +45,7 @@ EXPECTED_TASKS = {
     "gate_results",
     "corrections",
     "gate_corrections",
+    "report_sample",
     "report",
     "approve",
     "publish",
@@ -141,7 +142,10 @@ def test_dependencies(dag):
     # Each telco's delivery is written (then gated) on its own, once the results pass.
     assert upstream["corrections"] == {"plan", "gate_results", "review_queue"}
     assert upstream["gate_corrections"] == {"plan", "corrections"}
-    assert upstream["report"] == {"gate_corrections"}
+    # The report's sample of flagged rows is read beside the lists; the report waits for
+    # both (its summary shows the lists' gates).
+    assert upstream["report_sample"] == {"gate_results"}
+    assert upstream["report"] == {"gate_corrections", "report_sample"}
     # Compliance approves (human-in-the-loop) between the report and publishing.
     assert upstream["approve"] == {"report"}
     assert upstream["publish"] == {"approve"}
@@ -197,7 +201,7 @@ def test_matching_and_flagging_are_mapped_per_shard(dag):
         assert expand_input[key].operator.task_id == listing
     for task_id in ("plan_shards", "collect_searched", "plan_search", "choose_candidates",
                     "spanning_flags",
-                    "review_queue", "gate_results", "report"):
+                    "review_queue", "gate_results", "report_sample", "report"):
         assert not isinstance(dag.get_task(task_id), MappedOperator), task_id
 
 

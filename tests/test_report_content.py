@@ -506,3 +506,46 @@ def test_dodged_labels_keep_apart_inside_the_plot(wanted: list[float]) -> None:
         for j, b in enumerate(wanted):
             if a < b:
                 assert placed[i] < placed[j], (wanted, placed)
+
+
+def test_the_report_from_the_sample_gathered_beside_the_lists_is_the_report_alone(
+        tmp_path: Path) -> None:
+    """``report_sample`` reads the flagged sample beside the correction lists; the report
+    made from it is the one the report makes reading the results itself, and a sample
+    gathered for another size is not used."""
+    from pipelines import stages
+    from pipelines.storage.paths import RunPaths
+
+    config = str(write_config(tmp_path))
+    stages.plan_run(config, RUN_DATE)
+    stages.gate_registry(config, RUN_DATE)
+    for telco in ("mobifone", "viettel", "vinaphone"):
+        stages.ingest_telco(config, RUN_DATE, telco)
+        stages.normalise_telco(config, RUN_DATE, telco)
+        stages.partition_telco(config, RUN_DATE, telco)
+        stages.gate_export(config, RUN_DATE, telco)
+    stages.match_subscriptions(config, RUN_DATE)
+    stages.flag_subscriptions(config, RUN_DATE)
+    stages.gate_results(config, RUN_DATE)
+    stages.write_corrections(config, RUN_DATE)
+    paths = RunPaths(tmp_path / "runs", RUN_DATE)
+
+    def made() -> tuple[str, bytes]:
+        stages.build_report(config, RUN_DATE)
+        workbook = load_workbook(paths.staging / "report.xlsx", read_only=True)
+        cells = [row for sheet in workbook.worksheets
+                 for row in sheet.iter_rows(values_only=True)]
+        html = re.sub(r"generated [^<]*", "", (paths.staging / "report.html").read_text())
+        return html, json.dumps(cells, default=str).encode()
+
+    alone = made()
+    gathered = stages.gather_report_sample(config, RUN_DATE)
+    assert paths.report_sample().exists() and gathered["rows"] > 0
+    assert gathered["flagged"] >= gathered["rows"]
+    assert made() == alone
+    # a sample gathered for another size is read again from the results
+    sample = pq.read_table(paths.report_sample())
+    meta = dict(sample.schema.metadata)
+    meta[b"simrecon.sample_limit"] = b"3"
+    pq.write_table(sample.slice(0, 3).replace_schema_metadata(meta), paths.report_sample())
+    assert made() == alone

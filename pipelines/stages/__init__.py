@@ -26,6 +26,7 @@ _MODULE_OF = {
     "flag_shard": "reconcile",
     "flag_subscriptions": "reconcile",
     "gate_corrections": "outputs",
+    "gather_report_sample": "outputs",
     "gate_export": "intake",
     "gate_prepared_registry": "registry",
     "gate_registry": "registry",

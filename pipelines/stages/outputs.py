@@ -44,6 +44,7 @@ from pipelines.storage.files import (
     sha256_of,
     swap_into_place,
     write_json,
+    write_parquet,
     write_text,
 )
 from pipelines.storage.paths import RunPaths
@@ -275,6 +276,50 @@ def _telco_stats(config: RunConfig, paths: RunPaths) -> dict[str, dict]:
     return telco_stats
 
 
+_SAMPLE_TOTAL, _SAMPLE_LIMIT = b"simrecon.flagged_total", b"simrecon.sample_limit"
+
+
+def _sample_limit(settings: dict) -> int:
+    return max(settings["flagged_rows"], settings["workbook_flagged_rows"])
+
+
+def _report_sample(paths: RunPaths, settings: dict) -> tuple[pa.Table, int]:
+    """The report's sample of flagged rows read from the staged results, and how many
+    rows are flagged in all. The candidates a shard at a time: never every flagged row
+    of the run."""
+    candidates = report.FlaggedCandidates(_sample_limit(settings))
+    for k in range(shard_steps.shard_plan(paths)["shards"]):
+        candidates.add(_flagged_keys_of_shard(paths, k))
+    return candidates.fetch(RunResults(paths.staging))
+
+
+def _kept_report_sample(paths: RunPaths, settings: dict) -> tuple[pa.Table, int] | None:
+    """The sample ``gather_report_sample`` kept, if it was gathered for this size."""
+    if not paths.report_sample().exists():
+        return None
+    table = pq.read_table(paths.report_sample())
+    meta = table.schema.metadata or {}
+    if meta.get(_SAMPLE_LIMIT) != str(_sample_limit(settings)).encode():
+        return None
+    return table.replace_schema_metadata(None), int(meta[_SAMPLE_TOTAL])
+
+
+@in_work_area("run")
+def gather_report_sample(config_path: str, run_date: str) -> dict:
+    """Read the report's sample of flagged rows from the gated results (whole rows, a
+    shard's candidates at a time) and keep it for :func:`build_report`: most of the
+    report's work, and it needs neither the correction lists nor their gates, so it runs
+    beside them. Without it the report reads the sample itself."""
+    config, paths = planned_context(config_path, run_date)
+    settings = report.settings_of(config)
+    flagged, total = _report_sample(paths, settings)
+    write_parquet(flagged.replace_schema_metadata({
+        _SAMPLE_TOTAL: str(total).encode(),
+        _SAMPLE_LIMIT: str(_sample_limit(settings)).encode()}), paths.report_sample(),
+        compression="lz4", statistics=False)
+    return {"rows": flagged.num_rows, "flagged": total}
+
+
 @in_work_area("run")
 def build_report(config_path: str, run_date: str) -> dict:
     """Write summary.json, the compliance report (report.html) and its workbook
@@ -295,12 +340,7 @@ def build_report(config_path: str, run_date: str) -> dict:
     summary["gates"] = report.gate_results(paths.staging / "gates")
     summary["tracking"] = _tracking(config, paths, run_date)
     write_json(summary, paths.summary)
-    # The sample's candidates, a shard at a time: never every flagged row of the run.
-    candidates = report.FlaggedCandidates(
-        max(settings["flagged_rows"], settings["workbook_flagged_rows"]))
-    for k in range(shards):
-        candidates.add(_flagged_keys_of_shard(paths, k))
-    flagged, total = candidates.fetch(RunResults(paths.staging))
+    flagged, total = _kept_report_sample(paths, settings) or _report_sample(paths, settings)
     reasons: dict[str, int] = {}
     for per_telco in quarantined.values():
         for reason, n in per_telco.items():

@@ -27,6 +27,7 @@ from pipelines.stages.outputs import (
     approve_publication,
     build_report,
     gate_corrections,
+    gather_report_sample,
     publish_run,
     write_corrections,
 )
@@ -210,7 +211,7 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         return [[r[i] for i in items if i in r] for r in results]
 
     with _pool(workers) as executor, ThreadPoolExecutor(
-            1, thread_name_prefix="simrecon-registry") as stage_thread:
+            1, thread_name_prefix="simrecon-beside") as stage_thread:
         pool = _MeasuredPool(executor)
         telcos = timed("plan", plan_run, config_path, run_date)
         # Each telco goes through its chain on its own; the registry gate runs beside the
@@ -259,11 +260,16 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
                             "write_review_queue")
         gated = pool.submit("gate_results", _step, config_path, run_date, "gate_results")
         timed("gate_results", gated.result)
+        # The report's sample of flagged rows is read from the results beside the lists
+        # (a thread of this process, which only waits for the workers meanwhile).
+        sample = stage_thread.submit(timed, "report_sample", gather_report_sample,
+                                     config_path, run_date)
         # Every planned telco, as in the DAG: a telco that did not make it is skipped
         # inside (the stage knows; here, with shared_work, the files are not on this disk).
         # Each telco's list is checked as soon as it is written.
         chained([("corrections", write_corrections), ("gate_corrections", gate_corrections)],
                 telcos, telcos=False)
+        sample.result()
         # The look-up index is built from the gated results beside the report and
         # publication (this process; the workers are free by now: beside the lists it
         # only slowed them down), left pending, and swapped in after publish (below).

@@ -155,6 +155,12 @@ class RunPaths:
         correction-list classification and the report's flagged-table selection."""
         return self.work / "flagged" / f"{shard:03d}.parquet"
 
+    def report_sample(self) -> Path:
+        """The report's sample of flagged rows (whole result rows, chosen by
+        ``report.select_flagged_keys``), with the run's count of flagged rows and the
+        sample's size in its schema metadata: gathered beside the correction lists."""
+        return self.work / "report_sample.parquet"
+
     def review_part(self, shard: int) -> Path:
         """Shard ``shard``'s rows of the review queue."""
         return self.work / "review" / f"{shard:03d}.parquet"
