@@ -117,11 +117,17 @@ def _lookup(values: pa.Array | pa.ChunkedArray, counted: pa.Table, key: str, *,
 
 def _pair_counts(key: pa.ChunkedArray, year: pa.ChunkedArray) -> np.ndarray:
     """Citizens of the bucket sharing each row's (name key, birth year): all of the
-    registry's, since a year lies in one bucket (0 where either is missing)."""
-    joined = pc.binary_join_element_wise(key, pc.cast(year, pa.string()), "|")
-    counted = pa.table({"pair": joined}).group_by(["pair"], use_threads=False) \
-        .aggregate([([], "count_all")]).rename_columns(["pair", "count"])
-    return _lookup(joined, counted, "pair")
+    registry's, since a year lies in one bucket (0 where either is missing). Counted on
+    the pair's dictionary codes (one integer per row), not on joined strings."""
+    key_code, year_code = (
+        np.asarray(pc.fill_null(pc.dictionary_encode(c.combine_chunks()).indices, -1)
+                   .to_numpy(zero_copy_only=False), np.int64) for c in (key, year))
+    known = (key_code >= 0) & (year_code >= 0)
+    pair = key_code * (int(year_code.max(initial=0)) + 1) + year_code
+    _, inverse, counts = np.unique(pair[known], return_inverse=True, return_counts=True)
+    out = np.zeros(len(pair), np.float64)
+    out[known] = counts[inverse]
+    return out
 
 
 def _day_dates(dates: pa.Array | pa.ChunkedArray,
