@@ -141,13 +141,16 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
 
     def chained(steps: Sequence[tuple[str, Callable[..., Any]]], items: list[str], *,
                 after: Future | None = None, after_step: int = 0,
-                telcos: bool = True) -> list[list[Any]]:
+                telcos: bool = True,
+                queued: Callable[[], Any] | None = None) -> list[list[Any]]:
         """Per-telco chains: each telco's next step is submitted as soon as its previous
         step ends (telcos side by side, no barrier between steps); step ``after_step``
         also waits for ``after`` (its failure is raised). With ``telcos``, a telco's bad
         input (``TelcoInputError``) is logged and ends its chain. Each step is logged when its
         last task ends, with the seconds since the previous step's last one ended.
-        Returns, per step, the results of the telcos that passed it, in ``items`` order."""
+        ``queued`` is called once every telco's first step is submitted (a task it submits
+        then takes the first worker those leave free). Returns, per step, the results of
+        the telcos that passed it, in ``items`` order."""
         start = time.perf_counter()
         results: list[dict[str, Any]] = [{} for _ in steps]
         remaining = [len(items)] * len(steps)  # telcos that may still end each step
@@ -181,6 +184,8 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
 
         for item in items:
             submit(item, 0)
+        if queued is not None:
+            queued()
         while pending or held:
             if held and after is not None and after.done():
                 after.result()
@@ -266,14 +271,16 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
                                      config_path, run_date)
         # Every planned telco, as in the DAG: a telco that did not make it is skipped
         # inside (the stage knows; here, with shared_work, the files are not on this disk).
-        # Each telco's list is checked as soon as it is written.
+        # Each telco's list is checked as soon as it is written. The look-up index is built
+        # from the gated results in the first worker the lists leave free (queued after
+        # them: before them it held a worker they needed), beside the last list, the report
+        # and publication; left pending, and swapped in after publish (below).
+        lookup: list[Future] = []
         chained([("corrections", write_corrections), ("gate_corrections", gate_corrections)],
-                telcos, telcos=False)
+                telcos, telcos=False, queued=lambda: lookup.append(pool.submit(
+                    "lookup_stage", stage_lookup_index, config_path, run_date)))
+        staged = lookup[0]
         sample.result()
-        # The look-up index is built from the gated results beside the report and
-        # publication (this process; the workers are free by now: beside the lists it
-        # only slowed them down), left pending, and swapped in after publish (below).
-        staged = pool.submit("lookup_stage", stage_lookup_index, config_path, run_date)
         timed("review_queue(wait)", queue.result, task="write_review_queue")
         timed("report", build_report, config_path, run_date)
         timed("approve", approve_publication, config_path, run_date)
