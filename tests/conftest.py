@@ -56,3 +56,20 @@ def same_review_key(config: Path) -> Path:
 @pytest.fixture
 def sample_config(tmp_path: Path) -> Path:
     return write_config(tmp_path)
+
+
+def run_until_flagged(config: str, run_date: str,
+                      telcos: tuple[str, ...] = ("mobifone", "viettel", "vinaphone")) -> None:
+    """The run's stages one by one, in this process, up to the results (flagged, not yet
+    gated): for tests that step in between stages."""
+    from pipelines import stages
+
+    stages.plan_run(config, run_date)
+    stages.gate_registry(config, run_date)
+    for telco in telcos:
+        stages.ingest_telco(config, run_date, telco)
+        stages.normalise_telco(config, run_date, telco)
+        stages.partition_telco(config, run_date, telco)
+        stages.gate_export(config, run_date, telco)
+    stages.match_subscriptions(config, run_date)
+    stages.flag_subscriptions(config, run_date)

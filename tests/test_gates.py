@@ -30,7 +30,7 @@ from pipelines.quality import facts, gates
 from pipelines.results.dataset import RunResults
 from pipelines.stages import run_all
 
-from .conftest import REPO, write_config
+from .conftest import REPO, run_until_flagged, write_config
 
 TELCOS_DIR = REPO / "config" / "telcos"
 TELCOS = {"mobifone", "viettel", "vinaphone"}
@@ -365,15 +365,7 @@ def test_a_results_defect_stops_the_run_before_publish(tmp_path: Path) -> None:
     from pipelines.storage.paths import RunPaths
 
     config = str(write_config(tmp_path))
-    stages.plan_run(config, RUN_DATE)
-    stages.gate_registry(config, RUN_DATE)
-    for telco in sorted(TELCOS):
-        stages.ingest_telco(config, RUN_DATE, telco)
-        stages.normalise_telco(config, RUN_DATE, telco)
-        stages.partition_telco(config, RUN_DATE, telco)
-        stages.gate_export(config, RUN_DATE, telco)
-    stages.match_subscriptions(config, RUN_DATE)
-    stages.flag_subscriptions(config, RUN_DATE)
+    run_until_flagged(config, RUN_DATE, tuple(sorted(TELCOS)))
     # A defect of the run itself: three subscriptions counted twice.
     paths = RunPaths(tmp_path / "runs", RUN_DATE)
     part = pq.read_table(paths.results_part(0))

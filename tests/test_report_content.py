@@ -30,7 +30,7 @@ from pipelines.results.dataset import RunResults
 from pipelines.stages import run_all
 from pipelines.storage.files import sha256_of
 
-from .conftest import write_config
+from .conftest import run_until_flagged, write_config
 
 RUN_DATE = "2026-11-28"
 ID_TOKEN = re.compile(r"(?<![0-9])[0-9]{9}(?:[0-9]{3})?(?![0-9])")
@@ -517,15 +517,7 @@ def test_the_report_from_the_sample_gathered_beside_the_lists_is_the_report_alon
     from pipelines.storage.paths import RunPaths
 
     config = str(write_config(tmp_path))
-    stages.plan_run(config, RUN_DATE)
-    stages.gate_registry(config, RUN_DATE)
-    for telco in ("mobifone", "viettel", "vinaphone"):
-        stages.ingest_telco(config, RUN_DATE, telco)
-        stages.normalise_telco(config, RUN_DATE, telco)
-        stages.partition_telco(config, RUN_DATE, telco)
-        stages.gate_export(config, RUN_DATE, telco)
-    stages.match_subscriptions(config, RUN_DATE)
-    stages.flag_subscriptions(config, RUN_DATE)
+    run_until_flagged(config, RUN_DATE)
     stages.gate_results(config, RUN_DATE)
     stages.write_corrections(config, RUN_DATE)
     paths = RunPaths(tmp_path / "runs", RUN_DATE)
