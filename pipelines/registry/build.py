@@ -53,6 +53,7 @@ from pipelines.errors import RegistryError
 from pipelines.reconcile.sharding import shard_of
 from pipelines.registry import source as registry_source
 from pipelines.registry.search_index import (
+    CITIZEN_PLAIN_COLUMNS,
     HELD_NUMBERS_SCHEMA,
     SearchLayout,
     index_of,
@@ -403,7 +404,8 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
                 if pc.count_distinct(table["citizen_id"]).as_py() != table.num_rows:
                     # a citizen_id lies in one shard: unique in each is unique in all
                     raise RegistryError(f"{source}: citizen_id is not unique")
-            write_parquet(table.cast(shard_schema), staging / shard_file(k))
+            write_parquet(table.cast(shard_schema), staging / shard_file(k),
+                          plain=CITIZEN_PLAIN_COLUMNS, statistics=False)
             return table.num_rows
 
         # Two shards at a time (sorting and compressing release the GIL).

@@ -59,6 +59,11 @@ NUMBER_BUCKETS = 1 << _BUCKET_BITS
 _GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: Knuth's multiplicative hash
 NUMBERS_SCHEMA = pa.schema([("width", pa.int8()), ("value", pa.int64()),
                             ("partition", pa.int32()), ("position", pa.int32())])
+# The citizens' columns nearly unique per citizen: written without a dictionary (it
+# overflows and is thrown away). The snapshot's citizen files (shards, search partitions)
+# are read whole, never filtered: written without statistics too.
+CITIZEN_PLAIN_COLUMNS = ("citizen_id", "legacy_id", "full_name", "registry_row",
+                         "name_year_frequency")
 # As written: with the holder's row in the registry (one holder per number).
 HELD_NUMBERS_SCHEMA = NUMBERS_SCHEMA.append(pa.field("registry_row", pa.int64()))
 
@@ -157,7 +162,8 @@ class SearchLayout:
         block sizes)."""
         citizens = citizens.select(self.schema.names).cast(self.schema).combine_chunks()
         files = partition_files(partition)
-        write_parquet(citizens, self.root / files["citizens"])
+        write_parquet(citizens, self.root / files["citizens"], plain=CITIZEN_PLAIN_COLUMNS,
+                      statistics=False)
         self.written[files["citizens"]] = citizens.num_rows
         self.written.update(_write_index(index, self.root, partition))
         for width, (values, rows) in index.numbers.items():  # 12: CCCD, 9: CMND
