@@ -29,8 +29,8 @@ AIRFLOW_ENV = REPO / "scripts" / "airflow_env.sh"
 TELCOS_DIR = REPO / "config" / "telcos"
 TELCOS = {"mobifone", "viettel", "vinaphone"}
 STAGE_TASKS = ("plan", "gate_registry", "plan_shards", "collect_searched", "plan_search",
-               "choose_candidates",
-               "spanning_flags", "review_queue", "gate_results", "report", "approve", "publish",
+               "choose_candidates", "spanning_flags", "review_queue", "gate_results",
+               "report_sample", "report", "approve", "publish",
                "lookup_stage", "lookup_index", "check")
 TELCO_TASKS = ("ingest", "normalise", "partition", "gate_export")
 DELIVERY_TASKS = ("corrections", "gate_corrections")  # mapped over every planned telco
