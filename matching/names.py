@@ -190,6 +190,10 @@ class _Words:
 # --- Public keys -----------------------------------------------------------------------
 # Each is computed once per distinct name (``per_distinct``): a million rows carry a
 # hundred-odd thousand distinct names.
+def _sequence_from_key(folded: pa.Array) -> pa.Array:
+    return _Words.split(folded).drop_optional_middles().map_surname_variants().join()
+
+
 def _canonical_from_key(folded: pa.Array) -> pa.Array:
     return _Words.split(folded).drop_optional_middles().map_surname_variants().sort().join()
 
@@ -215,9 +219,7 @@ def canonical_name_key(values: StringColumn) -> pa.Array:
 def sequence_name_key(values: StringColumn) -> pa.Array:
     """The canonical words in written order (the key a typo is measured on, besides the
     sorted one: a typo can move a word in the sorted key)."""
-    return per_distinct(
-        lambda v: _Words.split(_name_key(v)).drop_optional_middles().map_surname_variants()
-        .join(), as_string_array(values))
+    return per_distinct(lambda v: _sequence_from_key(_name_key(v)), as_string_array(values))
 
 
 def sequence_and_canonical_keys(values: StringColumn) -> tuple[pa.Array, pa.Array]:
@@ -225,9 +227,8 @@ def sequence_and_canonical_keys(values: StringColumn) -> tuple[pa.Array, pa.Arra
     per distinct name (a registry needs both for every citizen)."""
     distinct, codes = distinct_codes(as_string_array(values))
     folded = _name_key(distinct)
-    return (take_codes(_Words.split(folded).drop_optional_middles().map_surname_variants()
-                       .join(), codes),
-            take_codes(_canonical_from_key(folded), codes))
+    return take_codes(_sequence_from_key(folded), codes), \
+        take_codes(_canonical_from_key(folded), codes)
 
 
 def surname_key(values: StringColumn) -> pa.Array:

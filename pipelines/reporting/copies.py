@@ -24,6 +24,7 @@ from pipelines.reporting.report import (
     previous_summaries,
     render_html,
     reveal_ids_for,
+    sample_limit,
     settings_of,
 )
 from pipelines.reporting.workbook import write_workbook
@@ -77,10 +78,8 @@ def _content(config: RunConfig, summary: dict, results: RunResults, runs: Path,
     (the run's working aggregates are gone once it is published)."""
     settings = settings_of(config)
     engineering = RunPaths(config.output_path, summary["run_date"], config.private_path)
-    candidates = FlaggedCandidates(max(settings["flagged_rows"],
-                                       settings["workbook_flagged_rows"]))
-    buckets = aggregates.pos_buckets(sum(pq.ParquetFile(path).metadata.num_rows
-                                         for path in results.files))
+    candidates = FlaggedCandidates(sample_limit(settings))
+    buckets = aggregates.pos_buckets(results.num_rows)
     # Each part's partial aggregates go to an owner-only folder in the engineers' area,
     # so its points of sale are merged a bucket at a time (never the run's at once).
     make_dirs(engineering.private_root)

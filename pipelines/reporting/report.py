@@ -740,6 +740,12 @@ def follow_up_locations(summary: dict, review_drop_dir: str = "") -> dict:
             "workbook": "report.xlsx", "review_drop_dir": review_drop_dir}
 
 
+def sample_limit(settings: dict) -> int:
+    """Flagged rows the report's sample holds (:func:`settings_of`): enough for the
+    workbook's table and the page's."""
+    return max(settings["flagged_rows"], settings["workbook_flagged_rows"])
+
+
 @dataclass
 class FlaggedCandidates:
     """The flagged sample's candidates gathered a shard at a time (:meth:`add` each

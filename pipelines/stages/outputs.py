@@ -279,15 +279,11 @@ def _telco_stats(config: RunConfig, paths: RunPaths) -> dict[str, dict]:
 _SAMPLE_TOTAL, _SAMPLE_LIMIT = b"simrecon.flagged_total", b"simrecon.sample_limit"
 
 
-def _sample_limit(settings: dict) -> int:
-    return max(settings["flagged_rows"], settings["workbook_flagged_rows"])
-
-
 def _report_sample(paths: RunPaths, settings: dict) -> tuple[pa.Table, int]:
     """The report's sample of flagged rows read from the staged results, and how many
     rows are flagged in all. The candidates a shard at a time: never every flagged row
     of the run."""
-    candidates = report.FlaggedCandidates(_sample_limit(settings))
+    candidates = report.FlaggedCandidates(report.sample_limit(settings))
     for k in range(shard_steps.shard_plan(paths)["shards"]):
         candidates.add(_flagged_keys_of_shard(paths, k))
     return candidates.fetch(RunResults(paths.staging))
@@ -299,7 +295,7 @@ def _kept_report_sample(paths: RunPaths, settings: dict) -> tuple[pa.Table, int]
         return None
     table = pq.read_table(paths.report_sample())
     meta = table.schema.metadata or {}
-    if meta.get(_SAMPLE_LIMIT) != str(_sample_limit(settings)).encode():
+    if meta.get(_SAMPLE_LIMIT) != str(report.sample_limit(settings)).encode():
         return None
     return table.replace_schema_metadata(None), int(meta[_SAMPLE_TOTAL])
 
@@ -315,7 +311,7 @@ def gather_report_sample(config_path: str, run_date: str) -> dict:
     flagged, total = _report_sample(paths, settings)
     write_parquet(flagged.replace_schema_metadata({
         _SAMPLE_TOTAL: str(total).encode(),
-        _SAMPLE_LIMIT: str(_sample_limit(settings)).encode()}), paths.report_sample(),
+        _SAMPLE_LIMIT: str(report.sample_limit(settings)).encode()}), paths.report_sample(),
         compression="lz4", statistics=False)
     return {"rows": flagged.num_rows, "flagged": total}
 
