@@ -21,7 +21,11 @@ when it fails.
 
 from __future__ import annotations
 
-import great_expectations as gx
+from expectations import lazy_dependencies
+
+lazy_dependencies.install()  # before GX's first import: see that module
+
+import great_expectations as gx  # noqa: E402
 
 E = gx.expectations
 

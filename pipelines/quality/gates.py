@@ -53,6 +53,9 @@ HIDDEN = "(hidden)"
 @cache
 def _batch_definition():  # type: ignore[no-untyped-def]
     """One ephemeral GX context per process, with one pandas whole-frame batch definition."""
+    from expectations import lazy_dependencies
+
+    lazy_dependencies.install()  # before GX's first import: see that module
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.execution_engine import pandas_execution_engine
