@@ -70,7 +70,7 @@ def _shard_stage(config_path: str, run_date: str, shard: int) -> list[str]:
     work = root / ".work" / run_date
     seen = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     (work / "plan.json").write_text('{"changed": true}', encoding="utf-8")
-    (work / "matched" / f"{shard:03d}.parquet").unlink()
+    (work / "matched" / f"{shard:03d}.arrow").unlink()
     (work / "flagged").mkdir(parents=True)
     for name in ("a.parquet", "b.parquet", "_done.json"):  # the marker last
         (work / "flagged" / name).write_text(name, encoding="utf-8")
@@ -90,19 +90,19 @@ def test_a_stage_sees_its_scope_and_its_writes_land_marker_last(shared, tmp_path
     config = str(_shared_config(tmp_path, "area"))
     root = f"{BUCKET}/area"
     work = f".work/{RUN_DATE}"
-    for key in (f"{work}/plan.json", f"{work}/matched/001.parquet",
-                f"{work}/matched/002.parquet", f"{work}/ingested/viettel.parquet",
+    for key in (f"{work}/plan.json", f"{work}/matched/001.arrow",
+                f"{work}/matched/002.arrow", f"{work}/ingested/viettel.parquet",
                 f".staging/{RUN_DATE}/results/shard=002/part-0.parquet",
                 f".staging/{NEXT_DATE}/other-date.json"):
         fs.pipe_file(f"{root}/{key}", b"x")
 
     seen = _shard_stage(config, RUN_DATE, 2)
     assert seen == [f".staging/{RUN_DATE}/results/shard=002/part-0.parquet",
-                    f"{work}/matched/002.parquet", f"{work}/plan.json"]
+                    f"{work}/matched/002.arrow", f"{work}/plan.json"]
     after = _objects(fs, root)
     assert after[f"{work}/plan.json"] == b'{"changed": true}'
-    assert f"{work}/matched/002.parquet" not in after  # removed by the stage
-    assert f"{work}/matched/001.parquet" in after  # another shard's: untouched
+    assert f"{work}/matched/002.arrow" not in after  # removed by the stage
+    assert f"{work}/matched/001.arrow" in after  # another shard's: untouched
     assert f"{RUN_DATE}/stray.txt" not in after
     times = _written_at(f"area/{work}/flagged")
     assert times["_done.json"] >= max(times["a.parquet"], times["b.parquet"])
@@ -131,8 +131,8 @@ def test_registry_refresh_in_shared_storage(shared, tmp_path: Path) -> None:
 def test_a_mapped_task_downloads_only_its_own_files() -> None:
     wanted = workarea._wanted
     d = RUN_DATE
-    assert wanted(f".work/{d}/matched/003.parquet", "shard", "3")
-    assert not wanted(f".work/{d}/matched/004.parquet", "shard", "3")
+    assert wanted(f".work/{d}/matched/003.arrow", "shard", "3")
+    assert not wanted(f".work/{d}/matched/004.arrow", "shard", "3")
     assert wanted(f".work/{d}/shards/viettel/003.parquet", "shard", "3")
     assert not wanted(f".work/{d}/shards/viettel/001.parquet", "shard", "3")
     assert wanted(f".staging/{d}/results/shard=003/part-0.parquet", "shard", "3")
@@ -144,8 +144,8 @@ def test_a_mapped_task_downloads_only_its_own_files() -> None:
     assert not wanted(f".work/{d}/ingested/mobifone.parquet", "telco", "viettel")
     assert not wanted(f".staging/{d}/normalised/mobifone.parquet", "telco", "viettel")
     assert wanted(f".work/{d}/shards/viettel/_partitioned.json", "telco", "viettel")
-    assert not wanted(f".work/{d}/matched/000.parquet", "telco", "viettel")
-    assert wanted(f".work/{d}/matched/000.parquet", "run", None)
+    assert not wanted(f".work/{d}/matched/000.arrow", "telco", "viettel")
+    assert wanted(f".work/{d}/matched/000.arrow", "run", None)
 
 
 def test_shared_work_settings(tmp_path: Path) -> None:

@@ -99,7 +99,14 @@ from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
 from pipelines.reconcile.sharding import row_positions
 from pipelines.registry.search_index import find_numbers, partition_of_year
 from pipelines.results.dataset import RunResults
-from pipelines.storage.files import AtomicParquetWriter, read_json, write_json, write_parquet
+from pipelines.storage.files import (
+    AtomicParquetWriter,
+    arrow_schema,
+    read_arrow,
+    read_json,
+    write_json,
+    write_parquet,
+)
 from pipelines.storage.paths import RunPaths
 
 log = logging.getLogger("simrecon.search")
@@ -737,6 +744,9 @@ def _unlinked() -> pc.Expression:
         pc.field("id_type").is_null() | (pc.field("id_type") != "PASSPORT"))
 
 
+_UNLINKED_COLUMNS = ("matched_citizen_id", "id_type")  # what _unlinked reads
+
+
 def _normalised(columns: Sequence[str]) -> pa.Schema:
     return pa.schema([NORMALISED_SCHEMA.field(c) for c in columns])
 
@@ -744,8 +754,8 @@ def _normalised(columns: Sequence[str]) -> pa.Schema:
 def _searched_of_shard(paths: RunPaths, k: int, columns: Sequence[str]) -> pa.Table:
     """Subscription shard ``k``'s rows whose document led nobody, in (telco, source_row)
     order (``columns``, typed as normalised)."""
-    return pq.read_table(paths.matched_shard(k), columns=list(columns),
-                         filters=_unlinked()).cast(_normalised(columns)) \
+    return read_arrow(paths.matched_shard(k), columns, _unlinked(), _UNLINKED_COLUMNS) \
+        .cast(_normalised(columns)) \
         .sort_by([("telco", "ascending"), ("source_row", "ascending")])
 
 
@@ -1017,9 +1027,8 @@ def write_candidates(config: RunConfig, paths: RunPaths, k: int, searched: pa.Ta
     (telco, source_row) order, to ``paths.candidates(k)``: only the few columns the search
     decides, read and written, not every column of the shard (``flag_shard`` puts them
     in place). Returns the rows with a candidate."""
-    schema = pq.read_schema(paths.matched_shard(k))
-    keys = [*CANDIDATE_KEYS, "matched_citizen_id", "id_type"]
-    rows = pq.read_table(paths.matched_shard(k), columns=keys, filters=_unlinked())
+    schema = arrow_schema(paths.matched_shard(k))
+    rows = read_arrow(paths.matched_shard(k), CANDIDATE_KEYS, _unlinked(), _UNLINKED_COLUMNS)
     rows = rows.sort_by([(c, "ascending") for c in CANDIDATE_KEYS])
     at = row_positions(rows, searched) if searched.num_rows else np.zeros(0, np.int64)
     if rows.num_rows != searched.num_rows or (at < 0).any():

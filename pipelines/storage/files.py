@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -106,12 +107,12 @@ def file_digest(path: Path) -> Digest:
 
 
 class HashingSink:
-    """A write-only binary file that hashes (sha256) and counts what passes through it:
-    the sink pyarrow's Parquet and CSV writers stream into."""
+    """A write-only binary file that hashes (sha256, unless ``hashed`` is False) and counts
+    what passes through it: the sink pyarrow's Parquet, CSV and IPC writers stream into."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: BinaryIO, hashed: bool = True) -> None:
         self._handle = handle
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if hashed else None
         self.size = 0
         self.closed = False
 
@@ -119,7 +120,8 @@ class HashingSink:
         view = memoryview(data)
         written = self._handle.write(view)
         written = view.nbytes if written is None else written
-        self._sha.update(view[:written])
+        if self._sha is not None:
+            self._sha.update(view[:written])
         self.size += written
         return written
 
@@ -142,18 +144,23 @@ class HashingSink:
         self.closed = True
 
     def hexdigest(self) -> str:
+        assert self._sha is not None, "a sink made with hashed=False has no digest"
         return self._sha.hexdigest()
 
 
 class _AtomicStream:
     """A file written in pieces to a hidden temporary name, hashed as it goes, renamed
-    into place (with its digest recorded) on ``commit``; ``abort`` leaves nothing."""
+    into place (with its digest recorded) on ``commit``; ``abort`` leaves nothing.
+    ``hashed`` False: neither hashed nor recorded (a working file no manifest lists)."""
+
+    hashed = True
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         self._handle: BinaryIO | None = None
-        self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None  # the format's
+        self._writer: (pq.ParquetWriter | pa_csv.CSVWriter | pa.ipc.RecordBatchFileWriter
+                       | None) = None  # the format's
         self.sink: HashingSink | None = None
         self.rows = 0
 
@@ -162,7 +169,7 @@ class _AtomicStream:
             make_dirs(self.path.parent)
             # Created 0600 (storage/modes.py); closed in commit/abort.
             self._handle = os.fdopen(open_private(self._tmp), "wb")
-            self.sink = HashingSink(self._handle)
+            self.sink = HashingSink(self._handle, self.hashed)
         return self.sink
 
     def _commit(self) -> Path:
@@ -175,7 +182,8 @@ class _AtomicStream:
             _fsync(self.path.parent)
         finally:
             self._tmp.unlink(missing_ok=True)
-        record_digest(self.path, Digest(self.sink.hexdigest(), self.sink.size, self.rows))
+        if self.hashed:
+            record_digest(self.path, Digest(self.sink.hexdigest(), self.sink.size, self.rows))
         return self.path
 
     def _abort(self) -> None:
@@ -266,6 +274,96 @@ class AtomicParquetWriter(_AtomicStream):
     def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
         if exc_type is not None:
             self.abort()
+
+
+class AtomicArrowWriter(_AtomicStream):
+    """A working file in Arrow's IPC file format (Feather), written in pieces and renamed
+    into place on ``close``, for state read back within the run, whole or by column
+    (``read_arrow``). Its buffers are Arrow's own, LZ4-compressed: no encoding to undo, so
+    it is written about twice and read four times as fast as LZ4 Parquet (1M world, a
+    matched shard of 125k rows and 50 columns: write 0.128 -> 0.068 CPU s, whole read
+    0.082 -> 0.018 s; 13 -> 22 MB). Not hashed: no manifest lists a working file. Each
+    ``write`` is cut into record batches of at most ``batch_rows``."""
+
+    hashed = False
+
+    def __init__(self, path: Path, schema: pa.Schema | None = None,
+                 batch_rows: int | None = None, compression: str | None = "lz4") -> None:
+        super().__init__(path)
+        self._schema = schema
+        self._batch_rows = batch_rows
+        self._compression = compression
+
+    def _ipc(self, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
+        if self._writer is None:
+            self._writer = pa.ipc.new_file(
+                pa.PythonFile(self._open(), mode="w"), schema,
+                options=pa.ipc.IpcWriteOptions(compression=self._compression))
+        assert isinstance(self._writer, pa.ipc.RecordBatchFileWriter)
+        return self._writer
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        schema = self._schema = self._schema or table.schema
+        self._ipc(schema).write_table(table.cast(schema), max_chunksize=self._batch_rows)
+        self.rows += table.num_rows
+
+    def close(self, empty: pa.Schema | None = None) -> Path:
+        """Finish the file (with ``empty``'s schema and no rows if nothing was written)."""
+        if self._writer is None:
+            if empty is None and self._schema is None:
+                raise ValueError(f"{self.path}: nothing written and no schema given")
+            self._ipc(self._schema or empty)  # type: ignore[arg-type]
+        return self._finish()
+
+
+def write_arrow(table: pa.Table, path: Path, batch_rows: int | None = None) -> Path:
+    """Write a working file in Arrow's IPC format atomically (``AtomicArrowWriter``)."""
+    writer = AtomicArrowWriter(path, table.schema, batch_rows)
+    try:
+        writer.write(table)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+def _arrow_file(path: Path, columns: Sequence[str] | None = None
+                ) -> pa.ipc.RecordBatchFileReader:
+    source = pa.memory_map(str(path))
+    if columns is None:
+        return pa.ipc.open_file(source)
+    names = pa.ipc.open_file(source).schema.names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise KeyError(f"{path}: no column(s) {missing}")
+    return pa.ipc.open_file(source, options=pa.ipc.IpcReadOptions(
+        included_fields=sorted(names.index(c) for c in columns)))
+
+
+def read_arrow(path: Path, columns: Sequence[str] | None = None,
+               filter: pc.Expression | None = None,
+               filter_columns: Sequence[str] = ()) -> pa.Table:
+    """An Arrow IPC working file (``write_arrow``): every column or only ``columns`` (in
+    that order; the others are not even decompressed), the rows where ``filter`` holds
+    (``filter_columns``: the columns it reads, when they are not among ``columns``)."""
+    read = None if columns is None else [*columns, *(c for c in filter_columns
+                                                     if c not in columns)]
+    table = _arrow_file(path, read).read_all()
+    if filter is not None:
+        table = table.filter(filter)
+    return table if columns is None else table.select(list(columns))
+
+
+def arrow_schema(path: Path) -> pa.Schema:
+    """The schema of an Arrow IPC working file (its footer only)."""
+    return _arrow_file(path).schema
+
+
+def arrow_rows(path: Path) -> int:
+    """The rows of an Arrow IPC working file (its batches' headers only)."""
+    return _arrow_file(path).count_rows()
 
 
 class AtomicCsvWriter(_AtomicStream):

@@ -103,8 +103,8 @@ class RunPaths:
 
     def matched_shard(self, shard: int) -> Path:
         """Shard ``shard``'s subscriptions (every telco) linked to its registry shard,
-        sorted by (telco, source_row)."""
-        return self.work / "matched" / f"{shard:03d}.parquet"
+        sorted by (telco, source_row): an Arrow IPC working file (``storage.files.read_arrow``)."""
+        return self.work / "matched" / f"{shard:03d}.arrow"
 
     def search_part(self, partition: int) -> Path:
         """The candidate search's findings in one partition of the registry's search

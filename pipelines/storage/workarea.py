@@ -55,7 +55,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Per-shard and per-telco files (relative to .work/<date>/ or .staging/<date>/): a task
 # mapped over one shard or telco downloads only its own of these.
 _SHARD_FILE = re.compile(r"^(?:\.work/[^/]+/(?:shards/[^/]+|matched|candidates|spanning|"
-                         r"flagged|review|aggregates)/(\d{3})(?:\.parquet|/)"
+                         r"flagged|review|aggregates)/(\d{3})(?:\.parquet|\.arrow|/)"
                          r"|\.staging/[^/]+/results/shard=(\d{3})/)")
 _TELCO_FILE = re.compile(r"^(?:\.work/[^/]+/(?:ingested/([^/.]+)\.parquet|shards/([^/]+)/)"
                          r"|(?:\.private/)?\.staging/[^/]+/normalised/([^/.]+)\.parquet)")
