@@ -23,6 +23,7 @@ from pipelines.intake.normalise import normalise, normalise_file
 from pipelines.intake.suspect import chunk_is_suspect
 from pipelines.stages import ingest_telco, normalise_telco
 from pipelines.stages.run import plan_run
+from pipelines.storage.files import open_arrow, read_arrow
 
 from .conftest import REPO, write_config
 from .test_hostile_files import RUN_DATE, VIETTEL_COLUMNS, viettel_like
@@ -67,17 +68,17 @@ def test_reading_in_chunks_gives_what_one_piece_gives(tmp_path: Path, chunk_byte
 def test_streamed_files_hold_the_same_rows_in_row_groups(tmp_path: Path) -> None:
     mapping = viettel_like(_export(tmp_path))
     settings = IntakeSettings(chunk_mb=2000 / 2**20)
-    report = ingest_to_files(mapping, tmp_path / "rows.parquet", tmp_path / "q.parquet",
+    report = ingest_to_files(mapping, tmp_path / "rows.arrow", tmp_path / "q.parquet",
                              settings)
     in_memory = ingest(mapping, settings)
-    rows = pq.read_table(tmp_path / "rows.parquet")
+    rows = read_arrow(tmp_path / "rows.arrow")
     assert rows.equals(in_memory.rows)
     assert pq.read_table(tmp_path / "q.parquet").equals(in_memory.quarantine)
-    assert pq.ParquetFile(tmp_path / "rows.parquet").num_row_groups == report.chunks > 10
+    assert open_arrow(tmp_path / "rows.arrow").num_record_batches == report.chunks > 10
     assert report.rows_in_file == rows.num_rows + report.quarantined == 400
 
     done = normalise_file(
-        tmp_path / "rows.parquet", mapping, run_date=RUN_DATE, rows_path=tmp_path / "n.parquet",
+        tmp_path / "rows.arrow", mapping, run_date=RUN_DATE, rows_path=tmp_path / "n.parquet",
         quarantine_path=tmp_path / "nq.parquet", batch_rows=1_000)
     at_once = normalise(in_memory.rows, mapping, run_date=RUN_DATE)
     assert pq.read_table(tmp_path / "n.parquet").equals(at_once.rows)
@@ -92,9 +93,9 @@ def test_normalise_batches_read_raw_text_only_for_quarantined_rows(tmp_path: Pat
                                            "31/02/1985,Nam,CCCD,001085000033")
     path.write_text(text, "utf-8")
     mapping = viettel_like(path)
-    ingest_to_files(mapping, tmp_path / "rows.parquet", tmp_path / "q.parquet",
+    ingest_to_files(mapping, tmp_path / "rows.arrow", tmp_path / "q.parquet",
                     IntakeSettings(chunk_mb=500 / 2**20))
-    normalise_file(tmp_path / "rows.parquet", mapping, run_date=RUN_DATE,
+    normalise_file(tmp_path / "rows.arrow", mapping, run_date=RUN_DATE,
                    rows_path=tmp_path / "n.parquet", quarantine_path=tmp_path / "nq.parquet",
                    batch_rows=1_000)
     (q,) = pq.read_table(tmp_path / "nq.parquet").to_pylist()
@@ -109,7 +110,7 @@ def test_a_file_refused_late_leaves_no_partial_output(tmp_path: Path) -> None:
     path.write_bytes(data[:at] + b"\xff" + data[at + 1:])  # an invalid byte near the end
     mapping = viettel_like(path)
     with pytest.raises(TelcoInputError, match=r"line \d+: bytes ff are not valid"):
-        ingest_to_files(mapping, tmp_path / "rows.parquet", tmp_path / "q.parquet",
+        ingest_to_files(mapping, tmp_path / "rows.arrow", tmp_path / "q.parquet",
                         IntakeSettings(chunk_mb=1000 / 2**20))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.csv"]
 
@@ -136,7 +137,7 @@ def test_stages_stream_and_keep_row_conservation(tmp_path: Path) -> None:
     staging = tmp_path / "runs-private" / ".staging" / run_date  # engineer-only outputs
     assert pq.read_metadata(staging / "normalised" / "viettel.parquet").num_rows == \
         normalised["rows_normalised"]
-    assert pq.ParquetFile(work / "ingested" / "viettel.parquet").num_row_groups > 5
+    assert open_arrow(work / "ingested" / "viettel.arrow").num_record_batches > 5
     assert not list((work / "ingested").glob(".*.tmp"))
 
 

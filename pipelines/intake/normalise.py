@@ -24,7 +24,7 @@ Every row is normalised on its own, so a telco's rows are normalised in batches
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -33,14 +33,13 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from matching import dates, ids, normalize, phones
 from matching.columns import as_bool_mask, distinct_codes, take_codes
 from pipelines.config import TelcoMapping
 from pipelines.intake.ingest import RAW_RECORD, raw_or_fields
 from pipelines.intake.quarantine import QUARANTINE_SCHEMA, empty_quarantine, quarantine_table
-from pipelines.storage.files import AtomicParquetWriter
+from pipelines.storage.files import AtomicParquetWriter, arrow_schema, open_arrow
 
 log = logging.getLogger("simrecon.normalise")
 
@@ -291,30 +290,42 @@ def normalise(rows: pa.Table, mapping: TelcoMapping, *, run_date: date,
                            names_not_nfc=names_not_nfc)
 
 
+def _chunk_runs(source: pa.ipc.RecordBatchFileReader, batch_rows: int
+                ) -> Iterator[tuple[list[int], pa.Table]]:
+    """Runs of consecutive record batches of ``source`` of at most ``batch_rows`` rows
+    together (a larger batch alone): their numbers and their rows."""
+    run: list[pa.RecordBatch] = []
+    first = held = 0
+    for i in range(source.num_record_batches):
+        batch = source.get_batch(i)
+        if run and held + batch.num_rows > batch_rows:
+            yield list(range(first, i)), pa.Table.from_batches(run, source.schema)
+            run, first, held = [], i, 0
+        run.append(batch)
+        held += batch.num_rows
+    if run:
+        yield (list(range(first, source.num_record_batches)),
+               pa.Table.from_batches(run, source.schema))
+
+
 def normalise_file(ingested: Path, mapping: TelcoMapping, *, run_date: date,
                    rows_path: Path, quarantine_path: Path,
                    batch_rows: int = 500_000) -> NormalisedFile:
-    """Normalise an ingested file into ``rows_path`` and ``quarantine_path`` (each
-    complete or absent), in batches of whole row groups (ingest chunks) of about
-    ``batch_rows``; returns the counts (``NormalisedFile``). ``raw_record`` is read only for
-    the rows that are quarantined."""
+    """Normalise an ingested file (Arrow IPC, ``ingest_to_files``) into ``rows_path`` and
+    ``quarantine_path`` (each complete or absent), in batches of whole record batches
+    (ingest chunks) of about ``batch_rows``; returns the counts (``NormalisedFile``).
+    ``raw_record`` is read only for the rows that are quarantined."""
     normalised = quarantined = names = names_not_nfc = 0
-    source = pq.ParquetFile(ingested)
-    columns = [c for c in source.schema_arrow.names if c != RAW_RECORD]
-    sizes = [source.metadata.row_group(g).num_rows for g in range(source.num_row_groups)]
-    batches: list[list[int]] = []
-    for group, size in enumerate(sizes):
-        if batches and sum(sizes[g] for g in batches[-1]) + size <= batch_rows:
-            batches[-1].append(group)
-        else:
-            batches.append([group])
+    columns = [c for c in arrow_schema(ingested).names if c != RAW_RECORD]
+    source, raw_source = open_arrow(ingested, columns), open_arrow(ingested, [RAW_RECORD])
     with AtomicParquetWriter(rows_path, plain=NEARLY_UNIQUE) as rows_out, \
             AtomicParquetWriter(quarantine_path) as quarantine_out:
-        for groups in batches:
-            rows = source.read_row_groups(groups, columns=columns)
+        for chunks, rows in _chunk_runs(source, batch_rows):
+            rows = rows.select(columns)
 
-            def raw_records(index: np.ndarray, groups: list[int] = groups) -> pa.Array:
-                raw = source.read_row_groups(groups, columns=[RAW_RECORD])[RAW_RECORD]
+            def raw_records(index: np.ndarray, chunks: list[int] = chunks) -> pa.Array:
+                raw = pa.chunked_array([raw_source.get_batch(i).column(0) for i in chunks],
+                                       pa.string())
                 return raw.take(pa.array(index)).combine_chunks()
 
             result = normalise(rows, mapping, run_date=run_date, raw_records=raw_records)

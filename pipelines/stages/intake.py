@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.config import parse_run_date
 from pipelines.errors import (
@@ -16,7 +15,8 @@ from pipelines.quality import facts, gates
 from pipelines.reconcile import shard_steps
 from pipelines.stages.common import log, planned_context, stats_of, write_gate
 from pipelines.storage.files import (
-    parquet_batches,
+    arrow_batches,
+    arrow_schema,
     read_json,
     write_json,
 )
@@ -110,7 +110,7 @@ def _raw_names_not_nfc(paths: RunPaths, telco: str) -> tuple[int, int]:
         return int(counted["not_nfc"]), int(counted["names"])  # type: ignore[index]
     path = paths.ingested(telco)
     not_nfc = named = 0
-    for batch in parquet_batches(pq.ParquetFile(path), 1 << 16, columns=["full_name"]):
+    for batch in arrow_batches(path, 1 << 16, columns=["full_name"]):
         names = batch.column(0).drop_null()
         named += len(names)
         not_nfc += int(pc.sum(pc.not_equal(names, pc.utf8_normalize(names, "NFC"))).as_py()
@@ -141,7 +141,7 @@ def gate_export(config_path: str, run_date: str, telco: str) -> dict:
     nfd_share = round(not_nfc / named, 6) if named else 0.0
     previous = _previous_run(paths, telco)
     counts = pd.DataFrame({
-        **{name: [None] for name in pq.read_schema(paths.ingested(telco)).names},
+        **{name: [None] for name in arrow_schema(paths.ingested(telco)).names},
         telco_export.ROWS_READ: [stats["rows_read"]], telco_export.NFD_SHARE: [nfd_share]})
     ingested = gates.validate(telco_export.ingested_suite(
         settings, previous_rows=previous.get("rows_read"),
@@ -153,9 +153,8 @@ def gate_export(config_path: str, run_date: str, telco: str) -> dict:
         # Each shard a batch at a time: what is held is bounded by the validation's
         # rows, not by a shard (which grows with the telco).
         for shard in range(read_json(paths.partitioned(telco))["shards"]):  # type: ignore[index]
-            source = pq.ParquetFile(paths.subscription_shard(telco, shard))
-            for rows in parquet_batches(source, EXPORT_GATE_BATCH_ROWS,
-                                        columns=facts.EXPORT_COLUMNS):
+            for rows in arrow_batches(paths.subscription_shard(telco, shard),
+                                      EXPORT_GATE_BATCH_ROWS, columns=facts.EXPORT_COLUMNS):
                 yield facts.export_facts(rows, run_date=day,
                                          earliest_activation=settings.earliest_activation), rows
 

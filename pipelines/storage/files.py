@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -208,6 +208,13 @@ class _AtomicStream:
                 self._writer.close()
         self._abort()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        if exc_type is not None:
+            self.abort()
+
 
 class AtomicParquetWriter(_AtomicStream):
     """A Parquet file written in pieces (``write``), renamed into place on ``close``.
@@ -268,14 +275,6 @@ class AtomicParquetWriter(_AtomicStream):
             self._parquet(self._schema or empty)  # type: ignore[arg-type]
         return self._finish()
 
-    def __enter__(self) -> AtomicParquetWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
-        if exc_type is not None:
-            self.abort()
-
-
 class AtomicArrowWriter(_AtomicStream):
     """A working file in Arrow's IPC file format (Feather), written in pieces and renamed
     into place on ``close``, for state read back within the run, whole or by column
@@ -329,8 +328,10 @@ def write_arrow(table: pa.Table, path: Path, batch_rows: int | None = None) -> P
     return writer.close()
 
 
-def _arrow_file(path: Path, columns: Sequence[str] | None = None
-                ) -> pa.ipc.RecordBatchFileReader:
+def open_arrow(path: Path, columns: Sequence[str] | None = None
+               ) -> pa.ipc.RecordBatchFileReader:
+    """A reader of an Arrow IPC working file that decodes only ``columns`` (all: None),
+    in the file's order; memory-mapped."""
     source = pa.memory_map(str(path))
     if columns is None:
         return pa.ipc.open_file(source)
@@ -350,7 +351,7 @@ def read_arrow(path: Path, columns: Sequence[str] | None = None,
     (``filter_columns``: the columns it reads, when they are not among ``columns``)."""
     read = None if columns is None else [*columns, *(c for c in filter_columns
                                                      if c not in columns)]
-    table = _arrow_file(path, read).read_all()
+    table = open_arrow(path, read).read_all()
     if filter is not None:
         table = table.filter(filter)
     return table if columns is None else table.select(list(columns))
@@ -358,12 +359,12 @@ def read_arrow(path: Path, columns: Sequence[str] | None = None,
 
 def arrow_schema(path: Path) -> pa.Schema:
     """The schema of an Arrow IPC working file (its footer only)."""
-    return _arrow_file(path).schema
+    return open_arrow(path).schema
 
 
 def arrow_rows(path: Path) -> int:
     """The rows of an Arrow IPC working file (its batches' headers only)."""
-    return _arrow_file(path).count_rows()
+    return open_arrow(path).count_rows()
 
 
 class AtomicCsvWriter(_AtomicStream):
@@ -494,17 +495,32 @@ def parquet_batches(source: pq.ParquetFile, batch_rows: int,
     every million rows it has read (pyarrow 26; measured on a 13M-row file: 456 MB after
     10M rows, 69 MB flat this way), so a stage reading a whole telco with it grows with
     the telco. A huge row group is still read in batches, not whole."""
+    return _rebatched((batch for group in range(source.num_row_groups)
+                       for batch in source.iter_batches(
+                           batch_size=batch_rows, row_groups=[group],
+                           columns=list(columns) if columns else None)), batch_rows)
+
+
+def arrow_batches(path: Path, batch_rows: int,
+                  columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    """An Arrow IPC working file's rows (``columns``) in tables of exactly ``batch_rows``
+    (the last one shorter), one record batch read at a time."""
+    reader = open_arrow(path, columns)
+    names = list(columns) if columns is not None else reader.schema.names
+    return _rebatched((reader.get_batch(i).select(names)
+                       for i in range(reader.num_record_batches)), batch_rows)
+
+
+def _rebatched(batches: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[pa.Table]:
     pending: list[pa.Table] = []
     held = 0
-    for group in range(source.num_row_groups):
-        for batch in source.iter_batches(batch_size=batch_rows, row_groups=[group],
-                                         columns=list(columns) if columns else None):
-            pending.append(pa.Table.from_batches([batch]))
-            held += batch.num_rows
-            while held >= batch_rows:
-                whole = pa.concat_tables(pending)
-                yield whole.slice(0, batch_rows)
-                rest = whole.slice(batch_rows)
-                pending, held = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+    for batch in batches:
+        pending.append(pa.Table.from_batches([batch]))
+        held += batch.num_rows
+        while held >= batch_rows:
+            whole = pa.concat_tables(pending)
+            yield whole.slice(0, batch_rows)
+            rest = whole.slice(batch_rows)
+            pending, held = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
     if held:
         yield pa.concat_tables(pending)

@@ -66,7 +66,8 @@ class RunPaths:
         return self.work / "stats" / f"{telco}.{stage}.json"
 
     def ingested(self, telco: str) -> Path:
-        return self.work / "ingested" / f"{telco}.parquet"
+        """The telco's export as read (every record's text kept): an Arrow IPC working file."""
+        return self.work / "ingested" / f"{telco}.arrow"
 
     def normalised(self, telco: str) -> Path:
         """Engineer-only: the telco's normalised subscriptions (every field as sent)."""
@@ -99,7 +100,8 @@ class RunPaths:
         return self.work / "shards" / telco / "_partitioned.json"
 
     def subscription_shard(self, telco: str, shard: int) -> Path:
-        return self.work / "shards" / telco / f"{shard:03d}.parquet"
+        """The telco's normalised rows of shard ``shard``: an Arrow IPC working file."""
+        return self.work / "shards" / telco / f"{shard:03d}.arrow"
 
     def matched_shard(self, shard: int) -> Path:
         """Shard ``shard``'s subscriptions (every telco) linked to its registry shard,

@@ -57,7 +57,8 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SHARD_FILE = re.compile(r"^(?:\.work/[^/]+/(?:shards/[^/]+|matched|candidates|spanning|"
                          r"flagged|review|aggregates)/(\d{3})(?:\.parquet|\.arrow|/)"
                          r"|\.staging/[^/]+/results/shard=(\d{3})/)")
-_TELCO_FILE = re.compile(r"^(?:\.work/[^/]+/(?:ingested/([^/.]+)\.parquet|shards/([^/]+)/)"
+_TELCO_FILE = re.compile(r"^(?:\.work/[^/]+/(?:ingested/([^/.]+)\.(?:parquet|arrow)"
+                         r"|shards/([^/]+)/)"
                          r"|(?:\.private/)?\.staging/[^/]+/normalised/([^/.]+)\.parquet)")
 _SEARCH = re.compile(r"^\.work/[^/]+/search/")
 
