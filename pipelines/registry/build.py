@@ -55,6 +55,7 @@ from pipelines.registry import source as registry_source
 from pipelines.registry.search_index import (
     CITIZEN_PLAIN_COLUMNS,
     HELD_NUMBERS_SCHEMA,
+    SNAPSHOT_COMPRESSION,
     SearchLayout,
     index_of,
     partition_of_citizen,
@@ -228,7 +229,7 @@ def _legacy_index(legacy: BucketSpill, path: Path, schema: pa.Schema) -> tuple[p
     number: its first citizen in registry order, that citizen's shard, how many hold
     it); returns the numbers held by more than one citizen and the index's rows."""
     shared, held, rows = [], [], 0
-    with AtomicParquetWriter(path, schema) as writer:
+    with AtomicParquetWriter(path, schema, compression=SNAPSHOT_COMPRESSION) as writer:
         def flush(last: bool = False) -> None:
             """Write whole row groups of what is held (and, ``last``, the rest)."""
             nonlocal held
@@ -405,7 +406,8 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
                     # a citizen_id lies in one shard: unique in each is unique in all
                     raise RegistryError(f"{source}: citizen_id is not unique")
             write_parquet(table.cast(shard_schema), staging / shard_file(k),
-                          plain=CITIZEN_PLAIN_COLUMNS, statistics=False)
+                          plain=CITIZEN_PLAIN_COLUMNS, statistics=False,
+                          compression=SNAPSHOT_COMPRESSION)
             return table.num_rows
 
         # Two shards at a time (sorting and compressing release the GIL).
