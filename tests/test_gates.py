@@ -345,6 +345,30 @@ def test_row_count_drop_and_nfd_jump_since_the_previous_run_fail_the_gate(
     assert {p.stem for p in (run_dir / "corrections").glob("*.csv")} == {"mobifone"}
 
 
+def test_the_registry_suite_finds_a_repeated_citizen_id_and_a_malformed_one() -> None:
+    """Uniqueness is checked on the ids' numbers; a malformed id fails its shape instead."""
+    from datetime import date
+
+    from expectations.registry import registry_suite
+
+    def failed(ids: list[str | None]) -> dict[str, int]:
+        citizens = pa.table({"citizen_id": pa.array(ids, pa.string()),
+                             "legacy_id": pa.array([None] * len(ids), pa.string()),
+                             "gender": pa.array(["M"] * len(ids), pa.string()),
+                             "date_of_birth": pa.array([date(1990, 1, 1)] * len(ids))})
+        outcome = gates.validate(registry_suite(), gates.to_frame(facts.registry_facts(
+            citizens, as_of=date(2026, 11, 28))), key_columns=(), shown=citizens)
+        return {f["description"]: f["unexpected_count"]
+                for f in outcome.summary()["failed"]}
+
+    assert failed(["001090000001", "001090000002", "079185000003"]) == {}
+    # Both rows of the repeated id are unexpected (GX marks every member of a repeat).
+    assert failed(["001090000001", "079185000003", "001090000001"]) == {
+        "citizen_id is unique": 2}
+    assert failed(["001090000001", "1090000001", None]) == {
+        "citizen_id is a 12-digit CCCD": 1, "every citizen has a citizen_id": 1}
+
+
 def test_a_registry_that_breaks_its_suite_stops_the_run(tmp_path: Path) -> None:
     registry = pq.read_table(REPO / "data_samples" / "registry" / "citizens.parquet")
     births = registry["date_of_birth"].to_pylist()
