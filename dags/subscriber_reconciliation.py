@@ -82,8 +82,8 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | `gate_registry` | picks the prepared registry snapshot, checks it; fails = the run stops | once |
 | `ingest` | reads one telco's export, maps its columns | per telco |
 | `normalise` | normalises one telco's rows | per telco |
-| `partition` | cuts one telco's rows into shards by document number | per telco |
-| `gate_export` | validates one telco's export by shard; fails = that telco stops | per telco |
+| `gate_export` | validates one telco's normalised export; fails = that telco stops | per telco |
+| `partition` | cuts one telco's gated rows into shards by document number | per telco |
 | `plan_shards` | fixes the telcos, lists the shards, records dropped decisions | once |
 | `match_shard` | links one shard's subscriptions to the same shard of the registry | per shard |
 | `collect_searched` | gathers the rows whose document leads nowhere, cut into batches | once |
@@ -105,7 +105,7 @@ report and one correction list per telco to `<output_dir>/<run date>/`.
 | `lookup_index` | swaps the pending index in (or builds it), settles verification requests | once |
 | `check` | fails the run if any telco could not be processed | once |
 
-`ingest`, `normalise`, `partition` and `gate_export` are mapped over the telcos in
+`ingest`, `normalise`, `gate_export` and `partition` are mapped over the telcos in
 the task group `per_telco` (the map index shows the telco name); unusable rows go
 to quarantine, not to failure. `match_shard` and `flag_shard` are mapped over the
 shards of the registry snapshot (`prepared_registry.shards`; the map index shows the
@@ -227,7 +227,7 @@ def partition(telco: str) -> dict:
 def per_telco(telco: str) -> None:
     """One telco's chain. Inside a mapped task group each task of telco i waits only
     for the task before it of the same telco, so a failure stops that telco alone."""
-    ingest(telco) >> normalise(telco) >> partition(telco) >> gate_export(telco)
+    ingest(telco) >> normalise(telco) >> gate_export(telco) >> partition(telco)
 
 
 # Chooses the prepared registry snapshot (preparing it first when the configuration

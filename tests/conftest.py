@@ -69,7 +69,7 @@ def run_until_flagged(config: str, run_date: str,
     for telco in telcos:
         stages.ingest_telco(config, run_date, telco)
         stages.normalise_telco(config, run_date, telco)
-        stages.partition_telco(config, run_date, telco)
         stages.gate_export(config, run_date, telco)
+        stages.partition_telco(config, run_date, telco)
     stages.match_subscriptions(config, run_date)
     stages.flag_subscriptions(config, run_date)

@@ -121,11 +121,12 @@ def test_dependencies(dag):
     # The registry gate comes before every telco's chain: if it fails, nothing runs.
     assert upstream["ingest"] == {"plan", "gate_registry"}
     assert "ingest" in upstream["normalise"]
-    assert upstream["partition"] - {"plan"} == {"normalise"}  # plan: the mapped input
-    assert upstream["gate_export"] - {"plan"} == {"partition"}
+    # The export is gated before it is cut into shards (a telco that fails is never cut).
+    assert upstream["gate_export"] - {"plan"} == {"normalise"}  # plan: the mapped input
+    assert upstream["partition"] - {"plan"} == {"gate_export"}
     # Shards are planned once every telco's chain is done; each shard is one mapped task;
     # the cross-shard steps wait for every shard; each shard is then flagged on its own.
-    assert upstream["plan_shards"] == {"gate_export"}
+    assert upstream["plan_shards"] == {"partition"}
     assert upstream["match_shard"] == {"plan_shards"}
     # The search: gathered once, one mapped task per batch (numbers, routes), then one
     # per partition of the registry's search layout once every batch is routed, folded

@@ -208,8 +208,8 @@ def test_publish_retry_after_the_swap_only_finishes_clean_up(tmp_path: Path) -> 
     for telco in ("mobifone", "viettel", "vinaphone"):
         stages.ingest_telco(str(config), RUN_DATE, telco)
         stages.normalise_telco(str(config), RUN_DATE, telco)
-        stages.partition_telco(str(config), RUN_DATE, telco)
         stages.gate_export(str(config), RUN_DATE, telco)
+        stages.partition_telco(str(config), RUN_DATE, telco)
     for stage in ("match_subscriptions", "flag_subscriptions", "gate_results",
                   "write_corrections", "gate_corrections", "build_report"):
         getattr(stages, stage)(str(config), RUN_DATE)

@@ -300,9 +300,9 @@ def test_a_run_in_which_no_telco_made_it_publishes_an_empty_well_formed_run(
 
 
 def test_a_telco_not_cut_into_shards_is_reported_failed_and_left_out(tmp_path: Path) -> None:
-    """A telco whose partition task failed: its gate refuses it, plan_shards leaves it
-    out, the others are matched and published, and the run reports it (check turns the
-    run red)."""
+    """A telco whose partition task failed (after its export gate passed): plan_shards
+    leaves it out, the others are matched and published, and the run reports it (check
+    turns the run red). A telco whose export gate did not pass is never cut."""
     from pipelines import stages
     from pipelines.errors import RunIncompleteError, TelcoInputError
     from pipelines.storage.paths import RunPaths
@@ -314,11 +314,12 @@ def test_a_telco_not_cut_into_shards_is_reported_failed_and_left_out(tmp_path: P
         stages.ingest_telco(config, RUN_DATE, telco)
         stages.normalise_telco(config, RUN_DATE, telco)
         if telco != "viettel":
-            stages.partition_telco(config, RUN_DATE, telco)
             stages.gate_export(config, RUN_DATE, telco)
-        else:
+            stages.partition_telco(config, RUN_DATE, telco)
+        else:  # its gate never ran (a crashed task): it is not cut either
             with pytest.raises(TelcoInputError, match="not cut into shards"):
-                stages.gate_export(config, RUN_DATE, telco)
+                stages.partition_telco(config, RUN_DATE, telco)
+            stages.gate_export(config, RUN_DATE, telco)
     assert stages.plan_shards(config, RUN_DATE) == [0, 1, 2]
     for shard in range(3):
         stages.match_shard(config, RUN_DATE, shard)
@@ -437,8 +438,8 @@ def test_spanning_flags_are_the_same_in_any_number_of_buckets(
     gate_registry(config, RUN_DATE)
     for telco in telcos:
         _read_telco(config, RUN_DATE, telco)
-        partition_telco(config, RUN_DATE, telco)
         gate_export(config, RUN_DATE, telco)
+        partition_telco(config, RUN_DATE, telco)
     for shard in plan_shards(config, RUN_DATE):
         match_shard(config, RUN_DATE, shard)
     settings, paths = context(config, RUN_DATE)

@@ -39,7 +39,7 @@ def planned_context(config_path: str, run_date: str) -> tuple[RunConfig, RunPath
 
 def failed_telcos(paths: RunPaths) -> dict[str, str]:
     """Telcos with a recorded error, or planned but never through their chain (a crashed
-    task): ingest, normalise, cutting into shards, the export gate."""
+    task): ingest, normalise, the export gate, cutting into shards."""
     folder = paths.work / "errors"
     failed = {p.stem: read_json(p)["error"] for p in sorted(folder.glob("*.json"))} \
         if folder.exists() else {}
@@ -49,12 +49,12 @@ def failed_telcos(paths: RunPaths) -> dict[str, str]:
             continue
         if not paths.normalised(telco).exists():
             failed[telco] = "ingest or normalise did not complete (see the task log)"
-        elif not paths.partitioned(telco).exists():
-            failed[telco] = "cutting it into shards did not complete (see the task log)"
         elif not (gate := paths.gate(f"export.{telco}")).exists():
             failed[telco] = "the export gate did not run (see the task log)"
         elif not (result := read_json(gate))["success"]:  # type: ignore[index]
             failed[telco] = gates.failure_reason(result)  # type: ignore[arg-type]
+        elif not paths.partitioned(telco).exists():
+            failed[telco] = "cutting it into shards did not complete (see the task log)"
     return failed
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipelines.config import parse_run_date
 from pipelines.errors import (
@@ -17,6 +18,7 @@ from pipelines.stages.common import log, planned_context, stats_of, write_gate
 from pipelines.storage.files import (
     arrow_batches,
     arrow_schema,
+    parquet_batches,
     read_json,
     write_json,
 )
@@ -121,19 +123,21 @@ def _raw_names_not_nfc(paths: RunPaths, telco: str) -> tuple[int, int]:
 @in_work_area("telco", item="telco")
 def gate_export(config_path: str, run_date: str, telco: str) -> dict:
     """Validate one telco's export: its columns and counts (with drift since the previous
-    run), the facts of every normalised row shard by shard (merged into one verdict:
+    run), the facts of every normalised row batch by batch (merged into one verdict:
     ``pipelines/quality/gates.py``) and its row accounting. A failure stops that telco
     only: it is recorded as failed with the gate's reason and ``TelcoInputError`` is
-    raised; its correction list is not published. One bad row never fails it: row checks
-    have shares (``gates`` settings)."""
+    raised; it is not cut into shards and its correction list is not published. One bad
+    row never fails it: row checks have shares (``gates`` settings). It reads only the
+    normalised rows, not the registry: a run checks the export while the registry snapshot
+    is still being prepared or gated."""
     from expectations import telco_export
 
     config, paths = planned_context(config_path, run_date)
     paths.telco_error(telco).unlink(missing_ok=True)
     paths.gate(f"export.{telco}").unlink(missing_ok=True)
-    if not paths.partitioned(telco).exists():
+    if not paths.normalised(telco).exists():
         raise TelcoInputError(telco, str(paths.normalised(telco)),
-                              "not cut into shards: the partition stage did not succeed")
+                              "no normalised rows: the normalise stage did not succeed")
     settings = config.gates
     examples = settings.example_rows
     stats = stats_of(paths, telco, "ingest", "normalise")
@@ -150,13 +154,12 @@ def gate_export(config_path: str, run_date: str, telco: str) -> dict:
     day = parse_run_date(run_date)
 
     def parts():  # type: ignore[no-untyped-def]
-        # Each shard a batch at a time: what is held is bounded by the validation's
-        # rows, not by a shard (which grows with the telco).
-        for shard in range(read_json(paths.partitioned(telco))["shards"]):  # type: ignore[index]
-            for rows in arrow_batches(paths.subscription_shard(telco, shard),
-                                      EXPORT_GATE_BATCH_ROWS, columns=facts.EXPORT_COLUMNS):
-                yield facts.export_facts(rows, run_date=day,
-                                         earliest_activation=settings.earliest_activation), rows
+        # A batch at a time: what is held is bounded by the validation's rows, not by
+        # the telco.
+        for rows in parquet_batches(pq.ParquetFile(paths.normalised(telco)),
+                                    EXPORT_GATE_BATCH_ROWS, columns=facts.EXPORT_COLUMNS):
+            yield facts.export_facts(rows, run_date=day,
+                                     earliest_activation=settings.earliest_activation), rows
 
     normalised = gates.validate_parts(telco_export.normalised_suite(settings), parts(),
                                       max_examples=examples,
@@ -184,9 +187,14 @@ def gate_export(config_path: str, run_date: str, telco: str) -> dict:
 
 @in_work_area("telco", item="telco")
 def partition_telco(config_path: str, run_date: str, telco: str) -> dict:
-    """Cut one telco's normalised subscriptions into the run's shards (by document number)."""
+    """Cut one telco's normalised subscriptions into the run's shards (by document
+    number), once its export passed its gate (``gate_export``)."""
     _, paths = planned_context(config_path, run_date)
     if not paths.normalised(telco).exists():
         raise TelcoInputError(telco, str(paths.normalised(telco)),
                               "no normalised rows: the normalise stage did not succeed")
+    gate = paths.gate(f"export.{telco}")
+    if not gate.exists() or not read_json(gate)["success"]:  # type: ignore[index]
+        raise TelcoInputError(telco, str(paths.normalised(telco)),
+                              "not cut into shards: its export gate did not pass")
     return shard_steps.partition_telco(paths, telco)

@@ -220,7 +220,8 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         pool = _MeasuredPool(executor)
         telcos = timed("plan", plan_run, config_path, run_date)
         # Each telco goes through its chain on its own; the registry gate runs beside the
-        # telcos' reading (cutting into shards needs its snapshot). A snapshot the run
+        # telcos' reading and export gates (cutting into shards needs its snapshot). A
+        # snapshot the run
         # prepares itself is staged in this process, from the start (the workers' first
         # task waits seconds for their fork server's imports), then gated in a worker.
         started = time.perf_counter()
@@ -241,8 +242,8 @@ def run_all(config_path: str, run_date: str, workers: int = 1) -> dict:
         registry = stage_thread.submit(registry_gate)
         registry.add_done_callback(lambda _: timings.__setitem__(
             "gate_registry (beside ingest)", round(time.perf_counter() - started, 3)))
-        chained([("ingest+normalise", _read_telco), ("partition", partition_telco),
-                 ("gate_export", gate_export)], telcos, after=registry, after_step=1)
+        chained([("ingest+normalise", _read_telco), ("gate_export", gate_export),
+                 ("partition", partition_telco)], telcos, after=registry, after_step=2)
         registry.result()
         shards = timed("plan_shards", plan_shards, config_path, run_date)
         mapped("match_shard", match_shard, shards)
