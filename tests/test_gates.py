@@ -369,6 +369,29 @@ def test_the_registry_suite_finds_a_repeated_citizen_id_and_a_malformed_one() ->
         "citizen_id is a 12-digit CCCD": 1, "every citizen has a citizen_id": 1}
 
 
+def test_validations_in_threads_of_one_process_give_each_its_own_verdict() -> None:
+    """``simrecon run --workers 1`` gates the registry in one thread while the exports are
+    gated in another: GX's per-process context must not mix them up."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import date
+
+    from expectations.registry import registry_suite
+
+    def verdict(n: int) -> list:
+        ids = [f"{79085000000 + i:012d}" for i in range(1000)] + ["bad"] * n
+        citizens = pa.table({"citizen_id": ids, "legacy_id": pa.nulls(len(ids), pa.string()),
+                             "gender": ["F"] * len(ids),
+                             "date_of_birth": [date(1990, 1, 1)] * len(ids)})
+        frame = gates.to_frame(facts.registry_facts(citizens, as_of=date(2026, 11, 28)))
+        outcome = gates.validate(registry_suite(), frame, key_columns=())
+        return [(f["description"], f["unexpected_count"]) for f in outcome.summary()["failed"]]
+
+    with ThreadPoolExecutor(4) as threads:
+        verdicts = list(threads.map(verdict, [0, 1, 2, 3] * 3))
+    assert verdicts == [[] if n == 0 else [("citizen_id is a 12-digit CCCD", n)]
+                        for n in [0, 1, 2, 3] * 3]
+
+
 def test_a_registry_that_breaks_its_suite_stops_the_run(tmp_path: Path) -> None:
     registry = pq.read_table(REPO / "data_samples" / "registry" / "citizens.parquet")
     births = registry["date_of_birth"].to_pylist()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ ID_COLUMNS = frozenset({"id_number", "citizen_id", "legacy_id", "matched_citizen
                         "suggested_citizen_id", "id_number_as_sent"})
 NAME_COLUMNS = frozenset({"full_name"})
 HIDDEN = "(hidden)"
+_VALIDATING = threading.Lock()
 
 
 @cache
@@ -205,9 +207,12 @@ def validate(suite: Any, frame: pd.DataFrame, *, max_examples: int = 5,
     examples of failing rows are taken from it, so they show the values a person
     knows rather than fact codes (``pipelines/quality/facts.py``).
     """
-    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
-    with warnings.catch_warnings():
+    # One validation at a time in a process: GX's context (one per process) is not
+    # thread-safe, and ``simrecon run --workers 1`` gates the registry in one thread while
+    # the telcos' exports are gated in another (each expectation then failed, no error).
+    with _VALIDATING, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
         validation = batch.validate(suite, result_format={
             "result_format": "SUMMARY", "partial_unexpected_count": max(max_examples, 1)})
     outcomes = []
