@@ -216,7 +216,40 @@ class _AtomicStream:
             self.abort()
 
 
-class AtomicParquetWriter(_AtomicStream):
+class _TableStream(_AtomicStream):
+    """A file of Arrow tables written in pieces: its schema is the first piece's (or
+    ``schema``), later pieces are cast to it; ``close`` with no piece written gives a file
+    of ``empty``'s schema and no rows. A format says how it opens (``_open_format``) and
+    appends (``_append``)."""
+
+    def __init__(self, path: Path, schema: pa.Schema | None = None) -> None:
+        super().__init__(path)
+        self._schema = schema
+
+    def _open_format(self, schema: pa.Schema) -> None:
+        raise NotImplementedError
+
+    def _append(self, table: pa.Table) -> None:
+        raise NotImplementedError
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        schema = self._schema = self._schema or table.schema
+        self._open_format(schema)
+        self._append(table.cast(schema))
+        self.rows += table.num_rows
+
+    def close(self, empty: pa.Schema | None = None) -> Path:
+        """Finish the file (with ``empty``'s schema and no rows if nothing was written)."""
+        if self._writer is None:
+            if empty is None and self._schema is None:
+                raise ValueError(f"{self.path}: nothing written and no schema given")
+            self._open_format(self._schema or empty)  # type: ignore[arg-type]
+        return self._finish()
+
+
+class AtomicParquetWriter(_TableStream):
     """A Parquet file written in pieces (``write``), renamed into place on ``close``.
 
     For tables too large to hold at once: the pieces go to a hidden temporary name; a
@@ -237,15 +270,14 @@ class AtomicParquetWriter(_AtomicStream):
                  row_group_rows: int | None = None, compression: str = "zstd",
                  plain: Iterable[str] = (), statistics: bool = True,
                  uncompressed: Iterable[str] = ()) -> None:
-        super().__init__(path)
-        self._schema = schema
+        super().__init__(path, schema)
         self._row_group_rows = row_group_rows
         self._compression = compression
         self._plain = frozenset(plain)
         self._statistics = statistics
         self._uncompressed = frozenset(uncompressed)
 
-    def _parquet(self, schema: pa.Schema) -> pq.ParquetWriter:
+    def _open_format(self, schema: pa.Schema) -> None:
         if self._writer is None:
             dictionary: bool | list[str] = [name for name in schema.names
                                              if name not in self._plain] \
@@ -257,25 +289,13 @@ class AtomicParquetWriter(_AtomicStream):
                                             compression=compression,
                                             use_dictionary=dictionary,
                                             write_statistics=self._statistics)
-        return self._writer
 
-    def write(self, table: pa.Table | pa.RecordBatch) -> None:
-        if isinstance(table, pa.RecordBatch):
-            table = pa.Table.from_batches([table])
-        writer = self._parquet(self._schema or table.schema)
-        writer.write_table(table.cast(writer.schema).combine_chunks(),
-                           row_group_size=self._row_group_rows)
-        self.rows += table.num_rows
+    def _append(self, table: pa.Table) -> None:
+        assert isinstance(self._writer, pq.ParquetWriter)
+        self._writer.write_table(table.combine_chunks(), row_group_size=self._row_group_rows)
 
-    def close(self, empty: pa.Schema | None = None) -> Path:
-        """Finish the file (with ``empty``'s schema and no rows if nothing was written)."""
-        if self._writer is None:
-            if empty is None and self._schema is None:
-                raise ValueError(f"{self.path}: nothing written and no schema given")
-            self._parquet(self._schema or empty)  # type: ignore[arg-type]
-        return self._finish()
 
-class AtomicArrowWriter(_AtomicStream):
+class AtomicArrowWriter(_TableStream):
     """A working file in Arrow's IPC file format (Feather), written in pieces and renamed
     into place on ``close``, for state read back within the run, whole or by column
     (``read_arrow``). Its buffers are Arrow's own, LZ4-compressed: no encoding to undo, so
@@ -288,44 +308,24 @@ class AtomicArrowWriter(_AtomicStream):
 
     def __init__(self, path: Path, schema: pa.Schema | None = None,
                  batch_rows: int | None = None, compression: str | None = "lz4") -> None:
-        super().__init__(path)
-        self._schema = schema
+        super().__init__(path, schema)
         self._batch_rows = batch_rows
         self._compression = compression
 
-    def _ipc(self, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
+    def _open_format(self, schema: pa.Schema) -> None:
         if self._writer is None:
             self._writer = pa.ipc.new_file(
                 pa.PythonFile(self._open(), mode="w"), schema,
                 options=pa.ipc.IpcWriteOptions(compression=self._compression))
+
+    def _append(self, table: pa.Table) -> None:
         assert isinstance(self._writer, pa.ipc.RecordBatchFileWriter)
-        return self._writer
-
-    def write(self, table: pa.Table | pa.RecordBatch) -> None:
-        if isinstance(table, pa.RecordBatch):
-            table = pa.Table.from_batches([table])
-        schema = self._schema = self._schema or table.schema
-        self._ipc(schema).write_table(table.cast(schema), max_chunksize=self._batch_rows)
-        self.rows += table.num_rows
-
-    def close(self, empty: pa.Schema | None = None) -> Path:
-        """Finish the file (with ``empty``'s schema and no rows if nothing was written)."""
-        if self._writer is None:
-            if empty is None and self._schema is None:
-                raise ValueError(f"{self.path}: nothing written and no schema given")
-            self._ipc(self._schema or empty)  # type: ignore[arg-type]
-        return self._finish()
+        self._writer.write_table(table, max_chunksize=self._batch_rows)
 
 
 def write_arrow(table: pa.Table, path: Path, batch_rows: int | None = None) -> Path:
     """Write a working file in Arrow's IPC format atomically (``AtomicArrowWriter``)."""
-    writer = AtomicArrowWriter(path, table.schema, batch_rows)
-    try:
-        writer.write(table)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.close()
+    return _written_whole(AtomicArrowWriter(path, table.schema, batch_rows), table)
 
 
 def open_arrow(path: Path, columns: Sequence[str] | None = None
@@ -397,19 +397,18 @@ def write_parquet(table: pa.Table, path: Path, row_group_rows: int | None = None
                   statistics: bool = True) -> Path:
     """Write Parquet atomically (deterministic bytes: no pandas index, fixed settings);
     ``plain``, ``compression``, ``statistics``: see ``AtomicParquetWriter``."""
-    writer = AtomicParquetWriter(path, table.schema, row_group_rows, plain=plain,
-                                 compression=compression, statistics=statistics)
-    try:
-        writer.write(table)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.close()
+    return _written_whole(AtomicParquetWriter(path, table.schema, row_group_rows, plain=plain,
+                                              compression=compression, statistics=statistics),
+                          table)
 
 
 def write_csv(table: pa.Table, path: Path) -> Path:
     """Write a CSV atomically (UTF-8 with BOM, header line)."""
-    writer = AtomicCsvWriter(path, table.schema)
+    return _written_whole(AtomicCsvWriter(path, table.schema), table)
+
+
+def _written_whole(writer: _TableStream | AtomicCsvWriter, table: pa.Table) -> Path:
+    """``table`` written by ``writer`` in one piece: in place, or nothing left behind."""
     try:
         writer.write(table)
     except BaseException:
