@@ -128,10 +128,9 @@ def _no_search(settings: MatchingSettings) -> MatchingSettings:
     return settings.model_copy(update={"candidate_search": False})
 
 
-# Rows per row group of the per-shard files: small enough that a reader's filter (one
-# telco, a range of rows, one number) skips most of a shard.
+# Rows per row group (record batch) of the per-shard files: small enough that a reader's
+# filter (one telco, a range of rows, one number) skips most of a shard.
 ROW_GROUP_ROWS = 65_536
-
 
 
 def match_shard(config: RunConfig, paths: RunPaths, shard: int) -> dict:
@@ -153,11 +152,6 @@ def match_shard(config: RunConfig, paths: RunPaths, shard: int) -> dict:
     linked = matched.num_rows - matched["matched_citizen_id"].null_count
     return {"shard": shard, "subscriptions": matched.num_rows, "linked": linked,
             "citizens": registry.num_rows}
-
-
-# Rows whose document leads to no citizen (passports excepted): the candidate search's.
-UNLINKED = pc.field("matched_citizen_id").is_null() & (
-    pc.field("id_type").is_null() | (pc.field("id_type") != "PASSPORT"))
 
 
 def search_candidates(config: RunConfig, paths: RunPaths) -> dict:

@@ -37,6 +37,13 @@ def planned_context(config_path: str, run_date: str) -> tuple[RunConfig, RunPath
     return config, paths
 
 
+def export_gate_result(paths: RunPaths, telco: str) -> dict | None:
+    """The telco's export gate result of this run (``gates/export.<telco>.json``), or None
+    when the gate has not run."""
+    gate = paths.gate(f"export.{telco}")
+    return read_json(gate) if gate.exists() else None  # type: ignore[return-value]
+
+
 def failed_telcos(paths: RunPaths) -> dict[str, str]:
     """Telcos with a recorded error, or planned but never through their chain (a crashed
     task): ingest, normalise, the export gate, cutting into shards."""
@@ -49,10 +56,10 @@ def failed_telcos(paths: RunPaths) -> dict[str, str]:
             continue
         if not paths.normalised(telco).exists():
             failed[telco] = "ingest or normalise did not complete (see the task log)"
-        elif not (gate := paths.gate(f"export.{telco}")).exists():
+        elif (result := export_gate_result(paths, telco)) is None:
             failed[telco] = "the export gate did not run (see the task log)"
-        elif not (result := read_json(gate))["success"]:  # type: ignore[index]
-            failed[telco] = gates.failure_reason(result)  # type: ignore[arg-type]
+        elif not result["success"]:
+            failed[telco] = gates.failure_reason(result)
         elif not paths.partitioned(telco).exists():
             failed[telco] = "cutting it into shards did not complete (see the task log)"
     return failed

@@ -14,7 +14,13 @@ from pipelines.errors import (
 from pipelines.intake import ingest, normalise
 from pipelines.quality import facts, gates
 from pipelines.reconcile import shard_steps
-from pipelines.stages.common import log, planned_context, stats_of, write_gate
+from pipelines.stages.common import (
+    export_gate_result,
+    log,
+    planned_context,
+    stats_of,
+    write_gate,
+)
 from pipelines.storage.files import (
     arrow_batches,
     arrow_schema,
@@ -193,8 +199,8 @@ def partition_telco(config_path: str, run_date: str, telco: str) -> dict:
     if not paths.normalised(telco).exists():
         raise TelcoInputError(telco, str(paths.normalised(telco)),
                               "no normalised rows: the normalise stage did not succeed")
-    gate = paths.gate(f"export.{telco}")
-    if not gate.exists() or not read_json(gate)["success"]:  # type: ignore[index]
+    gate = export_gate_result(paths, telco)
+    if gate is None or not gate["success"]:
         raise TelcoInputError(telco, str(paths.normalised(telco)),
                               "not cut into shards: its export gate did not pass")
     return shard_steps.partition_telco(paths, telco)
