@@ -372,6 +372,8 @@ def run(subscriptions: int, seed: int, workdir: Path, citizens: int | None = Non
                           "stages": outcome["timings"]}
     figures["history"] = history
     figures["model_version"] = str(results["model_version"].iloc[0])
+    summary = json.loads((Path(outcome["run_dir"]) / "summary.json").read_text())
+    figures["namesake_prior"] = summary.get("namesake_prior")
     return figures
 
 
@@ -400,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     print(render(figures))
     print(f"\nmodel {figures['model_version']}; generate {figures['timings']['generate_s']} s, "
           f"pipeline {figures['timings']['pipeline_s']} s")
+    prior = figures["namesake_prior"]
+    if prior:
+        print(f"namesake prior: {prior['holder_share']:.4f} of the holders of "
+              f"{prior['rows']:,} searched rows with a candidate have a namesake, "
+              f"{prior['registry_share']:.4f} of the registry; "
+              f"{prior['namesake_bits']:+.2f} bits with one, {prior['other_bits']:+.2f} without")
     missed = failures(figures)
     print("targets met" if not missed else "targets missed: " + ", ".join(missed))
     if args.json:

@@ -222,6 +222,11 @@ class MatchingSettings(_Strict):
     search_batch_rows: int = Field(100_000, ge=1)
     suggest_min_probability: float = Field(0.999, gt=0, lt=1)
     suggest_min_margin_bits: float = Field(6.0, ge=0)
+    # The run's namesake prior (docs/matching.md §4): how much more (or less) often the
+    # holders of the searched rows have a namesake than the registry's citizens, estimated
+    # from the run's own searched rows; pulled towards "as often" by this many rows.
+    namesake_prior: bool = True
+    namesake_prior_rows: float = Field(200.0, ge=0)
 
     @model_validator(mode="after")
     def _bands_ordered(self) -> MatchingSettings:

@@ -70,7 +70,10 @@ def test_partitions_by_birth_year_find_what_the_whole_registry_gives(
                                          snapshot.statistics):
             parts.append(part.set_column(0, "row", pa.array(at[np.asarray(part["row"])])))
     assert len({int(p) for p in routes["partition"].to_pylist()}) > 1
+    share = search.registry_namesakes([snapshot.search_citizens(p)
+                                       for p in snapshot.search_present])
+    assert 0 < share < 1  # the sample registry has namesakes: the prior is estimated
     for order in (parts, parts[::-1]):
-        found = search.choose(searched, order, model, settings)
+        found = search.choose(searched, order, model, settings, share)
         for column in found.column_names:
             assert _values(found[column]) == _values(expected[column]), column

@@ -239,6 +239,10 @@ def test_results_do_not_depend_on_the_shard_count(tmp_path: Path,
         runs[count] = Path(outcome["run_dir"])
     assert differing_outputs(runs[1], runs[3]) == []
     assert differing_outputs(runs[1], runs[8]) == []
+    # The namesake prior was estimated from every batch's rows (the same whatever the
+    # batches: summary.json is among the outputs compared above).
+    prior = json.loads((runs[8] / "summary.json").read_text())["namesake_prior"]
+    assert 0 < prior["registry_share"] < 1 and prior["rows"] > 0 and prior["holders"] > 0
     manifest = json.loads((runs[8] / "manifest.json").read_text())
     assert {"results/shard=007/part-0.parquet", "summary.json", "corrections/viettel.csv",
             "gates/registry.json"} <= {f["path"] for f in manifest["files"]}
@@ -367,8 +371,10 @@ def test_the_search_finds_the_same_whatever_the_registry_shards(tmp_path: Path) 
                                      settings, snapshot.statistics) for k in range(count)]
         assert sum(p.num_rows for p in parts) >= expected.num_rows - \
             expected["candidate_probability"].null_count
+        share = search.registry_namesakes([snapshot.search_citizens(p)
+                                           for p in snapshot.search_present])
         for order in (parts, parts[::-1]):
-            found = search.choose(searched, order, model, settings)
+            found = search.choose(searched, order, model, settings, share)
             for column in found.column_names:
                 assert _values(found[column]) == _values(expected[column]), (count, column)
 

@@ -80,6 +80,7 @@ from matching.model import (
     birth_date_frequencies,
     name_frequencies,
     name_year_frequencies,
+    probability_of,
     registry_statistics,
     row_probability,
     typo_frequencies,
@@ -91,6 +92,14 @@ from matching.names import (
     canonical_name_key,
     compare_names,
     compare_names_at,
+)
+from matching.namesakes import (
+    NAMESAKE_BLOCK_FAMILY,
+    NamesakeEvidence,
+    NamesakePrior,
+    estimate_prior,
+    has_namesake,
+    uniform_prior,
 )
 from pipelines.config import MatchingSettings, RunConfig
 from pipelines.intake.normalise import NORMALISED_SCHEMA
@@ -104,6 +113,7 @@ from pipelines.storage.files import (
     arrow_schema,
     read_arrow,
     read_json,
+    write_arrow,
     write_json,
     write_parquet,
 )
@@ -117,6 +127,8 @@ SEARCHED_COLUMNS = ("telco", "source_row", "msisdn", "full_name", "date_of_birth
 # Candidate pairs compared at once: bounds memory (~300 bytes a pair while compared).
 SEARCH_CHUNK_PAIRS = 4_000_000
 BLOCK_COLUMNS = tuple(f"block_{family}" for family in BLOCK_FAMILIES)
+# The block whose size says whether a citizen has a namesake (matching.namesakes).
+NAMESAKE_BLOCK = f"block_{NAMESAKE_BLOCK_FAMILY}"
 
 # The per-row columns the search decides (they replace those of the document match).
 LEVEL_COLUMNS = ("id_level", "doc_level", "name_level", "dob_level", "gender_level",
@@ -140,6 +152,7 @@ PART_SCHEMA = pa.schema([
     ("count", pa.int64()),
     ("top_weight", pa.list_(pa.float64())),
     ("top_registry_row", pa.list_(pa.int64())),
+    ("top_namesake", pa.list_(pa.bool_())),  # the candidate has a namesake (namesakes.py)
     ("citizen_id", pa.string()),
     ("registry_row", pa.int64()),
     *((c, pa.int8()) for c in LEVEL_COLUMNS),
@@ -451,6 +464,7 @@ def _scored(found: PairLevels, searched: pa.Table, shard: pa.Table, model: Match
         birth_dates=statistics.birth_dates, typo_tf=found.typo_tf, dob_tf=found.dob_tf,
         year_tf=found.year_tf, name_year_tf=found.name_year_tf)
     registry_row = shard_registry_row[pairs.citizen]
+    namesake = has_namesake(_np(shard[NAMESAKE_BLOCK], 0, np.int64))[pairs.citizen]
     # Best first within each row; equal weights: the earlier citizen in the source.
     order, rank = _ranked(pairs.row, scores.match_weight, registry_row, in_registry_order)
     rows = pairs.row[order]
@@ -469,6 +483,7 @@ def _scored(found: PairLevels, searched: pa.Table, shard: pa.Table, model: Match
         "count": pa.array(counts, pa.int64()),
         "top_weight": _lists(scores.match_weight[kept], local, len(best_rows), pa.float64()),
         "top_registry_row": _lists(registry_row[kept], local, len(best_rows), pa.int64()),
+        "top_namesake": _lists(namesake[kept], local, len(best_rows), pa.bool_()),
         "citizen_id": _take(shard["citizen_id"], pairs.citizen[best]),
         "registry_row": pa.array(registry_row[best], pa.int64()),
         "id_level": pairs.id_level[best], "doc_level": found.doc[best],
@@ -555,6 +570,7 @@ class _Choice:
     top_row: list[np.ndarray] = field(default_factory=list)
     top_weight: list[np.ndarray] = field(default_factory=list)
     top_registry_row: list[np.ndarray] = field(default_factory=list)
+    top_namesake: list[np.ndarray] = field(default_factory=list)
     pending: int = 0
 
     def fold(self, part: pa.Table) -> None:
@@ -569,6 +585,7 @@ class _Choice:
         self.top_weight.append(np.asarray(pc.list_flatten(part["top_weight"]), np.float64))
         self.top_registry_row.append(np.asarray(pc.list_flatten(part["top_registry_row"]),
                                                 np.int64))
+        self.top_namesake.append(np.asarray(pc.list_flatten(part["top_namesake"]), bool))
         self.pending += len(self.top_row[-1])
         if self.pending > _COMPACT_ENTRIES:
             self.compact()
@@ -581,58 +598,143 @@ class _Choice:
                               _np(both["match_weight"], 0.0, np.float64),
                               _np(both["registry_row"], 0, np.int64))
         self.best = [both.take(pa.array(order[rank == 0], pa.int64()))]
-        t_row, t_weight, t_reg = (np.concatenate(v) if v else np.empty(0, dtype) for v, dtype
-                                  in ((self.top_row, np.int64), (self.top_weight, np.float64),
-                                      (self.top_registry_row, np.int64)))
+        t_row, t_weight, t_reg, t_namesake = (
+            np.concatenate(v) if v else np.empty(0, dtype) for v, dtype
+            in ((self.top_row, np.int64), (self.top_weight, np.float64),
+                (self.top_registry_row, np.int64), (self.top_namesake, bool)))
         order, rank = _ranked(t_row, t_weight, t_reg)
         keep = rank < self.top_k
         at = order[keep]
-        self.top_row, self.top_weight, self.top_registry_row = \
-            [t_row[at]], [t_weight[at]], [t_reg[at]]
+        self.top_row, self.top_weight, self.top_registry_row, self.top_namesake = \
+            [t_row[at]], [t_weight[at]], [t_reg[at]], [t_namesake[at]]
         self.pending = 0
         return rank[keep]
 
 
-def choose(searched: pa.Table, parts: Iterable[pa.Table], model: MatchModel,
-           settings: MatchingSettings) -> pa.Table:
-    """The search's columns of every searched row (:data:`RESULT_SCHEMA`, in the order
-    of ``searched``) from the shards' :func:`search_shard` outputs, folded one at a time
-    in any order (memory: the searched rows, one part and the running choice)."""
+# What :func:`rank` keeps of a row's best candidate until the run's prior is known.
+BEST_COLUMNS = ("citizen_id", *LEVEL_COLUMNS, "name_score", "name_frequency", *WEIGHT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The search's findings for some searched rows before the run's namesake prior
+    (``matching.namesakes``) is applied: per row (in the order searched), its best
+    candidate's columns (``best``: :data:`BEST_COLUMNS`, null without a candidate), the
+    weights of its best ``top_candidates`` candidates (``top``, best first, NaN where it
+    has fewer), which of them have a namesake, and how many candidates it has."""
+
+    best: pa.Table
+    top: np.ndarray  # (rows, k) float64
+    namesake: np.ndarray  # (rows, k) bool
+    count: np.ndarray  # int64
+
+    def to_table(self) -> pa.Table:
+        """As one table (a working file between the two passes of choose_candidates)."""
+        k = self.top.shape[1]
+        known = ~np.isnan(self.top)
+        top = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.where(known, self.top, 0.0).ravel(), pa.float64(),
+                     mask=~known.ravel()), k)
+        namesake = pa.FixedSizeListArray.from_arrays(pa.array(self.namesake.ravel(),
+                                                              pa.bool_()), k)
+        return (self.best.append_column("candidate_count", pa.array(self.count, pa.int64()))
+                .append_column("top_weight", top).append_column("top_namesake", namesake))
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> Ranked:
+        top = table["top_weight"].combine_chunks()
+        k = top.type.list_size
+        flat = _np(pc.list_flatten(top), np.nan, np.float64).reshape(-1, k)
+        namesake = _np(pc.list_flatten(table["top_namesake"].combine_chunks()), False,
+                       bool).reshape(-1, k)
+        return cls(best=table.select(list(BEST_COLUMNS)), top=flat, namesake=namesake,
+                   count=_np(table["candidate_count"], 0, np.int64))
+
+
+def rank(searched: pa.Table, parts: Iterable[pa.Table], model: MatchModel) -> Ranked:
+    """The shards' :func:`search_shard` outputs for ``searched``, folded one at a time
+    in any order (memory: the searched rows, one part and the running choice), into each
+    row's best candidate and best weights (:class:`Ranked`)."""
     n = searched.num_rows
     top_k = model.search.top_candidates
     state = _Choice(top_k, np.zeros(n, dtype=np.int64))
     for part in parts:
         state.fold(part)
-    rank = state.compact()
+    rank_of = state.compact()
     best = state.best[0]
     best_row = _np(best["row"], 0, np.int64)
     top = np.full((n, top_k), np.nan)
-    top[state.top_row[0], rank] = state.top_weight[0]  # best first within each row
+    top[state.top_row[0], rank_of] = state.top_weight[0]  # best first within each row
+    namesake = np.zeros((n, top_k), dtype=bool)
+    namesake[state.top_row[0], rank_of] = state.top_namesake[0]
     has = np.zeros(n, dtype=bool)
     has[best_row] = True
-    best_weight = np.full(n, np.nan)
-    best_weight[best_row] = _np(best["match_weight"], 0.0, np.float64)
-    probability = np.full(n, np.nan)
-    probability[has] = row_probability(best_weight[has], top[has])
-    margin = np.full(n, np.nan)
-    margin[has] = np.where(np.isnan(top[has, 1]), np.inf, top[has, 0] - top[has, 1])
-
-    def spread(column: str, dtype: pa.DataType) -> pa.Array:
-        """A column of ``best`` taken to every searched row (null where no candidate)."""
+    at = np.full(n, -1, dtype=np.int64)
+    at[best_row] = np.arange(best.num_rows)
+    columns = []
+    for name in BEST_COLUMNS:
+        kind = PART_SCHEMA.field(name).type
         if not best.num_rows:
-            return pa.nulls(n, dtype)
-        at = np.full(n, -1, dtype=np.int64)
-        at[best_row] = np.arange(best.num_rows)
-        values = pc.take(best[column], pa.array(np.maximum(at, 0), pa.int64()))
-        return pc.if_else(pa.array(has), values, pa.scalar(None, dtype)).cast(dtype)
+            columns.append(pa.nulls(n, kind))
+            continue
+        values = pc.take(best[name], pa.array(np.maximum(at, 0), pa.int64()))
+        columns.append(pc.if_else(pa.array(has), values, pa.scalar(None, kind)).cast(kind))
+    return Ranked(best=pa.table(columns, names=list(BEST_COLUMNS)), top=top,
+                  namesake=namesake, count=state.count)
+
+
+def namesake_evidence(ranked: Ranked) -> NamesakeEvidence:
+    """What the run's namesake prior is estimated from, for these rows."""
+    evidence = NamesakeEvidence()
+    evidence.add(ranked.top, ranked.namesake)
+    return evidence
+
+
+def namesake_prior(evidence: NamesakeEvidence, registry_share: float | None,
+                   settings: MatchingSettings) -> NamesakePrior:
+    """The run's namesake prior (``matching.namesakes``); uniform when switched off or
+    when the registry's share is unknown."""
+    if not settings.namesake_prior or registry_share is None:
+        return uniform_prior(rows=evidence.rows)
+    return estimate_prior(evidence, registry_share, pseudo_rows=settings.namesake_prior_rows)
+
+
+def decide(searched: pa.Table, ranked: Ranked, prior: NamesakePrior,
+           settings: MatchingSettings) -> pa.Table:
+    """The search's columns of every searched row (:data:`RESULT_SCHEMA`, in the order
+    of ``searched``): each row's best candidate with the run's namesake prior in its
+    weight (``id_weight`` is the prior), the row's probability (its candidates compete),
+    the margin over the next and whether it is offered, or a suggested correction."""
+    n = searched.num_rows
+    top = ranked.top
+    has = ~np.isnan(top[:, 0])
+    top = top + np.where(np.isnan(top), 0.0, prior.bits(ranked.namesake))
+    probability = np.full(n, np.nan)
+    probability[has] = row_probability(top[has, 0], top[has])
+    margin = np.full(n, np.nan)
+    runner_up = np.max(np.where(np.isnan(top[has, 1:]), -np.inf, top[has, 1:]), axis=1,
+                       initial=-np.inf)
+    margin[has] = top[has, 0] - runner_up  # inf: no runner-up
+    best = ranked.best
+    prior_bits = np.where(has, top[:, 0] - ranked.top[:, 0], 0.0)
+
+    def column(name: str) -> pa.Array:
+        return best[name].combine_chunks()
+
+    def floats(values: np.ndarray) -> pa.Array:
+        known = ~np.isnan(values)
+        return pa.array(np.where(known, values, 0.0), pa.float64(), mask=~known)
+
+    def shifted(name: str) -> np.ndarray:
+        return _np(column(name), np.nan, np.float64) + prior_bits
 
     clear = has & (probability >= settings.suggest_min_probability) \
         & (margin >= settings.suggest_min_margin_bits)
-    citizen = spread("citizen_id", pa.string())
+    citizen = column("citizen_id")
     candidate = pc.if_else(pa.array(clear), citizen, pa.scalar(None, pa.string()))
-    name_level = _np(spread("name_level", pa.int8()), NameLevel.MISSING, np.int64)
-    dob_level = _np(spread("dob_level", pa.int8()), 0, np.int64)
-    doc_level = _np(spread("doc_level", pa.int8()), DocLevel.MISSING, np.int64)
+    name_level = _np(column("name_level"), NameLevel.MISSING, np.int64)
+    dob_level = _np(column("dob_level"), 0, np.int64)
+    doc_level = _np(column("doc_level"), DocLevel.MISSING, np.int64)
     # The number was mistyped: a well-formed CCCD one digit or one swap from the
     # candidate's, whose name and date of birth agree, so the telco only has to correct
     # the number. (A malformed number, or one further away, stays a candidate.)
@@ -644,31 +746,47 @@ def choose(searched: pa.Table, parts: Iterable[pa.Table], model: MatchModel,
         & np.isin(dob_level, [int(x) for x in DOB_AGREEING_LEVELS])
     suggested = pc.if_else(pa.array(by_number), citizen, pa.scalar(None, pa.string()))
 
-    def floats(values: np.ndarray) -> pa.Array:
-        known = ~np.isnan(values)
-        return pa.array(np.where(known, values, 0.0), pa.float64(), mask=~known)
-
     # Without a candidate a row keeps what the document match gave it (nothing compared).
     missing_levels = {"name_level": int(NameLevel.MISSING), "dob_level": 0, "gender_level": 0}
     columns: dict[str, pa.Array] = {}
     for name in LEVEL_COLUMNS:
-        values = spread(name, pa.int8())
+        values = column(name)
         if name in missing_levels:
             values = pc.fill_null(values, pa.scalar(missing_levels[name], pa.int8()))
         columns[name] = values
-    columns["name_score"] = pc.fill_null(spread("name_score", pa.float64()), np.nan)
-    columns["name_frequency"] = spread("name_frequency", pa.float64())
+    columns["name_score"] = pc.fill_null(column("name_score"), np.nan)
+    columns["name_frequency"] = column("name_frequency")
     for name in WEIGHT_COLUMNS:
-        columns[name] = spread(name, pa.float64())
+        columns[name] = column(name)
+    match_weight = shifted("match_weight")
     columns.update({
+        "id_weight": floats(shifted("id_weight")),
+        "match_weight": floats(match_weight),
+        "match_probability": floats(np.where(has, probability_of(match_weight), np.nan)),
         "candidate_citizen_id": candidate,
         "candidate_probability": floats(probability),
         # 999 bits: the best candidate has no runner-up.
         "candidate_margin_bits": floats(np.where(np.isinf(margin), 999.0, margin)),
-        "candidate_count": pa.array(state.count, pa.int32()),
+        "candidate_count": pa.array(ranked.count, pa.int32()),
         "suggested_citizen_id": suggested,
     })
     return pa.table([columns[f.name].cast(f.type) for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
+
+
+def choose(searched: pa.Table, parts: Iterable[pa.Table], model: MatchModel,
+           settings: MatchingSettings, registry_share: float | None = None) -> pa.Table:
+    """:func:`rank` and :func:`decide` for rows that are the whole run (a registry
+    searched whole): the namesake prior estimated from them alone. ``registry_share``:
+    the registry's share of citizens with a namesake (None: the prior stays uniform)."""
+    ranked = rank(searched, parts, model)
+    prior = namesake_prior(namesake_evidence(ranked), registry_share, settings)
+    return decide(searched, ranked, prior, settings)
+
+
+def registry_namesake_share(block_sizes: pa.Array | pa.ChunkedArray) -> tuple[int, int]:
+    """Citizens with a namesake, and citizens, of a registry table (its
+    :data:`NAMESAKE_BLOCK` column)."""
+    return int(has_namesake(_np(block_sizes, 0, np.int64)).sum()), len(block_sizes)
 
 
 def apply_search(matched: pa.Table, rows: np.ndarray, found: pa.Table) -> pa.Table:
@@ -699,7 +817,8 @@ def search(rows: pa.Table, registry: pa.Table, model: MatchModel, settings: Matc
     statistics = statistics or registry_statistics(registry["date_of_birth"],
                                                    registry["dob_precision"])
     part = search_shard(searched, table, model, settings, statistics)
-    return choose(searched, [part], model, settings)
+    namesakes, citizens = registry_namesake_share(table[NAMESAKE_BLOCK])
+    return choose(searched, [part], model, settings, namesakes / max(citizens, 1))
 
 
 # --- the run's steps (thin I/O) -----------------------------------------------------------
@@ -1048,13 +1167,14 @@ def write_candidates(config: RunConfig, paths: RunPaths, k: int, searched: pa.Ta
     return with_candidate
 
 
-def _found(config: RunConfig, paths: RunPaths, search: dict, partitions: Sequence[int]
-           ) -> Iterator[tuple[pa.Table, pa.Table]]:
-    """Per batch, in order: its searched rows and their final columns (:func:`choose`
-    over the batch's rows of every partition's part, read one at a time: row groups of
-    other batches are skipped)."""
+def _ranked_batches(config: RunConfig, paths: RunPaths, search: dict,
+                    partitions: Sequence[int]) -> NamesakeEvidence:
+    """First pass: per batch, its rows' best candidates (:func:`rank` over the batch's
+    rows of every partition's part, read one at a time: row groups of other batches are
+    skipped) to ``paths.search_ranked``; returns the evidence for the namesake prior."""
     model = load_model(config.matching)
     size = search["batch_rows"]
+    evidence = NamesakeEvidence()
     for b in range(search["batches"]):
         searched = pq.read_table(paths.searched_batch(b))
         lo = b * size
@@ -1065,7 +1185,31 @@ def _found(config: RunConfig, paths: RunPaths, search: dict, partitions: Sequenc
                 part = pq.read_table(paths.search_part(p), filters=wanted)
                 yield part.set_column(0, "row", pc.subtract(part["row"], lo))
 
-        yield searched, choose(searched, parts(), model, config.matching)
+        ranked = rank(searched, parts(), model)
+        evidence.merge(namesake_evidence(ranked))
+        write_arrow(ranked.to_table(), paths.search_ranked(b))
+    return evidence
+
+
+def registry_namesakes(snapshot_partitions: Sequence[Path]) -> float:
+    """The registry's share of citizens with a namesake, over its search partitions (one
+    column of one partition read at a time)."""
+    namesakes = citizens = 0
+    for path in snapshot_partitions:
+        found, total = registry_namesake_share(
+            pq.read_table(path, columns=[NAMESAKE_BLOCK])[NAMESAKE_BLOCK])
+        namesakes, citizens = namesakes + found, citizens + total
+    return namesakes / max(citizens, 1)
+
+
+def _found(config: RunConfig, search: dict, paths: RunPaths, prior: NamesakePrior
+           ) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """Second pass: per batch, in order, its searched rows and their final columns
+    (:func:`decide` with the run's namesake prior)."""
+    for b in range(search["batches"]):
+        searched = pq.read_table(paths.searched_batch(b))
+        ranked = Ranked.from_table(read_arrow(paths.search_ranked(b)))
+        yield searched, decide(searched, ranked, prior, config.matching)
 
 
 def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
@@ -1085,7 +1229,16 @@ def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
     if len(search["shard_rows"]) != plan["shards"]:
         raise RuntimeError(f"run {paths.run_date}: the searched rows were collected for "
                            "another shard plan (rerun the whole date)")
-    found = _found(config, paths, search, partitions)
+    evidence = _ranked_batches(config, paths, search, partitions)
+    share = registry_namesakes([snapshot.search_citizens(p) for p in partitions]) \
+        if evidence.rows else None
+    prior = namesake_prior(evidence, share, config.matching)
+    write_json(prior.to_dict(), paths.search_prior)
+    log.info("search: namesake prior from %d rows with a candidate: %.4f of their holders "
+             "have a namesake (registry %.4f): %+.2f bits with, %+.2f bits without",
+             prior.rows, prior.holder_share, prior.registry_share, prior.namesake_bits,
+             prior.other_bits)
+    found = _found(config, search, paths, prior)
     pending: list[tuple[pa.Table, pa.Table]] = []
     counts = {"searched": search["rows"], "with_candidate": 0, "candidates": 0,
               "suggestions": 0}

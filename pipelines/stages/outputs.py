@@ -335,6 +335,10 @@ def build_report(config_path: str, run_date: str) -> dict:
                                run_date)
     summary["gates"] = report.gate_results(paths.staging / "gates")
     summary["tracking"] = _tracking(config, paths, run_date)
+    # The run's namesake prior (docs/matching.md §4): what the search's probabilities
+    # assumed of the holders.
+    if paths.search_prior.exists():
+        summary["namesake_prior"] = read_json(paths.search_prior)
     write_json(summary, paths.summary)
     flagged, total = _kept_report_sample(paths, settings) or _report_sample(paths, settings)
     reasons: dict[str, int] = {}

@@ -124,6 +124,18 @@ class RunPaths:
         by the search of every partition its rows are routed to)."""
         return self.work / "search" / f"searched-{batch:04d}.parquet"
 
+    def search_ranked(self, batch: int) -> Path:
+        """One batch's searched rows with their best candidates, before the run's
+        namesake prior is known (``search.Ranked``: the first pass of
+        ``choose_candidates``); an Arrow IPC working file."""
+        return self.work / "search" / f"ranked-{batch:04d}.arrow"
+
+    @property
+    def search_prior(self) -> Path:
+        """The run's namesake prior and what it was estimated from
+        (``matching.namesakes``), written by ``choose_candidates``."""
+        return self.work / "search" / "namesake-prior.json"
+
     def unlinked_rows(self, shard: int) -> Path:
         """Subscription shard ``shard``'s rows whose document leads nowhere, gathered by
         ``collect_searched`` (a working file it removes once the batches are written)."""
