@@ -136,7 +136,36 @@ def reliability(probability: np.ndarray, right: np.ndarray) -> dict:
                      "mean_probability": mean, "observed": observed,
                      "gap": observed - mean, "sigma": sigma})
     total = len(probability)
-    return {"rows": total, "ece": gap_sum / total if total else 0.0, "bins": bins}
+    return {"rows": total, "ece": gap_sum / total if total else 0.0, "bins": bins,
+            **_if_exact(probability, at)}
+
+
+# Draws of :func:`_if_exact` (seeded: the same figures for the same run).
+EXACT_DRAWS = 2000
+
+
+def _if_exact(probability: np.ndarray, at: np.ndarray) -> dict:
+    """What the bin target can show when every probability is exact: outcomes drawn
+    from the rows' own probabilities (``EXACT_DRAWS`` times), the share of draws in which
+    every bin of at least ``bin_min_rows`` rows lands within ``bin_gap`` of its mean
+    probability (``chance_bins_within_if_exact``), and per such bin the share of draws it
+    does not. A target a perfectly calibrated model misses half the time says little."""
+    rng = np.random.default_rng(20261205)
+    missed = np.zeros(EXACT_DRAWS, dtype=bool)
+    per_bin = {}
+    for b in np.unique(at):
+        p = probability[at == b]
+        if len(p) < TARGETS["bin_min_rows"]:
+            continue
+        right = np.zeros(EXACT_DRAWS)
+        for lo in range(0, len(p), 4096):  # bounded: draws x 4096 at a time
+            chunk = p[lo:lo + 4096]
+            right += (rng.random((EXACT_DRAWS, len(chunk))) < chunk).sum(axis=1)
+        out = np.abs(right / len(p) - p.mean()) > TARGETS["bin_gap"] + 1e-9  # 0.47 - 0.5
+        per_bin[f"{BIN_EDGES[b]:g}-{BIN_EDGES[b + 1]:g}"] = float(out.mean())
+        missed |= out
+    return {"chance_bins_within_if_exact": float(1 - missed.mean()),
+            "bin_out_if_exact": per_bin}
 
 
 def score(results: pd.DataFrame, truth: pd.DataFrame,
@@ -332,6 +361,11 @@ def render(figures: dict) -> str:
             lines.append(f"| {b['low']:g}–{b['high']:g} | {b['rows']:,} | "
                          f"{b['mean_probability']:.4f} | {b['observed']:.4f} | "
                          f"{b['gap']:+.4f} | {b['sigma']:.4f} |")
+        out = ", ".join(f"{k} {v:.2f}" for k, v in table["bin_out_if_exact"].items() if v)
+        lines += ["", f"If every probability were exact, every bin of ≥ "
+                  f"{TARGETS['bin_min_rows']} rows would land within {TARGETS['bin_gap']} in "
+                  f"{table['chance_bins_within_if_exact']:.0%} of draws"
+                  + (f" (out: {out})" if out else "") + "."]
     return "\n".join(lines)
 
 
