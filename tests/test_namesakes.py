@@ -70,20 +70,23 @@ def test_estimates_how_often_holders_have_a_namesake() -> None:
     assert right.mean() - uniform.mean() > 0.03  # what the uniform prior got wrong
 
 
-def test_a_run_drawn_like_the_registry_keeps_the_uniform_prior() -> None:
-    rng = np.random.default_rng(11)
-    weights, namesake, _ = _world(rng, 40_000, registry_share=0.05, holder_share=0.05)
+def _evidence(seed: int, rows: int, registry_share: float, holder_share: float
+              ) -> NamesakeEvidence:
+    weights, namesake, _ = _world(np.random.default_rng(seed), rows, registry_share,
+                                  holder_share)
     evidence = NamesakeEvidence()
     evidence.add(weights, namesake)
+    return evidence
+
+
+def test_a_run_drawn_like_the_registry_keeps_the_uniform_prior() -> None:
+    evidence = _evidence(11, 40_000, registry_share=0.05, holder_share=0.05)
     prior = estimate_prior(evidence, 0.05, pseudo_rows=200)
     assert abs(prior.namesake_bits) < 0.2 and abs(prior.other_bits) < 0.02
 
 
 def test_few_rows_stay_near_the_uniform_prior_and_no_namesakes_change_nothing() -> None:
-    rng = np.random.default_rng(3)
-    weights, namesake, _ = _world(rng, 30, registry_share=0.02, holder_share=0.5)
-    evidence = NamesakeEvidence()
-    evidence.add(weights, namesake)
+    evidence = _evidence(3, 30, registry_share=0.02, holder_share=0.5)
     small = estimate_prior(evidence, 0.02, pseudo_rows=200)
     large = estimate_prior(evidence, 0.02, pseudo_rows=0)
     assert 0 < small.namesake_bits < large.namesake_bits
