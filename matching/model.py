@@ -777,19 +777,26 @@ class RegistryStatistics:
 
     citizens: int
     birth_dates: BirthDateAgreement | None
+    # Citizens who share their canonical name and date of birth with another
+    # (matching.namesakes): the registry's side of the run's namesake prior. None in a
+    # snapshot prepared before it was counted (the run then counts it itself).
+    with_namesake: int | None = None
 
     def to_dict(self) -> dict:
         dates = self.birth_dates
         return {"citizens": self.citizens,
                 "same_birth_date": None if dates is None else dates.same_date,
-                "same_birth_year": None if dates is None else dates.same_year}
+                "same_birth_year": None if dates is None else dates.same_year,
+                "citizens_with_namesake": self.with_namesake}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> RegistryStatistics:
         same_date, same_year = data.get("same_birth_date"), data.get("same_birth_year")
         dates = None if same_date is None or same_year is None else \
             BirthDateAgreement(same_date=float(same_date), same_year=float(same_year))
-        return cls(citizens=int(data["citizens"]), birth_dates=dates)
+        namesakes = data.get("citizens_with_namesake")
+        return cls(citizens=int(data["citizens"]), birth_dates=dates,
+                   with_namesake=None if namesakes is None else int(namesakes))
 
 
 def registry_statistics(date_of_birth: pa.Array | pa.ChunkedArray,

@@ -3,6 +3,7 @@ search of the whole registry in one piece, however the registry is partitioned."
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from pathlib import Path
 
@@ -73,6 +74,15 @@ def test_partitions_by_birth_year_find_what_the_whole_registry_gives(
     share = search.registry_namesakes([snapshot.search_citizens(p)
                                        for p in snapshot.search_present])
     assert 0 < share < 1  # the sample registry has namesakes: the prior is estimated
+    # counted when the snapshot was prepared, as over its partitions
+    assert snapshot.statistics.with_namesake == round(share * snapshot.citizens)
+    assert search._registry_share(snapshot, snapshot.search_present) == pytest.approx(share)
+    # a snapshot prepared before the count: the run counts over the partitions itself
+    older = dict(snapshot.manifest, statistics={
+        k: v for k, v in snapshot.manifest["statistics"].items()
+        if k != "citizens_with_namesake"})
+    assert search._registry_share(dataclasses.replace(snapshot, manifest=older),
+                                  snapshot.search_present) == share
     for order in (parts, parts[::-1]):
         found = search.choose(searched, order, model, settings, share)
         for column in found.column_names:

@@ -107,6 +107,7 @@ from pipelines.reconcile.model_file import load_model
 from pipelines.reconcile.run_state import shard_plan, snapshot_of_run
 from pipelines.reconcile.sharding import row_positions
 from pipelines.registry.search_index import find_numbers, partition_of_year
+from pipelines.registry.snapshot import Snapshot
 from pipelines.results.dataset import RunResults
 from pipelines.storage.files import (
     AtomicParquetWriter,
@@ -1202,6 +1203,15 @@ def registry_namesakes(snapshot_partitions: Sequence[Path]) -> float:
     return namesakes / max(citizens, 1)
 
 
+def _registry_share(snapshot: Snapshot, partitions: Sequence[int]) -> float:
+    """The registry's share of citizens with a namesake: counted when the snapshot was
+    prepared, or (a snapshot prepared before that) over its search partitions."""
+    statistics = snapshot.statistics
+    if statistics.with_namesake is not None:
+        return statistics.with_namesake / max(statistics.citizens, 1)
+    return registry_namesakes([snapshot.search_citizens(p) for p in partitions])
+
+
 def _found(config: RunConfig, search: dict, paths: RunPaths, prior: NamesakePrior
            ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """Second pass: per batch, in order, its searched rows and their final columns
@@ -1230,8 +1240,7 @@ def choose_candidates(config: RunConfig, paths: RunPaths) -> dict:
         raise RuntimeError(f"run {paths.run_date}: the searched rows were collected for "
                            "another shard plan (rerun the whole date)")
     evidence = _ranked_batches(config, paths, search, partitions)
-    share = registry_namesakes([snapshot.search_citizens(p) for p in partitions]) \
-        if evidence.rows else None
+    share = _registry_share(snapshot, partitions) if evidence.rows else None
     prior = namesake_prior(evidence, share, config.matching)
     write_json(prior.to_dict(), paths.search_prior)
     log.info("search: namesake prior from %d rows with a candidate: %.4f of their holders "

@@ -31,7 +31,7 @@ import math
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ from matching.model import (
     typo_shares,
 )
 from matching.names import sequence_and_canonical_keys
+from matching.namesakes import NAMESAKE_BLOCK_FAMILY, has_namesake
 from pipelines.errors import RegistryError
 from pipelines.reconcile.sharding import shard_of
 from pipelines.registry import source as registry_source
@@ -383,13 +384,19 @@ def build(source: Path | objectstore.RemoteFile, staging: Path, shards: int, *,
         # NumPy, the GIL mostly released) while this one's are written: three buckets in
         # memory at most.
         buckets = by_year.buckets()
+        with_namesake = 0
         for bucket, (wide, index, shard) in zip(
                 buckets, ahead(registry_wide, buckets, workers=2, name="registry-build"),
                 strict=True):
+            # a date lies in one bucket: its namesake blocks are the whole registry's
+            with_namesake += int(has_namesake(np.asarray(
+                wide[f"block_{NAMESAKE_BLOCK_FAMILY}"], np.int64)).sum())
             by_shard.write(wide, shard)
             layout.add(bucket, wide, index)  # the bucket's citizens, in registry order
             del wide, index, shard
         built.search_partitions = year_buckets
+        if built.statistics is not None:
+            built.statistics = replace(built.statistics, with_namesake=with_namesake)
         built.search_files = layout.finish()
         built.search_present = layout.present
         del layout
