@@ -19,10 +19,12 @@ the whole registry:
    choice needs: the best candidate with its explanation, the best ``top_candidates``
    weights, and how many there were. (:func:`search_shard` does 2 and 3 at once for a
    registry table searched whole.)
-4. :func:`choose` combines the partitions' outputs into the final per-row columns
+4. :func:`rank` combines the partitions' outputs into each row's best candidates;
+   the run's namesake prior (``matching.namesakes``) is estimated from every row's
+   ranked candidates; :func:`decide` then gives the final per-row columns
    (``candidate_citizen_id``, ``candidate_probability``, ``candidate_margin_bits``,
    ``candidate_count``, ``suggested_citizen_id``, the explanation's levels and
-   weights).
+   weights). :func:`choose` does the three for rows searched at once.
 
 Everything registry-wide (block sizes for ``candidate_max_block``, name frequencies,
 the registry's size and birth-date statistics) is counted when the snapshot is
@@ -31,7 +33,8 @@ source registry, and sums run in a fixed order, so the result is the same whatev
 number of shards, partitions or batches. Memory: the searched rows are cut into batches
 of ``matching.search_batch_rows`` rows; a routing task holds one batch, a search task one
 partition and one batch at a time (candidate pairs compared ``SEARCH_CHUNK_PAIRS`` at a
-time), never the run; :func:`choose` folds the parts one batch at a time.
+time), never the run; :func:`choose_candidates` folds the parts one batch at a time,
+twice (rank and count the evidence; decide with the prior).
 
 The thin I/O steps at the end (:func:`route_search_batch`, :func:`search_partition`,
 :func:`choose_candidates`) run them in a run's working folder
